@@ -1,0 +1,39 @@
+# videoprep: `make help` lists the targets.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PYTEST_ARGS ?=
+TESTS  ?= tests
+STAMP  := $(VENV)/.setup-stamp
+
+.PHONY: help setup test test-all lint bench demo clean
+
+help:  ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 12
+
+setup: $(STAMP)  ## Create .venv and install everything the project needs
+
+$(STAMP): pyproject.toml Makefile
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+	# The local CPU wheel; a bare `torch` would pull several GB of CUDA packages.
+	$(PY) -m pip install torch==2.13.0
+	$(PY) -m pip install -e '.[all]'
+	touch $(STAMP)
+
+test: setup  ## Run the default test suite (TESTS=path to pick a subset)
+	$(PY) -m pytest $(TESTS) -m "not slow and not gpu" $(PYTEST_ARGS)
+
+test-all: setup  ## Run every test, slow ones included
+	$(PY) -m pytest $(TESTS) -m "not gpu" $(PYTEST_ARGS)
+
+lint: setup  ## Ruff over the whole tree
+	$(VENV)/bin/ruff check .
+
+bench: setup  ## Run the benchmarks under benchmarks/ (figures go to bench-out/)
+	$(PY) benchmarks/run_all.py --out bench-out
+
+demo: setup  ## The whole toolkit end to end on generated data (outputs in demo-out/)
+	$(VENV)/bin/videoprep demo --out demo-out
+
+clean:  ## Remove build and demo outputs (keeps .venv)
+	rm -rf demo-out bench-out .pytest_cache .ruff_cache *.egg-info

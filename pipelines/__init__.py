@@ -1,0 +1,1 @@
+"""Frames and tensors: clip sampling, transforms and loader backends over BAT list files."""

@@ -1,0 +1,1 @@
+"""Models and optimisation: the BAT networks and their training and testing runners."""

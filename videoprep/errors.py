@@ -1,0 +1,39 @@
+"""Exception types of the toolkit; the CLI turns them into one-line messages."""
+
+from __future__ import annotations
+
+from os import PathLike
+
+
+class VideoprepError(Exception):
+    """Base of every error the toolkit raises on purpose (bad input, failed tool)."""
+
+
+class PathError(VideoprepError):
+    """An error about one file or folder: carries the path and the reason."""
+
+    def __init__(self, path: str | PathLike[str], reason: str) -> None:
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+class ListFormatError(PathError):
+    """A list file line that breaks the `path frame_num label` format."""
+
+    def __init__(self, path: str | PathLike[str], line_no: int, reason: str) -> None:
+        self.line_no = line_no
+        super().__init__(f"{path}:{line_no}", reason)
+        self.path = str(path)
+
+
+class ProbeError(PathError):
+    """A video that cannot be opened or demuxed."""
+
+
+class FFmpegError(PathError):
+    """An ffmpeg run that failed; `reason` holds the tail of its stderr."""
+
+
+class LayoutError(PathError):
+    """A dataset folder or annotation file that does not match a known layout."""

@@ -1,0 +1,128 @@
+"""Learn what a video holds without decoding pixels: frame count, rate, size, codec."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from fractions import Fraction
+from typing import Any
+
+import av
+
+from videoprep.errors import ProbeError
+
+VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".avi", ".mov", ".mpg", ".mpeg", ".ogv", ".m4v")
+
+# Relative spread of frame durations tolerated before a stream counts as variable rate
+# (container timestamps are rounded to the time base, so exact equality is too strict).
+_VFR_TOLERANCE = 0.02
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What probing learned about one video; `frames` is what a decoder yields."""
+
+    path: str
+    size_bytes: int
+    frames: int
+    fps: float
+    duration_s: float
+    width: int
+    height: int
+    codec: str
+    pix_fmt: str
+    constant_frame_rate: bool
+    keyframes: int
+    max_gop: int
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain dict for manifests and JSON reports."""
+        return asdict(self)
+
+
+def _stream_rate(stream: av.video.stream.VideoStream) -> float:
+    for rate in (stream.average_rate, stream.guessed_rate, stream.base_rate):
+        if rate:
+            return float(rate)
+    return 0.0
+
+
+def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
+    """Demux every video packet (no decoding) to count frames and check timing.
+
+    Container headers lie or are missing (webm, mpg, hand-edited avi), so the
+    count comes from the packets a decoder would be fed: non-empty, not
+    flagged as discarded by an edit list.
+    """
+    path = os.fspath(path)
+    try:
+        size = os.path.getsize(path)
+    except OSError as exc:
+        raise ProbeError(path, f"cannot stat: {exc.strerror}") from None
+    if size == 0:
+        raise ProbeError(path, "empty file (0 bytes)")
+    try:
+        container = av.open(path, metadata_errors="ignore")
+    except av.error.FFmpegError as exc:
+        raise ProbeError(path, f"cannot open: {_ffmpeg_reason(exc)}") from None
+    try:
+        if not container.streams.video:
+            raise ProbeError(path, "no video stream")
+        stream = container.streams.video[0]
+        ctx = stream.codec_context
+        frames = keyframes = gop = max_gop = 0
+        pts_list: list[int] = []
+        try:
+            for packet in container.demux(stream):
+                if packet.size == 0 or packet.is_discard:
+                    continue
+                frames += 1
+                if packet.pts is not None:
+                    pts_list.append(packet.pts)
+                if packet.is_keyframe:
+                    keyframes += 1
+                    max_gop = max(max_gop, gop)
+                    gop = 1
+                else:
+                    gop += 1
+        except av.error.FFmpegError as exc:
+            raise ProbeError(path, f"demux failed after {frames} frames: {_ffmpeg_reason(exc)}") from None
+        max_gop = max(max_gop, gop)
+        if frames == 0:
+            raise ProbeError(path, "video stream has no frames")
+        fps = _stream_rate(stream)
+        time_base = stream.time_base or Fraction(1, 1)
+        cfr, duration = _timing(pts_list, time_base, fps, frames)
+        return VideoInfo(
+            path=path,
+            size_bytes=size,
+            frames=frames,
+            fps=round(fps, 6),
+            duration_s=round(duration, 6),
+            width=ctx.width,
+            height=ctx.height,
+            codec=ctx.name or "unknown",
+            pix_fmt=ctx.format.name if ctx.format else "unknown",
+            constant_frame_rate=cfr,
+            keyframes=keyframes,
+            max_gop=max_gop,
+        )
+    finally:
+        container.close()
+
+
+def _timing(pts: list[int], time_base: Fraction, fps: float, frames: int) -> tuple[bool, float]:
+    """(constant frame rate?, duration in seconds) from presentation timestamps."""
+    if len(pts) < 2:
+        return True, frames / fps if fps else 0.0
+    ordered = sorted(pts)
+    deltas = [b - a for a, b in zip(ordered, ordered[1:])]
+    mean = sum(deltas) / len(deltas)
+    cfr = mean > 0 and all(abs(d - mean) <= max(1.0, _VFR_TOLERANCE * mean) for d in deltas)
+    duration = float((ordered[-1] - ordered[0] + mean) * time_base)
+    return cfr, duration
+
+
+def _ffmpeg_reason(exc: av.error.FFmpegError) -> str:
+    """FFmpeg's own message without PyAV's errno prefix."""
+    return getattr(exc, "strerror", None) or str(exc)

@@ -1,0 +1,101 @@
+"""Write small real videos with PyAV: test fixtures, the demo dataset and benchmark samples."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from fractions import Fraction
+from pathlib import Path
+from typing import Literal
+
+import av
+import numpy as np
+
+Codec = Literal["h264", "mpeg4", "mjpeg", "vp9", "vp8", "mpeg1video", "hevc"]
+
+# Encoder name and pixel format for each codec we write.
+ENCODERS: dict[str, tuple[str, str]] = {
+    "h264": ("libx264", "yuv420p"),
+    "hevc": ("libx265", "yuv420p"),
+    "mpeg4": ("mpeg4", "yuv420p"),
+    "mjpeg": ("mjpeg", "yuvj420p"),
+    "vp9": ("libvpx-vp9", "yuv420p"),
+    "vp8": ("libvpx", "yuv420p"),
+    "mpeg1video": ("mpeg1video", "yuv420p"),
+}
+
+
+def pattern_frames(num_frames: int, *, width: int, height: int, seed: int = 0) -> Iterable[np.ndarray]:
+    """RGB frames whose content changes every frame (moving gradient plus a bright bar)."""
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 256, size=(height // 8 + 1, width // 8 + 1, 3), dtype=np.uint8)
+    tile = np.kron(base, np.ones((8, 8, 1), dtype=np.uint8))[:height, :width]
+    yy, xx = np.mgrid[0:height, 0:width]
+    for i in range(num_frames):
+        frame = tile.copy()
+        frame[..., 0] = ((xx + 3 * i) * 255 // max(width, 1)).astype(np.uint8)
+        bar = (i * 4) % max(width - 4, 1)
+        frame[:, bar : bar + 4] = 255
+        frame[..., 2] = (frame[..., 2].astype(np.int32) + i * 7).astype(np.uint8) & 0xFF
+        yield frame
+
+
+def write_video(
+    path: str | os.PathLike[str],
+    frames: Iterable[np.ndarray] | None = None,
+    *,
+    num_frames: int = 60,
+    width: int = 64,
+    height: int = 48,
+    fps: float = 25,
+    codec: Codec = "h264",
+    gop: int | None = None,
+    bframes: int | None = None,
+    pix_fmt: str | None = None,
+    crf: int | None = None,
+    options: dict[str, str] | None = None,
+    seed: int = 0,
+) -> Path:
+    """Encode RGB uint8 frames (HxWx3) to `path`; the container follows the suffix."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    encoder, default_fmt = ENCODERS[codec]
+    if frames is None:
+        frames = pattern_frames(num_frames, width=width, height=height, seed=seed)
+    rate = Fraction(fps).limit_denominator(1001)
+    with av.open(str(out), mode="w") as container:
+        stream = container.add_stream(encoder, rate=rate)
+        stream.width, stream.height = width, height
+        stream.pix_fmt = pix_fmt or default_fmt
+        opts = dict(options or {})
+        if encoder == "libx264":
+            opts.setdefault("preset", "ultrafast")
+            if gop is not None:
+                opts.setdefault("x264-params", f"keyint={gop}:min-keyint={gop}:scenecut=0")
+            if crf is not None:
+                opts.setdefault("crf", str(crf))
+        elif encoder in ("libvpx-vp9", "libvpx"):
+            opts.setdefault("deadline", "realtime")
+            opts.setdefault("cpu-used", "8")
+            opts.setdefault("b", "400k")
+        elif encoder == "libx265":
+            opts.setdefault("preset", "ultrafast")
+            opts.setdefault("x265-params", "log-level=error")
+        if gop is not None:
+            stream.codec_context.gop_size = gop
+        if bframes is not None:
+            stream.codec_context.max_b_frames = bframes
+        stream.options = opts
+        for array in frames:
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return out
+
+
+def decode_all(path: str | os.PathLike[str]) -> list[np.ndarray]:
+    """Every frame a full decode yields, as RGB arrays: the ground truth for frame counts."""
+    with av.open(os.fspath(path)) as container:
+        return [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
