@@ -99,3 +99,58 @@ def decode_all(path: str | os.PathLike[str]) -> list[np.ndarray]:
     """Every frame a full decode yields, as RGB arrays: the ground truth for frame counts."""
     with av.open(os.fspath(path)) as container:
         return [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+
+
+# Demo actions: the class can only be told from motion over time (every single frame of
+# one class could belong to another), and each is unchanged by a horizontal flip, which
+# the official train transform applies.
+ACTIONS = ("moving up", "moving down", "growing (zoom in)", "shrinking (zoom out)")
+
+
+def action_frames(
+    action: str, *, num_frames: int, width: int, height: int, rng: np.random.Generator
+) -> Iterable[np.ndarray]:
+    """RGB frames of one textured object doing `action` over a static textured background."""
+    if action not in ACTIONS:
+        raise ValueError(f"action {action!r} must be one of {', '.join(ACTIONS)}")
+    cell = 8
+    bg_small = rng.integers(20, 110, size=(height // cell + 1, width // cell + 1, 3), dtype=np.uint8)
+    background = np.kron(bg_small, np.ones((cell, cell, 1), dtype=np.uint8))[:height, :width]
+    color = rng.integers(150, 256, size=3)
+    short = min(width, height)
+    yy, xx = np.mgrid[0:height, 0:width]
+    cx = rng.uniform(0.3, 0.7) * width
+    travel = rng.uniform(0.35, 0.55) * height
+    for i in range(num_frames):
+        t = i / max(num_frames - 1, 1)
+        if action in ("moving up", "moving down"):
+            radius = 0.12 * short
+            y0 = 0.5 * height + (0.5 - t) * travel * (1 if action == "moving up" else -1)
+        else:
+            grow = t if action == "growing (zoom in)" else 1 - t
+            radius = (0.05 + 0.22 * grow) * short
+            y0 = 0.5 * height
+        mask = (np.abs(xx - cx) <= radius) & (np.abs(yy - y0) <= radius)
+        frame = background.copy()
+        stripes = ((xx + yy) // 4 % 2).astype(np.int32) * 40
+        obj = np.clip(color[None, None, :] - stripes[..., None], 0, 255).astype(np.uint8)
+        frame[mask] = obj[mask]
+        yield frame
+
+
+def write_action_video(
+    path: str | os.PathLike[str],
+    action: str,
+    *,
+    num_frames: int,
+    width: int,
+    height: int,
+    fps: float,
+    seed: int,
+    codec: Codec = "h264",
+    gop: int | None = None,
+) -> Path:
+    """One demo clip of `action`, encoded like a typical download (H.264, long GOP)."""
+    rng = np.random.default_rng(seed)
+    frames = action_frames(action, num_frames=num_frames, width=width, height=height, rng=rng)
+    return write_video(path, frames, width=width, height=height, fps=fps, codec=codec, gop=gop)
