@@ -1,0 +1,144 @@
+"""Lintel's contract on our PyAV core: exact frames on every codec, seek or not, clear errors."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import pipelines.lintel as lintel_mod
+from pipelines.lintel import (
+    DecodeError,
+    FrameIndexError,
+    frames_from_buffer,
+    loadvid,
+    loadvid_frame_nums,
+    native_lintel,
+)
+from videoprep.synth import decode_all
+
+NUM_FRAMES = 40
+
+# (file name, write_video options): B-frames on H.264 and MPEG-4, VP9 in webm, intra-only MJPEG.
+CODECS = {
+    "h264": ("h264.mp4", {"codec": "h264", "gop": 12, "bframes": 2}),
+    "vp9": ("vp9.webm", {"codec": "vp9", "gop": 10}),
+    "mjpeg": ("mjpeg.avi", {"codec": "mjpeg"}),
+    "mpeg4": ("mpeg4.avi", {"codec": "mpeg4", "gop": 10, "bframes": 2}),
+}
+
+INDEX_SETS = [[0], [3, 7, 20, NUM_FRAMES - 1], [13, 14, 15], [25], list(range(NUM_FRAMES))]
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory) -> dict[str, tuple[bytes, np.ndarray]]:
+    """codec -> (encoded bytes, every frame of a full decode)."""
+    from videoprep.synth import write_video
+
+    root = tmp_path_factory.mktemp("lintel")
+    out = {}
+    for codec, (name, options) in CODECS.items():
+        path = write_video(root / name, num_frames=NUM_FRAMES, width=64, height=48, **options)
+        out[codec] = (path.read_bytes(), np.stack(decode_all(path)))
+    return out
+
+
+@pytest.mark.parametrize("should_seek", [False, True], ids=["no-seek", "seek"])
+@pytest.mark.parametrize("codec", list(CODECS))
+def test_frames_are_exact(videos, codec: str, should_seek: bool) -> None:
+    encoded, reference = videos[codec]
+    for nums in INDEX_SETS:
+        buf, width, height = loadvid_frame_nums(encoded, frame_nums=nums, should_seek=should_seek)
+        assert (width, height) == (64, 48)
+        assert len(buf) == len(nums) * width * height * 3
+        frames = frames_from_buffer(buf, num_frames=len(nums), width=width, height=height)
+        np.testing.assert_array_equal(frames, reference[nums], err_msg=f"{codec} {nums}")
+
+
+@pytest.mark.parametrize("codec", ["h264", "vp9", "mpeg4"])
+def test_seek_path_is_taken_and_matches_no_seek(videos, codec: str, monkeypatch) -> None:
+    """With should_seek the keyframe seek really serves the request (no silent fallback)."""
+    encoded, _ = videos[codec]
+    results: list[bool] = []
+    original = lintel_mod._decode_with_seek
+
+    def spy(*args):
+        frames = original(*args)
+        results.append(frames is not None)
+        return frames
+
+    monkeypatch.setattr(lintel_mod, "_decode_with_seek", spy)
+    nums = [21, 29, 37]
+    seeking = loadvid_frame_nums(encoded, frame_nums=nums, should_seek=True)
+    assert results == [True]
+    assert seeking == loadvid_frame_nums(encoded, frame_nums=nums, should_seek=False)
+
+
+def test_given_size_returns_buffer_only(videos) -> None:
+    encoded, reference = videos["h264"]
+    buf = loadvid_frame_nums(encoded, frame_nums=[1, 2], width=64, height=48)
+    assert isinstance(buf, bytes)
+    np.testing.assert_array_equal(frames_from_buffer(buf, num_frames=2, width=64, height=48), reference[[1, 2]])
+
+
+def test_wrong_size_is_refused_not_resized(videos) -> None:
+    encoded, _ = videos["h264"]
+    with pytest.raises(DecodeError, match=r"width=32 height=24 given but the video is 64x48.*never resizes"):
+        loadvid_frame_nums(encoded, frame_nums=[1], width=32, height=24)
+
+
+@pytest.mark.parametrize(
+    ("nums", "message"),
+    [
+        ([3, 3], r"strictly increasing .* got 3 then 3 at position 1"),
+        ([5, 2], r"strictly increasing .* got 5 then 2 at position 1"),
+        ([-1, 2], r"0-based, got -1"),
+        ([], r"frame_nums is empty"),
+    ],
+)
+def test_contract_errors(videos, nums: list[int], message: str) -> None:
+    encoded, _ = videos["vp9"]
+    with pytest.raises(FrameIndexError, match=message):
+        loadvid_frame_nums(encoded, frame_nums=nums, name="clip.webm")
+
+
+@pytest.mark.parametrize("should_seek", [False, True], ids=["no-seek", "seek"])
+@pytest.mark.parametrize("codec", list(CODECS))
+def test_index_past_end_is_an_error_not_a_loop(videos, codec: str, should_seek: bool) -> None:
+    encoded, _ = videos[codec]
+    with pytest.raises(FrameIndexError, match=rf"^clip: frame {NUM_FRAMES} requested but the video has only {NUM_FRAMES} frames"):
+        loadvid_frame_nums(encoded, frame_nums=[5, NUM_FRAMES], should_seek=should_seek, name="clip")
+
+
+def test_garbage_bytes_raise_decode_error() -> None:
+    with pytest.raises(DecodeError, match=r"^bad.mp4: cannot open"):
+        loadvid_frame_nums(b"not a video at all" * 100, frame_nums=[0], name="bad.mp4")
+
+
+def test_loadvid_consecutive_frames(videos) -> None:
+    encoded, reference = videos["h264"]
+    rng = np.random.default_rng(3)
+    buf, width, height, seek_distance = loadvid(encoded, num_frames=8, rng=rng)
+    frames = frames_from_buffer(buf, num_frames=8, width=width, height=height)
+    start = round(seek_distance * NUM_FRAMES)
+    assert 0 <= start <= NUM_FRAMES - 8
+    np.testing.assert_array_equal(frames, reference[start : start + 8])
+    buf, seek_distance = loadvid(encoded, should_random_seek=False, width=64, height=48, num_frames=50)
+    frames = frames_from_buffer(buf, num_frames=50, width=64, height=48)
+    assert seek_distance == 0.0
+    np.testing.assert_array_equal(frames[:NUM_FRAMES], reference)
+    np.testing.assert_array_equal(frames[NUM_FRAMES:], reference[[-1] * 10])  # repeats, never loops
+
+
+def test_docstring_checker_named_lintel_is_not_taken_for_the_extension(tmp_path: Path, monkeypatch) -> None:
+    """A package `lintel` without loadvid_frame_nums (the PyPI docstring checker) is ignored."""
+    (tmp_path / "lintel").mkdir()
+    (tmp_path / "lintel" / "__init__.py").write_text('"""A docstring checker."""\n')
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "lintel", raising=False)
+    assert native_lintel() is None
+    (tmp_path / "lintel" / "__init__.py").write_text("def loadvid_frame_nums(encoded, **kw):\n    return b''\n")
+    monkeypatch.delitem(sys.modules, "lintel", raising=False)
+    assert native_lintel() is not None
