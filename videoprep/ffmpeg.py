@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import ctypes.util
 import functools
 import os
 import shutil
 import signal
 import subprocess
-from collections.abc import Sequence
+import sys
+from collections.abc import Callable, Sequence
 
 from videoprep.errors import FFmpegError, VideoprepError
 
 _STDERR_TAIL_CHARS = 2000
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 @functools.lru_cache(maxsize=1)
@@ -41,7 +46,7 @@ def run_ffmpeg(args: Sequence[str], *, target: str, timeout_s: float | None = No
     cmd = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", *args]
     proc = subprocess.Popen(
         cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        start_new_session=True,
+        start_new_session=True, preexec_fn=_die_with_parent(),
     )
     try:
         _, err = proc.communicate(timeout=timeout_s)
@@ -56,10 +61,31 @@ def run_ffmpeg(args: Sequence[str], *, target: str, timeout_s: float | None = No
         raise FFmpegError(target, f"ffmpeg exited with {proc.returncode}: {tail or 'no message'}")
 
 
+@functools.lru_cache(maxsize=1)
+def _die_with_parent() -> Callable[[], None] | None:
+    """A preexec hook: the kernel SIGKILLs ffmpeg when the process that started it dies.
+
+    ffmpeg runs in its own session (so a terminal's Ctrl-C reaches only us and we
+    kill it ourselves); this covers the cases where we cannot: a worker killed by
+    its pool (pebble's SIGTERM is an immediate exit), SIGKILL, a Ray worker cancelled.
+    Linux only; elsewhere None.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    libc_name = ctypes.util.find_library("c")
+    if not libc_name:
+        return None
+    prctl = ctypes.CDLL(libc_name, use_errno=True).prctl
+    sigkill = int(signal.SIGKILL)
+
+    def hook() -> None:
+        prctl(_PR_SET_PDEATHSIG, sigkill, 0, 0, 0)
+
+    return hook
+
+
 def _kill(proc: subprocess.Popen[bytes]) -> None:
     """Kill ffmpeg's whole process group and reap it, so nothing is left running."""
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
     proc.wait()

@@ -41,18 +41,19 @@ def run_isolated(
     *,
     jobs: int | None = None,
     timeout_s: float | None = None,
+    initializer: Callable[[], None] | None = None,
 ) -> Iterator[TaskResult[T, R]]:
     """Yield each item's result as it completes.
 
     A worker that hangs past `timeout_s` is killed and replaced; one that
     crashes (a decoder segfault) costs only its item. Ctrl-C stops every
-    worker before re-raising.
+    worker before re-raising. `initializer` runs once in each new worker.
     """
     items = list(items)
     if not items:
         return
     workers = max(1, min(jobs or default_jobs(), len(items)))
-    pool = pebble.ProcessPool(max_workers=workers)
+    pool = pebble.ProcessPool(max_workers=workers, initializer=initializer)
     try:
         futures = {pool.schedule(fn, args=(item,), timeout=timeout_s): item for item in items}
         for future in concurrent.futures.as_completed(futures):
