@@ -126,7 +126,8 @@ def _rgb(frame: av.VideoFrame) -> np.ndarray:
     return frame.to_ndarray(format="rgb24")
 
 
-def _past_end(label: str, index: int, count: int) -> FrameIndexError:
+def past_end_error(label: str, index: int, count: int) -> FrameIndexError:
+    """The error for an index at or past the real frame count (a list frame_num larger than the video)."""
     return FrameIndexError(
         label,
         f"frame {index} requested but the video has only {count} frames "
@@ -150,7 +151,7 @@ def _decode_intra_only(container, stream, nums: list[int], label: str) -> np.nda
     if all(p.pts is not None for p in packets):
         packets.sort(key=lambda p: p.pts)
     if nums[-1] >= len(packets):
-        raise _past_end(label, nums[-1], len(packets))
+        raise past_end_error(label, nums[-1], len(packets))
     ctx = stream.codec_context
     out = []
     for index in nums:
@@ -174,7 +175,7 @@ def _decode_sequential(container, stream, nums: list[int], label: str) -> np.nda
             if target is None:
                 return _stack(out)
         count += 1
-    raise _past_end(label, target, count)
+    raise past_end_error(label, target, count)
 
 
 def _decode_with_seek(container, stream, nums: list[int], label: str) -> np.ndarray | None:
@@ -189,7 +190,7 @@ def _decode_with_seek(container, stream, nums: list[int], label: str) -> np.ndar
         return None
     order = sorted(pts)
     if nums[-1] >= len(order):
-        raise _past_end(label, nums[-1], len(order))
+        raise past_end_error(label, nums[-1], len(order))
     index_of = {t: i for i, t in enumerate(order)}
     first_pts = order[nums[0]]
     keyframes = [p.pts for p in packets if p.is_keyframe and p.pts <= first_pts]
@@ -301,15 +302,17 @@ def loadvid(
     return frames.tobytes(), seek_distance
 
 
-def count_frames(encoded: bytes, *, name: str = MEMORY_SOURCE) -> int:
-    """Frames a full decode of `encoded` yields, counted from packets (no decoding)."""
+def count_frames(source: bytes | str, *, name: str | None = None) -> int:
+    """Frames a full decode yields (encoded bytes or a file path), counted from packets, no decoding."""
+    label = name or (source if isinstance(source, str) else MEMORY_SOURCE)
+    opened = io.BytesIO(source) if isinstance(source, bytes | bytearray | memoryview) else source
     try:
-        with av.open(io.BytesIO(encoded), metadata_errors="ignore") as container:
+        with av.open(opened, metadata_errors="ignore") as container:
             if not container.streams.video:
-                raise DecodeError(name, "no video stream")
+                raise DecodeError(label, "no video stream")
             return len(_video_packets(container, container.streams.video[0]))
     except av.error.FFmpegError as exc:
-        raise DecodeError(name, f"cannot demux: {_reason(exc)}") from None
+        raise DecodeError(label, f"cannot demux: {_reason(exc)}") from None
 
 
 def frames_from_buffer(buffer: bytes, *, num_frames: int, width: int, height: int) -> np.ndarray:

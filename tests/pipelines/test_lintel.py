@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -142,3 +143,85 @@ def test_docstring_checker_named_lintel_is_not_taken_for_the_extension(tmp_path:
     (tmp_path / "lintel" / "__init__.py").write_text("def loadvid_frame_nums(encoded, **kw):\n    return b''\n")
     monkeypatch.delitem(sys.modules, "lintel", raising=False)
     assert native_lintel() is not None
+
+
+# ---------------------------------------------------------------- the "lintel" reader
+
+
+@pytest.fixture(scope="module")
+def video_files(tmp_path_factory) -> dict[str, Path]:
+    from videoprep.synth import write_video
+
+    root = tmp_path_factory.mktemp("lintel-reader")
+    return {
+        codec: write_video(root / name, num_frames=NUM_FRAMES, width=64, height=48, **options)
+        for codec, (name, options) in CODECS.items()
+    }
+
+
+@pytest.mark.parametrize("codec", list(CODECS))
+def test_reader_any_order_with_duplicates(videos, video_files, codec: str) -> None:
+    from pipelines.backends import get_reader
+
+    reader = get_reader("lintel")
+    _, reference = videos[codec]
+    wanted = [30, 2, 2, 39, 17, 30, 0]
+    frames = reader.read(str(video_files[codec]), wanted)
+    assert frames.shape == (len(wanted), 48, 64, 3) and frames.dtype == np.uint8
+    np.testing.assert_array_equal(frames, reference[wanted])
+    assert reader.frame_count(str(video_files[codec])) == NUM_FRAMES
+    no_seek = get_reader("lintel", should_seek=False).read(str(video_files[codec]), wanted)
+    np.testing.assert_array_equal(no_seek, frames)
+
+
+def test_reader_reports_past_end_and_missing_file(video_files, tmp_path: Path) -> None:
+    from pipelines.backends import get_reader
+
+    reader = get_reader("lintel")
+    path = str(video_files["h264"])
+    with pytest.raises(FrameIndexError, match=rf"^{re.escape(path)}: frame 45 requested but the video has only 40"):
+        reader.read(path, [3, 45])
+    with pytest.raises(DecodeError, match=r"nope.mp4: cannot read"):
+        reader.read(str(tmp_path / "nope.mp4"), [0])
+
+
+def test_native_implementation_needs_the_real_extension(tmp_path: Path, monkeypatch) -> None:
+    from pipelines.backends import get_reader
+
+    (tmp_path / "lintel").mkdir()
+    (tmp_path / "lintel" / "__init__.py").write_text('"""A docstring checker."""\n')
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "lintel", raising=False)
+    with pytest.raises(DecodeError, match=r"needs the Lintel C extension .* use implementation 'ours'"):
+        get_reader("lintel", implementation="native")
+    with pytest.raises(ValueError, match=r"implementation \('fast'\) must be one of ours, native"):
+        get_reader("lintel", implementation="fast")
+
+
+def test_native_implementation_is_called_with_lintels_contract(
+    videos, video_files, tmp_path: Path, monkeypatch
+) -> None:
+    """An extension module exposing Lintel's API is called with sorted unique indices and its result used.
+
+    The stand-in extension records its calls and answers through our implementation
+    (the real C extension cannot be built here); the reader code under test is the same.
+    """
+    from pipelines.backends import get_reader
+
+    (tmp_path / "lintel").mkdir()
+    (tmp_path / "lintel" / "__init__.py").write_text(
+        "from pipelines.lintel import loadvid_frame_nums as _ours\n"
+        "calls = []\n"
+        "def loadvid_frame_nums(encoded, *, frame_nums, width=0, height=0, should_seek=False):\n"
+        "    calls.append((list(frame_nums), width, height, should_seek))\n"
+        "    buf, w, h = _ours(encoded, frame_nums=frame_nums, should_seek=should_seek)\n"
+        "    return bytearray(buf), w, h\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "lintel", raising=False)
+    reader = get_reader("lintel", implementation="native")
+    frames = reader.read(str(video_files["vp9"]), [9, 4, 9])
+    np.testing.assert_array_equal(frames, videos["vp9"][1][[9, 4, 9]])
+    assert sys.modules["lintel"].calls == [([4, 9], 0, 0, True)]
+    with pytest.raises(FrameIndexError, match="frame 40 requested"):  # checked before Lintel would loop
+        reader.read(str(video_files["vp9"]), [40])
