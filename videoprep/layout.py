@@ -1,0 +1,301 @@
+"""Find the videos under a dataset root and work out each one's split and label.
+
+Layouts understood (they may be mixed in one tree):
+- class folders   `{split}/{label}/{clip}.ext`  (crawler, MMAction2)
+- flat CVDF       `{split}/{clip}.ext`, labelled through the annotation CSVs
+- plain           `{label}/{clip}.ext`           (split "all", or the one given)
+
+Paths that the BAT list format cannot hold (whitespace, shell-hostile
+characters) get a view of safe-named symlinks; `safe_name` is the one rule.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+from videoprep.errors import LayoutError
+from videoprep.kinetics import Clip, class_names, find_annotation_files, read_annotations, split_name
+from videoprep.probe import VIDEO_EXTENSIONS
+
+log = logging.getLogger(__name__)
+
+SAFE_VIEW_DIRNAME = "_videoprep_safe"
+# A folder holding this file is a symlink view we made; discovery never descends into it.
+SAFE_VIEW_MARKER = ".videoprep-safe-view"
+ANNOTATIONS_DIRNAME = "annotations"
+DEFAULT_SPLIT = "all"
+
+_SAFE_CHARS = "A-Za-z0-9._+-"
+_UNSAFE_EDGES = re.compile(rf"^[^{_SAFE_CHARS}]+|[^{_SAFE_CHARS}]+$")
+_UNSAFE_RUN = re.compile(rf"[^{_SAFE_CHARS}]+")
+_SAFE_EXT = re.compile(r"^\.[A-Za-z0-9]{1,8}$")
+_CLASS_KEY_DROP = re.compile(r"[^a-z0-9]+")
+
+
+def safe_name(name: str) -> str:
+    """One path component made whitespace- and shell-safe; identity on names already safe.
+
+    Runs of characters outside [A-Za-z0-9._+-] become one '_' (dropped at the
+    ends of the stem); the extension is kept:
+    `passing American football (in game)` -> `passing_American_football_in_game`.
+    """
+    stem, ext = os.path.splitext(name)
+    if not _SAFE_EXT.match(ext):
+        stem, ext = name, ""
+    cleaned = _UNSAFE_RUN.sub("_", _UNSAFE_EDGES.sub("", stem))
+    return (cleaned or "_") + ext
+
+
+def safe_relpath(relpath: str) -> str:
+    """`safe_name` applied to every component of a '/'-separated relative path."""
+    return "/".join(safe_name(part) for part in relpath.split("/"))
+
+
+def is_safe_relpath(relpath: str) -> bool:
+    """True when a relative path can be written as-is in a BAT list."""
+    return safe_relpath(relpath) == relpath
+
+
+def plan_safe_view(relpaths: Iterable[str]) -> dict[str, str]:
+    """Map each unsafe relpath to a unique safe relpath inside the view.
+
+    Two originals that clean to the same name both get a short hash of their
+    original path appended to the stem, so the plan does not depend on order.
+    """
+    wanted: dict[str, list[str]] = {}
+    for rel in relpaths:
+        if not is_safe_relpath(rel):
+            wanted.setdefault(safe_relpath(rel), []).append(rel)
+    plan: dict[str, str] = {}
+    for safe, originals in wanted.items():
+        if len(originals) == 1:
+            plan[originals[0]] = safe
+            continue
+        for rel in originals:
+            digest = hashlib.sha1(rel.encode("utf-8", "surrogateescape")).hexdigest()[:8]
+            p = PurePosixPath(safe)
+            plan[rel] = str(p.with_name(f"{p.stem}-{digest}{p.suffix}"))
+    return plan
+
+
+def link_safe_view(*, video_root: Path, safe_dir: Path, plan: dict[str, str]) -> dict[str, str]:
+    """Create the planned symlinks (relative targets) and return relpath -> list path from the root.
+
+    Links already pointing at the right target are left alone, so re-runs are cheap.
+    """
+    if not plan:
+        return {}
+    root = Path(os.path.abspath(video_root))
+    view = Path(os.path.abspath(safe_dir))
+    prefix = os.path.relpath(view, root).replace(os.sep, "/")
+    if not is_safe_relpath(prefix):
+        raise LayoutError(view, f"the safe view's path from the video root ({prefix!r}) is not whitespace-free")
+    view.mkdir(parents=True, exist_ok=True)
+    marker = view / SAFE_VIEW_MARKER
+    if not marker.exists():
+        marker.write_text("symlink view made by `videoprep index`; safe to delete and re-create\n")
+    list_paths = {}
+    for rel, safe in plan.items():
+        link = view / safe
+        target = os.path.relpath(root / rel, link.parent)
+        if not (os.path.islink(link) and os.readlink(link) == target):
+            link.parent.mkdir(parents=True, exist_ok=True)
+            tmp = link.with_name(f".{link.name}.{os.getpid()}.tmp")
+            if os.path.lexists(tmp):
+                os.unlink(tmp)
+            os.symlink(target, tmp)
+            os.replace(tmp, link)
+        list_paths[rel] = f"{prefix}/{safe}"
+    return list_paths
+
+
+def find_video_files(video_root: Path, *, skip_dirs: Iterable[Path] = ()) -> list[str]:
+    """Sorted '/'-separated relpaths of every video file under the root.
+
+    Skips hidden entries, our symlink views and `skip_dirs`; follows symlinked
+    folders once (a loop is visited a single time).
+    """
+    root = Path(video_root)
+    if not root.is_dir():
+        raise LayoutError(root, "video root is not a folder")
+    skipped = {os.path.realpath(p) for p in skip_dirs}
+    seen: set[str] = set()
+    found: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen or real in skipped or SAFE_VIEW_MARKER in filenames:
+            dirnames[:] = []
+            continue
+        seen.add(real)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d != SAFE_VIEW_DIRNAME)
+        rel_dir = os.path.relpath(dirpath, root)
+        for name in filenames:
+            if name.startswith(".") or os.path.splitext(name)[1].lower() not in VIDEO_EXTENSIONS:
+                continue
+            if not os.path.isfile(os.path.join(dirpath, name)):
+                continue
+            rel = name if rel_dir == "." else os.path.join(rel_dir, name)
+            found.append(rel.replace(os.sep, "/"))
+    return sorted(found)
+
+
+@dataclass(frozen=True)
+class VideoFile:
+    """One video found on disk: where it is, which split, which class (None: unlabelled, see `note`)."""
+
+    relpath: str
+    split: str
+    label: str | None
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Every video under a root with split and label, the class list, and the annotations used."""
+
+    root: Path
+    videos: list[VideoFile]
+    classes: list[str]
+    annotation_files: dict[str, Path] = field(default_factory=dict)
+    clips: list[Clip] = field(default_factory=list)
+
+    @property
+    def splits(self) -> list[str]:
+        """The splits that have at least one video, sorted."""
+        return sorted({v.split for v in self.videos})
+
+    def class_index(self) -> dict[str, int]:
+        """Class name -> label index (position in the sorted class list)."""
+        return {name: i for i, name in enumerate(self.classes)}
+
+
+def _class_key(name: str) -> str:
+    """Loose key so `passing_American_football_in_game` finds `passing American football (in game)`."""
+    return _CLASS_KEY_DROP.sub("", name.lower())
+
+
+def load_annotations(
+    video_root: Path, annotations: Path | None
+) -> tuple[dict[str, Path], list[Clip]]:
+    """Annotation CSVs (split -> file) and their clips: from `annotations`, else `{root}/annotations/`."""
+    folder = annotations
+    if folder is None:
+        auto = Path(video_root) / ANNOTATIONS_DIRNAME
+        if not auto.is_dir():
+            return {}, []
+        try:
+            files = find_annotation_files(auto)
+        except LayoutError as exc:
+            log.warning("ignoring %s: %s", auto, exc.reason)
+            return {}, []
+    else:
+        files = find_annotation_files(folder)
+    clips: list[Clip] = []
+    for path in files.values():
+        clips.extend(read_annotations(path))
+    return files, clips
+
+
+def resolve_layout(
+    video_root: Path,
+    relpaths: Iterable[str],
+    *,
+    annotation_files: dict[str, Path] | None = None,
+    clips: list[Clip] | None = None,
+    split: str | None = None,
+) -> Layout:
+    """Assign split and label to each relpath (pure: no disk access).
+
+    A first folder named like a split (`train`, `validation`, `val_256`) is the
+    split; otherwise the split is `split`, the root's own name if it is one,
+    or "all". With `split` and split folders present, only that split is kept.
+    """
+    clips = clips or []
+    default_split = split or split_name(Path(video_root).name) or DEFAULT_SPLIT
+    placed: list[tuple[str, str, list[str]]] = []
+    for rel in relpaths:
+        parts = rel.split("/")
+        folder_split = split_name(parts[0]) if len(parts) >= 2 else None
+        if folder_split:
+            placed.append((rel, folder_split, parts[1:]))
+        else:
+            placed.append((rel, default_split, parts))
+    if split is not None and any(s == split for _, s, _ in placed):
+        placed = [p for p in placed if p[1] == split]
+
+    if clips:
+        classes = class_names(clips)
+        by_clip = {c.clip_id: c for c in clips}
+    else:
+        classes = sorted({rest[0] for _, _, rest in placed if len(rest) >= 2})
+        by_clip = {}
+    exact = set(classes)
+    loose = {_class_key(name): name for name in classes}
+
+    videos = []
+    for rel, video_split, rest in placed:
+        folder = rest[0] if len(rest) >= 2 else None
+        label, note = _label_for(
+            stem=PurePosixPath(rel).stem, folder=folder, by_clip=by_clip, exact=exact, loose=loose,
+            annotated=bool(clips), num_classes=len(classes),
+        )
+        videos.append(VideoFile(relpath=rel, split=video_split, label=label, note=note))
+    return Layout(
+        root=Path(video_root), videos=videos, classes=classes,
+        annotation_files=dict(annotation_files or {}), clips=list(clips),
+    )
+
+
+def _label_for(
+    *, stem: str, folder: str | None, by_clip: dict[str, Clip], exact: set[str], loose: dict[str, str],
+    annotated: bool, num_classes: int,
+) -> tuple[str | None, str]:
+    """(class name, "") for a labelled video, else (None, why not)."""
+    clip = by_clip.get(stem)
+    if clip is not None and clip.label is not None:
+        return clip.label, ""
+    if folder is not None:
+        if folder in exact:
+            return folder, ""
+        if _class_key(folder) in loose:
+            return loose[_class_key(folder)], ""
+        if annotated:
+            return None, f"folder {folder!r} is not one of the {num_classes} annotated classes"
+    if clip is not None:
+        return None, f"no label in the annotations ({clip.split} split)"
+    if annotated:
+        return None, "clip not in the annotation CSVs"
+    return None, "flat layout: pass --annotations to label these clips"
+
+
+def discover(
+    video_root: str | os.PathLike[str],
+    *,
+    annotations: str | os.PathLike[str] | None = None,
+    split: str | None = None,
+    skip_dirs: Iterable[Path] = (),
+) -> Layout:
+    """Find every video under the root and label it (annotations: the given folder or `{root}/annotations/`)."""
+    root = Path(video_root)
+    files, clips = load_annotations(root, Path(annotations) if annotations is not None else None)
+    relpaths = find_video_files(root, skip_dirs=skip_dirs)
+    layout = resolve_layout(root, relpaths, annotation_files=files, clips=clips, split=split)
+    log.info("%s: %d videos in split(s) %s, %d classes", root, len(layout.videos),
+             ", ".join(layout.splits) or "-", len(layout.classes))
+    return layout
+
+
+def missing_clips(layout: Layout) -> list[Clip]:
+    """Annotated clips with no file on disk, in the splits present on disk (all splits if none is named)."""
+    if not layout.clips:
+        return []
+    on_disk = {PurePosixPath(v.relpath).stem for v in layout.videos}
+    splits = set(layout.splits)
+    named = {c.split for c in layout.clips} & splits
+    return [c for c in layout.clips if (not named or c.split in named) and c.clip_id not in on_disk]
