@@ -17,6 +17,10 @@ class PathError(VideoprepError):
         self.reason = reason
         super().__init__(f"{self.path}: {reason}")
 
+    def __reduce__(self):  # type: ignore[override]
+        """Pickle by (path, reason), so the error crosses from worker processes intact."""
+        return self.__class__, (self.path, self.reason)
+
 
 class ListFormatError(PathError):
     """A list file line that breaks the `path frame_num label` format."""
@@ -25,6 +29,9 @@ class ListFormatError(PathError):
         self.line_no = line_no
         super().__init__(f"{path}:{line_no}", reason)
         self.path = str(path)
+
+    def __reduce__(self):  # type: ignore[override]
+        return self.__class__, (self.path, self.line_no, self.reason)
 
 
 class ProbeError(PathError):
