@@ -1,0 +1,178 @@
+"""Run one task function over many items: a local process pool or a Ray cluster, same results.
+
+Both executors yield `videoprep.parallel.TaskResult`s as items finish, so a stage
+is written once and scales from a laptop (`local`) to many machines (`ray`).
+The task function must be a module-level function and items picklable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import os
+import signal
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from typing import Literal, TypeVar
+
+from videoprep.errors import VideoprepError
+from videoprep.parallel import TaskResult, default_jobs, run_isolated
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+ExecutorName = Literal["local", "ray"]
+
+log = logging.getLogger(__name__)
+
+
+class WorkerStopped(BaseException):
+    """Raised inside a worker when its pool stops it, so cleanup (`finally`, ffmpeg kill) runs."""
+
+
+def run_tasks(
+    fn: Callable[[T], R],
+    items: Iterable[T],
+    *,
+    executor: ExecutorName = "local",
+    jobs: int | None = None,
+    address: str | None = None,
+    timeout_s: float | None = None,
+) -> Iterator[TaskResult[T, R]]:
+    """Yield each item's result as it completes, on the chosen executor.
+
+    `jobs` is the number of parallel tasks (local workers, or the CPUs of a Ray
+    cluster started here); `address` joins an existing Ray cluster instead.
+    SIGTERM is treated like Ctrl-C while tasks run, so workers and their ffmpeg
+    children are stopped before this returns.
+    """
+    try:
+        backend = EXECUTORS[executor]
+    except KeyError:
+        raise VideoprepError(
+            f"executor {executor!r} is not one of: {', '.join(sorted(EXECUTORS))}"
+        ) from None
+    if address and executor != "ray":
+        raise VideoprepError(f"address {address!r} is only used by the ray executor")
+    if jobs is not None and jobs < 1:
+        raise VideoprepError(f"jobs ({jobs}) must be >= 1")
+    items = list(items)
+    if not items:
+        return
+    with sigterm_as_interrupt():
+        yield from backend(fn, items, jobs=jobs, address=address, timeout_s=timeout_s)
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """While active (main thread only), SIGTERM raises KeyboardInterrupt so `finally` blocks run."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+_task_running = False  # per worker process: is a task function on the stack?
+
+
+def _init_local_worker() -> None:
+    """In each pool worker: SIGTERM (how the pool stops workers) unwinds a running task.
+
+    Unwinding runs the task's `finally` blocks (ffmpeg killed, temporary output
+    removed); an idle worker just exits, as the pool expects.
+    """
+
+    def handler(signum: int, frame: object) -> None:
+        if _task_running:
+            raise WorkerStopped(f"signal {signum}")
+        os._exit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def _call_in_worker(fn: Callable[[T], R], item: T) -> R:
+    """Run one task with the running flag set, so SIGTERM knows to unwind it."""
+    global _task_running
+    _task_running = True
+    try:
+        return fn(item)
+    finally:
+        _task_running = False
+
+
+def _run_local(
+    fn: Callable[[T], R], items: list[T], *, jobs: int | None, address: str | None, timeout_s: float | None
+) -> Iterator[TaskResult[T, R]]:
+    """A pebble process pool on this machine (`videoprep.parallel.run_isolated`)."""
+    task = functools.partial(_call_in_worker, fn)
+    yield from run_isolated(task, items, jobs=jobs, timeout_s=timeout_s, initializer=_init_local_worker)
+
+
+def _run_ray(
+    fn: Callable[[T], R], items: list[T], *, jobs: int | None, address: str | None, timeout_s: float | None
+) -> Iterator[TaskResult[T, R]]:
+    """Ray tasks, one CPU each; a local Ray is started (and shut down) when none is running.
+
+    At most twice the cluster's CPUs are in flight, so a 240k-item run does not
+    queue 240k tasks. A worker that dies costs only its item (no retries).
+    """
+    try:
+        import ray
+        import ray.exceptions
+    except ImportError:
+        raise VideoprepError("the ray executor needs Ray: pip install 'videoprep[ray]'") from None
+    started_here = False
+    if not ray.is_initialized():
+        if address:
+            ray.init(address=address, log_to_driver=False)
+        else:
+            ray.init(num_cpus=jobs or default_jobs(), include_dashboard=False, log_to_driver=False)
+        started_here = True
+    try:
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+        in_flight_max = max(1, 2 * (min(jobs, cpus) if jobs else cpus))
+        remote = ray.remote(num_cpus=1, max_retries=0)(fn)
+        pending: dict[object, T] = {}
+        queue = iter(items)
+        try:
+            while True:
+                while len(pending) < in_flight_max:
+                    item = next(queue, _DONE)
+                    if item is _DONE:
+                        break
+                    pending[remote.remote(item)] = item
+                if not pending:
+                    break
+                ready, _ = ray.wait(list(pending), num_returns=1, timeout=timeout_s)
+                if not ready:
+                    raise VideoprepError(f"no Ray task finished within {timeout_s:g} s")
+                for ref in ready:
+                    item = pending.pop(ref)
+                    try:
+                        yield TaskResult(item, ray.get(ref), None)
+                    except ray.exceptions.RayTaskError as exc:
+                        cause = exc.cause if exc.cause is not None else exc
+                        yield TaskResult(item, None, f"{type(cause).__name__}: {cause}")
+                    except ray.exceptions.RayError as exc:  # worker died, node lost: this item only
+                        yield TaskResult(item, None, f"{type(exc).__name__}: {exc}")
+        finally:
+            for ref in pending:
+                with contextlib.suppress(Exception):  # best effort: the task may have just finished
+                    ray.cancel(ref, force=True)
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+_DONE = object()
+
+EXECUTORS: dict[str, Callable[..., Iterator[TaskResult]]] = {"local": _run_local, "ray": _run_ray}
