@@ -1,0 +1,231 @@
+"""`videoprep download kinetics400`: get Kinetics-400 onto disk from the CVDF mirror or YouTube, resumably.
+
+`run_download(DownloadConfig(...))` fetches what is not finished yet (state in
+`{out}/.videoprep-download/`), writes `{out}/annotations/{split}.csv`, and ends
+with a DownloadReport (also `{out}/download_report.json`): expected rows vs
+clips on disk per split, missing clips with reasons, and a dataset fingerprint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from videoprep.atomic import atomic_path, atomic_write_json, atomic_write_text
+from videoprep.download.http import DownloadFailed, RetryPolicy, fetch_bytes
+from videoprep.download.mirror import (
+    CVDF_BASE_URL,
+    annotations_url,
+    build_class_view,
+    pack_mirror,
+    plan_mirror,
+    planned_files,
+    run_mirror,
+    safe_extract,
+    write_annotations,
+)
+from videoprep.download.report import (
+    REPORT_NAME,
+    DownloadReport,
+    Failure,
+    PlannedFile,
+    SplitReport,
+    dataset_fingerprint,
+    scan_clips,
+    split_report,
+    summary_table,
+)
+from videoprep.download.selection import check_classes, parse_classes, select_clips
+from videoprep.download.state import STATE_DIRNAME, DownloadState
+from videoprep.download.youtube import YOUTUBE_URL_TEMPLATE, clip_destination, run_youtube
+from videoprep.errors import LayoutError, VideoprepError
+from videoprep.kinetics import SPLITS, Clip, class_names, find_annotation_files, read_annotations
+from videoprep.progress import ProgressFn, no_progress
+
+__all__ = [
+    "CVDF_BASE_URL", "DATASETS", "REPORT_NAME", "STATE_DIRNAME", "YOUTUBE_URL_TEMPLATE", "DownloadConfig",
+    "DownloadFailed", "DownloadReport", "Failure", "PlannedFile", "SplitReport", "dataset_fingerprint",
+    "pack_mirror", "parse_classes", "run_download", "safe_extract", "summary_table",
+]
+
+log = logging.getLogger(__name__)
+
+DATASETS = ("kinetics400",)
+Source = Literal["mirror", "youtube"]
+SOURCES: tuple[str, ...] = ("mirror", "youtube")
+
+
+@dataclass(frozen=True)
+class DownloadConfig:
+    """Everything `videoprep download` needs; defaults match the CLI."""
+
+    out_dir: Path
+    dataset: str = "kinetics400"
+    source: Source = "mirror"
+    splits: tuple[str, ...] = SPLITS
+    base_url: str = CVDF_BASE_URL
+    jobs: int = 4
+    classes: tuple[str, ...] | None = None
+    limit_per_class: int | None = None
+    dry_run: bool = False
+    keep_archives: bool = False
+    class_folders: bool = False
+    url_template: str = YOUTUBE_URL_TEMPLATE
+    annotations_dir: Path | None = None
+    retry_failed: bool = False
+    retries: int = 6
+    backoff_base_s: float = 1.0
+    backoff_max_s: float = 60.0
+    timeout_s: float = 60.0
+    report_path: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.dataset not in DATASETS:
+            raise VideoprepError(f"dataset {self.dataset!r} is not supported; supported: {', '.join(DATASETS)}")
+        if self.source not in SOURCES:
+            raise VideoprepError(f"source {self.source!r} is not one of {', '.join(SOURCES)}")
+        bad = [s for s in self.splits if s not in SPLITS]
+        if bad or not self.splits:
+            raise VideoprepError(f"splits {list(self.splits)} must be a non-empty subset of {', '.join(SPLITS)}")
+        if self.jobs < 1:
+            raise VideoprepError(f"jobs ({self.jobs}) must be >= 1")
+        if "{youtube_id}" not in self.url_template:
+            raise VideoprepError(f"url_template {self.url_template!r} must contain {{youtube_id}}")
+
+    @property
+    def policy(self) -> RetryPolicy:
+        """Retry and backoff settings of every HTTP request."""
+        return RetryPolicy(retries=self.retries, backoff_base_s=self.backoff_base_s,
+                           backoff_max_s=self.backoff_max_s, timeout_s=self.timeout_s)
+
+
+def run_download(config: DownloadConfig, *, on_progress: ProgressFn | None = None) -> DownloadReport:
+    """Fetch what is missing, resume what was interrupted, and report what is on disk.
+
+    Mirror: on_progress(bytes done, bytes total). YouTube: on_progress(clips done, clips total).
+    Dry run: fetches only the small part lists / annotation CSVs and HEADs the
+    parts; writes nothing.
+    """
+    progress = on_progress or no_progress
+    started = time.monotonic()
+    out_dir = Path(config.out_dir)
+    report = DownloadReport(config.dataset, config.source, str(out_dir), config.dry_run)
+    if config.dry_run:
+        report.plan = _dry_run_plan(config, out_dir)
+        report.elapsed_s = round(time.monotonic() - started, 3)
+        return report
+    state = DownloadState(out_dir)
+    with state.locked():
+        state.remove_stale_temp_files([out_dir / s for s in config.splits] + [out_dir / "by_class"])
+        if config.source == "mirror":
+            plan = plan_mirror(base_url=config.base_url, splits=config.splits, policy=config.policy,
+                               jobs=config.jobs)
+            write_annotations(plan=plan, out_dir=out_dir, policy=config.policy)
+            selected = _selected_clips(config, out_dir)
+            filtering = config.classes is not None or config.limit_per_class is not None
+            expected = {s: [c.clip_id for c in clips] for s, clips in selected.items()}
+            keep = {s: (set(ids) if filtering else None) for s, ids in expected.items()}
+            outcome = run_mirror(plan=plan, out_dir=out_dir, state=state, keep_by_split=keep,
+                                 expected_by_split={s: set(v) for s, v in expected.items()},
+                                 policy=config.policy, jobs=config.jobs, keep_archives=config.keep_archives,
+                                 on_progress=progress)
+            default = {s: (f"not extracted: {outcome.unfinished_parts[s]} part(s) of {s} failed or unfinished"
+                           if outcome.unfinished_parts.get(s) else "not in the mirror's archives")
+                       for s in config.splits}
+            if config.class_folders:
+                for split, clips in selected.items():
+                    linked = build_class_view(out_dir=out_dir, split=split,
+                                              labels={c.clip_id: c.label for c in clips})
+                    outcome.notes.append(f"class-folder view: {linked} {split} links under {out_dir / 'by_class'}")
+        else:
+            _write_local_or_remote_annotations(config, out_dir)
+            selected = _selected_clips(config, out_dir)
+            outcome = run_youtube(  # type: ignore[assignment]
+                clips=[c for clips in selected.values() for c in clips], out_dir=out_dir, state=state,
+                url_template=config.url_template, policy=config.policy, jobs=config.jobs,
+                retry_failed=config.retry_failed, on_progress=progress)
+            default = dict.fromkeys(config.splits, "not downloaded yet")
+        report.failures = outcome.failures
+        report.notes = outcome.notes
+        report.bytes_downloaded = outcome.bytes_downloaded
+        on_disk_ids: dict[str, list[str]] = {}
+        for split, clips in selected.items():
+            found = scan_clips(out_dir / split)
+            on_disk_ids[split] = [cid for cid, p in found.items() if p.stat().st_size > 0]
+            report.splits[split] = split_report(split, expected_ids=[c.clip_id for c in clips], on_disk=found,
+                                                reasons=outcome.reasons.get(split, {}), default_reason=default[split])
+        report.fingerprint = dataset_fingerprint(on_disk_ids)
+        report.elapsed_s = round(time.monotonic() - started, 3)
+        target = config.report_path or out_dir / REPORT_NAME
+        report.report_path = str(target)
+        atomic_write_json(target, report.as_dict())
+    return report
+
+
+def _selected_clips(config: DownloadConfig, out_dir: Path) -> dict[str, list[Clip]]:
+    """The annotated clips each split should end up with, after --classes / --limit-per-class."""
+    per_split = {}
+    for split in config.splits:
+        clips = [dataclasses.replace(c, split=split) for c in read_annotations(out_dir / "annotations" / f"{split}.csv")]
+        per_split[split] = clips
+    if config.classes is not None:
+        check_classes(config.classes, known=class_names([c for v in per_split.values() for c in v]))
+    return {s: select_clips(v, classes=config.classes, limit_per_class=config.limit_per_class)
+            for s, v in per_split.items()}
+
+
+def _write_local_or_remote_annotations(config: DownloadConfig, out_dir: Path) -> None:
+    """Annotation CSVs for the YouTube route: from --annotations if given, else from the mirror."""
+    for split in config.splits:
+        target = out_dir / "annotations" / f"{split}.csv"
+        if config.annotations_dir is not None:
+            found = find_annotation_files(config.annotations_dir)
+            if split not in found:
+                raise LayoutError(config.annotations_dir, f"no annotation CSV for split {split!r}")
+            if found[split].resolve() != target.resolve():
+                with atomic_path(target) as tmp:
+                    shutil.copyfile(found[split], tmp)
+            continue
+        url = annotations_url(config.base_url, split)
+        try:
+            body = fetch_bytes(url, policy=config.policy)
+        except DownloadFailed as exc:
+            raise LayoutError(url, f"cannot fetch the annotations of {split}: {exc.reason}") from None
+        atomic_write_text(target, body.decode("utf-8"))
+
+
+def _dry_run_plan(config: DownloadConfig, out_dir: Path) -> list[PlannedFile]:
+    """What a real run would fetch and where it would go; nothing is written."""
+    if config.source == "mirror":
+        plan = plan_mirror(base_url=config.base_url, splits=config.splits, policy=config.policy, jobs=config.jobs)
+        return planned_files(plan, out_dir=out_dir)
+    files: list[PlannedFile] = []
+    for split in config.splits:
+        if config.annotations_dir is not None:
+            source = find_annotation_files(config.annotations_dir).get(split)
+            if source is None:
+                raise LayoutError(config.annotations_dir, f"no annotation CSV for split {split!r}")
+            clips = read_annotations(source)
+        else:
+            url = annotations_url(config.base_url, split)
+            try:
+                body = fetch_bytes(url, policy=config.policy)
+            except DownloadFailed as exc:
+                raise LayoutError(url, f"cannot fetch the annotations of {split}: {exc.reason}") from None
+            with tempfile.TemporaryDirectory() as scratch:  # outside out_dir: a dry run writes nothing there
+                tmp = Path(scratch) / f"{split}.csv"
+                tmp.write_bytes(body)
+                clips = read_annotations(tmp)
+        clips = [dataclasses.replace(c, split=split) for c in clips]
+        if config.classes is not None:
+            check_classes(config.classes, known=class_names(clips) or list(config.classes))
+        chosen = select_clips(clips, classes=config.classes, limit_per_class=config.limit_per_class)
+        files += [PlannedFile(config.url_template.format(youtube_id=c.youtube_id), None,
+                              str(clip_destination(out_dir, c)), split) for c in chosen]
+    return files

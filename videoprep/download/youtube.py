@@ -1,0 +1,374 @@
+"""The YouTube route: yt-dlp fetches each video, ffmpeg cuts the annotated window.
+
+Output: `{out}/{split}/{label}/{ytid}_{start:06d}_{end:06d}.mp4` (test clips,
+which have no label, in `{out}/test/`). HTTP 429 halves the number of
+concurrent downloads and spaces them out; failures are classified and recorded,
+and the run keeps going.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import shutil
+import threading
+import time
+import urllib.error
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from videoprep.atomic import atomic_path
+from videoprep.download.http import RetryPolicy, parse_retry_after
+from videoprep.download.report import Failure
+from videoprep.download.state import DownloadState
+from videoprep.errors import FFmpegError, ProbeError
+from videoprep.ffmpeg import ffmpeg_exe, run_ffmpeg
+from videoprep.kinetics import Clip
+from videoprep.probe import probe_video
+from videoprep.progress import ProgressFn
+
+log = logging.getLogger(__name__)
+
+YOUTUBE_URL_TEMPLATE = "https://www.youtube.com/watch?v={youtube_id}"
+FailureKind = Literal["unavailable", "private", "removed", "throttled", "trim_failed", "other"]
+# Failures a retry will not fix; re-runs skip these clips unless asked to retry them.
+PERMANENT_KINDS: frozenset[str] = frozenset({"unavailable", "private", "removed"})
+_TRIM_TIMEOUT_S = 600.0
+
+
+def clip_destination(out_dir: Path, clip: Clip) -> Path:
+    """`{out}/{split}/{label}/{clip}.mp4`, or `{out}/test/{clip}.mp4` for unlabelled/test clips."""
+    if clip.split == "test" or not clip.label:
+        return out_dir / "test" / f"{clip.clip_id}.mp4"
+    label = clip.label.replace("/", "_")
+    return out_dir / clip.split / label / f"{clip.clip_id}.mp4"
+
+
+class ClipFailure(Exception):
+    """A clip that could not be fetched or cut, with its failure kind."""
+
+    def __init__(self, kind: FailureKind, reason: str, *, retry_after_s: float | None = None) -> None:
+        super().__init__(f"{kind}: {reason}")
+        self.kind = kind
+        self.reason = reason
+        self.retry_after_s = retry_after_s
+
+
+def _exception_chain(exc: BaseException) -> list[BaseException]:
+    """The error and everything it wraps (yt-dlp's exc_info and cause, Python's __cause__)."""
+    seen: list[BaseException] = []
+    todo: list[Any] = [exc]
+    while todo:
+        item = todo.pop(0)
+        if not isinstance(item, BaseException) or any(item is s for s in seen):
+            continue
+        seen.append(item)
+        exc_info = getattr(item, "exc_info", None)
+        if isinstance(exc_info, tuple) and len(exc_info) > 1:
+            todo.append(exc_info[1])
+        todo.extend([getattr(item, "cause", None), item.__cause__, item.__context__])
+    return seen
+
+
+# Fallback only: YouTube's refusals arrive as ExtractorError with no status, just text.
+_TEXT_KINDS: tuple[tuple[FailureKind, tuple[str, ...]], ...] = (
+    ("throttled", ("http error 429", "too many requests", "sign in to confirm you")),
+    ("private", ("private video", "members-only", "sign in to confirm your age")),
+    ("removed", ("removed", "terminated", "copyright", "violat")),
+    ("unavailable", ("unavailable", "not available", "does not exist", "http error 404")),
+)
+
+
+def classify_error(exc: BaseException) -> tuple[FailureKind, float | None]:
+    """(failure kind, Retry-After seconds) of a yt-dlp error, from types and HTTP status first."""
+    from yt_dlp.networking.exceptions import HTTPError as YtHTTPError
+    from yt_dlp.utils import GeoRestrictedError, UnavailableVideoError
+
+    chain = _exception_chain(exc)
+    for item in chain:
+        status, headers = None, None
+        if isinstance(item, YtHTTPError):
+            status, headers = item.status, item.response.headers
+        elif isinstance(item, urllib.error.HTTPError):
+            status, headers = item.code, item.headers
+        if status is None:
+            continue
+        if status == 429:
+            return "throttled", parse_retry_after(headers.get("Retry-After") if headers else None)
+        if status in (404, 410):
+            return "unavailable", None
+        if status in (401, 403):
+            return "private", None
+    for item in chain:
+        if isinstance(item, (GeoRestrictedError, UnavailableVideoError)):
+            return "unavailable", None
+    text = " ".join(str(item) for item in chain).lower()
+    for kind, needles in _TEXT_KINDS:
+        if any(n in text for n in needles):
+            return kind, None
+    return "other", None
+
+
+class AdaptiveLimiter:
+    """How many downloads may run at once and how far apart they start; tightens on HTTP 429.
+
+    Each 429 halves the concurrency, doubles the spacing between starts and
+    pauses everyone for the Retry-After time (or the backoff). A run of
+    successes slowly loosens it again.
+    """
+
+    def __init__(self, limit: int, *, policy: RetryPolicy) -> None:
+        self.max_limit = max(1, limit)
+        self.limit = self.max_limit
+        self.policy = policy
+        self.active = 0
+        self.spacing_s = 0.0
+        self.not_before = 0.0
+        self.last_start = 0.0
+        self.strikes = 0
+        self.throttle_events = 0
+        self.min_limit_seen = self.limit
+        self._successes = 0
+        self._cond = threading.Condition()
+
+    def acquire(self, stop: threading.Event | None = None) -> None:
+        """Block until a download may start."""
+        with self._cond:
+            while True:
+                if stop is not None and stop.is_set():
+                    raise ClipFailure("other", "stopped")
+                now = time.monotonic()
+                start_at = max(self.not_before, self.last_start + self.spacing_s)
+                if self.active < self.limit and now >= start_at:
+                    self.active += 1
+                    self.last_start = now
+                    return
+                self._cond.wait(timeout=max(0.01, min(start_at - now, 0.5)) if now < start_at else 0.5)
+
+    def release(self, *, throttled: bool = False, retry_after_s: float | None = None) -> None:
+        """End a download; a throttled one tightens the limits."""
+        with self._cond:
+            self.active -= 1
+            if throttled:
+                self.throttle_events += 1
+                self.limit = max(1, self.limit // 2)
+                self.min_limit_seen = min(self.min_limit_seen, self.limit)
+                self.spacing_s = min(max(self.policy.backoff_base_s, self.spacing_s * 2), self.policy.backoff_max_s)
+                delay = self.policy.delay_s(self.strikes, retry_after_s=retry_after_s)
+                self.strikes += 1
+                self.not_before = max(self.not_before, time.monotonic() + delay)
+                self._successes = 0
+                log.warning("HTTP 429: %d parallel download(s), %.2f s apart, pausing %.2f s",
+                            self.limit, self.spacing_s, delay)
+            else:
+                self._successes += 1
+                if self._successes >= 8:
+                    self._successes = 0
+                    self.strikes = max(0, self.strikes - 1)
+                    self.spacing_s = self.spacing_s / 2 if self.spacing_s > 0.01 else 0.0
+                    self.limit = min(self.max_limit, self.limit + 1)
+            self._cond.notify_all()
+
+
+class _QuietLogger:
+    """yt-dlp logger that routes its output to logging at debug level (warnings stay warnings)."""
+
+    def debug(self, msg: str) -> None:
+        log.debug("yt-dlp: %s", msg)
+
+    def info(self, msg: str) -> None:
+        log.debug("yt-dlp: %s", msg)
+
+    def warning(self, msg: str) -> None:
+        log.info("yt-dlp: %s", msg)
+
+    def error(self, msg: str) -> None:
+        log.debug("yt-dlp error: %s", msg)
+
+
+def fetch_video(url: str, *, work_dir: Path, name: str, policy: RetryPolicy) -> Path:
+    """Download one whole video with yt-dlp into `work_dir/name.<ext>`; raise ClipFailure."""
+    from yt_dlp import YoutubeDL
+    from yt_dlp.utils import YoutubeDLError
+
+    work_dir.mkdir(parents=True, exist_ok=True)
+    options = {
+        "outtmpl": str(work_dir / f"{name}.%(ext)s"),
+        "format": "bv*[height<=720]+ba/b[height<=720]/bv*+ba/b",
+        "merge_output_format": "mp4",
+        "ffmpeg_location": ffmpeg_exe(),
+        "quiet": True,
+        "no_warnings": True,
+        "noprogress": True,
+        "noplaylist": True,
+        "continuedl": True,
+        "retries": 2,
+        "extractor_retries": 0,
+        "socket_timeout": policy.timeout_s,
+        "cachedir": False,
+        "logger": _QuietLogger(),
+    }
+    try:
+        with YoutubeDL(options) as ydl:
+            info = ydl.extract_info(url, download=True)
+    except YoutubeDLError as exc:
+        kind, retry_after = classify_error(exc)
+        raise ClipFailure(kind, _short(exc), retry_after_s=retry_after) from None
+    paths = [d.get("filepath") for d in (info or {}).get("requested_downloads") or []]
+    found = [Path(p) for p in paths if p and Path(p).is_file()]
+    if not found:
+        raise ClipFailure("other", "yt-dlp reported success but wrote no file")
+    return found[0]
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).replace("\n", " ").strip()
+    return text.removeprefix("ERROR: ")[:300]
+
+
+def trim_clip(source: Path, dest: Path, *, time_start: float, time_end: float) -> int:
+    """Cut [time_start, time_end] of `source` into `dest` (H.264 MP4), atomically; return frames."""
+    duration = time_end - time_start
+    if duration <= 0:
+        raise ClipFailure("trim_failed", f"empty window {time_start}-{time_end}")
+    try:
+        with atomic_path(dest) as tmp:
+            run_ffmpeg([
+                "-y", "-ss", f"{time_start:g}", "-i", str(source), "-t", f"{duration:g}",
+                "-map", "0:v:0", "-map", "0:a:0?",
+                "-vf", "scale=trunc(iw/2)*2:trunc(ih/2)*2",
+                "-c:v", "libx264", "-preset", "veryfast", "-crf", "23", "-pix_fmt", "yuv420p",
+                "-c:a", "aac", "-movflags", "+faststart", "-threads", "1", "-f", "mp4", str(tmp),
+            ], target=str(dest), timeout_s=_TRIM_TIMEOUT_S)
+            frames = probe_video(tmp).frames
+    except (FFmpegError, ProbeError) as exc:
+        raise ClipFailure("trim_failed", exc.reason[-300:]) from None
+    return frames
+
+
+@dataclass
+class YoutubeOutcome:
+    """What the YouTube route did: failures and per-clip reasons, throttling seen."""
+
+    failures: list[Failure] = field(default_factory=list)
+    reasons: dict[str, dict[str, str]] = field(default_factory=dict)
+    bytes_downloaded: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+def run_youtube(
+    *,
+    clips: Sequence[Clip],
+    out_dir: Path,
+    state: DownloadState,
+    url_template: str,
+    policy: RetryPolicy,
+    jobs: int,
+    retry_failed: bool,
+    on_progress: ProgressFn,
+) -> YoutubeOutcome:
+    """Fetch and cut every selected clip not yet on disk; one video download per YouTube id."""
+    outcome = YoutubeOutcome()
+    previous = state.latest("clip")
+    todo: dict[str, list[Clip]] = {}
+    skipped = 0
+    for clip in clips:
+        key = f"{clip.split} {clip.clip_id}"
+        if clip_destination(out_dir, clip).exists():
+            continue
+        last = previous.get(key)
+        if last and last.get("status") == "failed" and last.get("failure") in PERMANENT_KINDS and not retry_failed:
+            skipped += 1
+            continue
+        todo.setdefault(clip.youtube_id, []).append(clip)
+    if skipped:
+        outcome.notes.append(f"{skipped} clip(s) failed permanently before and were not retried (--retry-failed)")
+    total = sum(len(v) for v in todo.values())
+    done = {"n": 0}
+    lock = threading.Lock()
+    limiter = AdaptiveLimiter(jobs, policy=policy)
+    stop = threading.Event()
+    work_root = state.root / "youtube"
+    on_progress(0, total)
+
+    def finish(clip: Clip, failure: ClipFailure | None) -> None:
+        entry: dict[str, Any] = {"kind": "clip", "key": f"{clip.split} {clip.clip_id}", "split": clip.split,
+                                 "clip": clip.clip_id, "status": "ok" if failure is None else "failed"}
+        if failure is not None:
+            entry.update(failure=failure.kind, reason=failure.reason)
+        state.record(entry)
+        with lock:
+            done["n"] += 1
+            on_progress(done["n"], total)
+
+    def do_video(youtube_id: str, group: list[Clip]) -> list[tuple[Clip, ClipFailure | None]]:
+        work_dir = work_root / youtube_id
+        url = url_template.format(youtube_id=youtube_id)
+        results: list[tuple[Clip, ClipFailure | None]] = []
+        try:
+            source = _fetch_with_backoff(url, work_dir=work_dir, name=youtube_id, limiter=limiter,
+                                         policy=policy, stop=stop)
+        except ClipFailure as failure:
+            for clip in group:
+                finish(clip, failure)
+                results.append((clip, failure))
+            return results
+        with lock:
+            outcome.bytes_downloaded += source.stat().st_size
+        for clip in group:
+            try:
+                trim_clip(source, clip_destination(out_dir, clip), time_start=clip.time_start,
+                          time_end=clip.time_end)
+                finish(clip, None)
+                results.append((clip, None))
+            except ClipFailure as failure:
+                finish(clip, failure)
+                results.append((clip, failure))
+        shutil.rmtree(work_dir, ignore_errors=True)  # the whole video is not kept
+        return results
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="yt") as pool:
+        futures = [pool.submit(do_video, ytid, group) for ytid, group in todo.items()]
+        try:
+            for future in concurrent.futures.as_completed(futures):
+                for clip, failure in future.result():
+                    if failure is not None:
+                        outcome.failures.append(Failure(clip.clip_id, failure.kind, failure.reason, clip.split))
+        except BaseException:
+            stop.set()
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+    if limiter.throttle_events:
+        outcome.notes.append(f"HTTP 429 seen {limiter.throttle_events} time(s); concurrency went down to "
+                             f"{limiter.min_limit_seen}")
+    for entry in state.latest("clip").values():
+        if entry.get("status") == "failed":
+            outcome.reasons.setdefault(entry["split"], {})[entry["clip"]] = (
+                f"{entry.get('failure')}: {entry.get('reason', '')}".strip())
+    return outcome
+
+
+def _fetch_with_backoff(url: str, *, work_dir: Path, name: str, limiter: AdaptiveLimiter,
+                        policy: RetryPolicy, stop: threading.Event) -> Path:
+    """fetch_video under the limiter; a 429 tightens the limiter and the video is tried again."""
+    for attempt in range(policy.retries + 1):
+        limiter.acquire(stop)
+        try:
+            path = fetch_video(url, work_dir=work_dir, name=name, policy=policy)
+        except ClipFailure as failure:
+            throttled = failure.kind == "throttled"
+            limiter.release(throttled=throttled, retry_after_s=failure.retry_after_s)
+            if throttled and attempt < policy.retries:
+                log.info("%s: throttled, attempt %d/%d", url, attempt + 1, policy.retries + 1)
+                continue
+            raise
+        limiter.release()
+        return path
+    raise ClipFailure("throttled", "gave up")  # not reached: the last attempt raises
+
+
+def expected_ids(clips: Iterable[Clip]) -> list[str]:
+    """Clip ids in order (helper for reports)."""
+    return [c.clip_id for c in clips]
