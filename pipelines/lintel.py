@@ -18,6 +18,7 @@ import importlib.util
 import io
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from types import ModuleType
 from typing import BinaryIO, Literal
 
@@ -302,17 +303,37 @@ def loadvid(
     return frames.tobytes(), seek_distance
 
 
-def count_frames(source: bytes | str, *, name: str | None = None) -> int:
-    """Frames a full decode yields (encoded bytes or a file path), counted from packets, no decoding."""
+@dataclass(frozen=True)
+class StreamSummary:
+    """What demuxing (no decoding) tells about the first video stream of a video."""
+
+    codec: str
+    frames: int
+    width: int
+    height: int
+
+
+def stream_summary(source: bytes | str, *, name: str | None = None) -> StreamSummary:
+    """Codec, frame count (packets a decoder is fed) and size of encoded bytes or a file path."""
     label = name or (source if isinstance(source, str) else MEMORY_SOURCE)
     opened = io.BytesIO(source) if isinstance(source, bytes | bytearray | memoryview) else source
     try:
         with av.open(opened, metadata_errors="ignore") as container:
             if not container.streams.video:
                 raise DecodeError(label, "no video stream")
-            return len(_video_packets(container, container.streams.video[0]))
+            stream = container.streams.video[0]
+            ctx = stream.codec_context
+            frames = len(_video_packets(container, stream))
     except av.error.FFmpegError as exc:
         raise DecodeError(label, f"cannot demux: {_reason(exc)}") from None
+    if frames == 0:
+        raise DecodeError(label, "video stream has no frames")
+    return StreamSummary(codec=ctx.name or "unknown", frames=frames, width=ctx.width, height=ctx.height)
+
+
+def count_frames(source: bytes | str, *, name: str | None = None) -> int:
+    """Frames a full decode yields (encoded bytes or a file path), counted from packets, no decoding."""
+    return stream_summary(source, name=name).frames
 
 
 def frames_from_buffer(buffer: bytes, *, num_frames: int, width: int, height: int) -> np.ndarray:

@@ -203,6 +203,17 @@ def build_loader(
         raise ValueError(f"workers ({workers}) must be >= 0")
     if not 0.0 <= max_bad_fraction <= 1.0:
         raise ValueError(f"max_bad_fraction ({max_bad_fraction}) must be in 0..1")
+    if backend == "dali":  # a whole DALI pipeline, not a per-sample reader; options: device, num_threads
+        from pipelines.dali import build_dali_loader
+
+        return build_dali_loader(
+            list_file, root_path=root_path, mode=mode, batch_size=batch_size, num_segments=num_segments,
+            seq_length=seq_length, sample_rate=sample_rate, test_segments=test_segments,
+            test_crops=test_crops, num_classes=num_classes, distributed=distributed,
+            num_replicas=num_replicas, rank=rank, seed=seed, shuffle=shuffle, drop_last=drop_last,
+            subset=subset, max_bad_fraction=max_bad_fraction, min_bad_samples=min_bad_samples,
+            check_files=check_files, **(backend_options or {}),
+        )
     dataset = VideoClipDataset(
         list_file, mode=mode, root_path=root_path, backend=backend, backend_options=backend_options,
         num_segments=num_segments, seq_length=seq_length, sample_rate=sample_rate,
