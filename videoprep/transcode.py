@@ -111,7 +111,7 @@ class EncodeSettings:
 
     def digest(self) -> str:
         """Short stable hash of the settings: a change re-encodes everything."""
-        return _digest(asdict(self))
+        return stable_digest(asdict(self))
 
 
 @dataclass(frozen=True)
@@ -293,7 +293,7 @@ def plan_outputs(relpaths: Sequence[str], *, suffix: str) -> dict[str, str]:
                 plan[rel] = name
             else:
                 p = PurePosixPath(name)
-                plan[rel] = str(p.with_name(f"{p.name[: len(p.name) - len(suffix)]}-{_digest(rel)[:8]}{suffix}"))
+                plan[rel] = str(p.with_name(f"{p.name[: len(p.name) - len(suffix)]}-{stable_digest(rel)[:8]}{suffix}"))
     return plan
 
 
@@ -303,7 +303,8 @@ def _with_suffix(relpath: str, suffix: str) -> str:
     return str(p.with_name(p.stem + suffix))
 
 
-def _digest(obj: Any) -> str:
+def stable_digest(obj: Any) -> str:
+    """Short hash of a JSON-able value, stable across runs and machines."""
     return hashlib.sha1(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -349,7 +350,7 @@ def run_transcode(config: TranscodeConfig, *, on_progress: ProgressFn = no_progr
         run = run_stage(
             "transcode", transcode_one, planned, tasks, dst=dst, digest=settings.digest(),
             executor=config.executor, jobs=config.jobs, address=config.address,
-            timeout_s=config.timeout_s + _PROBE_MARGIN_S, on_progress=on_progress,
+            timeout_s=config.timeout_s + PROBE_MARGIN_S, on_progress=on_progress,
         )
         mapping_path = write_mapping(dst, [p for p in planned if p.source.relpath in run.entries])
         report_path = write_report(dst / "transcode_report.json", settings=asdict(settings), run=run)
@@ -363,7 +364,7 @@ def run_transcode(config: TranscodeConfig, *, on_progress: ProgressFn = no_progr
     )
 
 
-_PROBE_MARGIN_S = 120.0  # the pool's per-item limit: ffmpeg's own limit plus time to probe twice
+PROBE_MARGIN_S = 120.0  # the pool's per-item limit: ffmpeg's own limit plus time to probe twice
 
 
 def _index_outputs(dst: Path, config: TranscodeConfig, *, annotations: Path | None, layout: Layout) -> Any:

@@ -1,0 +1,236 @@
+"""`videoprep frames`: JPEG frame folders (`img_{:05d}.jpg`, 0-based) for BAT's `--read_mode img`.
+
+Each video's frames are written into a hidden temporary folder, counted and
+checked, and the folder is renamed into place only then, so a frame folder that
+exists is complete. Resume, journal, failures and parallelism are those of
+`videoprep.transcode`. The rawframe lists `dir frame_count label` are written
+from the frames on disk.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import ffmpeg
+
+from videoprep.atomic import PART_SUFFIX
+from videoprep.errors import PathError, VideoprepError
+from videoprep.executors import ExecutorName
+from videoprep.ffmpeg import run_ffmpeg
+from videoprep.layout import Layout
+from videoprep.probe import probe_video
+from videoprep.progress import ProgressFn, no_progress
+from videoprep.records import ListRecord, write_class_map, write_list
+from videoprep.transcode import (
+    DEFAULT_TIMEOUT_S,
+    PROBE_MARGIN_S,
+    Failure,
+    PlannedVideo,
+    StageRun,
+    check_roots,
+    plan_stage,
+    run_stage,
+    scaled_size,
+    source_annotations,
+    stable_digest,
+    stage_lock,
+    write_mapping,
+    write_report,
+)
+
+log = logging.getLogger(__name__)
+
+FRAME_TEMPLATE = "img_{:05d}.jpg"  # what BAT's img mode opens; index 0 is the first frame
+_FFMPEG_PATTERN = "img_%05d.jpg"
+_FRAME_RE = re.compile(r"^img_(\d{5,})\.jpg$")
+
+
+@dataclass(frozen=True)
+class FramesSettings:
+    """What decides the frames' bytes; its digest keys the completion journal."""
+
+    short_side: int = 256
+    quality: int = 2  # ffmpeg -q:v for JPEG: 2 (best) .. 31
+    threads: int = 1
+
+    def __post_init__(self) -> None:
+        if self.short_side < 2 or self.short_side % 2:
+            raise VideoprepError(f"short_side ({self.short_side}) must be an even number >= 2")
+        if not 2 <= self.quality <= 31:
+            raise VideoprepError(f"quality ({self.quality}) must be in 2..31 (lower is better)")
+        if self.threads < 0:
+            raise VideoprepError(f"threads ({self.threads}) must be >= 0 (0: ffmpeg decides)")
+
+    def digest(self) -> str:
+        """Short stable hash of the settings: a change re-extracts everything."""
+        return stable_digest({"stage": "frames", **asdict(self)})
+
+
+@dataclass(frozen=True)
+class FramesConfig:
+    """One `videoprep frames SRC DST` run."""
+
+    src: Path
+    dst: Path
+    settings: FramesSettings = field(default_factory=FramesSettings)
+    jobs: int | None = None
+    executor: ExecutorName = "local"
+    address: str | None = None
+    timeout_s: float = DEFAULT_TIMEOUT_S
+    annotations: Path | None = None
+    lists: bool = True  # write {DST}/{split}.txt and {DST}/classes.txt
+
+
+@dataclass(frozen=True)
+class FramesResult:
+    """Counts and paths of a run; `failures` name every video without a frame folder."""
+
+    total: int
+    extracted: int
+    skipped: int
+    failures: list[Failure]
+    lists: dict[str, Path]
+    mapping_path: Path
+    report_path: Path
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+
+@dataclass(frozen=True)
+class FramesTask:
+    """One video to cut into JPEG frames."""
+
+    source: str
+    output: str  # the final folder
+    settings: FramesSettings
+    timeout_s: float | None
+
+
+@dataclass(frozen=True)
+class FramesOutcome:
+    """What a finished frame folder holds."""
+
+    output: str
+    frames: int
+    source_frames: int
+    width: int
+    height: int
+    seconds: float
+
+
+def frames_args(source: str, folder: str, *, settings: FramesSettings, width: int, height: int) -> list[str]:
+    """ffmpeg arguments writing every decoded frame (no rate change) as folder/img_00000.jpg, ..."""
+    stream = ffmpeg.input(source, threads=settings.threads)
+    video = stream.video.filter("scale", width, height)
+    out = ffmpeg.output(
+        video, os.path.join(folder, _FFMPEG_PATTERN),
+        **{"f": "image2", "start_number": 0, "q:v": settings.quality, "fps_mode": "passthrough",
+           "pix_fmt": "yuvj420p", "threads": settings.threads, "an": None},
+    )
+    compiled = ffmpeg.compile(out, cmd="ffmpeg")
+    return ["-y", "-filter_complex_threads", str(max(settings.threads, 1)), *compiled[1:]]
+
+
+def count_frames(folder: str | os.PathLike[str]) -> int:
+    """Number of frame files; raises when they are not exactly img_00000.jpg .. img_{n-1}."""
+    indices = sorted(int(m.group(1)) for name in os.listdir(folder) if (m := _FRAME_RE.match(name)))
+    if indices != list(range(len(indices))):
+        gaps = sorted(set(range(len(indices))) - set(indices))[:5]
+        raise PathError(folder, f"frame files are not numbered 0..{len(indices) - 1} (missing e.g. {gaps})")
+    return len(indices)
+
+
+def frames_one(task: FramesTask) -> FramesOutcome:
+    """Extract one video's frames into a temporary folder, check them, rename the folder into place."""
+    started = time.perf_counter()
+    info = probe_video(task.source)
+    width, height = scaled_size(info.width, info.height, short_side=task.settings.short_side)
+    final = Path(task.output)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=PART_SUFFIX, dir=final.parent))
+    try:
+        run_ffmpeg(frames_args(task.source, str(tmp), settings=task.settings, width=width, height=height),
+                   target=task.source, timeout_s=task.timeout_s)
+        count = count_frames(tmp)
+        if count != info.frames:
+            # The list is written from the files, so it stays consistent; the source decodes short.
+            if count == 0:
+                raise PathError(task.source, "ffmpeg wrote no frames")
+            log.warning("%s: %d frames written, %d packets in the stream", task.source, count, info.frames)
+        if final.exists():  # a folder from a run that was not journaled: replace it whole
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return FramesOutcome(
+        output=str(final), frames=count, source_frames=info.frames, width=width, height=height,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def run_frames(config: FramesConfig, *, on_progress: ProgressFn = no_progress) -> FramesResult:
+    """Extract frames of every video under config.src into folders under config.dst, then the lists."""
+    started = time.perf_counter()
+    src, dst = check_roots(config.src, config.dst)
+    annotations = source_annotations(src, config.annotations)
+    with stage_lock(dst, "frames"):
+        layout, planned = plan_stage(src, dst, annotations=annotations, suffix="")
+        tasks = {
+            p.source.relpath: FramesTask(str(src / p.source.relpath), str(dst / p.output), config.settings,
+                                         config.timeout_s)
+            for p in planned
+        }
+        run = run_stage(
+            "frames", frames_one, planned, tasks, dst=dst, digest=config.settings.digest(),
+            executor=config.executor, jobs=config.jobs, address=config.address,
+            timeout_s=config.timeout_s + PROBE_MARGIN_S, on_progress=on_progress,
+        )
+        mapping_path = write_mapping(dst, [p for p in planned if p.source.relpath in run.entries])
+        report_path = write_report(dst / "frames_report.json", settings=asdict(config.settings), run=run)
+        lists = write_rawframe_lists(dst, layout, planned, run) if config.lists else {}
+    return FramesResult(
+        total=run.total, extracted=run.done, skipped=run.skipped, failures=run.failures, lists=lists,
+        mapping_path=mapping_path, report_path=report_path, seconds=time.perf_counter() - started,
+    )
+
+
+def rawframe_records(
+    layout: Layout, planned: list[PlannedVideo], entries: dict[str, dict[str, Any]]
+) -> dict[str, list[ListRecord]]:
+    """Split -> `dir frame_count label` records of the labelled videos whose frames exist (pure)."""
+    index = layout.class_index()
+    records: dict[str, list[ListRecord]] = {split: [] for split in layout.splits}
+    for p in sorted(planned, key=lambda p: p.output):
+        entry = entries.get(p.source.relpath)
+        if entry is None or p.label is None:
+            continue
+        records[p.split].append(ListRecord(path=p.output, frame_num=int(entry["frames"]), label=index[p.label]))
+    return records
+
+
+def write_rawframe_lists(
+    dst: Path, layout: Layout, planned: list[PlannedVideo], run: StageRun
+) -> dict[str, Path]:
+    """{DST}/{split}.txt (paths relative to DST: BAT's --root_path) and {DST}/classes.txt."""
+    lists = {}
+    for split, records in rawframe_records(layout, planned, run.entries).items():
+        lists[split] = dst / f"{split}.txt"
+        write_list(lists[split], records)
+        unlabelled = sum(1 for p in planned if p.split == split and p.label is None)
+        if unlabelled:
+            log.warning("split %s: %d videos have no label and are not listed (pass --annotations?)",
+                        split, unlabelled)
+    write_class_map(dst / "classes.txt", layout.classes)
+    return lists
