@@ -194,10 +194,11 @@ def resize(clip: torch.Tensor, *, height: int, width: int) -> torch.Tensor:
     """Bilinear resize of a uint8 [C, T, H, W] clip (align_corners=False, no antialias), kept uint8."""
     if tuple(clip.shape[-2:]) == (height, width):
         return clip
-    c, t, h, w = clip.shape
-    x = clip.reshape(1, c * t, h, w).float()
+    # Frames as the batch ([T, C, H, W]), as a per-frame resize would be written: float32 results
+    # depend (by an ulp, so a grey level after rounding, rarely) on how the batch is laid out.
+    x = clip.permute(1, 0, 2, 3).float()
     y = F.interpolate(x, size=(height, width), mode="bilinear", align_corners=False, antialias=False)
-    return y.round_().clamp_(0, 255).to(torch.uint8).reshape(c, t, height, width)
+    return y.round_().clamp_(0, 255).to(torch.uint8).permute(1, 0, 2, 3)
 
 
 def apply_view(clip: torch.Tensor, view: View) -> torch.Tensor:

@@ -7,6 +7,7 @@ official img mode's BGR channel order is a normalisation option (`normalize(...,
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -15,6 +16,7 @@ from PIL import Image, UnidentifiedImageError
 from pipelines.backends import DecodeError, FrameIndexError, expand, plan_indices
 
 FRAME_TEMPLATE = "img_{:05d}.jpg"
+_FRAME_NAME = re.compile(r"img_\d{5,}\.jpg")
 
 
 def frame_path(directory: str | os.PathLike[str], index: int) -> str:
@@ -49,16 +51,13 @@ class FramesReader:
         return expand(np.stack(frames), inverse)
 
     def frame_count(self, path: str | os.PathLike[str]) -> int:
-        """Number of consecutive `img_{:05d}.jpg` files from index 0."""
+        """Number of `img_NNNNN.jpg` files in the directory (gaps are reported when read)."""
         directory = os.fspath(path)
         try:
-            names = set(os.listdir(directory))
+            names = os.listdir(directory)
         except OSError as exc:
             raise DecodeError(directory, f"cannot list frame directory: {exc.strerror}") from None
-        count = 0
-        while FRAME_TEMPLATE.format(count) in names:
-            count += 1
-        return count
+        return sum(1 for name in names if _FRAME_NAME.fullmatch(name))
 
     def _missing(self, directory: str, index: int) -> DecodeError:
         if not os.path.isdir(directory):

@@ -1,0 +1,164 @@
+"""Readers give the frames of a full decode at the asked indices; the registry names its readers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipelines.backends import (
+    READERS,
+    DecodeError,
+    FrameIndexError,
+    VideoReader,
+    get_reader,
+    plan_indices,
+    register_reader,
+)
+from pipelines.backends.frames import FramesReader, frame_path
+from pipelines.backends.pyav import PyAVReader
+from videoprep.synth import decode_all, write_video
+
+NUM_FRAMES = 60
+
+# B-frames on H.264 (short and long GOP) and MPEG-4, VP9 in webm, intra-only MJPEG.
+VIDEOS = {
+    "h264-gop8": ("h264_g8.mp4", {"codec": "h264", "gop": 8, "bframes": 2}),
+    "h264-gop250": ("h264_g250.mp4", {"codec": "h264", "gop": 250, "bframes": 3}),
+    "mpeg4": ("mpeg4.avi", {"codec": "mpeg4", "gop": 12, "bframes": 2}),
+    "mjpeg": ("mjpeg.avi", {"codec": "mjpeg"}),
+    "vp9": ("vp9.webm", {"codec": "vp9", "gop": 10}),
+}
+
+INDEX_SETS = {
+    "first": [0],
+    "middle-seek": [37, 38, 45],
+    "last-frames": [57, 58, 59],
+    "clamped-clip": [40, 48, 56, 59, 59, 59],
+    "unordered-duplicates": [59, 3, 30, 3, 17, 59],
+}
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory) -> dict[str, tuple[Path, np.ndarray]]:
+    """name -> (path, every frame of a full decode)."""
+    root = tmp_path_factory.mktemp("readers")
+    out = {}
+    for name, (file, options) in VIDEOS.items():
+        path = write_video(root / file, num_frames=NUM_FRAMES, width=96, height=72, **options)
+        out[name] = (path, np.stack(decode_all(path)))
+    return out
+
+
+@pytest.fixture(scope="module")
+def frame_dir(tmp_path_factory, videos) -> tuple[Path, np.ndarray]:
+    """A JPEG frame directory (img_00000.jpg, ...) written from the H.264 video's frames."""
+    root = tmp_path_factory.mktemp("frames") / "clip"
+    root.mkdir()
+    frames = videos["h264-gop8"][1][:40]
+    for i, frame in enumerate(frames):
+        Image.fromarray(frame).save(frame_path(root, i), quality=95)
+    return root, frames
+
+
+@pytest.mark.parametrize("indices", list(INDEX_SETS.values()), ids=list(INDEX_SETS))
+@pytest.mark.parametrize("video", list(VIDEOS))
+def test_pyav_equals_full_decode(videos, video, indices):
+    path, reference = videos[video]
+    frames = PyAVReader().read(path, indices)
+    assert frames.dtype == np.uint8 and frames.shape == (len(indices), 72, 96, 3)
+    np.testing.assert_array_equal(frames, reference[indices])
+
+
+@pytest.mark.parametrize("video", ["h264-gop8", "mjpeg", "vp9"])
+def test_pyav_without_seek_gives_the_same_frames(videos, video):
+    path, reference = videos[video]
+    indices = [50, 10, 33]
+    np.testing.assert_array_equal(PyAVReader(seek=False).read(path, indices), reference[indices])
+
+
+@pytest.mark.parametrize("video", list(VIDEOS))
+def test_pyav_index_past_the_end_is_an_error_naming_the_path(videos, video):
+    path, _ = videos[video]
+    with pytest.raises(FrameIndexError, match=r"frame 60 requested but the video has only 60 frames") as info:
+        PyAVReader().read(path, [10, NUM_FRAMES])
+    assert info.value.path == str(path)
+    assert "frame_num" in str(info.value)
+
+
+def test_pyav_frame_count(videos):
+    path, reference = videos["h264-gop8"]
+    assert PyAVReader().frame_count(path) == len(reference) == NUM_FRAMES
+
+
+def test_pyav_unreadable_files(tmp_path, videos):
+    garbage = tmp_path / "garbage.mp4"
+    garbage.write_bytes(b"\x00not a video" * 100)
+    with pytest.raises(DecodeError, match="garbage.mp4"):
+        PyAVReader().read(garbage, [0])
+    with pytest.raises(DecodeError, match="missing.mp4"):
+        PyAVReader().read(tmp_path / "missing.mp4", [0])
+    truncated = tmp_path / "truncated.mp4"
+    truncated.write_bytes(videos["h264-gop8"][0].read_bytes()[:2000])
+    with pytest.raises(DecodeError, match="truncated.mp4"):
+        PyAVReader().read(truncated, [0, 30])
+
+
+def test_frames_reader_matches_pil_and_the_video(frame_dir):
+    root, source = frame_dir
+    indices = [39, 0, 12, 12, 25]
+    frames = FramesReader().read(root, indices)
+    assert frames.shape == (5, 72, 96, 3) and frames.dtype == np.uint8
+    for got, i in zip(frames, indices, strict=True):
+        with Image.open(root / f"img_{i:05d}.jpg") as img:
+            np.testing.assert_array_equal(got, np.asarray(img.convert("RGB")))
+        # 0-based naming: frame i of the directory is closest to frame i of the video (JPEG is lossy).
+        errors = np.abs(source.astype(int) - got.astype(int)).mean(axis=(1, 2, 3))
+        assert int(np.argmin(errors)) == i and errors[i] < 12
+
+
+def test_frames_reader_errors(frame_dir, tmp_path):
+    root, _ = frame_dir
+    reader = FramesReader()
+    assert reader.frame_count(root) == 40
+    with pytest.raises(FrameIndexError, match="frame 40 requested but the directory has only 40 frames"):
+        reader.read(root, [3, 40])
+    with pytest.raises(DecodeError, match="frame directory not found"):
+        reader.read(tmp_path / "nope", [0])
+    gap = tmp_path / "gap"
+    gap.mkdir()
+    for i in (0, 2):
+        Image.new("RGB", (8, 6)).save(frame_path(gap, i))
+    with pytest.raises(DecodeError, match="img_00001.jpg is missing") as info:
+        reader.read(gap, [0, 1])
+    assert not isinstance(info.value, FrameIndexError)
+    (gap / "img_00001.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(DecodeError, match="cannot decode JPEG"):
+        reader.read(gap, [1])
+
+
+def test_registry_lists_names_and_builds_readers():
+    assert {"pyav", "frames", "lintel"} <= set(READERS)
+    assert isinstance(get_reader("pyav", seek=False), PyAVReader)
+    assert isinstance(get_reader("frames"), VideoReader)
+    with pytest.raises(ValueError, match=r"backend \('decord'\) must be one of: frames, lintel, pyav"):
+        get_reader("decord")
+
+
+def test_register_reader(monkeypatch):
+    monkeypatch.setitem(READERS, "custom", "pipelines.backends.frames:FramesReader")
+    assert isinstance(get_reader("custom"), FramesReader)
+    register_reader("custom", PyAVReader)
+    assert isinstance(get_reader("custom"), PyAVReader)
+
+
+def test_plan_indices():
+    unique, inverse = plan_indices([5, 1, 5, 3])
+    assert unique == [1, 3, 5]
+    assert [unique[i] for i in inverse] == [5, 1, 5, 3]
+    with pytest.raises(ValueError, match="empty"):
+        plan_indices([])
+    with pytest.raises(ValueError, match=">= 0"):
+        plan_indices([2, -1])
