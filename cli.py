@@ -82,7 +82,222 @@ def _log_progress(description: str) -> ProgressFn:
 # --- index / validate ---
 
 
+@cli.command("index")
+@click.argument("video_root", type=click.Path(exists=True, file_okay=False))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Folder for {split}.txt, classes.txt and manifest.csv.")
+@click.option("--annotations", type=click.Path(exists=True, file_okay=False),
+              help="Folder of Kinetics annotation CSVs (default: VIDEO_ROOT/annotations if present).")
+@click.option("-j", "--jobs", type=click.IntRange(min=1), help="Worker processes (default: all cores).")
+@click.option("--split", help="Index only this split; or the split name of a tree without split folders.")
+@click.option("--safe-dir", type=click.Path(file_okay=False),
+              help="Where the safe-named symlink view goes (default: VIDEO_ROOT/_videoprep_safe).")
+@click.option("--export", "exports", default="",
+              help="Also write these list formats, comma-separated: mmaction, rawframes, slowfast, dali.")
+@click.option("--timeout", "timeout_s", type=click.FloatRange(min=0, min_open=True), default=60.0,
+              show_default=True, help="Seconds one video may take to probe.")
+@click.option("--fresh", is_flag=True, help="Ignore the journal of earlier runs and probe every video again.")
+def index_cmd(video_root: str, out_dir: str, annotations: str | None, jobs: int | None, split: str | None,
+              safe_dir: str | None, exports: str, timeout_s: float, fresh: bool) -> None:
+    """Count the frames of every video and write BAT lists (`path frame_num label`).
+
+    Understands {split}/{label}/clip.mp4, flat {split}/clip.mp4 with annotation
+    CSVs, and {label}/clip.mp4. Paths with whitespace are listed through
+    safe-named symlinks. Re-running resumes from the journal in --out.
+    """
+    from pathlib import Path
+
+    from rich.table import Table
+
+    from videoprep.index import EXPORTS, IndexConfig, run_index
+
+    chosen = tuple(e.strip() for e in exports.split(",") if e.strip())
+    unknown = [e for e in chosen if e not in EXPORTS]
+    if unknown:
+        raise click.BadParameter(
+            f"{', '.join(unknown)}: supported values are {', '.join(EXPORTS)}", param_hint="--export"
+        )
+    config = IndexConfig(
+        video_root=Path(video_root), out_dir=Path(out_dir),
+        annotations=Path(annotations) if annotations else None, jobs=jobs, split=split,
+        safe_dir=Path(safe_dir) if safe_dir else None, exports=chosen, timeout_s=timeout_s, fresh=fresh,
+    )
+    with progress_bar("index") as update:
+        result = run_index(config, on_progress=update)
+    table = Table(title=f"videoprep index: {result.total} videos ({result.probed} probed, {result.reused} from the journal)")
+    for column in ("split", "listed", "unlabelled", "errors", "list"):
+        table.add_column(column)
+    for split_name, counts in result.counts.items():
+        table.add_row(split_name, str(counts.listed), str(counts.unlabelled), str(counts.errors),
+                      str(result.lists[split_name]))
+    err_console.print(table)
+    if result.safe_links:
+        err_console.print(f"{result.safe_links} video(s) with unsafe paths listed through safe-named symlinks")
+    if result.errors:
+        err_console.print(f"{result.errors} video(s) could not be probed: see status/reason in {result.manifest_path}")
+    for path in result.lists.values():
+        click.echo(str(path))
+
+
+@cli.command("validate")
+@click.argument("video_root", type=click.Path(exists=True, file_okay=False))
+@click.option("--annotations", type=click.Path(exists=True, file_okay=False),
+              help="Annotation CSVs: also report annotated clips missing on disk (default: VIDEO_ROOT/annotations).")
+@click.option("--full", is_flag=True, help="Decode every frame (default: first, last and a few random frames).")
+@click.option("--min-frames", type=click.IntRange(min=1), default=57, show_default=True,
+              help="Shorter videos are bad (57 = 8 frames at sample rate 8).")
+@click.option("--report", type=click.Path(dir_okay=False),
+              help="Write one row per bad video; the extension picks the format: .csv or .json.")
+@click.option("--quarantine", type=click.Path(file_okay=False),
+              help="Move bad files here, keeping their relative paths (nothing is deleted).")
+@click.option("--allow-bad", is_flag=True, help="Exit 0 even when bad videos are found.")
+@click.option("-j", "--jobs", type=click.IntRange(min=1), help="Worker processes (default: all cores).")
+@click.option("--timeout", "timeout_s", type=click.FloatRange(min=0, min_open=True), default=120.0,
+              show_default=True, help="Seconds one video may take to check.")
+def validate_cmd(video_root: str, annotations: str | None, full: bool, min_frames: int, report: str | None,
+                 quarantine: str | None, allow_bad: bool, jobs: int | None, timeout_s: float) -> None:
+    """Find the videos a trainer would choke on; exit 1 if there are any.
+
+    Checks: 0-byte, truncated, moov atom missing, no video stream, undecodable
+    frames, too short, variable frame rate, non-4:2:0 pixels, odd size, and
+    (with annotations) clips missing on disk.
+    """
+    from pathlib import Path
+
+    from rich.table import Table
+
+    from videoprep.validate import REASONS, ValidateConfig, run_validate
+
+    config = ValidateConfig(
+        video_root=Path(video_root), annotations=Path(annotations) if annotations else None, full=full,
+        min_frames=min_frames, report=Path(report) if report else None,
+        quarantine=Path(quarantine) if quarantine else None, jobs=jobs, timeout_s=timeout_s,
+    )
+    with progress_bar("validate") as update:
+        result = run_validate(config, on_progress=update)
+    table = Table(title=f"videoprep validate: {result.checked} videos checked, {len(result.bad)} bad")
+    for column in ("reason", "videos", "meaning"):
+        table.add_column(column)
+    for reason, count in result.counts.items():
+        table.add_row(reason, str(count), REASONS[reason])
+    err_console.print(table)
+    for bad in result.bad[:20]:
+        err_console.print(f"  {bad.relpath}: {bad.reason}: {bad.message}", markup=False, highlight=False)
+    if len(result.bad) > 20:
+        err_console.print(f"  ... and {len(result.bad) - 20} more" + ("" if report else " (use --report FILE)"))
+    if result.report_path:
+        err_console.print(f"report: {result.report_path}", markup=False)
+    if result.quarantined:
+        err_console.print(f"moved {result.quarantined} bad file(s) to {quarantine}", markup=False)
+    if result.bad and not allow_bad:
+        raise click.ClickException(f"{len(result.bad)} bad video(s) found (use --allow-bad to exit 0)")
+
+
 # --- transcode / frames ---
+
+
+def _batch_options(fn):
+    """Options shared by transcode and frames: parallelism, executor, time limit, labels."""
+    for option in reversed([
+        click.option("-j", "--jobs", type=click.IntRange(min=1), default=None,
+                     help="Videos processed in parallel (default: every core; Ray: its CPUs)."),
+        click.option("--threads", type=click.IntRange(min=0), default=1, show_default=True,
+                     help="ffmpeg threads per video (0: ffmpeg decides). Parallel videos scale better."),
+        click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+                     help="Run on this machine's process pool, or as Ray tasks (same task function)."),
+        click.option("--address", default=None,
+                     help="Ray cluster to join (e.g. ray://head:10001 or auto); default: start Ray here."),
+        click.option("--timeout", "timeout_s", type=click.FloatRange(min=1), default=600, show_default=True,
+                     help="Seconds one ffmpeg run may take before it is killed and the video recorded as failed."),
+        click.option("--annotations", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+                     help="Folder of annotation CSVs labelling a flat (CVDF) layout (default: SRC/annotations)."),
+    ]):
+        fn = option(fn)
+    return fn
+
+
+def _report_batch(kind: str, *, done: int, skipped: int, failures: list, report: Path) -> None:
+    """One summary line on stderr; failures listed, and exit status 1 when any video failed."""
+    err_console.print(f"{kind}: {done} done, {skipped} already up to date, {len(failures)} failed")
+    for failure in failures[:10]:
+        err_console.print(f"  failed: {failure.source}: {failure.error}", markup=False, highlight=False)
+    if failures:
+        raise click.ClickException(f"{len(failures)} video(s) failed; every error is in {report}")
+
+
+@cli.command("transcode")
+@click.argument("src", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("dst", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--codec", type=click.Choice(["h264", "mjpeg", "vp9"]), default="h264", show_default=True,
+              help="h264: small, GPU decode in DALI; mjpeg: intra-only, exact random access on CPU; "
+                   "vp9: small and decoded by DALI on CPU.")
+@click.option("--short-side", type=click.IntRange(min=2), default=256, show_default=True,
+              help="Resize so the shorter side has this many pixels (even), keeping the aspect ratio.")
+@click.option("--fps", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Output frame rate (default: the source's rate); the output is always constant rate.")
+@click.option("--gop", type=click.IntRange(min=1), default=16, show_default=True,
+              help="A keyframe exactly every N frames (h264, vp9); scene-cut keyframes are off.")
+@click.option("--crf", type=click.IntRange(0, 63), default=None,
+              help="Quality for h264 (default 23) and vp9 (default 32); lower is better and bigger.")
+@click.option("--preset", type=click.Choice(X264_PRESETS), default="medium", show_default=True,
+              help="x264 speed/size trade-off (h264 only).")
+@click.option("--quality", type=click.IntRange(2, 31), default=None,
+              help="mjpeg JPEG quality, ffmpeg -q:v (default 3); lower is better and bigger.")
+@click.option("--keep-audio", is_flag=True, help="Keep the audio track (dropped by default).")
+@click.option("--no-index", is_flag=True, help="Do not write the list files of DST afterwards.")
+@click.option("--lists-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where the list files go (default DST/lists; their paths are relative to DST).")
+@_batch_options
+def transcode_cmd(src: Path, dst: Path, codec: str, short_side: int, fps: float | None, gop: int,
+                  crf: int | None, preset: str, quality: int | None, keep_audio: bool, no_index: bool,
+                  lists_dir: Path | None, jobs: int | None, threads: int, executor: str, address: str | None,
+                  timeout_s: float, annotations: Path | None) -> None:
+    """Re-encode every video under SRC into DST for fast loading.
+
+    Keeps the folder layout with safe names (DST/mapping.csv: original -> new), resizes to
+    --short-side, makes the frame rate constant and puts a keyframe every --gop frames. Resumable:
+    finished videos are skipped, an interrupted run continues. Failures are listed in
+    DST/transcode_report.json. Then writes DST/lists/{split}.txt (unless --no-index).
+    """
+    settings = EncodeSettings(codec=codec, short_side=short_side, fps=fps, gop=gop, crf=crf, preset=preset,
+                              quality=quality, keep_audio=keep_audio, threads=threads)
+    config = TranscodeConfig(src=src, dst=dst, settings=settings, jobs=jobs, executor=executor, address=address,
+                             timeout_s=timeout_s, index=not no_index, annotations=annotations,
+                             index_dir=lists_dir)
+    with progress_bar("transcode") as on_progress:
+        result = run_transcode(config, on_progress=on_progress)
+    if result.index is not None:
+        for split, path in sorted(result.index.lists.items()):
+            click.echo(f"{split}\t{path}")
+    _report_batch("transcode", done=result.transcoded, skipped=result.skipped, failures=result.failures,
+                  report=result.report_path)
+
+
+@cli.command("frames")
+@click.argument("src", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("dst", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--short-side", type=click.IntRange(min=2), default=256, show_default=True,
+              help="Resize so the shorter side has this many pixels (even), keeping the aspect ratio.")
+@click.option("--quality", type=click.IntRange(2, 31), default=2, show_default=True,
+              help="JPEG quality, ffmpeg -q:v; lower is better and bigger.")
+@_batch_options
+def frames_cmd(src: Path, dst: Path, short_side: int, quality: int, jobs: int | None, threads: int,
+               executor: str, address: str | None, timeout_s: float, annotations: Path | None) -> None:
+    """Extract JPEG frames of every video under SRC for BAT's --read_mode img.
+
+    One folder per video (safe name, SRC's layout) holding img_00000.jpg, img_00001.jpg, ...
+    (0-based, every decoded frame). Writes the rawframe lists DST/{split}.txt (`dir frame_count
+    label`, counted from the files) and DST/classes.txt. Resumable like transcode.
+    """
+    settings = FramesSettings(short_side=short_side, quality=quality, threads=threads)
+    config = FramesConfig(src=src, dst=dst, settings=settings, jobs=jobs, executor=executor, address=address,
+                          timeout_s=timeout_s, annotations=annotations)
+    with progress_bar("frames") as on_progress:
+        result = run_frames(config, on_progress=on_progress)
+    for split, path in sorted(result.lists.items()):
+        click.echo(f"{split}\t{path}")
+    _report_batch("frames", done=result.extracted, skipped=result.skipped, failures=result.failures,
+                  report=result.report_path)
 
 
 # --- download ---
@@ -92,6 +307,81 @@ def _log_progress(description: str) -> ProgressFn:
 
 
 # --- train / test ---
+# The runners take the official argparse flags (they mirror main.py / test_models.py); these
+# commands add --preset and --backend in front and pass everything else through unchanged.
+
+_PASS_THROUGH = {"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": ["-h", "--help"]}
+
+
+def _runner_argv(ctx: click.Context, positional: list[str], preset_flags: list[str], backend: str | None,
+                 extra: tuple[str, ...]) -> list[str]:
+    """Positional lists, then the preset, then --backend, then the user's flags (the last one of a flag wins)."""
+    quiet = ["--progress", "off"] if (ctx.obj or {}).get("quiet") else []
+    return positional + preset_flags + (["--backend", backend] if backend else []) + quiet + list(extra)
+
+
+def _parse_or_exit(ctx: click.Context, parse, argv: list[str]):
+    """argparse prints its own usage error (exit 2) or help (exit 0); keep its exit code."""
+    try:
+        return parse(argv)
+    except SystemExit as exc:
+        ctx.exit(exc.code if isinstance(exc.code, int) else 2)
+
+
+@cli.command("train", context_settings=_PASS_THROUGH)
+@click.option("--preset", type=click.Choice(["c2d", "c2d_nl", "c2d_bat", "c2d_3dbat", "i3d", "i3d_nl", "i3d_bat"]),
+              default=None, help="Settings of an official training script (8x8 clips, lr 0.01, steps 40 80, "
+              "100 epochs, batch 64, dropout 0.5); flags after it override.")
+@click.option("--backend", type=click.Choice(["pyav", "lintel", "frames", "dali"]), default=None,
+              help="Loader backend (default: from --read_mode: img -> frames, video -> lintel).")
+@click.argument("train_list", type=click.Path(exists=True, dir_okay=False))
+@click.argument("val_list", type=click.Path(exists=True, dir_okay=False))
+@click.argument("runner_args", nargs=-1, type=click.UNPROCESSED)
+@click.pass_context
+def train_cmd(ctx: click.Context, preset: str | None, backend: str | None, train_list: str, val_list: str,
+              runner_args: tuple[str, ...]) -> None:
+    """Train a BAT model on TRAIN_LIST, validating on VAL_LIST.
+
+    Any flag of `python -m train.main` may follow (official names: --arch, --resume PATH
+    --soft_resume, -b, -j, --lr_steps ..., plus --amp, --channels-last, --device).
+    Example: videoprep train --preset c2d_3dbat --backend pyav train.txt val.txt
+    --resume resnet50_bat.pth --soft_resume -j 16. Under torchrun use `python -m train.main`.
+    """
+    from train.config import parse_train_args, preset_argv
+    from train.main import run_training
+
+    flags = preset_argv(preset) if preset else []
+    cfg = _parse_or_exit(ctx, parse_train_args, _runner_argv(ctx, [train_list, val_list], flags, backend, runner_args))
+    result = run_training(cfg)
+    click.echo(f"done: {result.epochs_done} epochs, best Prec@1 {result.best_prec1:.3f}"
+               + (f", checkpoint {result.checkpoint}" if result.checkpoint else ""), err=True)
+
+
+@cli.command("test", context_settings=_PASS_THROUGH)
+@click.option("--preset", type=click.Choice(["c2d", "c2d_nl", "c2d_bat", "c2d_3dbat", "i3d", "i3d_nl", "i3d_bat"]),
+              default=None, help="Model flags of an official script with the README test protocol "
+              "(10 segments x 3 crops, 8x8 clips); flags after it override.")
+@click.option("--backend", type=click.Choice(["pyav", "lintel", "frames", "dali"]), default=None,
+              help="Loader backend (default: from --read_mode: img -> frames, video -> lintel).")
+@click.argument("test_list", type=click.Path(exists=True, dir_okay=False))
+@click.argument("weights", type=click.Path(exists=True, dir_okay=False))
+@click.argument("runner_args", nargs=-1, type=click.UNPROCESSED)
+@click.pass_context
+def test_cmd(ctx: click.Context, preset: str | None, backend: str | None, test_list: str, weights: str,
+             runner_args: tuple[str, ...]) -> None:
+    """Test WEIGHTS on TEST_LIST: video score = mean raw logits over segments x crops.
+
+    Prints overall top-1, top-5 and mean per-class accuracy. Any flag of
+    `python -m train.test_models` may follow (--test_segments, --test_crops 1|3|10,
+    --save_scores FILE.npz, --div N, -j, --device, --amp).
+    """
+    from train.config import parse_test_args, preset_argv
+    from train.test_models import run_test
+
+    flags = preset_argv(preset, test=True) if preset else []
+    cfg = _parse_or_exit(ctx, parse_test_args, _runner_argv(ctx, [test_list, weights], flags, backend, runner_args))
+    run_test(cfg)
+
 
 
 # --- demo ---

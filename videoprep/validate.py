@@ -1,0 +1,445 @@
+"""`videoprep validate`: find the videos a trainer would choke on, before training does.
+
+Each video is checked in its own worker with a time limit (a decoder that
+hangs or crashes costs only that video). A bad video gets every reason found
+and one primary reason, the first of `REASONS` in order.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import io
+import logging
+import os
+import random
+import shutil
+import zlib
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Literal
+
+import av
+
+from videoprep.atomic import atomic_write_json, atomic_write_text
+from videoprep.errors import ProbeError, VideoprepError
+from videoprep.layout import discover, missing_clips
+from videoprep.parallel import run_isolated
+from videoprep.probe import probe_video
+from videoprep.progress import ProgressFn, no_progress
+
+log = logging.getLogger(__name__)
+
+Reason = Literal[
+    "empty", "moov_missing", "truncated", "unreadable", "no_video_stream", "check_failed",
+    "undecodable", "too_short", "variable_frame_rate", "not_420", "odd_dimensions", "missing",
+]
+# Worst first: the primary reason of a bad video is the first of these it has.
+REASONS: dict[str, str] = {
+    "empty": "0-byte file",
+    "moov_missing": "MP4/MOV without its moov atom (download cut short)",
+    "truncated": "file ends before its container says it does",
+    "unreadable": "cannot be opened or demuxed",
+    "no_video_stream": "no video stream (audio-only or other)",
+    "check_failed": "the check itself timed out or its worker died",
+    "undecodable": "frames fail to decode",
+    "too_short": "fewer frames than one training clip needs",
+    "variable_frame_rate": "variable frame rate",
+    "not_420": "pixel format is not 4:2:0",
+    "odd_dimensions": "odd width or height",
+    "missing": "annotated clip with no file on disk",
+}
+REPORT_FORMATS = (".csv", ".json")
+_MP4_TOP_BOXES = {b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide", b"pnot", b"uuid", b"styp"}
+_EBML_ID = 0x1A45DFA3
+_SEGMENT_ID = 0x18538067
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One problem with one video."""
+
+    reason: Reason
+    message: str
+
+
+@dataclass(frozen=True)
+class VideoCheck:
+    """What checking one video found (empty `findings`: the video is good)."""
+
+    findings: list[Finding]
+    frames: int | None = None
+
+
+@dataclass(frozen=True)
+class ValidateConfig:
+    """What to check and how hard."""
+
+    video_root: Path
+    annotations: Path | None = None
+    full: bool = False  # decode every frame instead of first, last and a few random ones
+    min_frames: int = 57  # one 8x8 clip: 8 frames at rate 8 span 57 frames
+    report: Path | None = None
+    quarantine: Path | None = None
+    jobs: int | None = None
+    timeout_s: float = 120.0  # per video
+    sample_frames: int = 3  # random frames decoded per video in quick mode, besides first and last
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.min_frames < 1:
+            raise VideoprepError(f"min_frames ({self.min_frames}) must be >= 1")
+        if self.timeout_s <= 0:
+            raise VideoprepError(f"timeout_s ({self.timeout_s}) must be > 0")
+        if self.report is not None and Path(self.report).suffix.lower() not in REPORT_FORMATS:
+            raise VideoprepError(
+                f"report {str(self.report)!r}: the extension picks the format; supported values are "
+                + ", ".join(REPORT_FORMATS)
+            )
+
+
+@dataclass(frozen=True)
+class BadVideo:
+    """One row of the report: a bad (or missing) video, its primary reason and all the others."""
+
+    relpath: str
+    reason: Reason
+    message: str
+    all_reasons: str  # ';'-separated reasons, primary first
+    details: str  # every finding's message, ' | '-separated
+    quarantined_to: str = ""
+
+
+REPORT_COLUMNS = tuple(f.name for f in fields(BadVideo))
+
+
+@dataclass
+class ValidateResult:
+    """How many videos were checked, which were bad and why, and where the report went."""
+
+    checked: int
+    bad: list[BadVideo] = field(default_factory=list)
+    report_path: Path | None = None
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Primary reason -> number of bad videos, in `REASONS` order."""
+        out = {r: 0 for r in REASONS}
+        for b in self.bad:
+            out[b.reason] += 1
+        return {r: n for r, n in out.items() if n}
+
+    @property
+    def quarantined(self) -> int:
+        return sum(bool(b.quarantined_to) for b in self.bad)
+
+
+def run_validate(config: ValidateConfig, *, on_progress: ProgressFn | None = None) -> ValidateResult:
+    """Check every video under `config.video_root`; write the report; quarantine if asked."""
+    progress = on_progress or no_progress
+    root = Path(config.video_root)
+    skip = [config.quarantine] if config.quarantine is not None else []
+    layout = discover(root, annotations=config.annotations, skip_dirs=skip)
+    relpaths = [v.relpath for v in layout.videos]
+    total = len(relpaths)
+    progress(0, total)
+    check = functools.partial(
+        check_video, full=config.full, min_frames=config.min_frames,
+        sample_frames=config.sample_frames, seed=config.seed,
+    )
+    by_path = {os.path.join(root, rel): rel for rel in relpaths}
+    bad: list[BadVideo] = []
+    tasks = run_isolated(check, by_path, jobs=config.jobs, timeout_s=config.timeout_s)
+    for done, task in enumerate(tasks, start=1):
+        rel = by_path[task.item]
+        if task.ok:
+            findings = task.value.findings
+        else:
+            findings = [Finding("check_failed", task.error or "unknown failure")]
+        if findings:
+            bad.append(_bad_video(rel, findings))
+        progress(done, total)
+    for clip in missing_clips(layout):
+        csv_path = layout.annotation_files.get(clip.split)
+        where = f" in {csv_path.name}" if csv_path else ""
+        bad.append(_bad_video(
+            f"{clip.split}/{clip.clip_id}",
+            [Finding("missing", f"annotated{where} ({clip.label or 'no label'}) but no file on disk")],
+        ))
+    bad.sort(key=lambda b: b.relpath)
+    if config.quarantine is not None:
+        bad = [_quarantine(b, root=root, quarantine=Path(config.quarantine)) for b in bad]
+    result = ValidateResult(checked=total, bad=bad)
+    if config.report is not None:
+        result.report_path = write_report(Path(config.report), result, video_root=root)
+    log.info("checked %d videos: %d bad", total, len(bad))
+    return result
+
+
+def _bad_video(relpath: str, findings: list[Finding]) -> BadVideo:
+    """Order findings worst first; the first is the primary reason."""
+    order = list(REASONS)
+    ranked = sorted(findings, key=lambda f: order.index(f.reason))
+    return BadVideo(
+        relpath=relpath,
+        reason=ranked[0].reason,
+        message=ranked[0].message,
+        all_reasons=";".join(dict.fromkeys(f.reason for f in ranked)),
+        details=" | ".join(f"{f.reason}: {f.message}" for f in ranked),
+    )
+
+
+def _quarantine(bad: BadVideo, *, root: Path, quarantine: Path) -> BadVideo:
+    """Move a bad file under the quarantine folder (same relative path; never overwrites, never deletes)."""
+    source = root / bad.relpath
+    if bad.reason == "missing" or not os.path.lexists(source):
+        return bad
+    dest = quarantine / bad.relpath
+    n = 1
+    while os.path.lexists(dest):
+        dest = quarantine / f"{bad.relpath}.{n}"
+        n += 1
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(os.fspath(source), os.fspath(dest))
+    log.info("quarantined %s -> %s", source, dest)
+    return BadVideo(**{**asdict(bad), "quarantined_to": str(dest)})
+
+
+def write_report(path: Path, result: ValidateResult, *, video_root: Path) -> Path:
+    """Atomically write one row per bad video: CSV or JSON, picked by the extension."""
+    rows = [asdict(b) for b in result.bad]
+    if path.suffix.lower() == ".json":
+        atomic_write_json(path, {
+            "video_root": str(video_root), "checked": result.checked, "bad_count": len(rows),
+            "counts": result.counts, "bad": rows,
+        })
+    else:
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=REPORT_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write_text(path, buf.getvalue())
+    return path
+
+
+# --- checks of one video (these run in worker processes) ---------------------------------
+
+
+def check_video(
+    path: str | os.PathLike[str], *, full: bool = False, min_frames: int = 57, sample_frames: int = 3, seed: int = 0
+) -> VideoCheck:
+    """Every problem of one video: container structure, probe, decoding, then training constraints."""
+    path = os.fspath(path)
+    try:
+        size = os.path.getsize(path)
+    except OSError as exc:
+        return VideoCheck([Finding("unreadable", f"cannot stat: {exc.strerror}")])
+    if size == 0:
+        return VideoCheck([Finding("empty", "0 bytes")])
+    findings = container_findings(path)
+    if any(f.reason == "moov_missing" for f in findings):
+        return VideoCheck(findings)  # nothing is readable without the moov atom
+    try:
+        info = probe_video(path)
+    except ProbeError as exc:
+        return VideoCheck([*findings, _probe_finding(path, exc)])
+    rng = random.Random(seed ^ zlib.crc32(path.encode("utf-8", "surrogateescape")))
+    findings += decode_findings(path, expected_frames=info.frames, full=full, sample_frames=sample_frames, rng=rng)
+    if info.frames < min_frames:
+        findings.append(Finding("too_short", f"{info.frames} frames < --min-frames {min_frames}"))
+    if not info.constant_frame_rate:
+        findings.append(Finding("variable_frame_rate", f"frame durations vary (average {info.fps:g} fps)"))
+    if not is_420(info.pix_fmt):
+        findings.append(Finding("not_420", f"pixel format {info.pix_fmt} (trainers and NVDEC expect 4:2:0)"))
+    if info.width % 2 or info.height % 2:
+        findings.append(Finding("odd_dimensions", f"{info.width}x{info.height}"))
+    return VideoCheck(findings, frames=info.frames)
+
+
+def _probe_finding(path: str, exc: ProbeError) -> Finding:
+    """Classify a probe failure: a readable container without video, or an unreadable file."""
+    try:
+        with av.open(path, metadata_errors="ignore") as container:
+            if not container.streams.video:
+                kinds = sorted({s.type for s in container.streams}) or ["none"]
+                return Finding("no_video_stream", f"streams: {', '.join(kinds)}")
+    except av.error.FFmpegError:
+        pass  # the probe's own reason below says why it cannot be opened
+    return Finding("unreadable", exc.reason)
+
+
+def is_420(pix_fmt: str) -> bool:
+    """True for pixel formats with 4:2:0 chroma (yuv420p, yuvj420p, nv12, 10-bit 4:2:0, ...)."""
+    try:
+        fmt = av.VideoFormat(pix_fmt, 16, 16)
+    except ValueError:
+        return False
+    comps = fmt.components
+    return len(comps) >= 3 and comps[0].width == 16 and comps[1].width == 8 and comps[1].height == 8
+
+
+def container_findings(path: str | os.PathLike[str]) -> list[Finding]:
+    """Structural problems seen in the container headers alone: missing moov, declared sizes past EOF.
+
+    MP4/MOV (top-level boxes), Matroska/WebM (segment size) and AVI (RIFF
+    sizes) declare how long they are; other containers yield nothing here.
+    """
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        head = f.read(12)
+        if len(head) >= 8 and head[4:8] in _MP4_TOP_BOXES:
+            return _mp4_findings(f, size)
+        if head[:4] == b"RIFF":
+            return _riff_findings(f, size)
+        if int.from_bytes(head[:4], "big") == _EBML_ID:
+            return _matroska_findings(f, size)
+    return []
+
+
+def _mp4_findings(f: io.BufferedReader, size: int) -> list[Finding]:
+    findings = []
+    names = []
+    offset = 0
+    while offset + 8 <= size:
+        f.seek(offset)
+        header = f.read(16)
+        box_size, name, header_len = int.from_bytes(header[:4], "big"), header[4:8], 8
+        if box_size == 1 and len(header) == 16:
+            box_size, header_len = int.from_bytes(header[8:16], "big"), 16
+        elif box_size == 0:  # "extends to the end of the file"
+            box_size = size - offset
+        label = name.decode("latin-1")
+        if box_size < header_len:
+            findings.append(Finding("unreadable", f"box {label!r} at offset {offset} has invalid size {box_size}"))
+            break
+        names.append(name)
+        if offset + box_size > size:
+            findings.append(Finding(
+                "truncated", f"box {label!r} at offset {offset} declares {box_size} bytes; the file ends "
+                f"{offset + box_size - size} bytes short",
+            ))
+            break
+        offset += box_size
+    if b"moov" not in names:
+        findings.insert(0, Finding("moov_missing", "moov atom not found"))
+    return findings
+
+
+def _riff_findings(f: io.BufferedReader, size: int) -> list[Finding]:
+    offset = 0
+    while offset + 8 <= size:  # AVI files over 1 GB chain several RIFF chunks
+        f.seek(offset)
+        header = f.read(12)
+        chunk_size = int.from_bytes(header[4:8], "little")
+        end = offset + 8 + chunk_size + (chunk_size & 1)
+        if end > size + (chunk_size & 1):
+            return [Finding(
+                "truncated", f"RIFF chunk {header[8:12].decode('latin-1')!r} at offset {offset} declares "
+                f"{chunk_size} bytes; the file ends {end - size} bytes short",
+            )]
+        offset = end
+    return []
+
+
+def _read_vint(data: bytes, pos: int, *, keep_marker: bool) -> tuple[int, int, bool]:
+    """(value, length, all value bits set) of an EBML variable-length integer at `pos`."""
+    first = data[pos]
+    length = 9 - first.bit_length() if first else 9
+    if length > 8 or pos + length > len(data):
+        raise ValueError("bad EBML integer")
+    value = int.from_bytes(data[pos:pos + length], "big")
+    marker = 1 << (7 * length)
+    payload = value - marker
+    return (value if keep_marker else payload), length, payload == marker - 1
+
+
+def _matroska_findings(f: io.BufferedReader, size: int) -> list[Finding]:
+    f.seek(0)
+    head = f.read(64)
+    try:
+        pos = 0
+        _, id_len, _ = _read_vint(head, pos, keep_marker=True)
+        ebml_size, size_len, _ = _read_vint(head, pos + id_len, keep_marker=False)
+        pos += id_len + size_len + ebml_size
+        f.seek(pos)
+        seg = f.read(16)
+        seg_id, id_len, _ = _read_vint(seg, 0, keep_marker=True)
+        seg_size, size_len, unknown = _read_vint(seg, id_len, keep_marker=False)
+    except (ValueError, IndexError):
+        return [Finding("unreadable", "Matroska header is damaged")]
+    if seg_id != _SEGMENT_ID or unknown:
+        return []  # a live-style stream of unknown length: nothing to compare
+    end = pos + id_len + size_len + seg_size
+    if end > size:
+        return [Finding("truncated", f"Matroska segment declares {seg_size} bytes; the file ends {end - size} bytes short")]
+    return []
+
+
+def decode_findings(
+    path: str, *, expected_frames: int, full: bool, sample_frames: int, rng: random.Random
+) -> list[Finding]:
+    """Decode every frame (`full`), or the first, the last and a few random ones by seeking."""
+    try:
+        with av.open(path, metadata_errors="ignore") as container:
+            stream = container.streams.video[0]
+            # Report damaged bitstreams instead of letting the decoder conceal them.
+            stream.codec_context.options = {"err_detect": "explode"}
+            if not full:
+                pts = _presentation_pts(container, stream)
+                if len(pts) == expected_frames:
+                    picks = {0, expected_frames - 1}
+                    picks.update(rng.randrange(expected_frames) for _ in range(sample_frames))
+                    return _decode_at(container, stream, pts, sorted(picks))
+                container.seek(0)  # timestamps missing: decode everything instead
+            return _decode_every(container, stream, expected_frames)
+    except av.error.FFmpegError as exc:
+        return [Finding("undecodable", f"{getattr(exc, 'strerror', None) or exc}")]
+
+
+def _presentation_pts(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> list[int]:
+    """Sorted pts of the packets a decoder turns into frames."""
+    pts = [p.pts for p in container.demux(stream) if p.size and not p.is_discard and p.pts is not None]
+    return sorted(pts)
+
+
+def _decode_every(container: av.container.InputContainer, stream: av.video.stream.VideoStream, expected: int) -> list[Finding]:
+    """Decode all packets, going on after errors, and compare the count with the probe's."""
+    decoded, failed, first_error = 0, 0, ""
+    for number, packet in enumerate(container.demux(stream)):
+        try:
+            decoded += len(stream.decode(packet))
+        except av.error.FFmpegError as exc:
+            failed += 1
+            first_error = first_error or f"packet {number}: {getattr(exc, 'strerror', None) or exc}"
+    findings = []
+    if failed:
+        findings.append(Finding("undecodable", f"{failed} packet(s) failed to decode; first at {first_error}"))
+    if decoded < expected:
+        findings.append(Finding("undecodable", f"decoder yielded {decoded} of {expected} frames"))
+    return findings
+
+
+def _decode_at(
+    container: av.container.InputContainer, stream: av.video.stream.VideoStream, pts: list[int], picks: list[int]
+) -> list[Finding]:
+    """Seek to the keyframe before each picked frame and decode forward until it comes out."""
+    findings = []
+    for index in picks:
+        target = pts[index]
+        container.seek(target, stream=stream, backward=True, any_frame=False)
+        problem = _decode_until(container, stream, target)
+        if problem:
+            findings.append(Finding("undecodable", f"frame {index}: {problem}"))
+    return findings
+
+
+def _decode_until(container: av.container.InputContainer, stream: av.video.stream.VideoStream, target: int) -> str:
+    """Decode forward to the frame with pts `target`; '' when it decoded, else what went wrong."""
+    try:
+        for packet in container.demux(stream):
+            for frame in stream.decode(packet):
+                if frame.pts is None or frame.pts >= target:
+                    return ""
+    except av.error.FFmpegError as exc:
+        return f"{getattr(exc, 'strerror', None) or exc}"
+    return "not reached before the end of the stream"
