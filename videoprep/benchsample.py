@@ -292,3 +292,43 @@ def make_sample(config: SampleConfig, *, on_progress: ProgressFn = no_progress) 
     }
     atomic_write_json(record, {"fingerprint": fingerprint, "sets": {n: s.as_dict() for n, s in sets.items()}})
     return SampleResult(out_dir=out, sets=sets)
+
+
+def describe_list(
+    list_file: str | os.PathLike[str], *, root_path: str = "", probe_limit: int = 16, name: str | None = None,
+) -> EncodedSet:
+    """Describe a user's BAT list as a file set (codec, GOP, bytes per second) by probing a few entries."""
+    records = read_list(list_file)
+    picked = records[:: max(1, len(records) // probe_limit)][:probe_limit]
+    paths = [Path(root_path) / rec.path for rec in picked]
+    label = name or Path(list_file).stem
+    if all(p.is_dir() for p in paths):
+        files = [f for p in paths for f in sorted(p.glob("img_*.jpg"))]
+        frames = sum(rec.frame_num for rec in picked)
+        size = sum(f.stat().st_size for f in files)
+        duration = frames / 30.0  # frame folders carry no rate; 30 fps assumed for bytes per second
+        return EncodedSet(
+            name=label, description=f"frame folders from {list_file} (30 fps assumed)", list_file=str(list_file),
+            root_path=root_path, kind="frames", codec="mjpeg", intra_only=True, gop=1, videos=len(records),
+            total_bytes=size, duration_s=round(duration, 3), bytes_per_s=round(size / duration, 1) if duration else 0.0,
+            width=0, height=0, fps=30.0,
+        )
+    infos = [probe_video(p) for p in paths]
+    codecs = sorted({i.codec for i in infos})
+    try:
+        import av
+
+        intra = all(av.codec.Codec(c, "r").intra_only for c in codecs)
+    except Exception as exc:  # an unknown decoder name: assume inter (the conservative guess)
+        log.warning("cannot tell whether %s is intra-only: %s", codecs, exc)
+        intra = False
+    size = sum(i.size_bytes for i in infos)
+    duration = sum(i.duration_s for i in infos)
+    max_gop = max(i.max_gop for i in infos)
+    return EncodedSet(
+        name=label, description=f"{'/'.join(codecs)} from {list_file} (max GOP {max_gop}, {len(infos)} probed)",
+        list_file=str(list_file), root_path=root_path, kind="video", codec="/".join(codecs), intra_only=intra,
+        gop=max_gop, videos=len(records), total_bytes=size, duration_s=round(duration, 3),
+        bytes_per_s=round(size / duration, 1) if duration else 0.0, width=infos[0].width, height=infos[0].height,
+        fps=infos[0].fps, max_gop=max_gop, keyframes=sum(i.keyframes for i in infos),
+    )
