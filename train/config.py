@@ -1,0 +1,306 @@
+"""Command-line settings of the BAT runners: the official flags and defaults, plus ours.
+
+`python -m train.main` and `python -m train.test_models` accept every flag of the
+official `main.py` / `test_models.py` with the same defaults, so the README commands
+of the official repository work unchanged. `PRESETS` maps each official training
+script to its flags for `videoprep train --preset` / `videoprep test --preset`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+Backend = Literal["pyav", "lintel", "frames", "dali"]
+BACKENDS: tuple[str, ...] = ("pyav", "lintel", "frames", "dali")
+# --read_mode of the official code -> our loader backend.
+READ_MODE_BACKENDS: dict[str, str] = {"img": "frames", "video": "lintel"}
+AMP_MODES: tuple[str, ...] = ("off", "bf16", "fp16")
+DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
+NORMS: tuple[str, ...] = ("official", "imagenet")
+
+# Model flags of the official README scripts (all use 8x8 clips, lr 0.01, steps 40 80,
+# 100 epochs, batch 64, dropout 0.5). --resume PRETRAINED --soft_resume stays the user's.
+_MODEL_FLAGS: dict[str, list[str]] = {
+    "c2d": ["--arch", "c2d_resnet50"],
+    "c2d_nl": ["--arch", "c2d_resnet50", "--nonlocal_mod", "2", "--nltype", "nl3d"],
+    "c2d_bat": ["--arch", "c2d_resnet50", "--nonlocal_mod", "2", "--nltype", "bat", "--k", "8"],
+    "c2d_3dbat": ["--arch", "c2d_resnet50", "--nonlocal_mod", "2", "--nltype", "bat", "--k", "8", "--tk", "4"],
+    "i3d": ["--arch", "i3d_resnet50"],
+    "i3d_nl": ["--arch", "i3d_resnet50", "--nonlocal_mod", "2", "--nltype", "nl3d"],
+    "i3d_bat": ["--arch", "i3d_resnet50", "--nonlocal_mod", "2", "--nltype", "bat", "--k", "8"],
+}
+_CLIP_FLAGS = ["--seq_length", "8", "--sample_rate", "8"]
+_TRAIN_FLAGS = ["--num_segments", "1", "--lr", "0.01", "--lr_steps", "40", "80", "--epochs", "100",
+                "-b", "64", "--dropout", "0.5"]
+_TEST_FLAGS = ["--test_segments", "10", "--test_crops", "3"]
+
+PRESETS: dict[str, list[str]] = {name: flags + _CLIP_FLAGS + _TRAIN_FLAGS for name, flags in _MODEL_FLAGS.items()}
+TEST_PRESETS: dict[str, list[str]] = {name: flags + _CLIP_FLAGS + _TEST_FLAGS for name, flags in _MODEL_FLAGS.items()}
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a training run (official names; ours after `# ours`)."""
+
+    train_list: str
+    val_list: str
+    root_path: str = ""
+    log_dir: str = "log"
+    num_segments: int = 1
+    seq_length: int = 8
+    sample_rate: int = 8
+    read_mode: str = "img"
+    num_classes: int = 400
+    arch: str = "c2d_resnet50"
+    dropout: float = 0.5
+    nonlocal_mod: list[int] = field(default_factory=lambda: [1000])
+    nltype: str = "nl3d"
+    k: int = 4
+    tk: int = 0
+    ts: int = 4
+    nl_drop: float = 0.2
+    freeze_bn: bool = False
+    use_affine: bool = False
+    epochs: int = 100
+    batch_size: int = 64
+    lr: float = 0.01
+    lr_steps: list[float] = field(default_factory=lambda: [20.0, 40.0])
+    warmup_epochs: int = 0
+    coslr: bool = False
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    clip_gradient: float | None = 20.0
+    nesterov: bool = False
+    print_freq: int = 20
+    eval_freq: int = 5
+    save_freq: int = 5
+    workers: int = 4
+    resume: str = ""
+    soft_resume: bool = False
+    evaluate: bool = False
+    snapshot_dir: str = "checkpoints"
+    start_epoch: int = 0
+    seed: int = -1
+    # ours
+    backend: str | None = None
+    device: str = "auto"
+    dist_backend: str = "auto"
+    amp: str = "off"
+    channels_last: bool = False
+    norm: str = "official"
+    crop_size: int = 224
+    scale_size: int = 256
+    max_bad_fraction: float = 0.01
+    trusted_legacy_checkpoint: bool = False
+    deterministic: bool = False
+    progress: str = "auto"
+
+    @property
+    def loader_backend(self) -> str:
+        """--backend when given, else the backend the official --read_mode implies."""
+        return self.backend or READ_MODE_BACKENDS[self.read_mode]
+
+
+@dataclass
+class TestConfig:
+    """Every setting of a test run (official names and defaults; ours after `# ours`)."""
+
+    __test__ = False  # not a pytest class
+
+    test_list: str
+    weights: str
+    arch: str = "c2d_resnet50"
+    tsm: bool = False
+    num_classes: int = 400
+    img_size: int = 224
+    nonlocal_mod: list[int] = field(default_factory=lambda: [1000])
+    nltype: str = "nl3d"
+    k: int = 4
+    tk: int = 0
+    ts: int = 4
+    save_scores: str | None = None
+    seq_length: int = 32
+    sample_rate: int = 2
+    test_segments: int = 1
+    workers: int = 8
+    test_crops: int = 10
+    root_path: str = ""
+    div: int = 1
+    read_mode: str = "img"
+    # ours
+    batch_size: int = 1
+    backend: str | None = None
+    device: str = "auto"
+    dist_backend: str = "auto"
+    amp: str = "off"
+    channels_last: bool = False
+    norm: str = "official"
+    scale_size: int | None = None
+    max_bad_fraction: float = 0.01
+    trusted_legacy_checkpoint: bool = False
+    print_freq: int = 20
+    progress: str = "auto"
+
+    @property
+    def loader_backend(self) -> str:
+        """--backend when given, else the backend the official --read_mode implies."""
+        return self.backend or READ_MODE_BACKENDS[self.read_mode]
+
+    @property
+    def scale(self) -> int:
+        """Short-side resize before test crops; the official rule is img_size * 256 / 224."""
+        return self.scale_size if self.scale_size is not None else int(self.img_size / 224 * 256)
+
+
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be >= 1")
+    return number
+
+
+def _fraction(value: str) -> float:
+    number = float(value)
+    if not 0.0 <= number <= 1.0:
+        raise argparse.ArgumentTypeError(f"{value} must be in [0, 1]")
+    return number
+
+
+def _add_model_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--arch", type=str, default="c2d_resnet50",
+                        help="c2d_resnet50, i3d_resnet50, i3d_resnet18 (and the 34/101 variants)")
+    parser.add_argument("--num_classes", default=400, type=int)
+    parser.add_argument("--nonlocal_mod", default=[1000], type=int, nargs="+",
+                        help="insert a non-local/BAT block after every m-th block of layer2/layer3 (1000 = none)")
+    parser.add_argument("--nltype", default="nl3d", type=str, help="nl3d (alias nl) or bat")
+    parser.add_argument("--k", default=4, type=int, help="BAT: number of attention groups")
+    parser.add_argument("--tk", default=0, type=int, help="BAT: temporal groups (> 0 is 3D-BAT)")
+    parser.add_argument("--ts", default=4, type=int, help="BAT: temporal size of the temporal transform")
+
+
+def _add_runtime_flags(parser: argparse.ArgumentParser) -> None:
+    """Our additions shared by both runners."""
+    ours = parser.add_argument_group("videoprep additions")
+    ours.add_argument("--backend", choices=BACKENDS, default=None,
+                      help="loader backend; overrides --read_mode (img -> frames, video -> lintel)")
+    ours.add_argument("--device", choices=DEVICES, default="auto", help="auto picks cuda when available")
+    ours.add_argument("--dist-backend", choices=("auto", "nccl", "gloo"), default="auto",
+                      help="torch.distributed backend under torchrun (auto: nccl on cuda, gloo on cpu)")
+    ours.add_argument("--amp", choices=AMP_MODES, default="off",
+                      help="autocast dtype; fp16 uses a gradient scaler on cuda")
+    ours.add_argument("--channels-last", action="store_true", help="channels_last_3d memory format")
+    ours.add_argument("--norm", choices=NORMS, default="official",
+                      help="official: subtract the Caffe BGR means from RGB (released models); imagenet: mean/std")
+    ours.add_argument("--max-bad-fraction", type=_fraction, default=0.01,
+                      help="stop when more than this fraction of videos fail to decode")
+    ours.add_argument("--trusted-legacy-checkpoint", action="store_true",
+                      help="allow full unpickling of old checkpoints (only for files you trust)")
+    ours.add_argument("--progress", choices=("auto", "on", "off"), default="auto",
+                      help="per-epoch progress bar on stderr (auto: when stderr is a terminal)")
+
+
+def build_train_parser() -> argparse.ArgumentParser:
+    """The parser of `python -m train.main`: official flags and defaults first, ours grouped after."""
+    p = argparse.ArgumentParser(
+        prog="python -m train.main",
+        description="Train a BAT video model (flags of the official main.py, plus DDP/AMP additions).",
+    )
+    p.add_argument("train_list", type=str)
+    p.add_argument("val_list", type=str)
+    p.add_argument("--root_path", default="", type=str)
+    p.add_argument("--log_dir", default="log", type=str)
+    p.add_argument("--num_segments", default=1, type=_positive)
+    p.add_argument("--seq_length", default=8, type=_positive)
+    p.add_argument("--sample_rate", default=8, type=_positive)
+    p.add_argument("--read_mode", default="img", choices=sorted(READ_MODE_BACKENDS))
+    _add_model_flags(p)
+    p.add_argument("--dropout", "--do", default=0.5, type=float)
+    p.add_argument("--nl_drop", default=0.2, type=float)
+    p.add_argument("--freeze_bn", action="store_true", help="BN layers in eval mode with frozen affine params")
+    p.add_argument("--use_affine", action="store_true", help="BN without running statistics")
+    p.add_argument("--epochs", default=100, type=int)
+    p.add_argument("-b", "--batch-size", default=64, type=_positive, help="total over all processes")
+    p.add_argument("--lr", "--learning-rate", default=0.01, type=float)
+    p.add_argument("--lr_steps", default=[20.0, 40.0], type=float, nargs="+", help="epochs to decay lr by 10")
+    p.add_argument("--warmup_epochs", default=0, type=int)
+    p.add_argument("--coslr", action="store_true")
+    p.add_argument("--momentum", default=0.9, type=float)
+    p.add_argument("--weight-decay", "--wd", default=1e-4, type=float)
+    p.add_argument("--clip-gradient", "--gd", default=20.0, type=float, help="max gradient norm (<= 0: off)")
+    p.add_argument("--nesterov", action="store_true")
+    p.add_argument("--print-freq", "-p", default=20, type=_positive)
+    p.add_argument("--eval-freq", "-ef", default=5, type=_positive)
+    p.add_argument("--save-freq", "-sf", default=5, type=_positive)
+    p.add_argument("-j", "--workers", default=4, type=int)
+    p.add_argument("--resume", default="", type=str, help="checkpoint to continue, or weights to start from")
+    p.add_argument("--soft_resume", action="store_true", help="non-strict load; epoch and best restart at 0")
+    p.add_argument("-e", "--evaluate", action="store_true", help="only evaluate on the validation list")
+    p.add_argument("--snapshot_dir", type=str, default="checkpoints")
+    p.add_argument("--start-epoch", default=0, type=int)
+    p.add_argument("--seed", default=-1, type=int, help="random seed (< 0: draw one and print it)")
+    _add_runtime_flags(p)
+    ours = [g for g in p._action_groups if g.title == "videoprep additions"][0]
+    ours.add_argument("--crop-size", type=_positive, default=224, help="train/val crop (official: 224)")
+    ours.add_argument("--scale-size", type=_positive, default=256, help="val short-side resize (official: 256)")
+    ours.add_argument("--deterministic", action="store_true",
+                      help="torch deterministic algorithms (bit-exact resume on GPU; slower)")
+    return p
+
+
+def build_test_parser() -> argparse.ArgumentParser:
+    """The parser of `python -m train.test_models`: official flags and defaults, plus ours."""
+    p = argparse.ArgumentParser(
+        prog="python -m train.test_models",
+        description="Video-level testing of a BAT model: segments x crops views, mean of raw logits.",
+    )
+    p.add_argument("test_list", type=str)
+    p.add_argument("weights", type=str)
+    _add_model_flags(p)
+    p.add_argument("--tsm", action="store_true", help="official flag; TSM is not part of the released models")
+    p.add_argument("--img_size", default=224, type=_positive, help="crop size (scale = img_size * 256 / 224)")
+    p.add_argument("--save_scores", type=str, default=None, help="write per-view logits and labels to this .npz")
+    p.add_argument("--seq_length", default=32, type=_positive)
+    p.add_argument("--sample_rate", default=2, type=_positive)
+    p.add_argument("--test_segments", default=1, type=_positive)
+    p.add_argument("-j", "--workers", default=8, type=int)
+    p.add_argument("--test_crops", type=int, default=10, choices=(1, 3, 10))
+    p.add_argument("--root_path", default="", type=str)
+    p.add_argument("--div", default=1, type=_positive, help="split each forward batch of views into this many parts")
+    p.add_argument("--read_mode", default="img", choices=sorted(READ_MODE_BACKENDS))
+    _add_runtime_flags(p)
+    ours = [g for g in p._action_groups if g.title == "videoprep additions"][0]
+    ours.add_argument("-b", "--batch-size", type=_positive, default=1, help="videos per batch (official: 1)")
+    ours.add_argument("--scale-size", type=_positive, default=None, help="override the test short-side resize")
+    ours.add_argument("--print-freq", "-p", type=_positive, default=20)
+    return p
+
+
+def _to_config(cls: type, namespace: argparse.Namespace):
+    names = {f.name for f in dataclasses.fields(cls)}
+    values = {key: value for key, value in vars(namespace).items() if key in names}
+    return cls(**values)
+
+
+def parse_train_args(argv: Sequence[str] | None = None) -> TrainConfig:
+    """Parse `python -m train.main` arguments into a TrainConfig."""
+    cfg = _to_config(TrainConfig, build_train_parser().parse_args(argv))
+    if cfg.clip_gradient is not None and cfg.clip_gradient <= 0:
+        cfg.clip_gradient = None
+    return cfg
+
+
+def parse_test_args(argv: Sequence[str] | None = None) -> TestConfig:
+    """Parse `python -m train.test_models` arguments into a TestConfig."""
+    return _to_config(TestConfig, build_test_parser().parse_args(argv))
+
+
+def preset_argv(preset: str, *, test: bool = False) -> list[str]:
+    """Flags of one official README script; a later flag of the user's overrides it."""
+    table = TEST_PRESETS if test else PRESETS
+    if preset not in table:
+        raise ValueError(f"preset {preset!r} is not one of {', '.join(table)}")
+    return list(table[preset])
