@@ -64,11 +64,12 @@ class RetryPolicy:
     backoff_base_s: float = 1.0
     backoff_max_s: float = 60.0
     timeout_s: float = 60.0
+    retry_after_max_s: float = 600.0
 
     def delay_s(self, attempt: int, *, retry_after_s: float | None = None) -> float:
         """Seconds to wait before attempt `attempt + 1`: Retry-After wins, else base*2^n plus jitter."""
         if retry_after_s is not None:
-            return min(max(retry_after_s, 0.0), self.backoff_max_s)
+            return min(max(retry_after_s, 0.0), self.retry_after_max_s)
         exp = self.backoff_base_s * (2**attempt)
         return min(exp + random.uniform(0, self.backoff_base_s), self.backoff_max_s)
 
