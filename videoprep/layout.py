@@ -133,7 +133,11 @@ def find_video_files(video_root: Path, *, skip_dirs: Iterable[Path] = ()) -> lis
             dirnames[:] = []
             continue
         seen.add(real)
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d != SAFE_VIEW_DIRNAME)
+        # Real folders before symlinked ones, so a video reachable both ways keeps its real path.
+        dirnames[:] = sorted(
+            (d for d in dirnames if not d.startswith(".") and d != SAFE_VIEW_DIRNAME),
+            key=lambda d: (os.path.islink(os.path.join(dirpath, d)), d),
+        )
         rel_dir = os.path.relpath(dirpath, root)
         for name in filenames:
             if name.startswith(".") or os.path.splitext(name)[1].lower() not in VIDEO_EXTENSIONS:
