@@ -73,6 +73,8 @@ class VideoClipDataset(Dataset):
         seed: int = 0,
         check_files: bool = False,
         max_replacements: int = MAX_REPLACEMENTS,
+        crop_size: int = T.CROP_SIZE,
+        scale_size: int = T.SCALE_SIZE,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode ({mode!r}) must be one of {', '.join(MODES)}")
@@ -80,6 +82,13 @@ class VideoClipDataset(Dataset):
             raise ValueError(f"test_crops ({test_crops}) must be one of {TEST_CROPS}")
         if seed < 0:
             raise ValueError(f"seed ({seed}) must be >= 0")
+        # Train/val crop and val resize (official 224/256; smaller sizes make CPU smoke runs fast).
+        if mode == "test" and (crop_size, scale_size) != (T.CROP_SIZE, T.SCALE_SIZE):
+            raise ValueError(f"crop_size/scale_size ({crop_size}/{scale_size}) apply to train/val only")
+        if crop_size > scale_size:
+            raise ValueError(f"crop_size ({crop_size}) must be <= scale_size ({scale_size})")
+        self.crop_size = crop_size
+        self.scale_size = scale_size
         self.list_file = os.fspath(list_file)
         self.root_path = os.fspath(root_path)
         self.records: list[ListRecord] = read_list(
@@ -141,10 +150,10 @@ class VideoClipDataset(Dataset):
         frames = self.reader.read(self.video_path(index), [i for clip in clips for i in clip])
         video = T.to_clip(frames)  # [C, S*T, H, W]; one crop draw for all segments, as the official code
         if self.mode == "train":
-            params = T.sample_train_crop(video.shape[-2], video.shape[-1], rng=rng)
+            params = T.sample_train_crop(video.shape[-2], video.shape[-1], rng=rng, out_size=self.crop_size)
             out = T.train_transform(video, params).unsqueeze(0)
         elif self.mode == "val":
-            out = T.val_transform(video).unsqueeze(0)
+            out = T.val_transform(video, scale_size=self.scale_size, crop_size=self.crop_size).unsqueeze(0)
         else:
             out = T.test_transform(video, test_crops=self.test_crops)
         # [crops, C, S*T, h, w] -> [S * crops, C, T, h, w], segment-major.

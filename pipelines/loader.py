@@ -189,6 +189,8 @@ def build_loader(
     max_bad_fraction: float = 0.01,
     min_bad_samples: int = MIN_BAD_SAMPLES,
     check_files: bool = False,
+    crop_size: int = 224,
+    scale_size: int = 256,
 ) -> ClipLoader:
     """A loader of uint8 `(clips [B, V, C, T, H, W], labels [B])` batches over a BAT list.
 
@@ -204,6 +206,8 @@ def build_loader(
     if not 0.0 <= max_bad_fraction <= 1.0:
         raise ValueError(f"max_bad_fraction ({max_bad_fraction}) must be in 0..1")
     if backend == "dali":  # a whole DALI pipeline, not a per-sample reader; options: device, num_threads
+        if (crop_size, scale_size) != (224, 256):
+            raise ValueError(f"crop_size/scale_size ({crop_size}/{scale_size}) are not supported by the dali backend")
         from pipelines.dali import build_dali_loader
 
         return build_dali_loader(
@@ -218,7 +222,7 @@ def build_loader(
         list_file, mode=mode, root_path=root_path, backend=backend, backend_options=backend_options,
         num_segments=num_segments, seq_length=seq_length, sample_rate=sample_rate,
         test_segments=test_segments, test_crops=test_crops, num_classes=num_classes, seed=seed,
-        check_files=check_files,
+        check_files=check_files, crop_size=crop_size, scale_size=scale_size,
     )
     train = mode == "train"
     return ClipLoader(
