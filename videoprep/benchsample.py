@@ -30,42 +30,33 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Encoding:
-    """One way to store the sample: ffmpeg output arguments, container, and what the codec allows."""
+    """One way to store the sample: `videoprep transcode` (or `frames`) settings plus extra encoder options."""
 
     name: str
     description: str
-    args: tuple[str, ...]
-    container: str  # ffmpeg muxer name; "frames" = a folder of img_{:05d}.jpg (0-based)
-    suffix: str
-    codec: str
-    intra_only: bool
-    gop: int | None = None
+    codec: str  # "h264", "mjpeg", "vp9" (videoprep.transcode codecs) or "frames" (JPEG folders)
+    gop: int = 16
+    extra: tuple[str, ...] = ()  # output options added to what videoprep.transcode passes
+
+    @property
+    def intra_only(self) -> bool:
+        return self.codec in ("mjpeg", "frames")
 
 
-_X264 = ("-c:v", "libx264", "-preset", "medium", "-crf", "23", "-pix_fmt", "yuv420p")
-
-# Every encoding the bench knows; DEFAULT_ENCODINGS is what --generate builds.
+# Every encoding the bench knows; DEFAULT_ENCODINGS is what --generate builds. The encodes are
+# exactly what `videoprep transcode` / `videoprep frames` write with these settings.
 ENCODINGS: dict[str, Encoding] = {
     e.name: e
     for e in (
-        Encoding("h264_gop250", "H.264 crf 23, GOP 250 (x264 default, as downloaded)",
-                 (*_X264, "-g", "250"), "mp4", ".mp4", "h264", False, 250),
-        Encoding("h264_gop16", "H.264 crf 23, GOP 16",
-                 (*_X264, "-g", "16", "-keyint_min", "16"), "mp4", ".mp4", "h264", False, 16),
-        Encoding("h264_gop16_nob", "H.264 crf 23, GOP 16, no B-frames",
-                 (*_X264, "-g", "16", "-keyint_min", "16", "-bf", "0"), "mp4", ".mp4", "h264", False, 16),
-        Encoding("h264_gop16_fastdecode", "H.264 crf 23, GOP 16, -tune fastdecode (no CABAC/deblock/B)",
-                 (*_X264, "-g", "16", "-keyint_min", "16", "-tune", "fastdecode"), "mp4", ".mp4", "h264",
-                 False, 16),
-        Encoding("h264_gop8", "H.264 crf 23, GOP 8",
-                 (*_X264, "-g", "8", "-keyint_min", "8"), "mp4", ".mp4", "h264", False, 8),
-        Encoding("mjpeg", "MJPEG q 3 (intra-only)",
-                 ("-c:v", "mjpeg", "-q:v", "3", "-pix_fmt", "yuvj420p"), "avi", ".avi", "mjpeg", True, 1),
-        Encoding("vp9", "VP9 crf 32, GOP 16 (DALI decodes it on CPU)",
-                 ("-c:v", "libvpx-vp9", "-crf", "32", "-b:v", "0", "-g", "16", "-deadline", "realtime",
-                  "-cpu-used", "8", "-row-mt", "1", "-pix_fmt", "yuv420p"), "webm", ".webm", "vp9", False, 16),
-        Encoding("jpeg", "JPEG frame folders q 3 (img_00000.jpg...)",
-                 ("-q:v", "3"), "frames", "", "mjpeg", True, 1),
+        Encoding("h264_gop250", "H.264 crf 23 medium, GOP 250 (keyframes as sparse as downloads)", "h264", 250),
+        Encoding("h264_gop16", "H.264 crf 23 medium, GOP 16 (videoprep transcode default)", "h264", 16),
+        Encoding("h264_gop16_nob", "H.264 GOP 16 without B-frames", "h264", 16, ("-bf", "0")),
+        Encoding("h264_gop16_fastdecode", "H.264 GOP 16, -tune fastdecode (no CABAC, deblocking, B-frames)",
+                 "h264", 16, ("-tune", "fastdecode")),
+        Encoding("h264_gop8", "H.264 crf 23 medium, GOP 8", "h264", 8),
+        Encoding("mjpeg", "MJPEG q 3 in .mp4 (intra-only; videoprep transcode --codec mjpeg)", "mjpeg", 1),
+        Encoding("vp9", "VP9 crf 32, GOP 16 (DALI decodes it on CPU; videoprep transcode --codec vp9)", "vp9", 16),
+        Encoding("jpeg", "JPEG frame folders q 2 (videoprep frames)", "frames", 1),
     )
 }
 DEFAULT_ENCODINGS: tuple[str, ...] = ("h264_gop250", "h264_gop16", "mjpeg", "vp9", "jpeg")
@@ -158,45 +149,62 @@ def find_source_videos(source: str | os.PathLike[str], *, root_path: str = "", l
     return found[::step][:limit]
 
 
-def _input_args(config: SampleConfig, index: int, source: Path | None) -> list[str]:
-    """ffmpeg input (and filter) arguments for sample video `index`."""
-    if source is None:
-        template = _SOURCES[index % len(_SOURCES)]
-        graph = template.format(
-            w=config.width, h=config.height, fps=config.fps, seed=1000 + index, scale=3.0 / (1 + index // 4),
-        )
-        return ["-f", "lavfi", "-i", graph, "-t", f"{config.duration_s:g}"]
-    args = ["-i", str(source), "-t", f"{config.duration_s:g}", "-an"]
-    if config.short_side:
-        s = config.short_side
-        args += ["-vf", f"scale='if(gt(iw,ih),-2,{s})':'if(gt(iw,ih),{s},-2)'"]
-    return args
+def _make_master(config: SampleConfig, index: int) -> Path:
+    """Render generated sample video `index` (lavfi) near-losslessly; the encodings start from it."""
+    final = Path(config.out_dir) / "master" / f"vid{index:03d}.mkv"
+    if final.is_file():
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    template = _SOURCES[index % len(_SOURCES)]
+    graph = template.format(
+        w=config.width, h=config.height, fps=config.fps, seed=1000 + index, scale=3.0 / (1 + index // 4),
+    )
+    with atomic_path(final) as tmp:
+        run_ffmpeg(["-f", "lavfi", "-i", graph, "-t", f"{config.duration_s:g}", "-c:v", "libx264", "-preset",
+                    "ultrafast", "-crf", "10", "-pix_fmt", "yuv420p", "-f", "matroska", "-y", str(tmp)],
+                   target=str(final))
+    return final
 
 
-def _encode_one(config: SampleConfig, encoding: Encoding, index: int, source: Path | None) -> Path:
-    """Encode sample video `index` in `encoding`; the output appears only when ffmpeg succeeded."""
+def _with_output_options(args: list[str], options: Sequence[str]) -> list[str]:
+    """Insert output options just before the output path (the last argument)."""
+    return [*args[:-1], *options, args[-1]]
+
+
+def _encode_one(config: SampleConfig, encoding: Encoding, index: int, source: Path) -> Path:
+    """Encode sample video `index` as `videoprep transcode`/`frames` would; the output appears only when done."""
+    from videoprep.frames import FramesSettings, frames_args
+    from videoprep.transcode import CODECS, EncodeSettings, output_rate, scaled_size, transcode_args
+
     name = f"vid{index:03d}"
     out_dir = Path(config.out_dir) / encoding.name
     out_dir.mkdir(parents=True, exist_ok=True)
-    if encoding.container == "frames":
+    info = probe_video(source)
+    short = config.short_side or min(info.width, info.height)
+    width, height = scaled_size(info.width, info.height, short_side=short - short % 2)
+    trim = ["-t", f"{config.duration_s:g}"]
+    if encoding.codec == "frames":
         final = out_dir / name
         if final.is_dir():
             return final
         tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".part", dir=out_dir))
         try:
-            run_ffmpeg([*_input_args(config, index, source), "-an", *encoding.args, "-start_number", "0",
-                        str(tmp / "img_%05d.jpg")], target=str(final))
+            args = frames_args(str(source), str(tmp), settings=FramesSettings(short_side=min(width, height)), width=width,
+                               height=height)
+            run_ffmpeg(_with_output_options(args, [*trim, *encoding.extra]), target=str(final))
             os.replace(tmp, final)
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp)
         return final
-    final = out_dir / f"{name}{encoding.suffix}"
+    final = out_dir / f"{name}{CODECS[encoding.codec].suffix}"
     if final.is_file():
         return final
+    settings = EncodeSettings(codec=encoding.codec, gop=encoding.gop, short_side=min(width, height))
     with atomic_path(final) as tmp:
-        run_ffmpeg([*_input_args(config, index, source), "-an", *encoding.args, "-f", encoding.container,
-                    "-y", str(tmp)], target=str(final))
+        args = transcode_args(str(source), str(tmp), settings=settings, rate=output_rate(None, info.fps),
+                              width=width, height=height)
+        run_ffmpeg(_with_output_options(args, [*trim, *encoding.extra]), target=str(final))
     return final
 
 
@@ -205,7 +213,7 @@ def _describe_set(config: SampleConfig, encoding: Encoding, outputs: list[Path])
     root = Path(config.out_dir)
     records, total_bytes, duration, infos = [], 0, 0.0, []
     for out in outputs:
-        if encoding.container == "frames":
+        if encoding.codec == "frames":
             files = sorted(out.glob("img_*.jpg"))
             if not files:
                 raise PathError(out, "ffmpeg wrote no frames")
@@ -223,7 +231,8 @@ def _describe_set(config: SampleConfig, encoding: Encoding, outputs: list[Path])
     first = infos[0] if infos else None
     return EncodedSet(
         name=encoding.name, description=encoding.description, list_file=str(list_file), root_path=str(root),
-        kind="frames" if encoding.container == "frames" else "video", codec=encoding.codec,
+        kind="frames" if encoding.codec == "frames" else "video", codec="mjpeg" if encoding.codec == "frames" else
+        encoding.codec,
         intra_only=encoding.intra_only, gop=encoding.gop, videos=len(records), total_bytes=total_bytes,
         duration_s=round(duration, 3), bytes_per_s=round(total_bytes / duration, 1) if duration else 0.0,
         width=first.width if first else config.width, height=first.height if first else config.height,
@@ -240,7 +249,7 @@ def _fingerprint(config: SampleConfig, sources: list[Path] | None) -> dict:
         "num_videos": config.num_videos, "duration_s": config.duration_s, "width": config.width,
         "height": config.height, "fps": config.fps, "short_side": config.short_side,
         "generators": list(_SOURCES) if not sources else None,
-        "encodings": {n: list(ENCODINGS[n].args) for n in config.encodings},
+        "encodings": {n: asdict(ENCODINGS[n]) for n in config.encodings},
     }
 
 
@@ -280,9 +289,9 @@ def make_sample(config: SampleConfig, *, on_progress: ProgressFn = no_progress) 
     workers = max(1, min(config.jobs or default_jobs(), len(jobs)))
     # ffmpeg does the work in its own process; threads only wait on it.
     with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = {
-            pool.submit(_encode_one, config, enc, i, sources[i] if sources else None): (enc, i) for enc, i in jobs
-        }
+        if sources is None:
+            sources = list(pool.map(lambda i: _make_master(config, i), range(count)))
+        futures = {pool.submit(_encode_one, config, enc, i, sources[i]): (enc, i) for enc, i in jobs}
         for done_count, future in enumerate(concurrent.futures.as_completed(futures), start=1):
             enc, i = futures[future]
             outputs[enc.name][i] = future.result()  # an encode failure fails the sample: it must be complete
