@@ -314,6 +314,93 @@ def frames_cmd(src: Path, dst: Path, short_side: int, quality: int, jobs: int | 
 # --- bench ---
 
 
+def _csv_list(value: str, *, cast=str) -> tuple:
+    """'a,b' -> ('a', 'b') with each item cast; empty items dropped."""
+    try:
+        return tuple(cast(v.strip()) for v in value.split(",") if v.strip())
+    except ValueError as exc:
+        raise click.BadParameter(f"{value!r}: {exc}") from None
+
+
+@cli.command("bench")
+@click.argument("source", required=False, type=click.Path(exists=True, path_type=Path))
+@click.option("--generate", is_flag=True,
+              help="Build a sample first: the same clips as H.264 GOP 250 and 16, MJPEG, VP9 and JPEG folders, "
+                   "from SOURCE (a list file or a folder of videos) or, without SOURCE, from generated footage.")
+@click.option("--root-path", default="", help="Joined to the paths of the list (BAT --root_path).")
+@click.option("--backends", default="pyav,lintel,frames,dali", show_default=True,
+              help="Our backends to measure (each where it applies: frames on JPEG folders, dali on the codecs "
+                   "DALI decodes here).")
+@click.option("--peers/--no-peers", default=True, show_default=True,
+              help="Also time decord and torchcodec (when installed) as reference points.")
+@click.option("--workers", default="0,1,2", show_default=True, help="DataLoader worker counts to sweep.")
+@click.option("--clips", type=click.IntRange(min=1), default=32, show_default=True,
+              help="Clips per measurement (per file set, view and backend).")
+@click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Timed repetitions after a warm-up, interleaved round-robin across backends.")
+@click.option("--views", default="train,val,test", show_default=True,
+              help="train: random starts; val: centred clip; test: --test-segments clips per video.")
+@click.option("--loader-views", default=None, help="Views measured through the DataLoader (default: --views).")
+@click.option("--seq-length", type=click.IntRange(min=1), default=8, show_default=True, help="Frames per clip.")
+@click.option("--sample-rate", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Distance between a clip's frames.")
+@click.option("--test-segments", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Clips per video in the test view.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True,
+              help="DataLoader batch size (videos per batch).")
+@click.option("--encodings", default=None,
+              help="With --generate: encodings to build (default h264_gop250,h264_gop16,mjpeg,vp9,jpeg; also "
+                   "h264_gop16_nob, h264_gop16_fastdecode, h264_gop8).")
+@click.option("--sample-videos", type=click.IntRange(min=1), default=4, show_default=True,
+              help="With --generate: videos in the sample.")
+@click.option("--sample-seconds", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True,
+              help="With --generate: seconds kept per video.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("bench-out"),
+              show_default=True, help="Where bench.json, bench.png and the generated sample go.")
+def bench_cmd(source: Path | None, generate: bool, root_path: str, backends: str, peers: bool, workers: str,
+              clips: int, repeats: int, views: str, loader_views: str | None, seq_length: int, sample_rate: int,
+              test_segments: int, batch_size: int, encodings: str | None, sample_videos: int,
+              sample_seconds: float, out_dir: Path) -> None:
+    """Measure clips/s of every loader backend against the decode limit of each file set.
+
+    Give a BAT list (LIST_FILE) to measure it as it is, or --generate to build a
+    sample of the same clips in several encodings first. Writes OUT/bench.json
+    (every figure and the machine), OUT/bench.png and prints a table on stderr;
+    stdout gets the JSON path.
+    """
+    from pipelines.bench import BenchConfig, render_table, run_bench
+    from videoprep.benchsample import DEFAULT_ENCODINGS, check_encodings
+
+    if source is None and not generate:
+        raise click.UsageError("give a LIST_FILE to measure, or --generate (optionally with a list or folder)")
+    if source is not None and not generate and source.is_dir():
+        raise click.UsageError(f"{source} is a folder: use --generate to build a sample from its videos")
+    if encodings is not None and not generate:
+        raise click.UsageError("--encodings only applies with --generate")
+    config = BenchConfig(
+        out_dir=out_dir, list_file=None if generate else source, root_path=root_path, generate=generate,
+        sample_source=str(source) if generate and source is not None else None, sample_videos=sample_videos,
+        sample_seconds=sample_seconds,
+        encodings=check_encodings(_csv_list(encodings)) if encodings else DEFAULT_ENCODINGS,
+        backends=_csv_list(backends), peers=peers, workers=_csv_list(workers, cast=int), clips=clips,
+        repeats=repeats, views=_csv_list(views),
+        loader_views=_csv_list(loader_views) if loader_views is not None else None, seq_length=seq_length,
+        sample_rate=sample_rate, test_segments=test_segments, batch_size=batch_size,
+    )
+    with progress_bar("bench") as on_progress:
+        report = run_bench(config, on_progress=on_progress)
+    err_console.print(render_table(report))
+    for goal in report.goals():
+        mark = {True: "met", False: "MISSED", None: "not measured"}[goal["met"]]
+        value = "-" if goal["value"] is None else f"{goal['value']:.2f}"
+        err_console.print(f"goal: {goal['goal']}: {value} (target {goal['target']}) {mark}")
+    for skip in report.skipped:
+        err_console.print(f"skipped {skip['backend']} on {skip['encoding']}: {skip['reason']}")
+    if report.machine.get("noisy"):
+        err_console.print(f"note: the machine was busy (load {report.machine['loadavg_start']}): figures are noisy")
+    click.echo(str(report.json_path))
+
+
 # --- train / test ---
 # The runners take the official argparse flags (they mirror main.py / test_models.py); these
 # commands add --preset and --backend in front and pass everything else through unchanged.
