@@ -180,7 +180,9 @@ def _encode_one(config: SampleConfig, encoding: Encoding, index: int, source: Pa
     out_dir = Path(config.out_dir) / encoding.name
     out_dir.mkdir(parents=True, exist_ok=True)
     info = probe_video(source)
-    short = config.short_side or min(info.width, info.height)
+    generated = source.parent == Path(config.out_dir) / "master"
+    # Generated footage already has its size; user videos get the short side transcode would give them.
+    short = min(info.width, info.height) if generated or not config.short_side else config.short_side
     width, height = scaled_size(info.width, info.height, short_side=short - short % 2)
     trim = ["-t", f"{config.duration_s:g}"]
     if encoding.codec == "frames":
@@ -270,7 +272,7 @@ def make_sample(config: SampleConfig, *, on_progress: ProgressFn = no_progress) 
         else:
             sources = [Path(s) for s in config.sources][: config.num_videos]
     count = len(sources) if sources else config.num_videos
-    fingerprint = _fingerprint(config, sources)
+    fingerprint = json.loads(json.dumps(_fingerprint(config, sources)))  # as it reads back from JSON
     record = out / "sample.json"
     if record.is_file():
         try:
