@@ -311,6 +311,113 @@ def frames_cmd(src: Path, dst: Path, short_side: int, quality: int, jobs: int | 
 # --- download ---
 
 
+@cli.command("download")
+@click.argument("dataset", type=click.Choice(["kinetics400"]))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Dataset root: {split}/ videos, annotations/, download_report.json.")
+@click.option("--split", "splits", default="train,val,test", show_default=True,
+              help="Comma-separated splits to fetch.")
+@click.option("--source", type=click.Choice(["mirror", "youtube"]), default="mirror", show_default=True,
+              help="CVDF tarball mirror, or YouTube through yt-dlp + ffmpeg trimming.")
+@click.option("-j", "--jobs", type=click.IntRange(min=1), default=4, show_default=True,
+              help="Parallel transfers (mirror parts or YouTube videos).")
+@click.option("--base-url", default=None,
+              help="Mirror root holding {split}/k400_{split}_path.txt, annotations/ and the replacement "
+                   "archive (default: https://s3.amazonaws.com/kinetics/400).")
+@click.option("--classes", default=None,
+              help="Keep only these classes: a file with one name per line, or names separated by commas.")
+@click.option("--limit-per-class", type=click.IntRange(min=1), default=None,
+              help="Keep at most N clips per class (the first N annotation rows).")
+@click.option("--dry-run", is_flag=True, help="Print the plan (files, bytes, destination) and download nothing.")
+@click.option("--keep-archives", is_flag=True, help="Keep the mirror's tarballs after verified extraction.")
+@click.option("--class-folders", is_flag=True,
+              help="Also make OUT/by_class/{split}/{label}/ symlinks to the flat mirror files.")
+@click.option("--url-template", default=None,
+              help="YouTube route: URL of a video, with {youtube_id} (default: the youtube.com watch URL).")
+@click.option("--annotations", "annotations_dir", type=click.Path(exists=True, file_okay=False), default=None,
+              help="YouTube route: folder of annotation CSVs to use instead of the mirror's.")
+@click.option("--retry-failed", is_flag=True,
+              help="YouTube route: try again clips that failed as unavailable/private/removed before.")
+@click.option("--retries", type=click.IntRange(min=0), default=6, show_default=True,
+              help="Retries per request on connection errors, short bodies, 5xx and 429.")
+@click.option("--backoff", "backoff_base_s", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="Base of the exponential backoff in seconds (doubles per retry, plus jitter).")
+@click.option("--timeout", "timeout_s", type=click.FloatRange(min=0, min_open=True), default=60.0,
+              show_default=True, help="Seconds a connection may stall.")
+@click.option("--report", "report_path", type=click.Path(dir_okay=False), default=None,
+              help="Where the JSON report goes (default: OUT/download_report.json).")
+def download_cmd(dataset: str, out_dir: str, splits: str, source: str, jobs: int, base_url: str | None,
+                 classes: str | None, limit_per_class: int | None, dry_run: bool, keep_archives: bool,
+                 class_folders: bool, url_template: str | None, annotations_dir: str | None, retry_failed: bool,
+                 retries: int, backoff_base_s: float, timeout_s: float, report_path: str | None) -> None:
+    """Get Kinetics-400 onto disk from the CVDF mirror or YouTube, resumably.
+
+    Re-run the same command to resume after Ctrl-C, kill or network trouble:
+    finished parts/clips are skipped and half-downloaded files continue.
+    Ends with a report (stderr and OUT/download_report.json) and exits 1 if
+    anything failed in this run.
+    """
+    from videoprep.download import DownloadConfig, parse_classes, run_download, summary_table
+
+    chosen = tuple(s.strip() for s in splits.split(",") if s.strip())
+    options: dict[str, object] = {}
+    if base_url:
+        options["base_url"] = base_url
+    if url_template:
+        options["url_template"] = url_template
+    config = DownloadConfig(
+        out_dir=Path(out_dir), dataset=dataset, source=source, splits=chosen, jobs=jobs,  # type: ignore[arg-type]
+        classes=parse_classes(classes), limit_per_class=limit_per_class, dry_run=dry_run,
+        keep_archives=keep_archives, class_folders=class_folders,
+        annotations_dir=Path(annotations_dir) if annotations_dir else None, retry_failed=retry_failed,
+        retries=retries, backoff_base_s=backoff_base_s, timeout_s=timeout_s,
+        report_path=Path(report_path) if report_path else None, **options,  # type: ignore[arg-type]
+    )
+    if dry_run:
+        report = run_download(config)
+        known = [f.size_bytes for f in report.plan if f.size_bytes is not None]
+        for item in report.plan:
+            size = "?" if item.size_bytes is None else str(item.size_bytes)
+            click.echo(f"{item.url}\t{size}\t{item.destination}")
+        err_console.print(f"dry run: {len(report.plan)} file(s), {sum(known) / 1e9:.3f} GB known "
+                          f"({len(report.plan) - len(known)} of unknown size) -> {out_dir}; nothing downloaded")
+        return
+    bar = _download_bar if source == "mirror" else progress_bar
+    with bar(f"download {source}") as on_progress:
+        report = run_download(config, on_progress=on_progress)
+    err_console.print(summary_table(report))
+    for note in report.notes:
+        err_console.print(f"note: {note}")
+    for failure in report.failures[:10]:
+        err_console.print(f"failed ({failure.kind}): {failure.item}: {failure.reason}")
+    if len(report.failures) > 10:
+        err_console.print(f"... and {len(report.failures) - 10} more in {report.report_path}")
+    click.echo(report.report_path)
+    if report.failures:
+        raise click.ClickException(f"{len(report.failures)} failure(s) in this run; re-run the same command to "
+                                   f"resume (details in {report.report_path})")
+
+
+@contextlib.contextmanager
+def _download_bar(description: str) -> Iterator[ProgressFn]:
+    """Like progress_bar, but counting bytes with a transfer rate (mirror downloads)."""
+    from rich.progress import DownloadColumn, TransferSpeedColumn
+
+    quiet = bool((click.get_current_context().obj or {}).get("quiet"))
+    if quiet or not err_console.is_terminal:
+        yield _log_progress(description)
+        return
+    columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+               TimeRemainingColumn())
+    with Progress(*columns, console=err_console, transient=False) as bar:
+        task = bar.add_task(description, total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total or None)
+
+        yield update
+
+
 # --- bench ---
 
 

@@ -231,7 +231,7 @@ def fetch_file(
                     while True:
                         if stop is not None and stop.is_set():
                             raise DownloadFailed(url, "stopped")
-                        chunk = resp.read(_CHUNK_BYTES)
+                        chunk = resp.read1(_CHUNK_BYTES)  # what has arrived: progress and .part advance steadily
                         if not chunk:
                             break
                         out.write(chunk)
