@@ -357,7 +357,7 @@ def download_cmd(dataset: str, out_dir: str, splits: str, source: str, jobs: int
     Ends with a report (stderr and OUT/download_report.json) and exits 1 if
     anything failed in this run.
     """
-    from videoprep.download import DownloadConfig, parse_classes, run_download, summary_table
+    from videoprep.download import DownloadConfig, format_bytes, parse_classes, run_download, summary_table
 
     chosen = tuple(s.strip() for s in splits.split(",") if s.strip())
     options: dict[str, object] = {}
@@ -379,19 +379,20 @@ def download_cmd(dataset: str, out_dir: str, splits: str, source: str, jobs: int
         for item in report.plan:
             size = "?" if item.size_bytes is None else str(item.size_bytes)
             click.echo(f"{item.url}\t{size}\t{item.destination}")
-        err_console.print(f"dry run: {len(report.plan)} file(s), {sum(known) / 1e9:.3f} GB known "
-                          f"({len(report.plan) - len(known)} of unknown size) -> {out_dir}; nothing downloaded")
+        err_console.print(f"dry run: {len(report.plan)} file(s), {format_bytes(sum(known))} known "
+                          f"({len(report.plan) - len(known)} of unknown size) -> {out_dir}; nothing downloaded",
+                          soft_wrap=True)
         return
     bar = _download_bar if source == "mirror" else progress_bar
     with bar(f"download {source}") as on_progress:
         report = run_download(config, on_progress=on_progress)
     err_console.print(summary_table(report))
     for note in report.notes:
-        err_console.print(f"note: {note}")
+        err_console.print(f"note: {note}", soft_wrap=True, markup=False)
     for failure in report.failures[:10]:
-        err_console.print(f"failed ({failure.kind}): {failure.item}: {failure.reason}")
+        err_console.print(f"failed ({failure.kind}): {failure.item}: {failure.reason}", soft_wrap=True, markup=False)
     if len(report.failures) > 10:
-        err_console.print(f"... and {len(report.failures) - 10} more in {report.report_path}")
+        err_console.print(f"... and {len(report.failures) - 10} more in {report.report_path}", soft_wrap=True)
     click.echo(report.report_path)
     if report.failures:
         raise click.ClickException(f"{len(report.failures)} failure(s) in this run; re-run the same command to "

@@ -37,6 +37,7 @@ from videoprep.download.report import (
     PlannedFile,
     SplitReport,
     dataset_fingerprint,
+    format_bytes,
     scan_clips,
     split_report,
     summary_table,
@@ -50,7 +51,7 @@ from videoprep.progress import ProgressFn, no_progress
 
 __all__ = [
     "CVDF_BASE_URL", "DATASETS", "REPORT_NAME", "STATE_DIRNAME", "YOUTUBE_URL_TEMPLATE", "DownloadConfig",
-    "DownloadFailed", "DownloadReport", "Failure", "PlannedFile", "SplitReport", "dataset_fingerprint",
+    "DownloadFailed", "DownloadReport", "Failure", "PlannedFile", "SplitReport", "dataset_fingerprint", "format_bytes",
     "pack_mirror", "parse_classes", "run_download", "safe_extract", "summary_table",
 ]
 

@@ -149,18 +149,28 @@ def split_report(
     )
 
 
+def format_bytes(size: int) -> str:
+    """Bytes for people: 1.5 MB, 436.2 GB."""
+    value = float(size)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{value:.1f} TB"
+
+
 def summary_table(report: DownloadReport) -> Table:
     """A rich table of the report for the terminal (the JSON file holds every detail)."""
     table = Table(title=f"{report.dataset} from {report.source}: {report.out_dir}")
-    for col in ("split", "expected", "on disk", "missing", "top reasons", "GB on disk"):
+    for col in ("split", "expected", "on disk", "missing", "top reasons", "size on disk"):
         table.add_column(col, justify="left" if col in ("split", "top reasons") else "right")
     for split in report.splits.values():
         reasons = "; ".join(f"{n} {r}" for r, n in list(split.missing_by_reason.items())[:3])
         table.add_row(split.split, str(split.expected), str(split.on_disk), str(len(split.missing)),
-                      reasons or "-", f"{split.bytes_on_disk / 1e9:.3f}")
+                      reasons or "-", format_bytes(split.bytes_on_disk))
     fp = report.fingerprint
     if fp:
         table.caption = (f"fingerprint {fp['sha256'][:16]} ({fp['count']} clips); "
-                         f"{report.bytes_downloaded / 1e6:.1f} MB downloaded in {report.elapsed_s:.1f} s; "
+                         f"{format_bytes(report.bytes_downloaded)} downloaded in {report.elapsed_s:.1f} s; "
                          f"{len(report.failures)} failure(s)")
     return table
