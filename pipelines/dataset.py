@@ -82,9 +82,8 @@ class VideoClipDataset(Dataset):
             raise ValueError(f"test_crops ({test_crops}) must be one of {TEST_CROPS}")
         if seed < 0:
             raise ValueError(f"seed ({seed}) must be >= 0")
-        # Train/val crop and val resize (official 224/256; smaller sizes make CPU smoke runs fast).
-        if mode == "test" and (crop_size, scale_size) != (T.CROP_SIZE, T.SCALE_SIZE):
-            raise ValueError(f"crop_size/scale_size ({crop_size}/{scale_size}) apply to train/val only")
+        # Crop and short-side resize (official 224/256; the official test --img_size scales both;
+        # smaller sizes also make CPU smoke runs fast).
         if crop_size > scale_size:
             raise ValueError(f"crop_size ({crop_size}) must be <= scale_size ({scale_size})")
         self.crop_size = crop_size
@@ -155,7 +154,8 @@ class VideoClipDataset(Dataset):
         elif self.mode == "val":
             out = T.val_transform(video, scale_size=self.scale_size, crop_size=self.crop_size).unsqueeze(0)
         else:
-            out = T.test_transform(video, test_crops=self.test_crops)
+            out = T.test_transform(video, test_crops=self.test_crops, crop_size=self.crop_size,
+                                   scale_size=self.scale_size)
         # [crops, C, S*T, h, w] -> [S * crops, C, T, h, w], segment-major.
         crops, c, _, h, w = out.shape
         out = out.reshape(crops, c, self.num_segments, self.seq_length, h, w).permute(2, 0, 1, 3, 4, 5)

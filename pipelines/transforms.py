@@ -152,15 +152,17 @@ def ten_crop_views(height: int, width: int, *, size: int = CROP_SIZE) -> list[Vi
     return views
 
 
-def test_views_for(height: int, width: int, *, test_crops: int) -> tuple[tuple[int, int], list[View]]:
+def test_views_for(
+    height: int, width: int, *, test_crops: int, crop_size: int = CROP_SIZE, scale_size: int = SCALE_SIZE
+) -> tuple[tuple[int, int], list[View]]:
     """Size to scale the frame to, and the views to take of it, for --test_crops 1, 3 or 10."""
-    scaled = short_side_size(height, width)
+    scaled = short_side_size(height, width, short_side=scale_size)
     if test_crops == 1:
-        return scaled, [View(center_box(*scaled))]
+        return scaled, [View(center_box(*scaled, size=crop_size))]
     if test_crops == 3:
-        return scaled, [View(box) for box in three_crop_boxes(*scaled)]
+        return scaled, [View(box) for box in three_crop_boxes(*scaled, size=scale_size)]
     if test_crops == 10:
-        return scaled, ten_crop_views(*scaled)
+        return scaled, ten_crop_views(*scaled, size=crop_size)
     raise ValueError(f"test_crops ({test_crops}) must be one of 1, 3, 10")
 
 
@@ -223,10 +225,12 @@ def val_transform(clip: torch.Tensor, *, scale_size: int = SCALE_SIZE, crop_size
     return crop(scaled, center_box(nh, nw, size=crop_size)).contiguous()
 
 
-def test_transform(clip: torch.Tensor, *, test_crops: int) -> torch.Tensor:
+def test_transform(
+    clip: torch.Tensor, *, test_crops: int, crop_size: int = CROP_SIZE, scale_size: int = SCALE_SIZE
+) -> torch.Tensor:
     """Every official test crop of one clip, stacked: [crops, C, T, S, S] (S 224, or 256 for 3 crops)."""
     h, w = clip.shape[-2:]
-    (nh, nw), views = test_views_for(h, w, test_crops=test_crops)
+    (nh, nw), views = test_views_for(h, w, test_crops=test_crops, crop_size=crop_size, scale_size=scale_size)
     scaled = resize(clip, height=nh, width=nw)
     return torch.stack([apply_view(scaled, v) for v in views])
 
