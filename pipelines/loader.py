@@ -154,7 +154,7 @@ class ClipLoader:
                 self.dataset.list_file,
                 f"{len(self.bad_samples)} bad videos of {len(self.dataset)} exceed the limit of "
                 f"{self.bad_limit} (max_bad_fraction={self.max_bad_fraction}); first: {examples}. "
-                f"Run `videoprep validate` on the list, or re-index to fix frame_num",
+                f"Check the videos with `videoprep validate`, or re-run `videoprep index` to fix frame_num",
             )
 
     def __repr__(self) -> str:
