@@ -301,3 +301,15 @@ def test_pack_mirror_layout(mirror: FaultServer) -> None:
         assert all(n.startswith("k400/train/") for n in tar.getnames())
     with tarfile.open(root / "replacement_for_corrupted_k400.tgz") as tar:
         assert len(tar.getnames()) == 1
+
+
+def test_url_list_lines_resolve_and_cvdf_urls_follow_the_base_url() -> None:
+    from videoprep.download.mirror import CVDF_BASE_URL, parse_url_list
+
+    text = f"# parts\n{CVDF_BASE_URL}/train/part_0.tar.gz\n\npart_1.tar.gz\nhttp://elsewhere/x/part_2.tar.gz\n"
+    got = parse_url_list(text, list_url="http://copy:8000/k400/train/k400_train_path.txt",
+                         base_url="http://copy:8000/k400")
+    assert got == ["http://copy:8000/k400/train/part_0.tar.gz", "http://copy:8000/k400/train/part_1.tar.gz",
+                   "http://elsewhere/x/part_2.tar.gz"]
+    assert parse_url_list(text, list_url=f"{CVDF_BASE_URL}/train/k400_train_path.txt")[0] == (
+        f"{CVDF_BASE_URL}/train/part_0.tar.gz")

@@ -95,13 +95,24 @@ class MirrorPlan:
         return None if any(s is None for s in sizes) else sum(s for s in sizes if s is not None)
 
 
-def parse_url_list(text: str, *, list_url: str) -> list[str]:
-    """Part URLs from a URL list file: one per line, blank lines and `#` comments skipped."""
+def parse_url_list(text: str, *, list_url: str, base_url: str = CVDF_BASE_URL) -> list[str]:
+    """Part URLs from a URL list file: one per line, blank lines and `#` comments skipped.
+
+    Relative lines resolve against the list's URL. Absolute CVDF S3 URLs are
+    moved under `base_url` when it differs, so a copy of the mirror (lists
+    unchanged) is read from the copy and not from S3.
+    """
     urls = []
+    cvdf = CVDF_BASE_URL.rstrip("/") + "/"
+    base = base_url.rstrip("/") + "/"
     for line in text.splitlines():
         line = line.strip()
-        if line and not line.startswith("#"):
-            urls.append(urljoin(list_url, line))
+        if not line or line.startswith("#"):
+            continue
+        url = urljoin(list_url, line)
+        if base != cvdf and url.startswith(cvdf):
+            url = base + url.removeprefix(cvdf)
+        urls.append(url)
     return urls
 
 
@@ -116,7 +127,7 @@ def plan_mirror(
             text = fetch_bytes(list_url, policy=policy).decode("utf-8")
         except DownloadFailed as exc:
             raise LayoutError(list_url, f"cannot fetch the part list of {split}: {exc.reason}") from None
-        urls = parse_url_list(text, list_url=list_url)
+        urls = parse_url_list(text, list_url=list_url, base_url=base_url)
         if not urls:
             raise LayoutError(list_url, "part list is empty")
         parts.extend(PartPlan(split, url) for url in urls)

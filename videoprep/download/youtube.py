@@ -311,6 +311,8 @@ def run_youtube(
             source = _fetch_with_backoff(url, work_dir=work_dir, name=youtube_id, limiter=limiter,
                                          policy=policy, stop=stop)
         except ClipFailure as failure:
+            if failure.kind in PERMANENT_KINDS:
+                shutil.rmtree(work_dir, ignore_errors=True)  # else keep yt-dlp's .part for the next try
             for clip in group:
                 finish(clip, failure)
                 results.append((clip, failure))
