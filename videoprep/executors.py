@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Literal, TypeVar
 
 from videoprep.errors import VideoprepError
+from videoprep.ffmpeg import die_with_parent_hook
 from videoprep.parallel import TaskResult, default_jobs, run_isolated
 
 T = TypeVar("T")
@@ -88,8 +89,12 @@ def _init_local_worker() -> None:
     """In each pool worker: SIGTERM (how the pool stops workers) unwinds a running task.
 
     Unwinding runs the task's `finally` blocks (ffmpeg killed, temporary output
-    removed); an idle worker just exits, as the pool expects.
+    removed); an idle worker just exits, as the pool expects. The worker also
+    gets SIGTERM when the parent dies without stopping the pool (SIGKILL).
     """
+    hook = die_with_parent_hook(signal.SIGTERM)
+    if hook is not None:
+        hook()
 
     def handler(signum: int, frame: object) -> None:
         if _task_running:

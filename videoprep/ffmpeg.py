@@ -46,7 +46,7 @@ def run_ffmpeg(args: Sequence[str], *, target: str, timeout_s: float | None = No
     cmd = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", *args]
     proc = subprocess.Popen(
         cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        start_new_session=True, preexec_fn=_die_with_parent(),
+        start_new_session=True, preexec_fn=die_with_parent_hook(),
     )
     try:
         _, err = proc.communicate(timeout=timeout_s)
@@ -61,9 +61,11 @@ def run_ffmpeg(args: Sequence[str], *, target: str, timeout_s: float | None = No
         raise FFmpegError(target, f"ffmpeg exited with {proc.returncode}: {tail or 'no message'}")
 
 
-@functools.lru_cache(maxsize=1)
-def _die_with_parent() -> Callable[[], None] | None:
-    """A preexec hook: the kernel SIGKILLs ffmpeg when the process that started it dies.
+@functools.lru_cache(maxsize=4)
+def die_with_parent_hook(signum: int = signal.SIGKILL) -> Callable[[], None] | None:
+    """A hook that asks the kernel to send `signum` to the calling process when its parent dies.
+
+    Run as Popen's preexec_fn for ffmpeg (SIGKILL) or in a pool worker (SIGTERM).
 
     ffmpeg runs in its own session (so a terminal's Ctrl-C reaches only us and we
     kill it ourselves); this covers the cases where we cannot: a worker killed by
@@ -76,10 +78,10 @@ def _die_with_parent() -> Callable[[], None] | None:
     if not libc_name:
         return None
     prctl = ctypes.CDLL(libc_name, use_errno=True).prctl
-    sigkill = int(signal.SIGKILL)
+    sig = int(signum)
 
     def hook() -> None:
-        prctl(_PR_SET_PDEATHSIG, sigkill, 0, 0, 0)
+        prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
 
     return hook
 

@@ -499,10 +499,12 @@ def stage_lock(dst: Path, stage: str) -> Iterator[None]:
     """One run per DST and stage at a time; then clear temporaries a killed run left behind."""
     state = dst / STATE_DIR
     state.mkdir(parents=True, exist_ok=True)
+    # A POSIX record lock, not flock: forked pool workers do not inherit it, so a worker
+    # still unwinding after its parent was killed does not block the next run.
     with open(state / f"{stage}.lock", "w") as lock:
         try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            fcntl.lockf(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
             raise PathError(dst, f"another {stage} run is writing here") from None
         try:
             removed = sweep_partials(dst)
@@ -510,7 +512,7 @@ def stage_lock(dst: Path, stage: str) -> Iterator[None]:
                 log.info("removed %d temporary file(s) left by an interrupted run", removed)
             yield
         finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+            fcntl.lockf(lock, fcntl.LOCK_UN)
 
 
 def sweep_partials(root: Path) -> int:

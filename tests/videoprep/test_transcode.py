@@ -1,0 +1,298 @@
+"""videoprep transcode: outputs verified by probing, safe names, failures, resume, interruption, Ray."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from videoprep.errors import VideoprepError
+from videoprep.probe import VideoInfo, probe_video
+from videoprep.records import read_list
+from videoprep.synth import write_video
+from videoprep.transcode import (
+    CODECS,
+    EncodeSettings,
+    TranscodeConfig,
+    check_output,
+    output_rate,
+    plan_outputs,
+    read_mapping,
+    run_transcode,
+    scaled_size,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+
+# --- pure rules ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("size", "short_side", "expected"),
+    [
+        ((1280, 720), 256, (456, 256)),  # 455.1 -> nearest even
+        ((720, 1280), 256, (256, 456)),
+        ((640, 480), 256, (342, 256)),  # 341.3 -> 342
+        ((256, 256), 128, (128, 128)),
+        ((64, 48), 32, (42, 32)),
+        ((100, 40), 256, (640, 256)),  # upscales: every output has the same short side
+    ],
+)
+def test_scaled_size_keeps_aspect_with_even_sides(size, short_side, expected):
+    assert scaled_size(*size, short_side=short_side) == expected
+    assert all(side % 2 == 0 for side in expected)
+
+
+def test_output_rate_recovers_ntsc_fraction_and_honours_override():
+    assert output_rate(None, 29.97003) == Fraction(30000, 1001)
+    assert output_rate(None, 25.0) == Fraction(25)
+    assert output_rate(12.0, 29.97003) == Fraction(12)
+    with pytest.raises(VideoprepError, match="frame rate"):
+        output_rate(None, 0.0)
+
+
+def test_plan_outputs_makes_every_name_safe_and_unique():
+    plan = plan_outputs(
+        ["train/passing American football (in game)/a b.mp4", "train/x/a_b.mkv", "train/x/a b.mp4", "val/ok.avi"],
+        suffix=".mp4",
+    )
+    assert plan["train/passing American football (in game)/a b.mp4"] == (
+        "train/passing_American_football_in_game/a_b.mp4"
+    )
+    assert plan["val/ok.avi"] == "val/ok.mp4"
+    collided = [plan["train/x/a_b.mkv"], plan["train/x/a b.mp4"]]
+    assert len(set(collided)) == 2 and all(p.startswith("train/x/a_b-") for p in collided)
+    assert all(not any(ch.isspace() or ch in "()'\"$&;" for ch in out) for out in plan.values())
+    # names do not depend on which other files exist
+    assert plan_outputs(["train/x/a b.mp4"], suffix=".webm") == {"train/x/a b.mp4": "train/x/a_b.webm"}
+
+
+def _info(**overrides) -> VideoInfo:
+    base = dict(path="x.mp4", size_bytes=1, frames=40, fps=25.0, duration_s=1.6, width=42, height=32,
+                codec="h264", pix_fmt="yuv420p", constant_frame_rate=True, keyframes=5, max_gop=8)
+    return VideoInfo(**{**base, **overrides})
+
+
+def test_check_output_names_each_mismatch():
+    settings = EncodeSettings(codec="h264", gop=8, short_side=32)
+    assert check_output(_info(), settings=settings, width=42, height=32) == []
+    problems = check_output(
+        _info(codec="mpeg4", pix_fmt="yuv444p", width=40, constant_frame_rate=False, keyframes=2, max_gop=30),
+        settings=settings, width=42, height=32,
+    )
+    assert len(problems) == 5
+    assert any("keyframes" in p for p in problems)
+    mjpeg = EncodeSettings(codec="mjpeg")
+    assert check_output(_info(codec="mjpeg", pix_fmt="yuvj420p", keyframes=40, max_gop=1),
+                        settings=mjpeg, width=42, height=32) == []
+
+
+def test_settings_reject_bad_values_with_the_rule():
+    with pytest.raises(VideoprepError, match=r"short_side \(255\) must be an even number"):
+        EncodeSettings(short_side=255)
+    with pytest.raises(VideoprepError, match="codec 'hevc' is not one of: h264, mjpeg, vp9"):
+        EncodeSettings(codec="hevc")  # type: ignore[arg-type]
+    assert EncodeSettings(crf=20).digest() != EncodeSettings(crf=21).digest()
+
+
+# --- real transcodes --------------------------------------------------------------------
+
+SOURCES = {
+    # relpath: (width, height, fps, frames)
+    "train/class a/clip 1.mp4": (64, 48, 25, 40),
+    "train/class a/clip2.mp4": (48, 64, 30, 27),
+    "train/b(x)/it's.mp4": (80, 48, 24, 33),
+}
+
+
+@pytest.fixture
+def src_tree(tmp_path: Path) -> Path:
+    """Class-folder tree with whitespace and shell-hostile names, mixed rates and orientations."""
+    root = tmp_path / "src"
+    for rel, (w, h, fps, n) in SOURCES.items():
+        write_video(root / rel, num_frames=n, width=w, height=h, fps=fps, seed=n)
+    return root
+
+
+def _outputs(dst: Path) -> dict[str, dict[str, str]]:
+    return {row["source"]: row for row in read_mapping(dst / "mapping.csv")}
+
+
+@pytest.mark.parametrize("codec", list(CODECS))
+def test_each_codec_probes_as_requested_and_matches_the_index(src_tree, tmp_path, codec):
+    dst = tmp_path / f"out-{codec}"
+    gop = 8
+    result = run_transcode(TranscodeConfig(
+        src=src_tree, dst=dst, settings=EncodeSettings(codec=codec, short_side=32, gop=gop), jobs=2,
+    ))
+    assert result.ok and result.transcoded == len(SOURCES)
+    rows = _outputs(dst)
+    assert set(rows) == set(SOURCES)
+    listed = {rec.path: rec for rec in read_list(result.index.lists["train"], root=dst, check_files=True)}
+    assert len(listed) == len(SOURCES)
+    for rel, (w, h, fps, n) in SOURCES.items():
+        out = rows[rel]["output"]
+        assert rows[rel]["label"] == rel.split("/")[1]
+        assert out.endswith(CODECS[codec].suffix)
+        assert not any(ch.isspace() or ch in "()'" for ch in out)
+        info = probe_video(dst / out)
+        assert info.codec == codec
+        assert info.pix_fmt == CODECS[codec].pix_fmt
+        assert (info.width, info.height) == scaled_size(w, h, short_side=32)
+        assert info.constant_frame_rate
+        assert info.fps == pytest.approx(fps, rel=1e-3)
+        assert info.frames == n  # constant-rate source at its own rate: every frame kept
+        if codec == "mjpeg":
+            assert info.max_gop == 1 and info.keyframes == n
+        else:
+            assert info.max_gop == gop and info.keyframes == math.ceil(n / gop)
+        assert listed[out].frame_num == info.frames
+
+
+def test_fps_option_resamples_to_a_constant_rate(tmp_path):
+    src = tmp_path / "src"
+    write_video(src / "a" / "v.mp4", num_frames=48, width=64, height=48, fps=24)
+    dst = tmp_path / "dst"
+    result = run_transcode(TranscodeConfig(
+        src=src, dst=dst, settings=EncodeSettings(short_side=32, fps=12, gop=4), jobs=1, index=False,
+    ))
+    assert result.ok and result.index is None
+    info = probe_video(dst / "a" / "v.mp4")
+    assert info.fps == pytest.approx(12) and info.constant_frame_rate
+    assert info.frames == 24
+    assert not (dst / "lists").exists()
+
+
+def _scramble_payload(path: Path) -> None:
+    """Overwrite the mdat payload with noise: the container still demuxes, nothing decodes."""
+    data = bytearray(path.read_bytes())
+    at = data.find(b"mdat")
+    end = at - 4 + int.from_bytes(data[at - 4 : at], "big")
+    data[at + 4 : end] = np.random.default_rng(0).integers(0, 256, end - at - 4, dtype=np.uint8).tobytes()
+    path.write_bytes(bytes(data))
+
+
+def test_corrupt_inputs_are_recorded_and_the_rest_succeed(src_tree, tmp_path):
+    (src_tree / "train" / "class a" / "garbage.mp4").write_bytes(b"\x00not a video" * 50)
+    scrambled = write_video(src_tree / "train" / "b(x)" / "scrambled.mp4", num_frames=27, width=48, height=64)
+    _scramble_payload(scrambled)
+    assert probe_video(scrambled).frames == 27  # passes probing: only ffmpeg finds out
+    dst = tmp_path / "dst"
+    result = run_transcode(TranscodeConfig(src=src_tree, dst=dst, settings=EncodeSettings(short_side=32), jobs=2))
+    assert result.transcoded == len(SOURCES)
+    assert sorted(f.source for f in result.failures) == ["train/b(x)/scrambled.mp4", "train/class a/garbage.mp4"]
+    report = json.loads(result.report_path.read_text())
+    assert report["failed"] == 2 and report["done"] == len(SOURCES)
+    errors = {f["source"]: f["error"] for f in report["failures"]}
+    assert "cannot open: Invalid data" in errors["train/class a/garbage.mp4"]
+    assert "ffmpeg exited with" in errors["train/b(x)/scrambled.mp4"]
+    assert "Invalid NAL unit size" in errors["train/b(x)/scrambled.mp4"]  # ffmpeg's own words
+    assert set(_outputs(dst)) == set(SOURCES)  # failures are not in the mapping ...
+    assert not list(dst.rglob("garbage*")) and not list(dst.rglob("scrambled*"))  # ... nor on disk
+    assert not [p for p in dst.rglob("*") if p.name.endswith(".part")]
+    assert result.index.counts["train"].listed == len(SOURCES)
+
+
+def test_rerun_skips_up_to_date_and_redoes_changed_sources_or_settings(src_tree, tmp_path):
+    dst = tmp_path / "dst"
+    settings = EncodeSettings(short_side=32)
+    config = TranscodeConfig(src=src_tree, dst=dst, settings=settings, jobs=2, index=False)
+    assert run_transcode(config).transcoded == 3
+    again = run_transcode(config)
+    assert (again.transcoded, again.skipped) == (0, 3)
+
+    changed = src_tree / "train" / "class a" / "clip2.mp4"
+    write_video(changed, num_frames=20, width=48, height=64, fps=30)
+    out = dst / _outputs(dst)["train/class a/clip2.mp4"]["output"]
+    third = run_transcode(config)
+    assert (third.transcoded, third.skipped) == (1, 2)
+    assert probe_video(out).frames == 20
+
+    out.unlink()  # an output removed by hand is made again
+    assert run_transcode(config).transcoded == 1
+
+    other = TranscodeConfig(src=src_tree, dst=dst, settings=EncodeSettings(short_side=32, crf=30), jobs=2,
+                            index=False)
+    assert run_transcode(other).transcoded == 3
+
+
+def _ffmpeg_pids_writing_to(folder: Path) -> list[int]:
+    """Live ffmpeg processes whose command line mentions `folder` (found through /proc)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmd = f.read().decode("utf-8", "replace")
+            with open(f"/proc/{entry}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if "ffmpeg" in cmd and str(folder) in cmd and state != "Z":
+            pids.append(int(entry))
+    return pids
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL])
+def test_interrupted_run_leaves_no_ffmpeg_and_no_partial_output_then_resumes(tmp_path, sig):
+    src = tmp_path / "src"
+    for i in range(4):  # big enough that each encode runs for a while
+        write_video(src / "c" / f"v {i}.mp4", num_frames=60, width=320, height=240, fps=25, seed=i)
+    dst = tmp_path / "dst"
+    cmd = [sys.executable, "-m", "cli", "transcode", str(src), str(dst), "-j", "2", "--short-side", "240",
+           "--preset", "veryslow", "--no-index"]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while not _ffmpeg_pids_writing_to(dst):
+            assert proc.poll() is None, proc.stderr.read().decode()
+            assert time.monotonic() < deadline, "no ffmpeg started"
+            time.sleep(0.01)
+        proc.send_signal(sig)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode != 0
+    deadline = time.monotonic() + 5
+    while _ffmpeg_pids_writing_to(dst) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _ffmpeg_pids_writing_to(dst) == []
+
+    finished = [p for p in dst.rglob("*.mp4") if not p.name.startswith(".")]
+    for path in finished:  # anything with a final name is a whole, verified video
+        assert probe_video(path).frames == 60
+    assert len(finished) < 4, "the run was not interrupted mid-way"
+
+    result = run_transcode(TranscodeConfig(src=src, dst=dst, settings=EncodeSettings(short_side=240), jobs=2,
+                                           index=False))
+    assert result.ok and result.transcoded + result.skipped == 4
+    assert not [p for p in dst.rglob("*") if p.name.endswith(".part")]
+    assert all(probe_video(p).frames == 60 for p in dst.rglob("*.mp4"))
+
+
+@pytest.mark.slow  # starting a local Ray takes 10-20 s on a shared 2-core machine
+def test_ray_executor_on_a_local_cluster_gives_the_same_outputs(src_tree, tmp_path):
+    dst = tmp_path / "dst"
+    (src_tree / "train" / "class a" / "broken.mp4").write_bytes(b"junk" * 64)
+    result = run_transcode(TranscodeConfig(
+        src=src_tree, dst=dst, settings=EncodeSettings(short_side=32, gop=8), jobs=2, executor="ray", index=False,
+    ))
+    assert result.transcoded == len(SOURCES)
+    assert [f.source for f in result.failures] == ["train/class a/broken.mp4"]
+    assert "ProbeError" in result.failures[0].error
+    for rel, (w, h, _, n) in SOURCES.items():
+        info = probe_video(dst / _outputs(dst)[rel]["output"])
+        assert (info.frames, info.max_gop) == (n, 8)
+        assert (info.width, info.height) == scaled_size(w, h, short_side=32)
