@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from fractions import Fraction
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 from PIL import Image
@@ -19,7 +21,8 @@ from pipelines.backends import (
 )
 from pipelines.backends.frames import FramesReader, frame_path
 from pipelines.backends.pyav import PyAVReader
-from videoprep.synth import decode_all, write_video
+from videoprep.probe import probe_video
+from videoprep.synth import decode_all, pattern_frames, write_video
 
 NUM_FRAMES = 60
 
@@ -86,6 +89,37 @@ def test_pyav_index_past_the_end_is_an_error_naming_the_path(videos, video):
         PyAVReader().read(path, [10, NUM_FRAMES])
     assert info.value.path == str(path)
     assert "frame_num" in str(info.value)
+
+
+def write_vfr_video(path: Path, *, num_frames: int, seed: int = 0) -> Path:
+    """H.264 with B-frames and irregular frame durations (10-120 ms): fps arithmetic would be wrong."""
+    rng = np.random.default_rng(seed)
+    ms = Fraction(1, 1000)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=30)
+        stream.width, stream.height, stream.pix_fmt = 96, 72, "yuv420p"
+        stream.time_base = stream.codec_context.time_base = ms
+        stream.options = {"preset": "ultrafast", "x264-params": "keyint=10:min-keyint=10:scenecut=0:bframes=2"}
+        pts = 0
+        for array in pattern_frames(num_frames, width=96, height=72, seed=seed):
+            frame = av.VideoFrame.from_ndarray(array, format="rgb24")
+            frame.pts, frame.time_base = pts, ms
+            pts += int(rng.choice([10, 33, 50, 120]))
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return path
+
+
+@pytest.mark.parametrize("container", ["mp4", "mkv"])
+def test_pyav_is_exact_on_variable_frame_rate(tmp_path, container):
+    path = write_vfr_video(tmp_path / f"vfr.{container}", num_frames=50)
+    assert not probe_video(path).constant_frame_rate
+    reference = np.stack(decode_all(path))
+    assert len(reference) == 50
+    for indices in ([49, 0, 25], [30, 31, 32], [47, 48, 49], [5, 17]):
+        np.testing.assert_array_equal(PyAVReader().read(path, indices), reference[indices])
 
 
 def test_pyav_frame_count(videos):
