@@ -98,28 +98,37 @@ def decode_indices(
     """
     label = name or (source if isinstance(source, str) else MEMORY_SOURCE)
     nums = check_frame_nums(indices, source=label)
+    container = _open(source, label)
+    try:
+        stream = container.streams.video[0]
+        if stream.codec_context.codec.intra_only:
+            return _decode_intra_only(container, stream, nums, label)
+        if should_seek and nums[0] > 0:
+            frames = _decode_with_seek(container, stream, nums, label)
+            if frames is not None:
+                return frames
+            container.close()  # timestamps cannot place frames: decode from the start instead
+            container = _open(source, label)
+            stream = container.streams.video[0]
+        return _decode_sequential(container, stream, nums, label)
+    except av.error.FFmpegError as exc:
+        raise DecodeError(label, f"decoding failed: {_reason(exc)}") from None
+    finally:
+        container.close()
+
+
+def _open(source: str | BinaryIO, label: str) -> av.container.InputContainer:
+    """Open `source` from its beginning; a container without a video stream is an error."""
+    if not isinstance(source, str):
+        source.seek(0)
     try:
         container = av.open(source, metadata_errors="ignore")
     except av.error.FFmpegError as exc:
         raise DecodeError(label, f"cannot open: {_reason(exc)}") from None
-    try:
-        if not container.streams.video:
-            raise DecodeError(label, "no video stream")
-        stream = container.streams.video[0]
-        try:
-            if stream.codec_context.codec.intra_only:
-                return _decode_intra_only(container, stream, nums, label)
-            if should_seek and nums[0] > 0:
-                frames = _decode_with_seek(container, stream, nums, label)
-                if frames is not None:
-                    return frames
-                container.seek(0, stream=stream, backward=True)
-                stream.codec_context.flush_buffers()
-            return _decode_sequential(container, stream, nums, label)
-        except av.error.FFmpegError as exc:
-            raise DecodeError(label, f"decoding failed: {_reason(exc)}") from None
-    finally:
+    if not container.streams.video:
         container.close()
+        raise DecodeError(label, "no video stream")
+    return container
 
 
 def _rgb(frame: av.VideoFrame) -> np.ndarray:

@@ -22,12 +22,15 @@ from videoprep.synth import decode_all
 
 NUM_FRAMES = 40
 
-# (file name, write_video options): B-frames on H.264 and MPEG-4, VP9 in webm, intra-only MJPEG.
+# (file name, write_video options): B-frames on H.264 and MPEG-4, VP9 in webm, intra-only MJPEG,
+# and a raw H.264 stream without timestamps.
 CODECS = {
     "h264": ("h264.mp4", {"codec": "h264", "gop": 12, "bframes": 2}),
     "vp9": ("vp9.webm", {"codec": "vp9", "gop": 10}),
     "mjpeg": ("mjpeg.avi", {"codec": "mjpeg"}),
     "mpeg4": ("mpeg4.avi", {"codec": "mpeg4", "gop": 10, "bframes": 2}),
+    # A raw H.264 stream has no timestamps: the seek path must step aside, not guess.
+    "h264-raw": ("raw.h264", {"codec": "h264", "gop": 10, "bframes": 2}),
 }
 
 INDEX_SETS = [[0], [3, 7, 20, NUM_FRAMES - 1], [13, 14, 15], [25], list(range(NUM_FRAMES))]
