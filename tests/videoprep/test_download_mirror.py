@@ -313,3 +313,21 @@ def test_url_list_lines_resolve_and_cvdf_urls_follow_the_base_url() -> None:
                    "http://elsewhere/x/part_2.tar.gz"]
     assert parse_url_list(text, list_url=f"{CVDF_BASE_URL}/train/k400_train_path.txt")[0] == (
         f"{CVDF_BASE_URL}/train/part_0.tar.gz")
+
+
+def test_empty_and_unannotated_files_are_reported(tmp_path: Path, source) -> None:
+    src_root, clips = source
+    videos = tmp_path / "videos" / "val"
+    videos.mkdir(parents=True)
+    empty, whole = clips["val"]
+    (videos / empty.path.name).write_bytes(b"")  # the mirror has some 0-byte clips
+    (videos / whole.path.name).write_bytes(whole.path.read_bytes())
+    (videos / "zz_stray_clip_000000_000010.mp4").write_bytes(whole.path.read_bytes())
+    with serve_folder(tmp_path / "mirror") as server:
+        pack_mirror(videos_dir=tmp_path / "videos", annotations_dir=src_root / "annotations",
+                    out_dir=tmp_path / "mirror", base_url=server.url, splits=("val",))
+        report = run_download(_config(server, tmp_path / "k400", splits=("val",)))
+    val = report.splits["val"]
+    assert (val.expected, val.on_disk, val.extra) == (2, 1, 1)
+    assert val.missing == {empty.clip_id: "empty file (0 bytes)"}
+    assert not report.complete and report.fingerprint["splits"]["val"]["count"] == 2

@@ -155,7 +155,8 @@ def _head_sizes(urls: Sequence[str], *, policy: RetryPolicy, jobs: int) -> dict[
             log.info("HEAD %s failed: %s", url, exc.reason)
             return None
 
-    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+    # HEADs are tiny: use more connections than transfers, or 600 parts would take minutes
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(16, jobs)) as pool:
         return dict(zip(urls, pool.map(one, urls), strict=True))
 
 
