@@ -22,7 +22,7 @@ from torch.utils.data import Dataset
 from pipelines import transforms as T
 from pipelines.backends import DecodeError, FrameIndexError, VideoReader, get_reader
 from pipelines.sampling import MODES, TEST_CROPS, Mode, clip_indices
-from videoprep.errors import PathError
+from videoprep.errors import PathError, VideoprepError
 from videoprep.records import ListRecord, read_list
 
 log = logging.getLogger(__name__)
@@ -33,6 +33,14 @@ MAX_REPLACEMENTS = 10
 
 class BadSampleError(PathError):
     """Too many unreadable videos (or a sample whose replacements all failed too)."""
+
+    def __init__(self, path: str | os.PathLike[str], reason: str | None = None) -> None:
+        if reason is None:
+            # The DataLoader re-raises a worker's exception as `type(message)`: keep the type.
+            VideoprepError.__init__(self, str(path))
+            self.path, self.reason = "", str(path)
+            return
+        super().__init__(path, reason)
 
 
 @dataclass(frozen=True)

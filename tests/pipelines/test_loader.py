@@ -153,8 +153,13 @@ def test_too_many_bad_videos_stop_the_run(data):
 def test_a_sample_gives_up_when_every_replacement_fails(data):
     lst = write_list(data, "allbad.txt", ["garbage.mp4 40 0", "truncated.mp4 40 1"])
     ds = VideoClipDataset(lst, root_path=data, mode="val", num_classes=2, max_replacements=3, **CLIP)
-    with pytest.raises(BadSampleError, match="3 replacements all failed"):
+    with pytest.raises(BadSampleError, match="garbage.mp4: this video and 3 replacements all failed"):
         ds[0]
+    # Raised in a worker process, it reaches the training loop with its type.
+    loader = build_loader(lst, root_path=data, mode="val", batch_size=1, workers=1, num_classes=2,
+                          max_bad_fraction=1.0, **CLIP)
+    with pytest.raises(BadSampleError, match="10 replacements all failed"):
+        batches(loader, 0)
 
 
 @pytest.mark.parametrize(
