@@ -134,7 +134,9 @@ def index_cmd(video_root: str, out_dir: str, annotations: str | None, jobs: int 
     )
     with progress_bar("index") as update:
         result = run_index(config, on_progress=update)
-    table = Table(title=f"videoprep index: {result.total} videos ({result.probed} probed, {result.reused} from the journal)")
+    err_console.print(f"videoprep index: {result.total} videos ({result.probed} probed, "
+                      f"{result.reused} from the journal)", markup=False)
+    table = Table()
     for column in ("split", "listed", "unlabelled", "errors", "list"):
         table.add_column(column)
     for split_name, counts in result.counts.items():
@@ -185,12 +187,14 @@ def validate_cmd(video_root: str, annotations: str | None, full: bool, min_frame
     )
     with progress_bar("validate") as update:
         result = run_validate(config, on_progress=update)
-    table = Table(title=f"videoprep validate: {result.checked} videos checked, {len(result.bad)} bad")
-    for column in ("reason", "videos", "meaning"):
-        table.add_column(column)
-    for reason, count in result.counts.items():
-        table.add_row(reason, str(count), REASONS[reason])
-    err_console.print(table)
+    err_console.print(f"videoprep validate: checked {result.checked} videos: {len(result.bad)} bad", markup=False)
+    if result.bad:
+        table = Table()
+        for column in ("reason", "videos", "meaning"):
+            table.add_column(column)
+        for reason, count in result.counts.items():
+            table.add_row(reason, str(count), REASONS[reason])
+        err_console.print(table)
     for bad in result.bad[:20]:
         err_console.print(f"  {bad.relpath}: {bad.reason}: {bad.message}", markup=False, highlight=False)
     if len(result.bad) > 20:
