@@ -253,9 +253,12 @@ class DecodeLimit:
     RGB; without it the figure is the bare decoder (`decode_only`).
     """
 
-    def __init__(self, *, frames_folder: bool, rgb: bool) -> None:
+    def __init__(self, *, frames_folder: bool, rgb: bool, skip_nonref: bool = False, collect: bool = False) -> None:
         self.frames_folder = frames_folder
         self.rgb = rgb
+        self.skip_nonref = skip_nonref  # the stretch experiment: see h264_nonref_packets
+        self.collect = collect  # keep the RGB frames (tests compare them with a full decode)
+        self.collected: list[np.ndarray] = []
         self._files: dict[str, Any] = {}
         self.decoded = 0
         self.delivered = 0
@@ -274,8 +277,10 @@ class DecodeLimit:
         intra = bool(stream.codec_context.codec.intra_only)
         if intra:
             stream.thread_type = "NONE"
-        entry = {"container": container, "ctx": stream.codec_context, "packets": packets, "order": order,
-                 "intra": intra}
+        ctx = stream.codec_context
+        nonref = h264_nonref_packets(packets, ctx.extradata) if self.skip_nonref and ctx.name == "h264" else set()
+        entry = {"container": container, "ctx": ctx, "packets": packets, "order": order, "intra": intra,
+                 "nonref": nonref}
         self._files[path] = entry
         return entry
 
@@ -310,15 +315,21 @@ class DecodeLimit:
         first = order[nums[0]]
         start = max(i for i, p in enumerate(packets) if p.is_keyframe and p.pts <= first)
         remaining = set(needed)
+        nonref = entry["nonref"]
+        got: dict[int, np.ndarray] = {}
         for p in [*packets[start:], None]:
+            if p is not None and p.pts in nonref and p.pts not in needed:
+                continue  # no other frame refers to it and nobody asked for it
             for frame in ctx.decode(p):
                 self.decoded += 1
                 if frame.pts in remaining:
                     remaining.discard(frame.pts)
                     if self.rgb:
-                        frame.to_ndarray(format="rgb24")
+                        got[frame.pts] = frame.to_ndarray(format="rgb24")
             if not remaining:
                 break
+        if self.collect:
+            self.collected.extend(got[order[i]] for i in nums)
         self.delivered += len(needed)
 
     def _one_folder(self, s: Sample, payloads: dict[str, list[bytes]]) -> None:
@@ -348,6 +359,32 @@ class DecodeLimit:
             for s in samples:
                 self._one_video(s)
         return sum(s.clips for s in samples), time.perf_counter() - start
+
+
+def h264_nonref_packets(packets: Sequence[av.Packet], extradata: bytes | None) -> set[int]:
+    """pts of H.264 packets whose slices all have nal_ref_idc 0: no frame refers to them.
+
+    Leaving such a packet out changes no other frame (frame_num only counts
+    reference pictures), so a clip's frames stay exact when it is skipped. Only
+    length-prefixed (avcC, mp4/mkv) streams are parsed; Annex B gives an empty set.
+    """
+    if not extradata or extradata[0] != 1 or len(extradata) < 5:
+        return set()
+    size = (extradata[4] & 3) + 1
+    out = set()
+    for p in packets:
+        data = bytes(p)
+        pos, slices, refs = 0, 0, 0
+        while pos + size < len(data):
+            length = int.from_bytes(data[pos : pos + size], "big")
+            header = data[pos + size]
+            if header & 0x1F in (1, 5):  # coded slice (non-IDR / IDR)
+                slices += 1
+                refs += 1 if header & 0x60 else 0
+            pos += size + length
+        if slices and not refs:
+            out.add(p.pts)
+    return out
 
 
 # --------------------------------------------------------------------------------------
@@ -542,9 +579,12 @@ class BenchReport:
         for m in self.measures:
             if m.kind == "limit" and m.backend == "decode":
                 bare = self.limit_of(m.encoding, m.view, rgb=False)
+                skip = self.find(m.encoding, m.view, "limit", "decode_skip_nonref")
                 decode_limit.setdefault(m.encoding, {})[m.view] = {
                     "clips_per_s": spread(m.runs), "frames_per_s": spread([r * seq for r in m.runs]),
                     "decode_only_clips_per_s": spread(bare.runs) if bare else None,
+                    "skip_nonref_clips_per_s": spread(skip.runs) if skip else None,
+                    "skip_nonref_decoded_frames_per_clip": skip.extra.get("decoded_frames_per_clip") if skip else None,
                     "decoded_frames_per_clip": m.extra.get("decoded_frames_per_clip"),
                     "definition": DecodeLimit.__doc__.split("\n\n")[1].replace("\n    ", " ").strip(),
                 }
@@ -613,6 +653,9 @@ def evaluate_goals(report: BenchReport) -> list[dict[str, Any]]:
                 f"DataLoader {backend} {w} workers >= 1.8x single process (H.264 GOP 16)",
                 _over(report.find(gop16, view, "loader", backend, w), report.find(gop16, view, "loader", backend, 0)),
                 1.8, "single process = the same loader with workers=0"))
+    goals.append(_goal("stretch: skipping unneeded non-reference frames >= 1.3x decode limit (H.264 GOP 16)",
+                       _over(report.find(gop16, view, "limit", "decode_skip_nonref"), report.limit_of(gop16, view)),
+                       1.3, "exact: the skipped frames are referenced by no other frame; same bytes"))
     base = report.find(gop16, view, "reader", "pyav")
     base_bytes = report.encodings.get(gop16, {}).get("bytes_per_s")
     for name, enc in report.encodings.items():
@@ -659,10 +702,14 @@ def _build_measures(
                 measures.append(m)
                 return m
 
-            for rgb, label in ((True, "decode"), (False, "decode_only")):
-                limit = DecodeLimit(frames_folder=not video, rgb=rgb)
+            variants = [(True, False, "decode"), (False, False, "decode_only")]
+            if fileset.codec == "h264":
+                variants.append((True, True, "decode_skip_nonref"))
+            for rgb, skip, label in variants:
+                limit = DecodeLimit(frames_folder=not video, rgb=rgb, skip_nonref=skip)
                 limits.append(limit)
-                m = add("limit", label, limit.run)
+                m = add("limit", label, limit.run,
+                        note="stretch: non-reference frames nobody needs are not decoded" if skip else "")
                 m.extra["_limit"] = limit
             for backend in config.backends:
                 if backend == "dali":

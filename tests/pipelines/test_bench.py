@@ -209,3 +209,24 @@ def test_sample_indices_are_real_frames(tiny_report) -> None:
     frames = np.array([int(line.split()[1]) for line in Path(data["encodings"]["jpeg"]["list_file"]).read_text()
                        .splitlines()])
     assert (frames == 60).all()
+
+
+def test_skipping_nonref_frames_keeps_the_clip_exact(make_video) -> None:
+    from videoprep.synth import decode_all
+
+    path = make_video("b.mp4", codec="h264", num_frames=80, gop=16, bframes=3, options={"preset": "medium"})
+    indices = (5, 13, 21, 29, 37, 45, 53, 61)
+    full = decode_all(path)
+    limit = DecodeLimit(frames_folder=False, rgb=True, skip_nonref=True, collect=True)
+    plain = DecodeLimit(frames_folder=False, rgb=True)
+    try:
+        limit.run([Sample(path=str(path), indices=indices, clips=1)])
+        plain.run([Sample(path=str(path), indices=indices, clips=1)])
+        assert limit._open(str(path))["nonref"], "the encode should have non-reference B-frames"
+    finally:
+        limit.close()
+        plain.close()
+    assert len(limit.collected) == len(indices)
+    for got, i in zip(limit.collected, indices, strict=True):
+        np.testing.assert_array_equal(got, full[i])
+    assert limit.decoded < plain.decoded

@@ -1,0 +1,73 @@
+"""The full loader benchmark (`videoprep bench --generate` with the `make bench` settings).
+
+    .venv/bin/python benchmarks/bench_loaders.py --out bench-out/loaders [--clips 24] [--repeats 3]
+
+Generates 4 ten-second 340x256 30 fps videos (lavfi footage with texture and motion),
+encodes them as `videoprep transcode` would in H.264 GOP 250 and GOP 16, MJPEG, VP9,
+JPEG folders, plus the stretch candidates (GOP 16 without B-frames, -tune fastdecode),
+and times every backend, the DataLoader worker sweep, decord, the official Lintel usage
+and the decode limit on the same clips, interleaved. Writes bench.json, bench.png and
+prints the table and the issue's goals. Figures on a shared machine are noisy: compare
+rows of one run, not runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from rich.console import Console  # noqa: E402
+
+from pipelines.bench import BenchConfig, render_table, run_bench  # noqa: E402
+
+ENCODINGS = ("h264_gop250", "h264_gop16", "h264_gop16_nob", "h264_gop16_fastdecode", "mjpeg", "vp9", "jpeg")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, default=Path("bench-out/loaders"))
+    parser.add_argument("--encodings", default=",".join(ENCODINGS))
+    parser.add_argument("--videos", type=int, default=4)
+    parser.add_argument("--clips", type=int, default=24)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--workers", default="0,1,2")
+    parser.add_argument("--views", default="train,val,test")
+    parser.add_argument("--loader-views", default="train,test")
+    parser.add_argument("--batch-size", type=int, default=4)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    config = BenchConfig(
+        out_dir=args.out, generate=True, sample_videos=args.videos, encodings=tuple(args.encodings.split(",")),
+        workers=tuple(int(w) for w in args.workers.split(",")), clips=args.clips, repeats=args.repeats,
+        views=tuple(args.views.split(",")), loader_views=tuple(args.loader_views.split(",")),
+        batch_size=args.batch_size,
+    )
+    console = Console(stderr=True, width=140)
+    step = {"next": 0}
+
+    def progress(done: int, total: int) -> None:
+        if done * 10 >= step["next"] * total:
+            console.print(f"bench: {done}/{total} measurements")
+            step["next"] += 1
+
+    report = run_bench(config, on_progress=progress)
+    console.print(render_table(report))
+    for goal in report.goals():
+        mark = {True: "met", False: "MISSED", None: "not measured"}[goal["met"]]
+        value = "-" if goal["value"] is None else f"{goal['value']:.2f}"
+        console.print(f"goal: {goal['goal']}: {value} (target {goal['target']}) {mark}  [{goal['detail']}]")
+    for skip in report.skipped:
+        console.print(f"skipped {skip['backend']} on {skip['encoding']}: {skip['reason']}")
+    console.print(f"machine: {report.machine['cpu_count']} cpus {report.machine['cpu_model']}, "
+                  f"load {report.machine['loadavg_start']} -> {report.machine['loadavg_end']}, "
+                  f"noisy={report.machine['noisy']}; {report.seconds:.0f} s")
+    print(report.json_path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
