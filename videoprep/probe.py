@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 from dataclasses import asdict, dataclass
 from fractions import Fraction
@@ -116,7 +117,7 @@ def _timing(pts: list[int], time_base: Fraction, fps: float, frames: int) -> tup
     if len(pts) < 2:
         return True, frames / fps if fps else 0.0
     ordered = sorted(pts)
-    deltas = [b - a for a, b in zip(ordered, ordered[1:])]
+    deltas = [b - a for a, b in itertools.pairwise(ordered)]
     mean = sum(deltas) / len(deltas)
     cfr = mean > 0 and all(abs(d - mean) <= max(1.0, _VFR_TOLERANCE * mean) for d in deltas)
     duration = float((ordered[-1] - ordered[0] + mean) * time_base)
