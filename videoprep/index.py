@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from videoprep.atomic import Journal, atomic_write_text
-from videoprep.errors import ProbeError, VideoprepError
+from videoprep.errors import LayoutError, ProbeError, VideoprepError
 from videoprep.layout import SAFE_VIEW_DIRNAME, Layout, discover, link_safe_view, plan_safe_view
 from videoprep.parallel import run_isolated
-from videoprep.probe import probe_video
+from videoprep.probe import VIDEO_EXTENSIONS, probe_video
 from videoprep.progress import ProgressFn, no_progress
 from videoprep.records import ListRecord, write_class_map, write_list
 
@@ -122,6 +122,9 @@ def run_index(config: IndexConfig, *, on_progress: ProgressFn | None = None) -> 
     out = Path(config.out_dir)
     safe_dir = Path(config.safe_dir) if config.safe_dir is not None else root / SAFE_VIEW_DIRNAME
     layout = discover(root, annotations=config.annotations, split=config.split, skip_dirs=[safe_dir, out])
+    if not layout.videos:
+        where = f" in split {config.split!r}" if config.split else ""
+        raise LayoutError(root, f"no videos found{where} (extensions: {' '.join(VIDEO_EXTENSIONS)})")
     list_paths = link_safe_view(
         video_root=root, safe_dir=safe_dir, plan=plan_safe_view(v.relpath for v in layout.videos)
     )

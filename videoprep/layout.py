@@ -221,16 +221,20 @@ def resolve_layout(
     or "all". With `split` and split folders present, only that split is kept.
     """
     clips = clips or []
+    if split is not None:
+        split = split_name(split) or split
     default_split = split or split_name(Path(video_root).name) or DEFAULT_SPLIT
     placed: list[tuple[str, str, list[str]]] = []
+    in_split_folders = False
     for rel in relpaths:
         parts = rel.split("/")
         folder_split = split_name(parts[0]) if len(parts) >= 2 else None
         if folder_split:
             placed.append((rel, folder_split, parts[1:]))
+            in_split_folders = True
         else:
             placed.append((rel, default_split, parts))
-    if split is not None and any(s == split for _, s, _ in placed):
+    if split is not None and in_split_folders:
         placed = [p for p in placed if p[1] == split]
 
     if clips:

@@ -204,3 +204,5 @@ def test_cli_index(class_tree, tmp_path):
     (tmp_path / "empty_ann").mkdir()
     no_csv = runner.invoke(cli, ["index", str(class_tree), "--out", str(out), "--annotations", str(tmp_path / "empty_ann")])
     assert no_csv.exit_code == 1 and "no annotation CSV" in no_csv.output
+    no_split = runner.invoke(cli, ["index", str(class_tree), "--out", str(out), "--split", "test"])
+    assert no_split.exit_code == 1 and "no videos found in split 'test'" in no_split.output

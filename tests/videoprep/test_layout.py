@@ -109,8 +109,9 @@ def test_resolve_plain_tree_and_split_option():
     assert named.videos[0].split == "val"
     root_is_split = resolve_layout(Path("/d/k400/validation"), ["x/1.mp4"])
     assert root_is_split.videos[0].split == "val"
-    only_val = resolve_layout(Path("/d"), ["train/x/1.mp4", "val/x/2.mp4"], split="val")
-    assert [v.relpath for v in only_val.videos] == ["val/x/2.mp4"]
+    only_val = resolve_layout(Path("/d"), ["train/x/1.mp4", "validation/x/2.mp4"], split="validation")
+    assert [(v.relpath, v.split) for v in only_val.videos] == [("validation/x/2.mp4", "val")]
+    assert resolve_layout(Path("/d"), ["train/x/1.mp4"], split="test").videos == []
     flat_unannotated = resolve_layout(Path("/d"), ["train/aaaaaaaaaaa_000001_000011.mp4"])
     assert flat_unannotated.videos[0].label is None
     assert "--annotations" in flat_unannotated.videos[0].note
