@@ -83,6 +83,7 @@ class VideoClipDataset(Dataset):
         max_replacements: int = MAX_REPLACEMENTS,
         crop_size: int = T.CROP_SIZE,
         scale_size: int = T.SCALE_SIZE,
+        verify_frame_num: bool = False,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode ({mode!r}) must be one of {', '.join(MODES)}")
@@ -111,6 +112,10 @@ class VideoClipDataset(Dataset):
         self.test_crops = test_crops
         self.seed = seed
         self.max_replacements = max_replacements
+        # Off by default: an overstated frame_num is caught anyway whenever a sampled index
+        # passes the real end; on, each process counts each video's frames once (a demux).
+        self.verify_frame_num = verify_frame_num and callable(getattr(self.reader, "frame_count", None))
+        self._verified: set[int] = set()
 
     def __len__(self) -> int:
         return len(self.records)
@@ -149,6 +154,8 @@ class VideoClipDataset(Dataset):
     def load(self, index: int, *, epoch: int = 0) -> torch.Tensor:
         """uint8 [V, C, T, H, W] clips of entry `index` for `epoch` (raises on a bad video)."""
         rec = self.records[index]
+        if self.verify_frame_num and index not in self._verified:
+            self._check_frame_num(index)
         rng = np.random.default_rng([self.seed, epoch, index])
         clips = clip_indices(
             rec.frame_num, num_segments=self.num_segments, seq_length=self.seq_length,
@@ -168,6 +175,14 @@ class VideoClipDataset(Dataset):
         crops, c, _, h, w = out.shape
         out = out.reshape(crops, c, self.num_segments, self.seq_length, h, w).permute(2, 0, 1, 3, 4, 5)
         return out.reshape(self.num_segments * crops, c, self.seq_length, h, w).contiguous()
+
+    def _check_frame_num(self, index: int) -> None:
+        """Raise FrameIndexError when the list's frame_num exceeds the frames the video really has."""
+        path = self.video_path(index)
+        count = self.reader.frame_count(path)
+        if count < self.records[index].frame_num:
+            raise FrameIndexError(path, f"the video has only {count} frames")
+        self._verified.add(index)
 
     def _bad_sample(self, index: int, exc: Exception) -> BadSample:
         path = self.video_path(index)

@@ -191,13 +191,16 @@ def build_loader(
     check_files: bool = False,
     crop_size: int = 224,
     scale_size: int = 256,
+    verify_frame_num: bool = False,
 ) -> ClipLoader:
     """A loader of uint8 `(clips [B, V, C, T, H, W], labels [B])` batches over a BAT list.
 
     V is num_segments in train/val and test_segments x crops (1, 3 or 10) in test. Train
     shuffles and drops the last partial batch by default; val/test keep list order and
     every video. `subset` restricts the loader to some list entries (e.g. the
-    `remainder_indices` that distributed shards leave out).
+    `remainder_indices` that distributed shards leave out). `verify_frame_num` counts each
+    video's frames once per worker and treats a list frame_num above the real count as a bad
+    sample even when the sampled indices happen to fall inside the video.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size ({batch_size}) must be >= 1")
@@ -222,7 +225,7 @@ def build_loader(
         list_file, mode=mode, root_path=root_path, backend=backend, backend_options=backend_options,
         num_segments=num_segments, seq_length=seq_length, sample_rate=sample_rate,
         test_segments=test_segments, test_crops=test_crops, num_classes=num_classes, seed=seed,
-        check_files=check_files, crop_size=crop_size, scale_size=scale_size,
+        check_files=check_files, crop_size=crop_size, scale_size=scale_size, verify_frame_num=verify_frame_num,
     )
     train = mode == "train"
     return ClipLoader(
