@@ -1,0 +1,190 @@
+"""The training runner end to end on tiny real videos: official outputs, exact resume, soft resume, CLI."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from tests.train.conftest import TinyData, tiny_flags
+from train.checkpoint import best_path, checkpoint_path
+from train.config import PRESETS, TEST_PRESETS, TrainConfig, parse_train_args, preset_argv
+from train.logging_utils import read_metrics
+from train.main import eval_due, run_training, save_due
+from train.runtime import RunnerConfigError
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+class Interrupted(Exception):
+    """Stands for the process dying right after an epoch's checkpoint hit the disk."""
+
+
+def _load(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _run(argv: list[str], **kwargs):
+    out = io.StringIO()
+    result = run_training(parse_train_args(argv), stream=out, **kwargs)
+    return result, out.getvalue()
+
+
+# ---------------------------------------------------------------- flags
+
+
+def test_official_readme_command_parses_with_official_defaults():
+    argv = ["train.lst", "val.lst", "--read_mode", "video", "--resume", "r50.pth", "--soft_resume",
+            "--arch", "c2d_resnet50", "--nonlocal_mod", "2", "--nltype", "bat", "--k", "8", "--tk", "4",
+            "--num_segments", "1", "--seq_length", "8", "--sample_rate", "8", "--lr", "0.01",
+            "--lr_steps", "40", "80", "--epochs", "100", "--eval-freq", "5", "--save-freq", "5",
+            "-b", "64", "-j", "48", "--dropout", "0.5"]
+    cfg = parse_train_args(argv)
+    assert (cfg.nonlocal_mod, cfg.nltype, cfg.k, cfg.tk, cfg.lr_steps) == ([2], "bat", 8, 4, [40.0, 80.0])
+    assert cfg.loader_backend == "lintel" and cfg.soft_resume and cfg.workers == 48
+    defaults = parse_train_args(["a", "b"])
+    assert defaults == TrainConfig(train_list="a", val_list="b")
+    assert (defaults.read_mode, defaults.loader_backend, defaults.batch_size, defaults.clip_gradient) == (
+        "img", "frames", 64, 20.0)
+    assert parse_train_args(["a", "b", "--read_mode", "video", "--backend", "pyav"]).loader_backend == "pyav"
+    assert parse_train_args(["a", "b", "--gd", "0"]).clip_gradient is None
+
+
+def test_presets_match_the_official_scripts():
+    cfg = parse_train_args(["a", "b", *preset_argv("c2d_3dbat")])
+    assert (cfg.arch, cfg.nonlocal_mod, cfg.nltype, cfg.k, cfg.tk) == ("c2d_resnet50", [2], "bat", 8, 4)
+    assert (cfg.seq_length, cfg.sample_rate, cfg.lr, cfg.lr_steps, cfg.epochs, cfg.batch_size, cfg.dropout) == (
+        8, 8, 0.01, [40.0, 80.0], 100, 64, 0.5)
+    assert parse_train_args(["a", "b", *preset_argv("i3d"), "--epochs", "3"]).epochs == 3  # later flag wins
+    assert parse_train_args(["a", "b", *preset_argv("i3d_nl")]).nltype == "nl3d"
+    assert set(PRESETS) == set(TEST_PRESETS) == {"c2d", "c2d_nl", "c2d_bat", "c2d_3dbat", "i3d", "i3d_nl", "i3d_bat"}
+    with pytest.raises(ValueError, match="preset 'x' is not one of c2d, "):
+        preset_argv("x")
+
+
+def test_eval_and_save_rule_is_official():
+    evals = [e for e in range(100) if eval_due(e, eval_freq=5, epochs=100)]
+    assert evals[:3] == [4, 9, 14] and evals[-11:] == [89, *range(90, 100)][-11:]
+    assert 88 not in evals and 89 in evals
+    assert [e for e in range(10) if save_due(e, save_freq=5)] == [4, 9]
+
+
+# ---------------------------------------------------------------- runs
+
+
+def test_resumed_run_equals_uninterrupted_and_writes_official_outputs(tiny_data: TinyData, tmp_path: Path):
+    flags = ["--dropout", "0.5", "-sf", "1", "-ef", "1"]
+    straight, out = _run(tiny_flags(tiny_data, tmp_path / "a") + flags)
+    # official outputs of the uninterrupted run
+    assert straight.epochs_done == 2 and straight.last_eval is not None and straight.last_eval.count == 3
+    assert "Epoch: [0][1/2], lr: 0.05000\t" in out and "Epoch: [1][1/2], lr: 0.00500\t" in out
+    assert out.count("Testing Results: Prec@1 ") == 2
+    a = _load(checkpoint_path(tmp_path / "a" / "ckpt", "c2d_resnet18"))
+    assert {"epoch", "arch", "state_dict", "best_prec1", "optim"} <= set(a)
+    assert a["epoch"] == 2 and a["arch"] == "c2d_resnet18" and a["seed"] == 7
+    assert a["best_prec1"] == pytest.approx(straight.best_prec1)
+    assert not any(k.startswith("module.") for k in a["state_dict"])
+    assert best_path(tmp_path / "a" / "ckpt", "c2d_resnet18").is_file()
+    assert not [p for p in (tmp_path / "a" / "ckpt").iterdir() if p.name.endswith(".part")]
+    kinds = [r["kind"] for r in read_metrics(tmp_path / "a" / "log")]
+    assert kinds.count("val") == 2 and kinds.count("epoch") == 2 and "train" in kinds
+    params = json.loads((tmp_path / "a" / "log" / "params.json").read_text())
+    assert params["arch"] == "c2d_resnet18" and params["seed"] == 7
+
+    def die_after_first(epoch: int) -> None:
+        if epoch == 0:
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        _run(tiny_flags(tiny_data, tmp_path / "b") + flags, on_epoch_end=die_after_first)
+    ckpt_b = checkpoint_path(tmp_path / "b" / "ckpt", "c2d_resnet18")
+    assert _load(ckpt_b)["epoch"] == 1
+    resumed, out = _run(tiny_flags(tiny_data, tmp_path / "b") + flags + ["--resume", str(ckpt_b)])
+    assert "Epoch: [0]" not in out and "Epoch: [1][1/2]" in out
+
+    b = _load(ckpt_b)
+    assert b["epoch"] == 2
+    for key, value in a["state_dict"].items():
+        assert torch.equal(value, b["state_dict"][key]), key
+    for pid, state in a["optim"]["state"].items():
+        assert torch.equal(state["momentum_buffer"], b["optim"]["state"][pid]["momentum_buffer"])
+    assert resumed.best_prec1 == straight.best_prec1
+    assert resumed.last_eval == straight.last_eval
+
+
+def test_soft_resume_starts_over_from_loaded_weights(tiny_data: TinyData, trained_checkpoint: Path, tmp_path: Path):
+    _, out = _run(tiny_flags(tiny_data, tmp_path, epochs=1) + ["--resume", str(trained_checkpoint), "--soft_resume",
+                                                               "--num_classes", "3", "--lr", "0"])
+    assert "Epoch: [0][1/2]" in out and "soft: epoch and best restart at 0" in out
+    ckpt = _load(checkpoint_path(tmp_path / "ckpt", "c2d_resnet18"))
+    assert ckpt["epoch"] == 1 and ckpt["state_dict"]["fc.weight"].shape[0] == 3
+    first = _load(trained_checkpoint)["state_dict"]
+    assert torch.equal(ckpt["state_dict"]["conv1.weight"], first["conv1.weight"])  # lr 0: loaded weights kept
+
+
+def test_strict_resume_with_other_class_count_names_the_mismatch(
+    tiny_data: TinyData, trained_checkpoint: Path, tmp_path: Path
+):
+    with pytest.raises(RunnerConfigError, match="fc.weight.*use --soft_resume"):
+        _run(tiny_flags(tiny_data, tmp_path, epochs=1) + ["--resume", str(trained_checkpoint), "--num_classes", "3"])
+
+
+def test_evaluate_only_counts_every_val_video(tiny_data: TinyData, trained_checkpoint: Path, tmp_path: Path):
+    result, out = _run(tiny_flags(tiny_data, tmp_path) + ["--resume", str(trained_checkpoint), "-e"])
+    assert result.last_eval is not None and result.last_eval.count == 3
+    assert "Testing Results: Prec@1" in out and "Epoch:" not in out
+
+
+def test_cli_train_with_freeze_bn_bf16_and_channels_last(tiny_data: TinyData, tmp_path: Path):
+    from cli import cli
+
+    flags = tiny_flags(tiny_data, tmp_path, epochs=1) + ["--freeze_bn", "--amp", "bf16", "--channels-last"]
+    result = CliRunner().invoke(cli, ["-q", "train", "--preset", "c2d", "--backend", "pyav", *flags])
+    assert result.exit_code == 0, result.output
+    assert "Epoch: [0][1/2]" in result.stdout and "Testing Results" in result.stdout
+    state = _load(checkpoint_path(tmp_path / "ckpt", "c2d_resnet18"))["state_dict"]
+    assert torch.equal(state["bn1.running_mean"], torch.zeros_like(state["bn1.running_mean"]))  # BN frozen
+    assert torch.equal(state["bn1.weight"], torch.ones_like(state["bn1.weight"]))
+    assert not torch.equal(state["conv1.weight"], _fresh_conv1())  # but the convolutions trained
+    bad = CliRunner().invoke(cli, ["train", str(tiny_data.train_list), str(tiny_data.val_list), "--epochs", "x"])
+    assert bad.exit_code == 2
+
+
+def _fresh_conv1() -> torch.Tensor:
+    from train.models import build_model
+    from train.runtime import seed_everything
+
+    seed_everything(7)
+    return build_model("c2d_resnet18", num_classes=2).state_dict()["conv1.weight"]
+
+
+@pytest.mark.slow
+def test_sigkilled_run_resumes_to_the_same_weights(tiny_data: TinyData, tmp_path: Path):
+    """A real kill -9 mid-run; --resume from the last checkpoint ends where an unbroken run ends."""
+    flags = ["-sf", "1", "-ef", "100"]
+    _run(tiny_flags(tiny_data, tmp_path / "a", epochs=4) + flags)
+    argv = tiny_flags(tiny_data, tmp_path / "b", epochs=4) + flags
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-m", "train.main", *argv], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpt = checkpoint_path(tmp_path / "b" / "ckpt", "c2d_resnet18")
+    deadline = time.monotonic() + 120
+    while not ckpt.exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = _load(ckpt)["epoch"]
+    assert 1 <= done < 4, "the run finished before it could be killed"
+    _run(argv + ["--resume", str(ckpt)])
+    a = _load(checkpoint_path(tmp_path / "a" / "ckpt", "c2d_resnet18"))["state_dict"]
+    b = _load(ckpt)["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -1,0 +1,110 @@
+"""Pieces both runners share: seeding, loaders with exact distributed shards, loading weights."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from pipelines.loader import build_loader
+from train.distributed import DistContext
+from train.weights import AdaptReport, adapt_state_dict
+from videoprep.errors import VideoprepError
+
+log = logging.getLogger(__name__)
+
+
+class RunnerConfigError(VideoprepError, ValueError):
+    """A flag combination the runners cannot honour (named, with the reason)."""
+
+
+def seed_everything(seed: int, *, rank: int = 0) -> None:
+    """Seed python, numpy and torch; ranks differ (dropout masks) while model init is broadcast by DDP."""
+    value = seed + rank
+    random.seed(value)
+    np.random.seed(value % 2**32)
+    torch.manual_seed(value)
+
+
+def draw_seed() -> int:
+    """A fresh seed for --seed < 0 (printed, and stored in the checkpoint so --resume reuses it)."""
+    return int(np.random.SeedSequence().entropy % 1_000_000)
+
+
+def uses_bgr(*, backend: str, norm: str) -> bool:
+    """The official img mode feeds JPEG frames as BGR before the Caffe means; video mode feeds RGB."""
+    return norm == "official" and backend == "frames"
+
+
+_LOADER_PARAMS = set(inspect.signature(build_loader).parameters)
+
+
+def loader_size_kwargs(*, crop_size: int | None, scale_size: int | None) -> dict[str, int]:
+    """crop/scale overrides for build_loader; non-default sizes need a loader that supports them."""
+    kwargs: dict[str, int] = {}
+    for name, value, default in (("crop_size", crop_size, 224), ("scale_size", scale_size, 256)):
+        if value is None or value == default:
+            continue
+        if name not in _LOADER_PARAMS:
+            raise RunnerConfigError(f"--{name.replace('_', '-')} {value}: this pipelines.loader has no {name} option")
+        kwargs[name] = value
+    return kwargs
+
+
+@dataclass
+class ShardedLoader:
+    """An evaluation loader split exactly over ranks: each rank's even shard, then its share of the remainder.
+
+    Every list entry is seen by exactly one rank, once. `indices` are the list positions in the
+    order this rank yields them (used to put test scores back in list order).
+    """
+
+    parts: list[Any]
+    indices: list[int] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return sum(len(part) for part in self.parts)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for part in self.parts:
+            yield from part
+
+
+def build_eval_loader(list_file: str, *, ctx: DistContext, **kwargs: Any) -> ShardedLoader:
+    """build_loader for val/test that counts every video once across ranks (no padding, no duplicates)."""
+    main = build_loader(list_file, distributed=ctx.is_distributed, num_replicas=ctx.world_size, rank=ctx.rank,
+                        shuffle=False, drop_last=False, **kwargs)
+    indices = [index for index, _ in main.sampler]
+    parts: list[Any] = [main] if indices else []
+    remainder = list(main.remainder_indices) if ctx.is_distributed else []
+    mine = remainder[ctx.rank::ctx.world_size]
+    if mine:
+        extra_kwargs = dict(kwargs)
+        extra_kwargs["workers"] = 0  # at most one video: not worth starting processes
+        extra = build_loader(list_file, subset=mine, shuffle=False, drop_last=False, **extra_kwargs)
+        parts.append(extra)
+        indices.extend(mine)
+    return ShardedLoader(parts=parts, indices=indices)
+
+
+def load_weights(model: nn.Module, checkpoint: dict[str, Any], *, strict: bool, source: str) -> AdaptReport:
+    """Adapt (strip module., inflate 2-D, skip shape mismatches) and load; strict fails on a missing or skipped key."""
+    adapted, report = adapt_state_dict(model, checkpoint)
+    problems = report.missing + report.skipped
+    if strict and problems:
+        raise RunnerConfigError(
+            f"{source}: weights do not match the model ({report.summary()}; first: {', '.join(problems[:5])}); "
+            "use --soft_resume to load what fits"
+        )
+    model.load_state_dict(adapted, strict=False)
+    log.info("%s: %s", source, report.summary())
+    if not report.exact:
+        log.info("%s", report.details())
+    return report

@@ -1,0 +1,194 @@
+"""Video-level testing of a BAT model with the flags of the official test_models.py (which crashes as published).
+
+Every video gives test_segments x crops views (crops: 1 centre, 3 fully-convolutional
+256x256, or 10 = 5 crops and their flips); its score is the mean of the raw logits over
+the views. Reported, each by name: overall top-1, top-5 and the mean per-class accuracy
+(the official script's "Accuracy").
+
+    python -m train.test_models VAL_LIST CHECKPOINT --read_mode video --arch c2d_resnet50 \
+        --nonlocal_mod 2 --nltype bat --k 8 --tk 4 --test_segments 10 --test_crops 3 \
+        --seq_length 8 --sample_rate 8 -j 16
+    torchrun --nproc_per_node=8 -m train.test_models VAL_LIST CHECKPOINT ...   # large test sets
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+import numpy as np
+import torch
+
+from train.config import TestConfig, parse_test_args
+from train.distributed import DistContext, all_gather_objects, setup_distributed, teardown
+from train.engine import StepOptions, video_logits
+from train.logging_utils import RunLog, epoch_progress, progress_wanted
+from train.models import build_model
+from train.runtime import (
+    RunnerConfigError,
+    build_eval_loader,
+    load_weights,
+    loader_size_kwargs,
+    uses_bgr,
+)
+from train.weights import load_checkpoint
+from videoprep.atomic import atomic_path
+from videoprep.errors import VideoprepError
+from videoprep.records import read_list
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TestResult:
+    """Video-level accuracy of a test run; percentages."""
+
+    __test__ = False  # not a pytest class
+
+    top1: float
+    top5: float
+    mean_class_accuracy: float
+    num_videos: int
+    views: int
+    class_accuracy: dict[int, float] = field(default_factory=dict)
+    scores_path: Path | None = None
+
+
+def summarize(video_scores: np.ndarray, labels: np.ndarray) -> tuple[float, float, float, dict[int, float]]:
+    """(top-1, top-5, mean per-class accuracy, per-class accuracy) in percent; classes without videos are left out."""
+    if video_scores.ndim != 2 or len(video_scores) != len(labels) or len(labels) == 0:
+        raise ValueError(f"scores {video_scores.shape} and labels {labels.shape} must be [N, K] and [N], N > 0")
+    k = min(5, video_scores.shape[1])
+    ranked = np.argsort(-video_scores, axis=1, kind="stable")
+    top1_hits = ranked[:, 0] == labels
+    top5_hits = (ranked[:, :k] == labels[:, None]).any(axis=1)
+    per_class = {int(c): 100.0 * float(top1_hits[labels == c].mean()) for c in np.unique(labels)}
+    return (100.0 * float(top1_hits.mean()), 100.0 * float(top5_hits.mean()),
+            float(np.mean(list(per_class.values()))), per_class)
+
+
+def write_scores(path: str | os.PathLike[str], *, names: Sequence[str], view_scores: np.ndarray,
+                 labels: np.ndarray) -> Path:
+    """The official --save_scores npz: videos sorted by path; scores[i] is [views, 1, classes], labels[i] an int.
+
+    The official file holds pickled (scores, label) pairs; ours holds plain arrays (loadable
+    without pickle) with the same order and the same per-video score shape, plus `names`.
+    """
+    target = Path(os.fspath(path))
+    if target.suffix != ".npz":
+        target = target.with_name(target.name + ".npz")  # np.savez's own rule
+    order = sorted(range(len(names)), key=lambda i: names[i])
+    with atomic_path(target) as tmp, open(tmp, "wb") as f:
+        np.savez(f, scores=view_scores[order][:, :, None, :].astype(np.float32),
+                 labels=labels[order].astype(np.int64), names=np.array([names[i] for i in order]))
+    return target
+
+
+def _model_kwargs(cfg: TestConfig) -> dict:
+    mod = cfg.nonlocal_mod[0] if len(cfg.nonlocal_mod) == 1 else tuple(cfg.nonlocal_mod)
+    return {"num_classes": cfg.num_classes, "nonlocal_mod": mod, "nltype": cfg.nltype, "k": cfg.k, "tk": cfg.tk,
+            "ts": cfg.ts}
+
+
+def run_test(cfg: TestConfig, *, stream: TextIO | None = None) -> TestResult:
+    """The whole test run of `python -m train.test_models`; rank 0 prints and returns the full result."""
+    if cfg.tsm:
+        raise RunnerConfigError("--tsm: temporal shift is not part of the released BAT models (the official "
+                                "script passes it to a model that does not accept it); drop the flag")
+    ctx = setup_distributed(device=cfg.device, backend=cfg.dist_backend)
+    run_log = RunLog(log_dir=None, enabled=ctx.is_main, stream=stream, tensorboard=False)
+    try:
+        return _test(cfg, ctx, run_log)
+    finally:
+        run_log.close()
+        teardown(ctx)
+
+
+def _test(cfg: TestConfig, ctx: DistContext, run_log: RunLog) -> TestResult:
+    model = build_model(cfg.arch, **_model_kwargs(cfg))
+    checkpoint = load_checkpoint(cfg.weights, trusted_legacy=cfg.trusted_legacy_checkpoint)
+    if "state_dict" in checkpoint and "epoch" in checkpoint:
+        run_log.line(f"model epoch {checkpoint['epoch']} best prec@1: {checkpoint.get('best_prec1', 'n/a')}")
+    load_weights(model, checkpoint, strict=True, source=cfg.weights)
+    model.to(ctx.device).eval()
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last_3d)
+
+    backend = cfg.loader_backend
+    opts = StepOptions(device=ctx.device, norm=cfg.norm, channels_last=cfg.channels_last, amp=cfg.amp,
+                       bgr=uses_bgr(backend=backend, norm=cfg.norm))
+    loader = build_eval_loader(
+        cfg.test_list, ctx=ctx, mode="test", root_path=cfg.root_path, backend=backend, batch_size=cfg.batch_size,
+        workers=cfg.workers, seq_length=cfg.seq_length, sample_rate=cfg.sample_rate,
+        test_segments=cfg.test_segments, test_crops=cfg.test_crops, num_classes=cfg.num_classes,
+        max_bad_fraction=cfg.max_bad_fraction,
+        **loader_size_kwargs(crop_size=cfg.img_size, scale_size=cfg.scale),
+    )
+    records = read_list(cfg.test_list, num_classes=cfg.num_classes)
+    view_chunks: list[np.ndarray] = []
+    label_chunks: list[np.ndarray] = []
+    done = correct = 0
+    start = time.perf_counter()
+    show_bar = progress_wanted(cfg.progress, enabled=ctx.is_main)
+    with torch.no_grad(), epoch_progress("test", show=show_bar) as bar:
+        for i, (clips, labels) in enumerate(loader):
+            logits = video_logits(model, clips, opts, div=cfg.div).cpu()
+            view_chunks.append(logits.numpy())
+            label_chunks.append(labels.numpy())
+            done += len(labels)
+            correct += int((logits.mean(dim=1).argmax(dim=1) == labels).sum())
+            bar(i + 1, len(loader))
+            if (i + 1) % cfg.print_freq == 0 or i + 1 == len(loader):
+                run_log.line(f"video {done - 1} done, total {done}/{len(loader.indices)}, "
+                             f"average {(time.perf_counter() - start) / done:.3f} sec/video, "
+                             f"acc {100.0 * correct / done:.2f}")
+    local_views = np.concatenate(view_chunks) if view_chunks else None
+    local_labels = np.concatenate(label_chunks) if label_chunks else np.zeros(0, dtype=np.int64)
+    gathered = all_gather_objects((loader.indices, local_views, local_labels), ctx)
+    if not ctx.is_main:
+        return TestResult(0.0, 0.0, 0.0, 0, 0)
+
+    indices = [i for part in gathered for i in part[0]]
+    if sorted(indices) != list(range(len(records))):
+        raise RunnerConfigError(f"{cfg.test_list}: ranks covered {len(indices)} entries of {len(records)}")
+    view_scores = np.empty((len(records),) + next(p[1] for p in gathered if p[1] is not None).shape[1:],
+                           dtype=np.float32)
+    labels_all = np.empty(len(records), dtype=np.int64)
+    for part_indices, part_views, part_labels in gathered:
+        if part_views is not None:
+            view_scores[part_indices] = part_views
+            labels_all[part_indices] = part_labels
+    top1, top5, mean_cls, per_class = summarize(view_scores.mean(axis=1), labels_all)
+    result = TestResult(top1=top1, top5=top5, mean_class_accuracy=mean_cls, num_videos=len(records),
+                        views=view_scores.shape[1], class_accuracy=per_class)
+    run_log.line("Class accuracy: " + " ".join(f"{c}:{a:.2f}" for c, a in sorted(per_class.items())))
+    run_log.line(f"Overall top-1: {top1:.2f}%  Overall top-5: {top5:.2f}%  "
+                 f"Mean class accuracy: {mean_cls:.2f}%  ({len(records)} videos, {len(per_class)} classes, "
+                 f"{result.views} views per video)")
+    if cfg.save_scores:
+        result.scores_path = write_scores(cfg.save_scores, names=[r.path for r in records], view_scores=view_scores,
+                                          labels=labels_all)
+        run_log.line(f"scores saved to {result.scores_path}")
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `python -m train.test_models`."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    cfg = parse_test_args(argv)
+    try:
+        run_test(cfg)
+    except VideoprepError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
