@@ -136,6 +136,8 @@ def make_views(
     seq_length: int,
     test_crops: int = 1,
     rng: np.random.Generator | None = None,
+    crop_size: int = transforms.CROP_SIZE,
+    scale_size: int = transforms.SCALE_SIZE,
 ) -> torch.Tensor:
     """Decoded frames [S*T, H, W, 3] uint8 -> views [V, C, T, h, w] uint8 by the official transforms.
 
@@ -147,11 +149,16 @@ def make_views(
     if mode == "train":
         if rng is None:
             raise ValueError("mode 'train' draws a random crop: pass rng")
-        params = transforms.sample_train_crop(clip.shape[-2], clip.shape[-1], rng=rng)
+        params = transforms.sample_train_crop(clip.shape[-2], clip.shape[-1], rng=rng, out_size=crop_size)
         return torch.stack([transforms.train_transform(seg, params) for seg in segments])
     if mode == "val":
-        return torch.stack([transforms.val_transform(seg) for seg in segments])
-    return torch.cat([transforms.test_transform(seg, test_crops=test_crops) for seg in segments])
+        return torch.stack(
+            [transforms.val_transform(seg, scale_size=scale_size, crop_size=crop_size) for seg in segments]
+        )
+    return torch.cat([
+        transforms.test_transform(seg, test_crops=test_crops, crop_size=crop_size, scale_size=scale_size)
+        for seg in segments
+    ])
 
 
 class DaliVideoLoader:
@@ -177,6 +184,9 @@ class DaliVideoLoader:
         sample_rate: int = 8,
         test_segments: int = 10,
         test_crops: int = 1,
+        crop_size: int = transforms.CROP_SIZE,
+        scale_size: int = transforms.SCALE_SIZE,
+        verify_frame_num: bool = False,
         shard_id: int = 0,
         num_shards: int = 1,
         shuffle: bool | None = None,
@@ -205,6 +215,10 @@ class DaliVideoLoader:
         self.sample_rate = sample_rate
         self.num_segments = test_segments if mode == "test" else num_segments
         self.test_crops = test_crops
+        if crop_size > scale_size:
+            raise ValueError(f"crop_size ({crop_size}) must be <= scale_size ({scale_size})")
+        self.crop_size, self.scale_size = crop_size, scale_size
+        self.verify_frame_num = verify_frame_num
         self.seed = seed
         self.drop_last = (mode == "train") if drop_last is None else drop_last
         self.subset = list(subset) if subset is not None else None
@@ -270,7 +284,7 @@ class DaliVideoLoader:
     def _views(self, plan: SamplePlan, frames: torch.Tensor) -> torch.Tensor:
         return make_views(
             frames, mode=self.mode, num_segments=self.num_segments, seq_length=self.seq_length,
-            test_crops=self.test_crops, rng=plan.rng,
+            test_crops=self.test_crops, rng=plan.rng, crop_size=self.crop_size, scale_size=self.scale_size,
         )
 
     # ------------------------------------------------------------------ bad samples
@@ -309,6 +323,8 @@ class DaliVideoLoader:
             raise DecodeError(path, f"cannot read: {exc.strerror}") from None
         summary = stream_summary(encoded, name=path)
         check_codec(path, summary.codec, device=self.device)
+        if self.verify_frame_num and summary.frames < record.frame_num:
+            raise FrameIndexError(path, f"the video has only {summary.frames} frames")
         rng = sample_rng(seed=self.seed, epoch=self.epoch, index=index) if self.mode == "train" else None
         segments = clip_indices(
             record.frame_num, num_segments=self.num_segments, seq_length=self.seq_length,
@@ -432,6 +448,9 @@ def build_dali_loader(
     max_bad_fraction: float = 0.01,
     min_bad_samples: int = MIN_BAD_SAMPLES,
     check_files: bool = False,
+    crop_size: int = transforms.CROP_SIZE,
+    scale_size: int = transforms.SCALE_SIZE,
+    verify_frame_num: bool = False,
     device: Device = "auto",
     device_id: int | None = None,
     num_threads: int = 2,
@@ -452,7 +471,8 @@ def build_dali_loader(
     return DaliVideoLoader(
         records, list_file=os.fspath(list_file), root_path=root, mode=mode, batch_size=batch_size,
         num_segments=num_segments, seq_length=seq_length, sample_rate=sample_rate,
-        test_segments=test_segments, test_crops=test_crops, shard_id=shard, num_shards=replicas,
+        test_segments=test_segments, test_crops=test_crops, crop_size=crop_size, scale_size=scale_size,
+        verify_frame_num=verify_frame_num, shard_id=shard, num_shards=replicas,
         shuffle=shuffle, seed=seed, drop_last=drop_last, subset=subset,
         max_bad_fraction=max_bad_fraction, min_bad_samples=min_bad_samples, device=device,
         device_id=device_id, num_threads=num_threads,

@@ -209,8 +209,6 @@ def build_loader(
     if not 0.0 <= max_bad_fraction <= 1.0:
         raise ValueError(f"max_bad_fraction ({max_bad_fraction}) must be in 0..1")
     if backend == "dali":  # a whole DALI pipeline, not a per-sample reader; options: device, num_threads
-        if (crop_size, scale_size) != (224, 256):
-            raise ValueError(f"crop_size/scale_size ({crop_size}/{scale_size}) are not supported by the dali backend")
         from pipelines.dali import build_dali_loader
 
         return build_dali_loader(
@@ -219,7 +217,8 @@ def build_loader(
             test_crops=test_crops, num_classes=num_classes, distributed=distributed,
             num_replicas=num_replicas, rank=rank, seed=seed, shuffle=shuffle, drop_last=drop_last,
             subset=subset, max_bad_fraction=max_bad_fraction, min_bad_samples=min_bad_samples,
-            check_files=check_files, **(backend_options or {}),
+            check_files=check_files, crop_size=crop_size, scale_size=scale_size,
+            verify_frame_num=verify_frame_num, **(backend_options or {}),
         )
     dataset = VideoClipDataset(
         list_file, mode=mode, root_path=root_path, backend=backend, backend_options=backend_options,

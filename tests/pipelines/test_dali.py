@@ -119,6 +119,29 @@ def test_batches_match_the_pyav_loader(dataset_dir: Path, mode: str, extra: dict
             assert diff <= CLIP_MEAN_TOL, f"{mode} epoch {epoch}: clips differ by {diff:.2f} on average"
 
 
+def test_crop_and_scale_sizes_follow_build_loader(dataset_dir: Path) -> None:
+    common = dict(root_path=dataset_dir, mode="test", batch_size=2, seq_length=2, sample_rate=4, test_segments=1,
+                  test_crops=10, crop_size=112, scale_size=128, subset=[1, 2])
+    dali = build_loader(dataset_dir / "train.txt", backend="dali", backend_options={"device": "cpu"}, **common)
+    pyav = build_loader(dataset_dir / "train.txt", backend="pyav", workers=0, **common)
+    (clips, labels), (ref, ref_labels) = next(iter(dali)), next(iter(pyav))
+    assert clips.shape == ref.shape == (2, 10, 3, 2, 112, 112)
+    assert labels.tolist() == ref_labels.tolist() == [1, 2]
+    assert (clips.int() - ref.int()).abs().float().mean().item() <= CLIP_MEAN_TOL
+
+
+def test_verify_frame_num_reports_an_overstated_count(dataset_dir: Path, tmp_path: Path) -> None:
+    """Clips that fall inside the video would hide a wrong frame_num; verify_frame_num catches it."""
+    (tmp_path / "a.webm").symlink_to(dataset_dir / "a.webm")
+    write_list(tmp_path / "list.txt", [ListRecord("a.webm", 44, 0)] + [ListRecord("a.webm", 40, 1)] * 3)
+    options = dict(root_path=tmp_path, backend="dali", mode="val", batch_size=1, seq_length=2, sample_rate=1,
+                   backend_options={"device": "cpu"}, subset=[0])
+    assert next(iter(build_loader(tmp_path / "list.txt", **options)))[1].tolist() == [0]
+    loader = build_loader(tmp_path / "list.txt", verify_frame_num=True, **options)
+    assert next(iter(loader))[1].tolist() == [1]  # replaced by a correct entry
+    assert loader.bad_samples == {0: "the video has only 40 frames"}
+
+
 def test_training_clips_change_with_the_epoch_and_repeat_with_the_seed(dataset_dir: Path) -> None:
     def first_batch(epoch: int) -> torch.Tensor:
         loader = build_loader(
