@@ -52,7 +52,7 @@ def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
     Typical order: download -> validate -> transcode -> index -> bench -> train -> test.
     """
     level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     ctx.obj = {"quiet": quiet}
 
 
