@@ -20,7 +20,7 @@ from typing import Any, Literal
 from videoprep.atomic import Journal, atomic_write_text
 from videoprep.errors import LayoutError, ProbeError, VideoprepError
 from videoprep.layout import SAFE_VIEW_DIRNAME, Layout, discover, link_safe_view, plan_safe_view
-from videoprep.parallel import run_isolated
+from videoprep.parallel import init_plain_worker, run_isolated
 from videoprep.probe import VIDEO_EXTENSIONS, probe_video
 from videoprep.progress import ProgressFn, no_progress
 from videoprep.records import ListRecord, write_class_map, write_list
@@ -243,7 +243,7 @@ def _probe_all(
 
     log.info("probing %d videos (%d known from the journal)", len(todo), reused)
     with journal:
-        for task in run_isolated(probe_for_index, todo, jobs=config.jobs, timeout_s=config.timeout_s):
+        for task in run_isolated(probe_for_index, todo, jobs=config.jobs, timeout_s=config.timeout_s, initializer=init_plain_worker):
             relpath, size, mtime_ns = todo[task.item]
             outcome = task.value if task.ok else {"info": None, "error": task.error}
             entry = {"relpath": relpath, "size": size, "mtime_ns": mtime_ns, **outcome}

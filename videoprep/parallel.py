@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
+import signal
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 import pebble
+
+from videoprep.ffmpeg import die_with_parent_hook
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -33,6 +36,20 @@ def default_jobs() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:
         return os.cpu_count() or 1
+
+
+def init_plain_worker() -> None:
+    """Initializer for workers that hold no resources (probing, decoding checks).
+
+    SIGTERM, how the pool stops a worker past its time limit, ends it at once:
+    pebble's own handler is Python code that waits until a stuck demuxer
+    returns (then SIGKILL after 3 s). The worker also dies with its parent,
+    so a stage killed with SIGKILL leaves no workers behind.
+    """
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    hook = die_with_parent_hook(signal.SIGKILL)
+    if hook is not None:
+        hook()
 
 
 def run_isolated(

@@ -24,7 +24,7 @@ import av
 from videoprep.atomic import atomic_write_json, atomic_write_text
 from videoprep.errors import ProbeError, VideoprepError
 from videoprep.layout import discover, missing_clips
-from videoprep.parallel import run_isolated
+from videoprep.parallel import init_plain_worker, run_isolated
 from videoprep.probe import probe_video
 from videoprep.progress import ProgressFn, no_progress
 
@@ -149,7 +149,7 @@ def run_validate(config: ValidateConfig, *, on_progress: ProgressFn | None = Non
     )
     by_path = {os.path.join(root, rel): rel for rel in relpaths}
     bad: list[BadVideo] = []
-    tasks = run_isolated(check, by_path, jobs=config.jobs, timeout_s=config.timeout_s)
+    tasks = run_isolated(check, by_path, jobs=config.jobs, timeout_s=config.timeout_s, initializer=init_plain_worker)
     for done, task in enumerate(tasks, start=1):
         rel = by_path[task.item]
         if task.ok:
