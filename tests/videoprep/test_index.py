@@ -183,6 +183,22 @@ def test_kill_9_mid_run_then_rerun_finishes_the_rest(tmp_path):
     assert {r.frame_num for r in read_list(out / "train.txt")} == {250}
 
 
+def test_a_probe_past_its_time_limit_costs_only_its_video(tmp_path):
+    """An MPEG-PS file with a 1 GiB sparse zero tail keeps the demuxer scanning far past the limit."""
+    root = tmp_path / "root"
+    write_video(root / "a" / "fine.mp4", num_frames=30)
+    slow = write_video(root / "a" / "slow.mpg", num_frames=30, codec="mpeg1video")
+    os.truncate(slow, 1 << 30)  # sparse: no disk used
+    config = IndexConfig(video_root=root, out_dir=tmp_path / "lists", jobs=2, timeout_s=1.0)
+    started = time.monotonic()
+    result = run_index(config)
+    assert time.monotonic() - started < 20
+    assert (tmp_path / "lists" / "all.txt").read_text() == "a/fine.mp4 30 0\n"
+    rows = {r["relpath"]: r for r in read_manifest(result.manifest_path)}
+    assert (rows["a/slow.mpg"]["status"], rows["a/slow.mpg"]["reason"]) == ("error", "timed out after 1 s")
+    assert run_index(config).probed == 0  # the verdict is journaled like any other
+
+
 def test_bad_export_name_is_refused(tmp_path):
     with pytest.raises(VideoprepError, match="supported values are mmaction, rawframes, slowfast, dali"):
         IndexConfig(video_root=tmp_path, out_dir=tmp_path / "o", exports=("csv",))
