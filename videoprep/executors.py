@@ -110,6 +110,8 @@ def _call_in_worker(fn: Callable[[T], R], item: T) -> R:
     _task_running = True
     try:
         return fn(item)
+    except WorkerStopped:
+        os._exit(128 + signal.SIGTERM)  # the task has unwound; the pool wants this worker gone
     finally:
         _task_running = False
 

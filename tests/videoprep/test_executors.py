@@ -1,0 +1,97 @@
+"""Executors: per-item results and errors, and no ffmpeg outliving the worker that started it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from videoprep.errors import VideoprepError
+from videoprep.executors import run_tasks
+from videoprep.ffmpeg import run_ffmpeg
+from videoprep.probe import probe_video
+
+
+def _ffmpeg_alive(marker: str) -> list[int]:
+    """Live (not zombie) ffmpeg processes whose command line contains `marker`."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmd = f.read().decode("utf-8", "replace")
+            with open(f"/proc/{entry}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if "ffmpeg" in cmd and marker in cmd and state != "Z":
+            pids.append(int(entry))
+    return pids
+
+
+def _wait_until(predicate, *, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return predicate()
+
+
+def _long_ffmpeg_args(marker: str) -> list[str]:
+    """An ffmpeg run of 100 s (real time: -re) whose command line carries a unique marker (the metadata title)."""
+    return ["-re", "-f", "lavfi", "-i", "testsrc=size=64x48:rate=25", "-t", "100", "-metadata", f"title={marker}",
+            "-f", "null", "-"]
+
+
+def run_long_ffmpeg(marker: str) -> None:
+    """Task function (module level so pool workers can import it)."""
+    run_ffmpeg(_long_ffmpeg_args(marker), target=marker)
+
+
+def test_unknown_executor_lists_the_valid_names():
+    with pytest.raises(VideoprepError, match="executor 'dask' is not one of: local, ray"):
+        list(run_tasks(probe_video, ["x"], executor="dask"))  # type: ignore[arg-type]
+    with pytest.raises(VideoprepError, match="only used by the ray executor"):
+        list(run_tasks(probe_video, ["x"], address="auto"))
+
+
+def test_local_pool_returns_each_items_value_or_error(make_video, tmp_path):
+    good = make_video("a.mp4", num_frames=12)
+    missing = tmp_path / "missing.mp4"
+    results = {r.item: r for r in run_tasks(probe_video, [good, missing], jobs=2)}
+    assert results[good].ok and results[good].value.frames == 12
+    assert not results[missing].ok
+    assert results[missing].error.startswith("ProbeError: ") and "cannot stat" in results[missing].error
+    assert list(run_tasks(probe_video, [], jobs=2)) == []
+
+
+def test_timed_out_task_takes_its_ffmpeg_with_it():
+    marker = f"videoprep-test-{uuid.uuid4().hex}"
+    started = time.monotonic()
+    [result] = list(run_tasks(run_long_ffmpeg, [marker], jobs=1, timeout_s=1.5))
+    assert not result.ok and "timed out after 1.5 s" in result.error
+    assert time.monotonic() - started < 30
+    assert _wait_until(lambda: not _ffmpeg_alive(marker), timeout_s=5)
+
+
+def test_ffmpeg_dies_when_the_process_that_started_it_is_killed(tmp_path):
+    marker = f"videoprep-test-{uuid.uuid4().hex}"
+    script = f"from videoprep.ffmpeg import run_ffmpeg; run_ffmpeg({_long_ffmpeg_args(marker)!r}, target='x')"
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=Path(__file__).resolve().parents[2])
+    try:
+        assert _wait_until(lambda: bool(_ffmpeg_alive(marker)), timeout_s=30), "ffmpeg did not start"
+        proc.send_signal(signal.SIGKILL)  # no Python cleanup runs: only the kernel can stop ffmpeg now
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert _wait_until(lambda: not _ffmpeg_alive(marker), timeout_s=5)
