@@ -39,8 +39,16 @@ def make_dataset(cache: Path, *, videos: int, width: int, height: int, fps: int,
     sources = []
     for seed in range(4):  # distinct content, so probing is not one cached file
         src = root / "_src" / f"seed{seed}.mp4"
-        write_video(src, num_frames=fps * seconds, width=width, height=height, fps=fps, codec="h264",
-                    gop=fps, seed=seed)
+        write_video(
+            src,
+            num_frames=fps * seconds,
+            width=width,
+            height=height,
+            fps=fps,
+            codec="h264",
+            gop=fps,
+            seed=seed,
+        )
         sources.append(src)
     for i in range(videos):
         dst = root / "train" / f"class_{i % NUM_CLASSES:02d}" / f"vid{i:06d}.mp4"
@@ -52,12 +60,16 @@ def make_dataset(cache: Path, *, videos: int, width: int, height: int, fps: int,
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--videos", type=int, default=600)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "videoprep-bench-index")
-    parser.add_argument("--profile", action="store_true", help="cProfile one run (parent process) and print the top")
+    parser.add_argument(
+        "--profile", action="store_true", help="cProfile one run (parent process) and print the top"
+    )
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
 
@@ -79,9 +91,13 @@ def main() -> None:
             prof.runcall(run_index, config)
             pstats.Stats(prof).sort_stats("cumulative").print_stats(25)
     figures = {
-        "videos": args.videos, "jobs": args.jobs, "repeats": args.repeats, "cpus": os.cpu_count(),
+        "videos": args.videos,
+        "jobs": args.jobs,
+        "repeats": args.repeats,
+        "cpus": os.cpu_count(),
         "median_videos_per_s": round(statistics.median(rates), 1),
-        "min_videos_per_s": round(min(rates), 1), "max_videos_per_s": round(max(rates), 1),
+        "min_videos_per_s": round(min(rates), 1),
+        "max_videos_per_s": round(max(rates), 1),
     }
     print(json.dumps(figures))
     if args.json:

@@ -153,11 +153,22 @@ def run_index(config: IndexConfig, *, on_progress: ProgressFn | None = None) -> 
         for name in config.exports:
             exported.append(EXPORTS[name](good, out, split))
     result = IndexResult(
-        lists=lists, counts=counts, classes_path=classes_path, manifest_path=manifest_path,
-        exports=exported, probed=probed, reused=reused, safe_links=len(list_paths),
+        lists=lists,
+        counts=counts,
+        classes_path=classes_path,
+        manifest_path=manifest_path,
+        exports=exported,
+        probed=probed,
+        reused=reused,
+        safe_links=len(list_paths),
     )
-    log.info("indexed %d videos (%d probed, %d from the journal, %d errors)",
-             result.total, probed, reused, result.errors)
+    log.info(
+        "indexed %d videos (%d probed, %d from the journal, %d errors)",
+        result.total,
+        probed,
+        reused,
+        result.errors,
+    )
     return result
 
 
@@ -219,8 +230,13 @@ def _probe_all(
         try:
             st = os.stat(full)
         except OSError as exc:  # vanished since discovery: recorded, not journaled
-            results[video.relpath] = {"relpath": video.relpath, "size": 0, "mtime_ns": 0, "info": None,
-                                      "error": f"cannot stat: {exc.strerror}"}
+            results[video.relpath] = {
+                "relpath": video.relpath,
+                "size": 0,
+                "mtime_ns": 0,
+                "info": None,
+                "error": f"cannot stat: {exc.strerror}",
+            }
             continue
         key = (video.relpath, st.st_size, st.st_mtime_ns)
         current.add(key)
@@ -243,7 +259,10 @@ def _probe_all(
 
     log.info("probing %d videos (%d known from the journal)", len(todo), reused)
     with journal:
-        for task in run_isolated(probe_for_index, todo, jobs=config.jobs, timeout_s=config.timeout_s, initializer=init_plain_worker):
+        tasks = run_isolated(
+            probe_for_index, todo, jobs=config.jobs, timeout_s=config.timeout_s, initializer=init_plain_worker
+        )
+        for task in tasks:
             relpath, size, mtime_ns = todo[task.item]
             outcome = task.value if task.ok else {"info": None, "error": task.error}
             entry = {"relpath": relpath, "size": size, "mtime_ns": mtime_ns, **outcome}
@@ -268,24 +287,26 @@ def _manifest_rows(
             status, reason = "unlabelled", video.note
         else:
             status, reason = "ok", ""
-        rows.append(ManifestRow(
-            relpath=video.relpath,
-            list_path=list_paths.get(video.relpath, video.relpath),
-            split=video.split,
-            label=video.label or "",
-            label_index=index[video.label] if video.label is not None else None,
-            frames=info.get("frames"),
-            fps=info.get("fps"),
-            duration_s=info.get("duration_s"),
-            width=info.get("width"),
-            height=info.get("height"),
-            codec=info.get("codec", ""),
-            pix_fmt=info.get("pix_fmt", ""),
-            constant_frame_rate=info.get("constant_frame_rate"),
-            size_bytes=entry["size"],
-            status=status,
-            reason=reason,
-        ))
+        rows.append(
+            ManifestRow(
+                relpath=video.relpath,
+                list_path=list_paths.get(video.relpath, video.relpath),
+                split=video.split,
+                label=video.label or "",
+                label_index=index[video.label] if video.label is not None else None,
+                frames=info.get("frames"),
+                fps=info.get("fps"),
+                duration_s=info.get("duration_s"),
+                width=info.get("width"),
+                height=info.get("height"),
+                codec=info.get("codec", ""),
+                pix_fmt=info.get("pix_fmt", ""),
+                constant_frame_rate=info.get("constant_frame_rate"),
+                size_bytes=entry["size"],
+                status=status,
+                reason=reason,
+            )
+        )
     rows.sort(key=lambda r: r.list_path)
     return rows
 

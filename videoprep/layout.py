@@ -95,7 +95,9 @@ def link_safe_view(*, video_root: Path, safe_dir: Path, plan: dict[str, str]) ->
     view = Path(os.path.abspath(safe_dir))
     prefix = os.path.relpath(view, root).replace(os.sep, "/")
     if not is_safe_relpath(prefix):
-        raise LayoutError(view, f"the safe view's path from the video root ({prefix!r}) is not whitespace-free")
+        raise LayoutError(
+            view, f"the safe view's path from the video root ({prefix!r}) is not whitespace-free"
+        )
     view.mkdir(parents=True, exist_ok=True)
     marker = view / SAFE_VIEW_MARKER
     if not marker.exists():
@@ -184,9 +186,7 @@ def _class_key(name: str) -> str:
     return _CLASS_KEY_DROP.sub("", name.lower())
 
 
-def load_annotations(
-    video_root: Path, annotations: Path | None
-) -> tuple[dict[str, Path], list[Clip]]:
+def load_annotations(video_root: Path, annotations: Path | None) -> tuple[dict[str, Path], list[Clip]]:
     """Annotation CSVs (split -> file) and their clips: from `annotations`, else `{root}/annotations/`."""
     folder = annotations
     if folder is None:
@@ -250,19 +250,33 @@ def resolve_layout(
     for rel, video_split, rest in placed:
         folder = rest[0] if len(rest) >= 2 else None
         label, note = _label_for(
-            stem=PurePosixPath(rel).stem, folder=folder, by_clip=by_clip, exact=exact, loose=loose,
-            annotated=bool(clips), num_classes=len(classes),
+            stem=PurePosixPath(rel).stem,
+            folder=folder,
+            by_clip=by_clip,
+            exact=exact,
+            loose=loose,
+            annotated=bool(clips),
+            num_classes=len(classes),
         )
         videos.append(VideoFile(relpath=rel, split=video_split, label=label, note=note))
     return Layout(
-        root=Path(video_root), videos=videos, classes=classes,
-        annotation_files=dict(annotation_files or {}), clips=list(clips),
+        root=Path(video_root),
+        videos=videos,
+        classes=classes,
+        annotation_files=dict(annotation_files or {}),
+        clips=list(clips),
     )
 
 
 def _label_for(
-    *, stem: str, folder: str | None, by_clip: dict[str, Clip], exact: set[str], loose: dict[str, str],
-    annotated: bool, num_classes: int,
+    *,
+    stem: str,
+    folder: str | None,
+    by_clip: dict[str, Clip],
+    exact: set[str],
+    loose: dict[str, str],
+    annotated: bool,
+    num_classes: int,
 ) -> tuple[str | None, str]:
     """(class name, "") for a labelled video, else (None, why not)."""
     clip = by_clip.get(stem)
@@ -294,8 +308,13 @@ def discover(
     files, clips = load_annotations(root, Path(annotations) if annotations is not None else None)
     relpaths = find_video_files(root, skip_dirs=skip_dirs)
     layout = resolve_layout(root, relpaths, annotation_files=files, clips=clips, split=split)
-    log.info("%s: %d videos in split(s) %s, %d classes", root, len(layout.videos),
-             ", ".join(layout.splits) or "-", len(layout.classes))
+    log.info(
+        "%s: %d videos in split(s) %s, %d classes",
+        root,
+        len(layout.videos),
+        ", ".join(layout.splits) or "-",
+        len(layout.classes),
+    )
     return layout
 
 

@@ -31,8 +31,18 @@ from videoprep.progress import ProgressFn, no_progress
 log = logging.getLogger(__name__)
 
 Reason = Literal[
-    "empty", "moov_missing", "truncated", "unreadable", "no_video_stream", "check_failed",
-    "undecodable", "too_short", "variable_frame_rate", "not_420", "odd_dimensions", "missing",
+    "empty",
+    "moov_missing",
+    "truncated",
+    "unreadable",
+    "no_video_stream",
+    "check_failed",
+    "undecodable",
+    "too_short",
+    "variable_frame_rate",
+    "not_420",
+    "odd_dimensions",
+    "missing",
 ]
 # Worst first: the primary reason of a bad video is the first of these it has.
 REASONS: dict[str, str] = {
@@ -144,12 +154,17 @@ def run_validate(config: ValidateConfig, *, on_progress: ProgressFn | None = Non
     total = len(relpaths)
     progress(0, total)
     check = functools.partial(
-        check_video, full=config.full, min_frames=config.min_frames,
-        sample_frames=config.sample_frames, seed=config.seed,
+        check_video,
+        full=config.full,
+        min_frames=config.min_frames,
+        sample_frames=config.sample_frames,
+        seed=config.seed,
     )
     by_path = {os.path.join(root, rel): rel for rel in relpaths}
     bad: list[BadVideo] = []
-    tasks = run_isolated(check, by_path, jobs=config.jobs, timeout_s=config.timeout_s, initializer=init_plain_worker)
+    tasks = run_isolated(
+        check, by_path, jobs=config.jobs, timeout_s=config.timeout_s, initializer=init_plain_worker
+    )
     for done, task in enumerate(tasks, start=1):
         rel = by_path[task.item]
         if task.ok:
@@ -162,10 +177,12 @@ def run_validate(config: ValidateConfig, *, on_progress: ProgressFn | None = Non
     for clip in missing_clips(layout):
         csv_path = layout.annotation_files.get(clip.split)
         where = f" in {csv_path.name}" if csv_path else ""
-        bad.append(_bad_video(
-            f"{clip.split}/{clip.clip_id}",
-            [Finding("missing", f"annotated{where} ({clip.label or 'no label'}) but no file on disk")],
-        ))
+        bad.append(
+            _bad_video(
+                f"{clip.split}/{clip.clip_id}",
+                [Finding("missing", f"annotated{where} ({clip.label or 'no label'}) but no file on disk")],
+            )
+        )
     bad.sort(key=lambda b: b.relpath)
     if config.quarantine is not None:
         bad = [_quarantine(b, root=root, quarantine=Path(config.quarantine)) for b in bad]
@@ -209,10 +226,16 @@ def write_report(path: Path, result: ValidateResult, *, video_root: Path) -> Pat
     """Atomically write one row per bad video: CSV or JSON, picked by the extension."""
     rows = [asdict(b) for b in result.bad]
     if path.suffix.lower() == ".json":
-        atomic_write_json(path, {
-            "video_root": str(video_root), "checked": result.checked, "bad_count": len(rows),
-            "counts": result.counts, "bad": rows,
-        })
+        atomic_write_json(
+            path,
+            {
+                "video_root": str(video_root),
+                "checked": result.checked,
+                "bad_count": len(rows),
+                "counts": result.counts,
+                "bad": rows,
+            },
+        )
     else:
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=REPORT_COLUMNS, lineterminator="\n")
@@ -226,7 +249,12 @@ def write_report(path: Path, result: ValidateResult, *, video_root: Path) -> Pat
 
 
 def check_video(
-    path: str | os.PathLike[str], *, full: bool = False, min_frames: int = 57, sample_frames: int = 3, seed: int = 0
+    path: str | os.PathLike[str],
+    *,
+    full: bool = False,
+    min_frames: int = 57,
+    sample_frames: int = 3,
+    seed: int = 0,
 ) -> VideoCheck:
     """Every problem of one video: container structure, probe, decoding, then training constraints."""
     path = os.fspath(path)
@@ -244,7 +272,9 @@ def check_video(
     except ProbeError as exc:
         return VideoCheck([*findings, _probe_finding(path, exc)])
     rng = random.Random(seed ^ zlib.crc32(path.encode("utf-8", "surrogateescape")))
-    findings += decode_findings(path, expected_frames=info.frames, full=full, sample_frames=sample_frames, rng=rng)
+    findings += decode_findings(
+        path, expected_frames=info.frames, full=full, sample_frames=sample_frames, rng=rng
+    )
     if info.frames < min_frames:
         findings.append(Finding("too_short", f"{info.frames} frames < --min-frames {min_frames}"))
     if not info.constant_frame_rate:
@@ -310,14 +340,19 @@ def _mp4_findings(f: io.BufferedReader, size: int) -> list[Finding]:
             box_size = size - offset
         label = name.decode("latin-1")
         if box_size < header_len:
-            findings.append(Finding("unreadable", f"box {label!r} at offset {offset} has invalid size {box_size}"))
+            findings.append(
+                Finding("unreadable", f"box {label!r} at offset {offset} has invalid size {box_size}")
+            )
             break
         names.append(name)
         if offset + box_size > size:
-            findings.append(Finding(
-                "truncated", f"box {label!r} at offset {offset} declares {box_size} bytes; the file ends "
-                f"{offset + box_size - size} bytes short",
-            ))
+            findings.append(
+                Finding(
+                    "truncated",
+                    f"box {label!r} at offset {offset} declares {box_size} bytes; the file ends "
+                    f"{offset + box_size - size} bytes short",
+                )
+            )
             break
         offset += box_size
     if b"moov" not in names:
@@ -333,10 +368,13 @@ def _riff_findings(f: io.BufferedReader, size: int) -> list[Finding]:
         chunk_size = int.from_bytes(header[4:8], "little")
         end = offset + 8 + chunk_size + (chunk_size & 1)
         if end > size + (chunk_size & 1):
-            return [Finding(
-                "truncated", f"RIFF chunk {header[8:12].decode('latin-1')!r} at offset {offset} declares "
-                f"{chunk_size} bytes; the file ends {end - size} bytes short",
-            )]
+            return [
+                Finding(
+                    "truncated",
+                    f"RIFF chunk {header[8:12].decode('latin-1')!r} at offset {offset} declares "
+                    f"{chunk_size} bytes; the file ends {end - size} bytes short",
+                )
+            ]
         offset = end
     return []
 
@@ -347,7 +385,7 @@ def _read_vint(data: bytes, pos: int, *, keep_marker: bool) -> tuple[int, int, b
     length = 9 - first.bit_length() if first else 9
     if length > 8 or pos + length > len(data):
         raise ValueError("bad EBML integer")
-    value = int.from_bytes(data[pos:pos + length], "big")
+    value = int.from_bytes(data[pos : pos + length], "big")
     marker = 1 << (7 * length)
     payload = value - marker
     return (value if keep_marker else payload), length, payload == marker - 1
@@ -371,7 +409,12 @@ def _matroska_findings(f: io.BufferedReader, size: int) -> list[Finding]:
         return []  # a live-style stream of unknown length: nothing to compare
     end = pos + id_len + size_len + seg_size
     if end > size:
-        return [Finding("truncated", f"Matroska segment declares {seg_size} bytes; the file ends {end - size} bytes short")]
+        return [
+            Finding(
+                "truncated",
+                f"Matroska segment declares {seg_size} bytes; the file ends {end - size} bytes short",
+            )
+        ]
     return []
 
 
@@ -396,13 +439,17 @@ def decode_findings(
         return [Finding("undecodable", f"{getattr(exc, 'strerror', None) or exc}")]
 
 
-def _presentation_pts(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> list[int]:
+def _presentation_pts(
+    container: av.container.InputContainer, stream: av.video.stream.VideoStream
+) -> list[int]:
     """Sorted pts of the packets a decoder turns into frames."""
     pts = [p.pts for p in container.demux(stream) if p.size and not p.is_discard and p.pts is not None]
     return sorted(pts)
 
 
-def _decode_every(container: av.container.InputContainer, stream: av.video.stream.VideoStream, expected: int) -> list[Finding]:
+def _decode_every(
+    container: av.container.InputContainer, stream: av.video.stream.VideoStream, expected: int
+) -> list[Finding]:
     """Decode all packets, going on after errors, and compare the count with the probe's."""
     decoded, failed, first_error = 0, 0, ""
     for number, packet in enumerate(container.demux(stream)):
@@ -413,14 +460,19 @@ def _decode_every(container: av.container.InputContainer, stream: av.video.strea
             first_error = first_error or f"packet {number}: {getattr(exc, 'strerror', None) or exc}"
     findings = []
     if failed:
-        findings.append(Finding("undecodable", f"{failed} packet(s) failed to decode; first at {first_error}"))
+        findings.append(
+            Finding("undecodable", f"{failed} packet(s) failed to decode; first at {first_error}")
+        )
     if decoded < expected:
         findings.append(Finding("undecodable", f"decoder yielded {decoded} of {expected} frames"))
     return findings
 
 
 def _decode_at(
-    container: av.container.InputContainer, stream: av.video.stream.VideoStream, pts: list[int], picks: list[int]
+    container: av.container.InputContainer,
+    stream: av.video.stream.VideoStream,
+    pts: list[int],
+    picks: list[int],
 ) -> list[Finding]:
     """Seek to the keyframe before each picked frame and decode forward until it comes out."""
     findings = []
@@ -433,7 +485,9 @@ def _decode_at(
     return findings
 
 
-def _decode_until(container: av.container.InputContainer, stream: av.video.stream.VideoStream, target: int) -> str:
+def _decode_until(
+    container: av.container.InputContainer, stream: av.video.stream.VideoStream, target: int
+) -> str:
     """Decode forward to the frame with pts `target`; '' when it decoded, else what went wrong."""
     try:
         for packet in container.demux(stream):

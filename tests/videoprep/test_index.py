@@ -42,7 +42,9 @@ def test_index_class_folders(class_tree, tmp_path):
     out = tmp_path / "lists"
     progress = []
     result = run_index(
-        IndexConfig(video_root=class_tree, out_dir=out, jobs=2, exports=("mmaction", "rawframes", "slowfast", "dali")),
+        IndexConfig(
+            video_root=class_tree, out_dir=out, jobs=2, exports=("mmaction", "rawframes", "slowfast", "dali")
+        ),
         on_progress=lambda done, total: progress.append((done, total)),
     )
     safe = f"_videoprep_safe/train/{SAFE_AMFOOT}"
@@ -67,16 +69,32 @@ def test_index_class_folders(class_tree, tmp_path):
     assert len(rows) == 6
     amfoot = rows[f"train/{AMFOOT}/bbbbbbbbbbb_000002_000012.mp4"]
     assert amfoot["list_path"] == f"{safe}/bbbbbbbbbbb_000002_000012.mp4"
-    assert (amfoot["status"], amfoot["label"], amfoot["label_index"], amfoot["frames"]) == ("ok", AMFOOT, "1", "31")
-    assert (amfoot["codec"], amfoot["width"], amfoot["height"], amfoot["constant_frame_rate"]) == ("h264", "64", "48", "True")
+    assert (amfoot["status"], amfoot["label"], amfoot["label_index"], amfoot["frames"]) == (
+        "ok",
+        AMFOOT,
+        "1",
+        "31",
+    )
+    assert (amfoot["codec"], amfoot["width"], amfoot["height"], amfoot["constant_frame_rate"]) == (
+        "h264",
+        "64",
+        "48",
+        "True",
+    )
     assert float(amfoot["duration_s"]) == pytest.approx(31 / 25)
     broken = rows["val/abseiling/broken.mp4"]
     assert broken["status"] == "error" and broken["reason"] and broken["frames"] == ""
     assert rows["val/abseiling/ddddddddddd_000004_000014.webm"]["pix_fmt"] == "yuv420p"
 
-    assert (out / "val_mmaction.txt").read_text().splitlines()[1] == "val/abseiling/ddddddddddd_000004_000014.webm 0"
-    assert (out / "val_rawframes.txt").read_text().splitlines()[1] == "val/abseiling/ddddddddddd_000004_000014 33 0"
-    assert (out / "slowfast" / "train.csv").read_text().splitlines()[2] == "train/abseiling/aaaaaaaaaaa_000001_000011.mp4 0"
+    assert (out / "val_mmaction.txt").read_text().splitlines()[
+        1
+    ] == "val/abseiling/ddddddddddd_000004_000014.webm 0"
+    assert (out / "val_rawframes.txt").read_text().splitlines()[
+        1
+    ] == "val/abseiling/ddddddddddd_000004_000014 33 0"
+    assert (out / "slowfast" / "train.csv").read_text().splitlines()[
+        2
+    ] == "train/abseiling/aaaaaaaaaaa_000001_000011.mp4 0"
     assert (out / "train_dali.txt").read_text().splitlines()[0] == f"{safe}/-ccccccccc_000003_000013.mkv 1"
     assert len(result.exports) == 8
     for path in out.rglob("*.txt"):
@@ -87,7 +105,9 @@ def test_index_flat_cvdf_with_annotations(tmp_path):
     root = tmp_path / "cvdf"
     ann = root / "annotations"
     ann.mkdir(parents=True)
-    (ann / "train.csv").write_text(CSV_HEADER + f'"{AMFOOT}",aaaaaaaaaaa,1,11,train,0\nzumba,bbbbbbbbbbb,2,12,train,0\n')
+    (ann / "train.csv").write_text(
+        CSV_HEADER + f'"{AMFOOT}",aaaaaaaaaaa,1,11,train,0\nzumba,bbbbbbbbbbb,2,12,train,0\n'
+    )
     (ann / "validate.csv").write_text(CSV_HEADER + "abseiling,ccccccccccc,3,13,val,0\n")
     (ann / "test.csv").write_text("youtube_id,time_start,time_end,split\nddddddddddd,4,14,test\n")
     write_video(root / "train" / "aaaaaaaaaaa_000001_000011.mp4", num_frames=26)
@@ -111,7 +131,9 @@ def test_index_flat_cvdf_with_annotations(tmp_path):
     assert rows["train/zzzzzzzzzzz_000000_000010.mp4"]["reason"] == "clip not in the annotation CSVs"
 
     # --split with an explicit annotations folder indexes just that split.
-    only = run_index(IndexConfig(video_root=root, out_dir=tmp_path / "val_only", annotations=ann, split="val"))
+    only = run_index(
+        IndexConfig(video_root=root, out_dir=tmp_path / "val_only", annotations=ann, split="val")
+    )
     assert list(only.lists) == ["val"] and only.counts["val"].listed == 1
 
 
@@ -137,7 +159,9 @@ def test_rerun_reuses_journal_and_reprobes_only_changed_files(class_tree, tmp_pa
     write_video(changed, num_frames=44)
     third = run_index(config)
     assert (third.probed, third.reused) == (1, 5)
-    assert "train/abseiling/aaaaaaaaaaa_000001_000011.mp4 44 0" in (out / "train.txt").read_text().splitlines()
+    assert (
+        "train/abseiling/aaaaaaaaaaa_000001_000011.mp4 44 0" in (out / "train.txt").read_text().splitlines()
+    )
     entries = [json.loads(line) for line in (out / JOURNAL_NAME).read_text().splitlines()]
     assert len(entries) == 6 and len({e["relpath"] for e in entries}) == 6  # the stale entry is gone
     assert first.total == third.total == 6
@@ -158,8 +182,20 @@ def test_kill_9_mid_run_then_rerun_finishes_the_rest(tmp_path):
     out = tmp_path / "lists"
     journal = out / JOURNAL_NAME
     proc = subprocess.Popen(
-        [sys.executable, "-c", "from cli import main; main()", "index", str(root), "--out", str(out), "-j", "1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        [
+            sys.executable,
+            "-c",
+            "from cli import main; main()",
+            "index",
+            str(root),
+            "--out",
+            str(out),
+            "-j",
+            "1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     deadline = time.monotonic() + 60
     try:
@@ -207,7 +243,9 @@ def test_bad_export_name_is_refused(tmp_path):
 def test_cli_index(class_tree, tmp_path):
     runner = CliRunner()
     out = tmp_path / "lists"
-    ok = runner.invoke(cli, ["index", str(class_tree), "--out", str(out), "-j", "2", "--export", "mmaction,dali"])
+    ok = runner.invoke(
+        cli, ["index", str(class_tree), "--out", str(out), "-j", "2", "--export", "mmaction,dali"]
+    )
     assert ok.exit_code == 0, ok.output
     assert ok.stdout.split() == [str(out / "train.txt"), str(out / "val.txt")]
     assert "1 video(s) could not be probed" in ok.stderr
@@ -218,7 +256,9 @@ def test_cli_index(class_tree, tmp_path):
     missing_root = runner.invoke(cli, ["index", str(tmp_path / "nope"), "--out", str(out)])
     assert missing_root.exit_code == 2
     (tmp_path / "empty_ann").mkdir()
-    no_csv = runner.invoke(cli, ["index", str(class_tree), "--out", str(out), "--annotations", str(tmp_path / "empty_ann")])
+    no_csv = runner.invoke(
+        cli, ["index", str(class_tree), "--out", str(out), "--annotations", str(tmp_path / "empty_ann")]
+    )
     assert no_csv.exit_code == 1 and "no annotation CSV" in no_csv.output
     no_split = runner.invoke(cli, ["index", str(class_tree), "--out", str(out), "--split", "test"])
     assert no_split.exit_code == 1 and "no videos found in split 'test'" in no_split.output

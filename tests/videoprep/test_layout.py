@@ -59,14 +59,22 @@ def test_plan_only_unsafe_paths_and_resolve_collisions():
 
 
 def test_resolve_class_folders_without_annotations():
-    layout = resolve_layout(Path("/data/k400"), [
-        "train/b class/x.mp4", "train/a/y.mp4", "validation/a/z.webm", "test/c/w.mkv",
-    ])
+    layout = resolve_layout(
+        Path("/data/k400"),
+        [
+            "train/b class/x.mp4",
+            "train/a/y.mp4",
+            "validation/a/z.webm",
+            "test/c/w.mkv",
+        ],
+    )
     assert layout.classes == ["a", "b class", "c"]
     got = {v.relpath: (v.split, v.label) for v in layout.videos}
     assert got == {
-        "train/b class/x.mp4": ("train", "b class"), "train/a/y.mp4": ("train", "a"),
-        "validation/a/z.webm": ("val", "a"), "test/c/w.mkv": ("test", "c"),
+        "train/b class/x.mp4": ("train", "b class"),
+        "train/a/y.mp4": ("train", "a"),
+        "validation/a/z.webm": ("val", "a"),
+        "test/c/w.mkv": ("test", "c"),
     }
     assert layout.splits == ["test", "train", "val"]
 
@@ -79,11 +87,17 @@ def test_resolve_flat_cvdf_with_annotations():
         Clip("ddddddddddd", 0, 10, "test", None),
         Clip("eeeeeeeeeee", 0, 10, "train", "yoga"),  # no file: classes still include it
     ]
-    layout = resolve_layout(Path("/k"), [
-        "train/aaaaaaaaaaa_000001_000011.mp4", "train/bbbbbbbbbbb_000005_000015.mp4",
-        "val/ccccccccccc_000000_000010.mp4", "test/ddddddddddd_000000_000010.mp4",
-        "train/zzzzzzzzzzz_000000_000010.mp4",
-    ], clips=clips)
+    layout = resolve_layout(
+        Path("/k"),
+        [
+            "train/aaaaaaaaaaa_000001_000011.mp4",
+            "train/bbbbbbbbbbb_000005_000015.mp4",
+            "val/ccccccccccc_000000_000010.mp4",
+            "test/ddddddddddd_000000_000010.mp4",
+            "train/zzzzzzzzzzz_000000_000010.mp4",
+        ],
+        clips=clips,
+    )
     assert layout.classes == ["abseiling", AMFOOT, "yoga", "zumba"]
     by = {v.relpath.split("/")[1][:3]: v for v in layout.videos}
     assert by["aaa"].label == "zumba" and by["bbb"].label == AMFOOT and by["ccc"].split == "val"
@@ -93,13 +107,19 @@ def test_resolve_flat_cvdf_with_annotations():
 
 def test_resolve_class_folders_matched_loosely_to_annotation_classes():
     clips = [Clip("aaaaaaaaaaa", 1, 11, "train", AMFOOT), Clip("bbbbbbbbbbb", 1, 11, "train", "yoga")]
-    layout = resolve_layout(Path("/k"), [
-        "train/passing_American_football_in_game/zzzzzzzzzzz_000000_000010.mp4",
-        "train/not a class/yyyyyyyyyyy_000000_000010.mp4",
-    ], clips=clips)
+    layout = resolve_layout(
+        Path("/k"),
+        [
+            "train/passing_American_football_in_game/zzzzzzzzzzz_000000_000010.mp4",
+            "train/not a class/yyyyyyyyyyy_000000_000010.mp4",
+        ],
+        clips=clips,
+    )
     labels = {v.relpath.split("/")[1]: (v.label, v.note) for v in layout.videos}
     assert labels["passing_American_football_in_game"] == (AMFOOT, "")
-    assert labels["not a class"][0] is None and "not one of the 2 annotated classes" in labels["not a class"][1]
+    assert (
+        labels["not a class"][0] is None and "not one of the 2 annotated classes" in labels["not a class"][1]
+    )
 
 
 def test_resolve_plain_tree_and_split_option():
@@ -118,8 +138,16 @@ def test_resolve_plain_tree_and_split_option():
 
 
 def test_find_video_files_skips_views_hidden_and_non_videos(tmp_path):
-    for rel in ["train/a/x.mp4", "train/a/y.MKV", "train/a/notes.txt", "train/.hidden/z.mp4",
-                "train/a/.partial.mp4", f"{SAFE_VIEW_DIRNAME}/train/a/x.mp4", "view2/x.mp4", "skipme/q.mp4"]:
+    for rel in [
+        "train/a/x.mp4",
+        "train/a/y.MKV",
+        "train/a/notes.txt",
+        "train/.hidden/z.mp4",
+        "train/a/.partial.mp4",
+        f"{SAFE_VIEW_DIRNAME}/train/a/x.mp4",
+        "view2/x.mp4",
+        "skipme/q.mp4",
+    ]:
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_bytes(b"x")
     (tmp_path / "view2" / ".videoprep-safe-view").write_text("")

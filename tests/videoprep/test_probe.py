@@ -52,7 +52,9 @@ def test_bframes_fixture_really_reorders(make_video):
     assert pts != sorted(pts)
 
 
-@pytest.mark.parametrize(("name", "codec"), [("vp9.webm", "vp9"), ("mpeg1.mpg", "mpeg1video"), ("vp8.ogv", "vp8")])
+@pytest.mark.parametrize(
+    ("name", "codec"), [("vp9.webm", "vp9"), ("mpeg1.mpg", "mpeg1video"), ("vp8.ogv", "vp8")]
+)
 def test_frames_when_container_declares_none(make_video, name, codec):
     path = make_video(name, codec=codec, num_frames=41)
     assert header_frames(path) == 0

@@ -40,7 +40,9 @@ def write_vfr(path: Path, *, num_frames: int = FRAMES) -> Path:
         stream.options = {"preset": "ultrafast"}
         pts = 0
         for i in range(num_frames):
-            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), i * 4 % 256, dtype=np.uint8), format="rgb24")
+            frame = av.VideoFrame.from_ndarray(
+                np.full((48, 64, 3), i * 4 % 256, dtype=np.uint8), format="rgb24"
+            )
             frame.pts, frame.time_base = pts, Fraction(1, 1000)
             pts += 40 if i % 2 else 100
             for packet in stream.encode(frame):
@@ -55,7 +57,9 @@ def write_audio_only(path: Path) -> Path:
     with av.open(str(path), mode="w") as container:
         stream = container.add_stream("aac", rate=16000)
         for i in range(20):
-            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), dtype=np.float32), format="fltp", layout="mono")
+            frame = av.AudioFrame.from_ndarray(
+                np.zeros((1, 1024), dtype=np.float32), format="fltp", layout="mono"
+            )
             frame.sample_rate, frame.pts = 16000, i * 1024
             for packet in stream.encode(frame):
                 container.mux(packet)
@@ -94,8 +98,10 @@ def broken_tree(tmp_path_factory) -> Path:
     moov_at_end = write_video(t / "no_moov.mp4", num_frames=FRAMES)
     cut(moov_at_end, moov_at_end.read_bytes().rfind(b"moov") - 4)
     faststart = write_video(root / "src_faststart.mp4", num_frames=FRAMES)
-    run_ffmpeg(["-y", "-i", str(faststart), "-c", "copy", "-movflags", "+faststart", str(t / "truncated.mp4")],
-               target="truncated.mp4")
+    run_ffmpeg(
+        ["-y", "-i", str(faststart), "-c", "copy", "-movflags", "+faststart", str(t / "truncated.mp4")],
+        target="truncated.mp4",
+    )
     faststart.unlink()
     cut(t / "truncated.mp4", (t / "truncated.mp4").stat().st_size * 2 // 3)
     webm = write_video(t / "truncated.webm", num_frames=FRAMES, codec="vp9")
@@ -185,7 +191,9 @@ def test_quick_mode_decodes_first_and_last_frames(tmp_path):
     last_gop_bad = corrupt_packets(write_video(tmp_path / "tail.mp4", num_frames=FRAMES, gop=10), first=50)
     messages = [f.message for f in check_video(last_gop_bad, sample_frames=0).findings]
     assert messages and all(m.startswith("frame 59:") for m in messages)
-    first_bad = corrupt_packets(write_video(tmp_path / "head.avi", num_frames=FRAMES, codec="mjpeg"), first=0, last=1)
+    first_bad = corrupt_packets(
+        write_video(tmp_path / "head.avi", num_frames=FRAMES, codec="mjpeg"), first=0, last=1
+    )
     assert [f.message.split(":")[0] for f in check_video(first_bad, sample_frames=0).findings] == ["frame 0"]
 
 
@@ -255,7 +263,9 @@ def test_cli_validate(broken_tree, tmp_path):
     assert "moov_missing" in bad.stderr and "train/odd.webm: odd_dimensions: 65x49" in bad.stderr
     assert json.loads((tmp_path / "r.json").read_text())["bad_count"] == len(EXPECTED)
 
-    allowed = runner.invoke(cli, ["validate", str(broken_tree), "-j", "2", "--allow-bad", "--min-frames", "10"])
+    allowed = runner.invoke(
+        cli, ["validate", str(broken_tree), "-j", "2", "--allow-bad", "--min-frames", "10"]
+    )
     assert allowed.exit_code == 0
     assert "train/short.mp4" not in allowed.stderr  # 20 frames pass --min-frames 10
 
