@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email.utils
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from videoprep.atomic import part_path
 from videoprep.download.http import (
     DownloadFailed,
     RetryPolicy,
+    StopSignal,
     fetch_bytes,
     fetch_file,
     head_size,
@@ -171,3 +173,28 @@ def test_backoff_grows_exponentially_and_is_capped() -> None:
     assert policy.delay_s(8) == 10.0
     assert policy.delay_s(5, retry_after_s=30) == 30.0  # the server's word beats the backoff cap
     assert policy.delay_s(0, retry_after_s=1e6) == policy.retry_after_max_s
+
+
+def test_stop_signal_cuts_a_stalled_transfer_at_once(server: FaultServer, tmp_path: Path) -> None:
+    server.set_always("blob.bin", Fault("slow", rate_bytes_s=2000))  # ~2 s per 4 KB chunk
+    dest = tmp_path / "blob.bin"
+    stop = StopSignal()
+    outcome: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            fetch_file(f"{server.url}/blob.bin", dest, policy=FAST, stop=stop)
+        except DownloadFailed as exc:
+            outcome.append(exc)
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    deadline = time.monotonic() + 10
+    while not (part_path(dest).exists() and part_path(dest).stat().st_size) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    started = time.monotonic()
+    stop.set()
+    worker.join(timeout=5)
+    assert not worker.is_alive() and time.monotonic() - started < 1.0
+    assert [e.reason for e in outcome] == ["stopped"]  # type: ignore[attr-defined]
+    assert not dest.exists() and 0 < part_path(dest).stat().st_size < len(PAYLOAD)

@@ -254,8 +254,9 @@ def test_not_a_tar_is_a_clear_error(tmp_path: Path) -> None:
         safe_extract(junk, dest_dir=tmp_path / "x")
 
 
-def test_kill_9_mid_download_then_resume(mirror: FaultServer, tmp_path: Path, source) -> None:
-    """A real `videoprep download` process killed with SIGKILL mid-transfer resumes to a correct result."""
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["kill-9", "ctrl-c"])
+def test_interrupted_download_resumes(mirror: FaultServer, tmp_path: Path, source, sig: signal.Signals) -> None:
+    """A real `videoprep download` process killed (SIGKILL) or interrupted (SIGINT) mid-transfer resumes."""
     slow = "train/part_1.tar.gz"
     size = (mirror.root / slow).stat().st_size
     mirror.set_always(slow, Fault("slow", rate_bytes_s=max(2000, size // 8)))
@@ -269,10 +270,13 @@ def test_kill_9_mid_download_then_resume(mirror: FaultServer, tmp_path: Path, so
         while time.monotonic() < deadline and not (partial.exists() and partial.stat().st_size > 1000):
             time.sleep(0.02)
         assert partial.exists(), "the download never started"
-        os.kill(proc.pid, signal.SIGKILL)
+        os.kill(proc.pid, sig)
+        returncode = proc.wait(timeout=10)  # Ctrl-C must stop the transfers promptly, not finish them
     finally:
-        proc.wait(timeout=10)
-    assert proc.returncode == -signal.SIGKILL
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert returncode == (-signal.SIGKILL if sig == signal.SIGKILL else 1)
     had = partial.stat().st_size
     assert 0 < had < size
     assert not (out / "download_report.json").exists()

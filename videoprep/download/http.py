@@ -56,6 +56,59 @@ class _Transient(Exception):
         self.retry_after_s = retry_after_s
 
 
+class StopSignal(threading.Event):
+    """A stop flag that also cuts the connections of transfers in flight when set (prompt Ctrl-C).
+
+    A worker blocked reading a slow or stalled socket would otherwise only
+    notice the flag when the next bytes (or the timeout) arrive.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._sockets: dict[int, int] = {}
+        self._guard = threading.Lock()
+
+    def watch(self, response: http.client.HTTPResponse) -> int | None:
+        """Remember a response's socket so set() can shut it down; returns a token for unwatch."""
+        try:
+            fd = response.fileno()
+        except (OSError, ValueError, AttributeError):
+            return None
+        with self._guard:
+            token = id(response)
+            self._sockets[token] = fd
+        if self.is_set():
+            self._shutdown(fd)
+        return token
+
+    def unwatch(self, token: int | None) -> None:
+        """Forget a response that is finished."""
+        if token is not None:
+            with self._guard:
+                self._sockets.pop(token, None)
+
+    def set(self) -> None:
+        """Raise the flag and shut down every watched connection (the fds stay owned by their responses)."""
+        super().set()
+        with self._guard:
+            fds = list(self._sockets.values())
+        for fd in fds:
+            self._shutdown(fd)
+
+    @staticmethod
+    def _shutdown(fd: int) -> None:
+        try:
+            dup = socket.socket(fileno=os.dup(fd))
+        except OSError:
+            return
+        try:
+            dup.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        finally:
+            dup.close()
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """How hard to try: attempts, exponential backoff with jitter, per-request timeout."""
@@ -217,6 +270,7 @@ def fetch_file(
             raise _classify_http_error(url, exc) from None
         except _NETWORK_ERRORS as exc:
             raise _Transient(f"{type(exc).__name__}: {exc}") from None
+        token = stop.watch(resp) if isinstance(stop, StopSignal) else None
         with resp:
             start, total = _response_span(url, resp, have)
             if start == 0 and have:
@@ -235,6 +289,7 @@ def fetch_file(
                         if not chunk:
                             break
                         out.write(chunk)
+                        out.flush()  # the .part size on disk tracks what was received
                         written += len(chunk)
                         counters["transferred"] += len(chunk)
                         report(len(chunk))
@@ -242,6 +297,11 @@ def fetch_file(
                     os.fsync(out.fileno())
             except _NETWORK_ERRORS as exc:
                 raise _Transient(f"connection lost at {written} bytes: {type(exc).__name__}") from None
+            finally:
+                if isinstance(stop, StopSignal):
+                    stop.unwatch(token)
+        if stop is not None and stop.is_set():
+            raise DownloadFailed(url, "stopped")
         target = total if total is not None else expected_size
         if target is None:
             raise DownloadFailed(url, "server announced no length; cannot verify completeness", permanent=True)

@@ -24,9 +24,16 @@ from typing import Literal
 from urllib.parse import urljoin, urlsplit
 
 from videoprep.atomic import atomic_path, atomic_write_text
-from videoprep.download.http import DownloadFailed, RetryPolicy, fetch_bytes, fetch_file, head_size
+from videoprep.download.http import (
+    DownloadFailed,
+    RetryPolicy,
+    StopSignal,
+    fetch_bytes,
+    fetch_file,
+    head_size,
+)
 from videoprep.download.report import Failure, PlannedFile
-from videoprep.download.state import DownloadState
+from videoprep.download.state import DownloadState, as_completed_interruptible
 from videoprep.errors import LayoutError, PathError
 from videoprep.kinetics import find_annotation_files
 from videoprep.probe import VIDEO_EXTENSIONS
@@ -365,7 +372,7 @@ def run_mirror(
     log.info("%d of %d parts already extracted; %d to go", len(plan.parts) - len(todo), len(plan.parts), len(todo))
     progress = _ByteProgress(sum(p.size_bytes or 0 for p in todo), on_progress)
     progress.add(0)
-    stop = threading.Event()
+    stop = StopSignal()
 
     def keep_fn(split: str) -> Callable[[str], bool] | None:
         wanted = keep_by_split.get(split)
@@ -391,7 +398,7 @@ def run_mirror(
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="part") as pool:
         futures = {pool.submit(do_part, part): part for part in todo}
         try:
-            for future in concurrent.futures.as_completed(futures):
+            for future in as_completed_interruptible(futures):
                 part = futures[future]
                 try:
                     future.result()
@@ -402,6 +409,7 @@ def run_mirror(
                     state.archive_path(part.split, part.name).unlink(missing_ok=True)
                     outcome.failures.append(Failure(part.url, "extract", exc.reason, part.split))
         except BaseException:
+            log.warning("interrupted: stopping transfers (partial downloads are kept for resume)")
             stop.set()  # Ctrl-C: workers stop at their next chunk; .part files stay for resume
             pool.shutdown(wait=True, cancel_futures=True)
             raise

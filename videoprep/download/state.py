@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import fcntl
 import logging
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -87,3 +88,18 @@ class DownloadState:
         if removed:
             log.info("removed %d half-written file(s) left by an interrupted run", removed)
         return removed
+
+
+def as_completed_interruptible(
+    futures: Collection[concurrent.futures.Future[Any]], *, poll_s: float = 0.2
+) -> Iterator[concurrent.futures.Future[Any]]:
+    """Yield futures as they finish, waking every `poll_s` so Ctrl-C reaches the main thread at once.
+
+    (SIGINT may land on a worker thread; a main thread blocked without a
+    timeout would only see it when the next future completes.)
+    """
+    pending = set(futures)
+    while pending:
+        done, pending = concurrent.futures.wait(pending, timeout=poll_s,
+                                                return_when=concurrent.futures.FIRST_COMPLETED)
+        yield from done

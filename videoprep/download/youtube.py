@@ -22,7 +22,7 @@ from typing import Any, Literal
 from videoprep.atomic import atomic_path
 from videoprep.download.http import RetryPolicy, parse_retry_after
 from videoprep.download.report import Failure
-from videoprep.download.state import DownloadState
+from videoprep.download.state import DownloadState, as_completed_interruptible
 from videoprep.errors import FFmpegError, ProbeError
 from videoprep.ffmpeg import ffmpeg_exe, run_ffmpeg
 from videoprep.kinetics import Clip
@@ -188,10 +188,16 @@ class _QuietLogger:
         log.debug("yt-dlp error: %s", msg)
 
 
-def fetch_video(url: str, *, work_dir: Path, name: str, policy: RetryPolicy) -> Path:
+def fetch_video(url: str, *, work_dir: Path, name: str, policy: RetryPolicy,
+                stop: threading.Event | None = None) -> Path:
     """Download one whole video with yt-dlp into `work_dir/name.<ext>`; raise ClipFailure."""
     from yt_dlp import YoutubeDL
-    from yt_dlp.utils import YoutubeDLError
+    from yt_dlp.utils import DownloadCancelled, YoutubeDLError
+
+    def abort_when_stopped(_status: dict[str, Any]) -> None:
+        # yt-dlp calls this every block: the way to stop a transfer in flight on Ctrl-C
+        if stop is not None and stop.is_set():
+            raise DownloadCancelled("stopped")
 
     work_dir.mkdir(parents=True, exist_ok=True)
     options = {
@@ -209,11 +215,14 @@ def fetch_video(url: str, *, work_dir: Path, name: str, policy: RetryPolicy) -> 
         "socket_timeout": policy.timeout_s,
         "cachedir": False,
         "logger": _QuietLogger(),
+        "progress_hooks": [abort_when_stopped],
     }
     try:
         with YoutubeDL(options) as ydl:
             info = ydl.extract_info(url, download=True)
     except YoutubeDLError as exc:
+        if stop is not None and stop.is_set():
+            raise ClipFailure("other", "stopped") from None
         kind, retry_after = classify_error(exc)
         raise ClipFailure(kind, _short(exc), retry_after_s=retry_after) from None
     paths = [d.get("filepath") for d in (info or {}).get("requested_downloads") or []]
@@ -294,6 +303,8 @@ def run_youtube(
     on_progress(0, total)
 
     def finish(clip: Clip, failure: ClipFailure | None) -> None:
+        if failure is not None and stop.is_set():
+            return  # interrupted, not failed: the next run tries it again
         entry: dict[str, Any] = {"kind": "clip", "key": f"{clip.split} {clip.clip_id}", "split": clip.split,
                                  "clip": clip.clip_id, "status": "ok" if failure is None else "failed"}
         if failure is not None:
@@ -334,11 +345,12 @@ def run_youtube(
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="yt") as pool:
         futures = [pool.submit(do_video, ytid, group) for ytid, group in todo.items()]
         try:
-            for future in concurrent.futures.as_completed(futures):
+            for future in as_completed_interruptible(futures):
                 for clip, failure in future.result():
                     if failure is not None:
                         outcome.failures.append(Failure(clip.clip_id, failure.kind, failure.reason, clip.split))
         except BaseException:
+            log.warning("interrupted: stopping downloads (yt-dlp keeps its .part files for resume)")
             stop.set()
             pool.shutdown(wait=True, cancel_futures=True)
             raise
@@ -358,7 +370,7 @@ def _fetch_with_backoff(url: str, *, work_dir: Path, name: str, limiter: Adaptiv
     for attempt in range(policy.retries + 1):
         limiter.acquire(stop)
         try:
-            path = fetch_video(url, work_dir=work_dir, name=name, policy=policy)
+            path = fetch_video(url, work_dir=work_dir, name=name, policy=policy, stop=stop)
         except ClipFailure as failure:
             throttled = failure.kind == "throttled"
             limiter.release(throttled=throttled, retry_after_s=failure.retry_after_s)
