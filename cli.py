@@ -196,7 +196,7 @@ def validate_cmd(video_root: str, annotations: str | None, full: bool, min_frame
             table.add_row(reason, str(count), REASONS[reason])
         err_console.print(table)
     for bad in result.bad[:20]:
-        err_console.print(f"  {bad.relpath}: {bad.reason}: {bad.message}", markup=False, highlight=False)
+        err_console.print(f"  {bad.relpath}: {bad.reason}: {bad.message}", markup=False, highlight=False, soft_wrap=True)
     if len(result.bad) > 20:
         err_console.print(f"  ... and {len(result.bad) - 20} more" + ("" if report else " (use --report FILE)"))
     if result.report_path:
