@@ -408,6 +408,9 @@ def run_mirror(
                     # the archive passed the size check but does not extract: fetch it anew next run
                     state.archive_path(part.split, part.name).unlink(missing_ok=True)
                     outcome.failures.append(Failure(part.url, "extract", exc.reason, part.split))
+                except OSError as exc:  # disk full, permissions: this part's failure, reported
+                    log.error("%s: %s", part.url, exc)
+                    outcome.failures.append(Failure(part.url, "io", f"{type(exc).__name__}: {exc}", part.split))
         except BaseException:
             log.warning("interrupted: stopping transfers (partial downloads are kept for resume)")
             stop.set()  # Ctrl-C: workers stop at their next chunk; .part files stay for resume

@@ -14,7 +14,7 @@ import shutil
 import threading
 import time
 import urllib.error
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -315,6 +315,16 @@ def run_youtube(
             on_progress(done["n"], total)
 
     def do_video(youtube_id: str, group: list[Clip]) -> list[tuple[Clip, ClipFailure | None]]:
+        try:
+            return fetch_and_cut(youtube_id, group)
+        except Exception as exc:  # a bug or an OS error costs this video's clips, never the batch
+            log.exception("%s: unexpected error", youtube_id)
+            failure = ClipFailure("other", f"{type(exc).__name__}: {exc}")
+            for clip in group:
+                finish(clip, failure)
+            return [(clip, failure) for clip in group]
+
+    def fetch_and_cut(youtube_id: str, group: list[Clip]) -> list[tuple[Clip, ClipFailure | None]]:
         work_dir = work_root / youtube_id
         url = url_template.format(youtube_id=youtube_id)
         results: list[tuple[Clip, ClipFailure | None]] = []
@@ -347,7 +357,7 @@ def run_youtube(
         try:
             for future in as_completed_interruptible(futures):
                 for clip, failure in future.result():
-                    if failure is not None:
+                    if failure is not None and not stop.is_set():
                         outcome.failures.append(Failure(clip.clip_id, failure.kind, failure.reason, clip.split))
         except BaseException:
             log.warning("interrupted: stopping downloads (yt-dlp keeps its .part files for resume)")
@@ -382,7 +392,3 @@ def _fetch_with_backoff(url: str, *, work_dir: Path, name: str, limiter: Adaptiv
         return path
     raise ClipFailure("throttled", "gave up")  # not reached: the last attempt raises
 
-
-def expected_ids(clips: Iterable[Clip]) -> list[str]:
-    """Clip ids in order (helper for reports)."""
-    return [c.clip_id for c in clips]
