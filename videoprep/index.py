@@ -19,7 +19,14 @@ from typing import Any, Literal
 
 from videoprep.atomic import Journal, atomic_write_text
 from videoprep.errors import LayoutError, ProbeError, VideoprepError
-from videoprep.layout import SAFE_VIEW_DIRNAME, Layout, discover, link_safe_view, plan_safe_view
+from videoprep.layout import (
+    SAFE_VIEW_DIRNAME,
+    Layout,
+    discover,
+    link_safe_view,
+    plan_safe_view,
+    printable_path,
+)
 from videoprep.parallel import init_plain_worker, run_isolated
 from videoprep.probe import VIDEO_EXTENSIONS, probe_video
 from videoprep.progress import ProgressFn, no_progress
@@ -322,7 +329,9 @@ def write_manifest(path: Path, rows: list[ManifestRow]) -> None:
     writer = csv.DictWriter(buf, fieldnames=MANIFEST_COLUMNS, lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: ("" if v is None else v) for k, v in asdict(row).items()})
+        cells = asdict(row)
+        cells["relpath"] = printable_path(row.relpath)
+        writer.writerow({k: ("" if v is None else v) for k, v in cells.items()})
     atomic_write_text(path, buf.getvalue())
 
 

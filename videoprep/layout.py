@@ -52,6 +52,11 @@ def safe_name(name: str) -> str:
     return (cleaned or "_") + ext
 
 
+def printable_path(path: str) -> str:
+    """A path as writable UTF-8 text: bytes that are not UTF-8 (kept by os as surrogates) become U+FFFD."""
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def safe_relpath(relpath: str) -> str:
     """`safe_name` applied to every component of a '/'-separated relative path."""
     return "/".join(safe_name(part) for part in relpath.split("/"))

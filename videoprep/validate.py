@@ -23,7 +23,7 @@ import av
 
 from videoprep.atomic import atomic_write_json, atomic_write_text
 from videoprep.errors import ProbeError, VideoprepError
-from videoprep.layout import discover, missing_clips
+from videoprep.layout import discover, missing_clips, printable_path
 from videoprep.parallel import init_plain_worker, run_isolated
 from videoprep.probe import probe_video
 from videoprep.progress import ProgressFn, no_progress
@@ -224,7 +224,7 @@ def _quarantine(bad: BadVideo, *, root: Path, quarantine: Path) -> BadVideo:
 
 def write_report(path: Path, result: ValidateResult, *, video_root: Path) -> Path:
     """Atomically write one row per bad video: CSV or JSON, picked by the extension."""
-    rows = [asdict(b) for b in result.bad]
+    rows = [{**asdict(b), "relpath": printable_path(b.relpath)} for b in result.bad]
     if path.suffix.lower() == ".json":
         atomic_write_json(
             path,

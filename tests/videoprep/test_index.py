@@ -146,6 +146,20 @@ def test_index_safe_dir_outside_root(class_tree, tmp_path):
     read_list(out / "train.txt", root=class_tree, check_files=True)
 
 
+def test_non_utf8_file_name_is_listed_and_written(tmp_path):
+    """A Latin-1 byte in a file name (os keeps it as a surrogate) must not crash writing the outputs."""
+    root = tmp_path / "root"
+    source = write_video(root / "a" / "plain.mp4", num_frames=30)
+    odd_name = os.fsdecode(b"caf\xe9 clip.mp4")
+    os.link(source, root / "a" / odd_name)
+    out = tmp_path / "lists"
+    run_index(IndexConfig(video_root=root, out_dir=out, jobs=1))
+    lines = (out / "all.txt").read_text().splitlines()
+    assert lines == ["_videoprep_safe/a/caf_clip.mp4 30 0", "a/plain.mp4 30 0"]
+    assert "a/caf\ufffd clip.mp4" in {r["relpath"] for r in read_manifest(out / "manifest.csv")}
+    assert (root / "_videoprep_safe" / "a" / "caf_clip.mp4").read_bytes() == source.read_bytes()
+
+
 def test_rerun_reuses_journal_and_reprobes_only_changed_files(class_tree, tmp_path):
     out = tmp_path / "lists"
     config = IndexConfig(video_root=class_tree, out_dir=out, jobs=2)
