@@ -92,3 +92,18 @@ def test_bad_split_is_a_clear_error(tmp_path: Path) -> None:
     result = _invoke("--out", str(tmp_path / "x"), "--split", "train,holdout", "--dry-run")
     assert result.exit_code == 1
     assert "must be a non-empty subset of train, val, test" in result.stderr
+
+
+def test_youtube_dry_run_lists_clip_destinations(mirror: FaultServer, tmp_path: Path, source) -> None:
+    _, made = source
+    out = tmp_path / "k400"
+    result = _invoke("--out", str(out), "--source", "youtube", "--base-url", mirror.url, "--split", "train, test",
+                     "--dry-run", "--limit-per-class", "1")
+    assert result.exit_code == 0, result.output
+    rows = [line.split("\t") for line in result.stdout.splitlines()]
+    assert len(rows) == 3  # one per class in train, plus the unlabelled test clip
+    first = made["train"][0]
+    assert rows[0] == [f"https://www.youtube.com/watch?v={first.youtube_id}", "?",
+                       str(out / "train" / first.label / f"{first.clip_id}.mp4")]
+    assert rows[2][2] == str(out / "test" / f"{made['test'][0].clip_id}.mp4")
+    assert not out.exists()
