@@ -134,6 +134,9 @@ def index_cmd(video_root: str, out_dir: str, annotations: str | None, jobs: int 
     )
     with progress_bar("index") as update:
         result = run_index(config, on_progress=update)
+    if result.total == 0:
+        where = f" in split {split!r}" if split else ""
+        raise click.ClickException(f"{video_root}: no videos found{where}")
     err_console.print(f"videoprep index: {result.total} videos ({result.probed} probed, "
                       f"{result.reused} from the journal)", markup=False)
     table = Table()
