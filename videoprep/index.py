@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from videoprep.atomic import Journal, atomic_write_text
-from videoprep.errors import LayoutError, ProbeError, VideoprepError
+from videoprep.errors import ProbeError, VideoprepError
 from videoprep.layout import (
     SAFE_VIEW_DIRNAME,
     Layout,
@@ -131,7 +131,7 @@ def run_index(config: IndexConfig, *, on_progress: ProgressFn | None = None) -> 
     layout = discover(root, annotations=config.annotations, split=config.split, skip_dirs=[safe_dir, out])
     if not layout.videos:
         where = f" in split {config.split!r}" if config.split else ""
-        raise LayoutError(root, f"no videos found{where} (extensions: {' '.join(VIDEO_EXTENSIONS)})")
+        log.warning("%s: no videos found%s (extensions: %s)", root, where, " ".join(VIDEO_EXTENSIONS))
     list_paths = link_safe_view(
         video_root=root, safe_dir=safe_dir, plan=plan_safe_view(v.relpath for v in layout.videos)
     )
