@@ -87,6 +87,7 @@ class DownloadConfig:
     report_path: Path | None = None
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "splits", tuple(dict.fromkeys(self.splits)))  # "train,train" once
         if self.dataset not in DATASETS:
             raise VideoprepError(f"dataset {self.dataset!r} is not supported; supported: {', '.join(DATASETS)}")
         if self.source not in SOURCES:
