@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from torch import nn
-
 from train.models.attention import attention_names, create_attention
 from train.models.bat import BATBlock, BATransform
 from train.models.errors import ModelConfigError, ModelInputError
@@ -118,7 +116,7 @@ def build_model(
     ts: int = 4,
     nl_drop: float = 0.2,
     dropout: float = 0.5,
-) -> nn.Module:
+) -> ResNet3D:
     """Build `arch` with the official `main.py` options; the result maps [N, 3, T, H, W] to [N, num_classes]."""
     if arch not in _MODEL_ENTRYPOINTS:
         raise ModelConfigError(f"unknown arch {arch!r}; valid names are {', '.join(model_names())}")

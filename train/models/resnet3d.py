@@ -85,7 +85,8 @@ Block = type[BasicBlock3D] | type[Bottleneck3D]
 
 def nonlocal_mods(nonlocal_mod: int | Sequence[int]) -> tuple[int, int]:
     """`--nonlocal_mod` as (layer2, layer3): one int applies to both, a one-item list is repeated."""
-    mods = [nonlocal_mod] if isinstance(nonlocal_mod, int) else [int(m) for m in nonlocal_mod]
+    is_list = isinstance(nonlocal_mod, Sequence) and not isinstance(nonlocal_mod, str)
+    mods = [int(m) for m in nonlocal_mod] if is_list else [int(nonlocal_mod)]
     if not 1 <= len(mods) <= 2:
         raise ModelConfigError(f"nonlocal_mod ({nonlocal_mod!r}) must be one int or two [layer2, layer3]")
     if any(m < 1 for m in mods):
@@ -170,7 +171,7 @@ class ResNet3D(nn.Module):
                 module.init_weights()
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Backbone: [N, 3, T, H, W] -> layer4 map [N, C, T/2, H/32, W/32] (approximately)."""
+        """Backbone: [N, 3, T, H, W] -> layer4 map [N, C, T // 2, 7, 7] at 224 input (8x8 at 256)."""
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         x = self.temp_pool(self.layer1(x))
         return self.layer4(self.layer3(self.layer2(x)))
