@@ -198,3 +198,10 @@ def test_stop_signal_cuts_a_stalled_transfer_at_once(server: FaultServer, tmp_pa
     assert not worker.is_alive() and time.monotonic() - started < 1.5  # the next chunk was 2 s away
     assert [e.reason for e in outcome] == ["stopped"]  # type: ignore[attr-defined]
     assert not dest.exists() and 0 < part_path(dest).stat().st_size < len(PAYLOAD)
+
+
+def test_finished_file_is_not_fetched_again(server: FaultServer, tmp_path: Path) -> None:
+    dest = tmp_path / "blob.bin"
+    fetch_file(f"{server.url}/blob.bin", dest, policy=FAST)
+    again = fetch_file(f"{server.url}/blob.bin", dest, policy=FAST, expected_size=len(PAYLOAD))
+    assert again.transferred_bytes == 0 and len(_gets(server)) == 1

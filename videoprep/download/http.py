@@ -241,6 +241,9 @@ def fetch_file(
 ) -> FetchResult:
     """Download `url` to `dest`, resuming `dest.part`, renaming only when complete.
 
+    A `dest` already there (and of `expected_size`, when given) is a finished
+    download and is not fetched again.
+
     Retries connection errors, short bodies and 5xx/429 with exponential
     backoff (honouring Retry-After). Complete means the bytes on disk equal the
     total the server announced, and `expected_size` when the caller knows it.
@@ -249,6 +252,11 @@ def fetch_file(
     final.parent.mkdir(parents=True, exist_ok=True)
     partial = part_path(final)
     report = on_bytes or (lambda _n: None)
+    if final.is_file() and (expected_size is None or final.stat().st_size == expected_size):
+        # only a verified download is ever renamed to the final name (e.g. killed before extraction)
+        size = final.stat().st_size
+        report(size)
+        return FetchResult(final, size, 0, 0, False)
     resumed = partial.exists() and partial.stat().st_size > 0
     counters = {"transferred": 0}
 
