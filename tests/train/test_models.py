@@ -44,6 +44,57 @@ def test_published_configs_have_the_official_key_counts_and_sizes(arch, options,
     assert round(param_count(model) / 1e6, 2) == millions
 
 
+BN_KEYS = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+NL3D_KEYS = ["g.1.weight", "g.1.bias", "W.0.weight", "W.0.bias", *(f"W.1.{s}" for s in BN_KEYS),
+             "theta.weight", "theta.bias", "phi.1.weight", "phi.1.bias"]
+
+
+def bat_keys(*, temporal: bool) -> list[str]:
+    def conv_bn(prefix: str) -> list[str]:
+        return [f"{prefix}.0.weight", f"{prefix}.0.bias", *(f"{prefix}.1.{s}" for s in BN_KEYS)]
+
+    t = ["batransform.conv_t.weight", "batransform.conv_t.bias"] if temporal else []
+    return [*conv_bn("conv1"), *conv_bn("batransform.conv1"), "batransform.conv_p.weight", "batransform.conv_p.bias",
+            "batransform.conv_q.weight", "batransform.conv_q.bias", *t, *conv_bn("batransform.conv2"), *conv_bn("conv2")]
+
+
+def expected_keys(*, layers, bottleneck: bool, mods=(1000, 1000), block_keys=()) -> list[str]:
+    """The release's state_dict keys in order, from the naming rules (torchvision names + layerX.nl{i})."""
+    keys = ["conv1.weight", *(f"bn1.{s}" for s in BN_KEYS)]
+    for stage, depth in enumerate(layers, start=1):
+        mod = {2: mods[0], 3: mods[1]}.get(stage, 1000)
+        for i in range(depth):
+            for j in range(1, 4 if bottleneck else 3):
+                keys += [f"layer{stage}.{i}.conv{j}.weight", *(f"layer{stage}.{i}.bn{j}.{s}" for s in BN_KEYS)]
+            if i == 0 and (stage > 1 or bottleneck):
+                keys += [f"layer{stage}.0.downsample.0.weight", *(f"layer{stage}.0.downsample.1.{s}" for s in BN_KEYS)]
+            if i % mod == mod - 1:
+                keys += [f"layer{stage}.nl{i}.{k}" for k in block_keys]
+    return [*keys, "fc.weight", "fc.bias"]
+
+
+@pytest.mark.parametrize(
+    ("arch", "options", "expected"),
+    [
+        ("c2d_resnet50", {}, expected_keys(layers=(3, 4, 6, 3), bottleneck=True)),
+        ("c2d_resnet50", {"nonlocal_mod": 2}, expected_keys(layers=(3, 4, 6, 3), bottleneck=True, mods=(2, 2),
+                                                            block_keys=NL3D_KEYS)),
+        ("c2d_resnet50", {"nonlocal_mod": 2, "nltype": "bat", "k": 8, "tk": 4},
+         expected_keys(layers=(3, 4, 6, 3), bottleneck=True, mods=(2, 2), block_keys=bat_keys(temporal=True))),
+        ("i3d_resnet18", {"nonlocal_mod": [1, 2], "nltype": "bat"},
+         expected_keys(layers=(2, 2, 2, 2), bottleneck=False, mods=(1, 2), block_keys=bat_keys(temporal=False))),
+    ],
+    ids=["c2d", "c2d-nl", "c2d-3dbat", "i3d18-bat"],
+)
+def test_state_dict_keys_are_the_release_keys_in_order(arch, options, expected):
+    model = build_model(arch, **options)
+    assert list(model.state_dict()) == expected
+    # Parameters in the same order too: optimizer state in official checkpoints is indexed by it.
+    assert [name for name, _ in model.named_parameters()] == [
+        k for k in expected if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))
+    ]
+
+
 def test_bat_block_keys_and_shapes_match_the_release():
     state = build_model("c2d_resnet50", nonlocal_mod=2, nltype="bat", k=8, tk=4).state_dict()
     block = {key.removeprefix("layer2.nl1."): tuple(v.shape) for key, v in state.items() if key.startswith("layer2.nl1.")}

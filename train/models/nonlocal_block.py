@@ -19,10 +19,12 @@ class NonLocal3D(nn.Module):
         self.channels = channels
         self.inter_channels = max(channels // 2, 1)
         inter = self.inter_channels
-        self.theta = nn.Conv3d(channels, inter, kernel_size=1)
-        self.phi = nn.Sequential(nn.MaxPool3d(kernel_size=(1, 2, 2)), nn.Conv3d(channels, inter, kernel_size=1))
+        # Registration order g, W, theta, phi is the release's: parameters() (and so the order of
+        # optimizer state saved in official checkpoints) lines up with it.
         self.g = nn.Sequential(nn.MaxPool3d(kernel_size=(1, 2, 2)), nn.Conv3d(channels, inter, kernel_size=1))
         self.W = nn.Sequential(nn.Conv3d(inter, channels, kernel_size=1), nn.BatchNorm3d(channels))
+        self.theta = nn.Conv3d(channels, inter, kernel_size=1)
+        self.phi = nn.Sequential(nn.MaxPool3d(kernel_size=(1, 2, 2)), nn.Conv3d(channels, inter, kernel_size=1))
 
     def init_weights(self) -> None:
         """Kaiming (fan-out) convs with zero bias, then W's BN at gamma 0 so the block starts as identity."""
