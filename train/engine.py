@@ -101,7 +101,7 @@ def video_logits(model: nn.Module, clips: torch.Tensor, opts: StepOptions, *, di
         if div <= 1:
             out = model(x)
         else:
-            out = torch.cat([model(part) for part in torch.tensor_split(x, div)], dim=0)
+            out = torch.cat([model(part) for part in torch.tensor_split(x, min(div, x.shape[0]))], dim=0)
     return out.float().view(batch, views, -1)
 
 

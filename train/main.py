@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -121,7 +122,10 @@ def _train(cfg: TrainConfig, ctx: DistContext, run_log: RunLog, on_epoch_end: Ca
     run_log.line(f"seed: {seed}")
     seed_everything(seed, rank=ctx.rank)
     if cfg.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS refuses determinism without it
         torch.use_deterministic_algorithms(True)
+    elif ctx.device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # as the official code; fixed clip shapes make it pay off
     if ctx.is_main:
         Path(cfg.snapshot_dir).mkdir(parents=True, exist_ok=True)
         atomic_write_json(Path(cfg.log_dir) / "params.json", {**dataclasses.asdict(cfg), "seed": seed,

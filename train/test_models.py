@@ -117,6 +117,8 @@ def _test(cfg: TestConfig, ctx: DistContext, run_log: RunLog) -> TestResult:
         run_log.line(f"model epoch {checkpoint['epoch']} best prec@1: {checkpoint.get('best_prec1', 'n/a')}")
     load_weights(model, checkpoint, strict=True, source=cfg.weights)
     model.to(ctx.device).eval()
+    if ctx.device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last_3d)
 
