@@ -186,7 +186,7 @@ class DaliVideoLoader:
         test_crops: int = 1,
         crop_size: int = transforms.CROP_SIZE,
         scale_size: int = transforms.SCALE_SIZE,
-        verify_frame_num: bool = False,
+        verify_frame_num: bool = True,
         shard_id: int = 0,
         num_shards: int = 1,
         shuffle: bool | None = None,
@@ -324,7 +324,9 @@ class DaliVideoLoader:
         summary = stream_summary(encoded, name=path)
         check_codec(path, summary.codec, device=self.device)
         if self.verify_frame_num and summary.frames < record.frame_num:
-            raise FrameIndexError(path, f"the video has only {summary.frames} frames")
+            raise FrameIndexError(
+                path, f"frame_num {record.frame_num} in the list is wrong: the video has only {summary.frames} frames"
+            )
         rng = sample_rng(seed=self.seed, epoch=self.epoch, index=index) if self.mode == "train" else None
         segments = clip_indices(
             record.frame_num, num_segments=self.num_segments, seq_length=self.seq_length,
@@ -450,7 +452,7 @@ def build_dali_loader(
     check_files: bool = False,
     crop_size: int = transforms.CROP_SIZE,
     scale_size: int = transforms.SCALE_SIZE,
-    verify_frame_num: bool = False,
+    verify_frame_num: bool = True,
     device: Device = "auto",
     device_id: int | None = None,
     num_threads: int = 2,

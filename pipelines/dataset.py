@@ -83,7 +83,7 @@ class VideoClipDataset(Dataset):
         max_replacements: int = MAX_REPLACEMENTS,
         crop_size: int = T.CROP_SIZE,
         scale_size: int = T.SCALE_SIZE,
-        verify_frame_num: bool = False,
+        verify_frame_num: bool = True,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode ({mode!r}) must be one of {', '.join(MODES)}")
@@ -112,8 +112,9 @@ class VideoClipDataset(Dataset):
         self.test_crops = test_crops
         self.seed = seed
         self.max_replacements = max_replacements
-        # Off by default: an overstated frame_num is caught anyway whenever a sampled index
-        # passes the real end; on, each process counts each video's frames once (a demux).
+        # Each process counts each video's frames once (a demux, no decoding: about 1-5 ms for a
+        # 10 s 256p video against 7-50 ms for loading its clip) and remembers it was right, so an
+        # overstated frame_num is reported even when the sampled indices fall inside the video.
         self.verify_frame_num = verify_frame_num and callable(getattr(self.reader, "frame_count", None))
         self._verified: set[int] = set()
 

@@ -191,16 +191,17 @@ def build_loader(
     check_files: bool = False,
     crop_size: int = 224,
     scale_size: int = 256,
-    verify_frame_num: bool = False,
+    verify_frame_num: bool = True,
 ) -> ClipLoader:
     """A loader of uint8 `(clips [B, V, C, T, H, W], labels [B])` batches over a BAT list.
 
     V is num_segments in train/val and test_segments x crops (1, 3 or 10) in test. Train
     shuffles and drops the last partial batch by default; val/test keep list order and
     every video. `subset` restricts the loader to some list entries (e.g. the
-    `remainder_indices` that distributed shards leave out). `verify_frame_num` counts each
-    video's frames once per worker and treats a list frame_num above the real count as a bad
-    sample even when the sampled indices happen to fall inside the video.
+    `remainder_indices` that distributed shards leave out). `verify_frame_num` (default on)
+    counts each video's frames once per worker (a demux, no decoding) and treats a list
+    frame_num above the real count as a bad sample even when the sampled indices fall inside
+    the video; off, it is caught only when a sampled index passes the real end.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size ({batch_size}) must be >= 1")

@@ -131,15 +131,16 @@ def test_crop_and_scale_sizes_follow_build_loader(dataset_dir: Path) -> None:
 
 
 def test_verify_frame_num_reports_an_overstated_count(dataset_dir: Path, tmp_path: Path) -> None:
-    """Clips that fall inside the video would hide a wrong frame_num; verify_frame_num catches it."""
+    """Clips that fall inside the video would hide a wrong frame_num; the default check catches it."""
     (tmp_path / "a.webm").symlink_to(dataset_dir / "a.webm")
     write_list(tmp_path / "list.txt", [ListRecord("a.webm", 44, 0)] + [ListRecord("a.webm", 40, 1)] * 3)
     options = dict(root_path=tmp_path, backend="dali", mode="val", batch_size=1, seq_length=2, sample_rate=1,
                    backend_options={"device": "cpu"}, subset=[0])
-    assert next(iter(build_loader(tmp_path / "list.txt", **options)))[1].tolist() == [0]
-    loader = build_loader(tmp_path / "list.txt", verify_frame_num=True, **options)
+    loader = build_loader(tmp_path / "list.txt", **options)
     assert next(iter(loader))[1].tolist() == [1]  # replaced by a correct entry
-    assert loader.bad_samples == {0: "the video has only 40 frames"}
+    assert loader.bad_samples == {0: "frame_num 44 in the list is wrong: the video has only 40 frames"}
+    unchecked = build_loader(tmp_path / "list.txt", verify_frame_num=False, **options)
+    assert next(iter(unchecked))[1].tolist() == [0]  # the sampled frames exist: only the check sees it
 
 
 def test_training_clips_change_with_the_epoch_and_repeat_with_the_seed(dataset_dir: Path) -> None:
@@ -205,7 +206,10 @@ def test_bad_videos_are_replaced_then_stop_the_run(dataset_dir: Path, tmp_path: 
     clips, labels = next(iter(loader))
     assert clips.shape[0] == 7 and labels[:5].tolist() == [0, 1, 2, 3, 4]
     assert sorted(loader.bad_samples) == [5, 6]
-    assert "frame 65 requested but the video has only 40 frames" in loader.bad_samples[6]
+    assert loader.bad_samples[6] == "frame_num 90 in the list is wrong: the video has only 40 frames"
+    unchecked = build_loader(tmp_path / "list.txt", verify_frame_num=False, **options)
+    next(iter(unchecked))  # the index past the real end still gives it away, never looped
+    assert "frame 65 requested but the video has only 40 frames" in unchecked.bad_samples[6]
     strict = build_loader(tmp_path / "list.txt", min_bad_samples=1, max_bad_fraction=0.0, **options)
     with pytest.raises(BadSampleError, match=r"2 bad videos of 7 exceed the limit of 1"):
         next(iter(strict))

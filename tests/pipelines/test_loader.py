@@ -134,21 +134,24 @@ def test_bad_videos_are_replaced_logged_once_and_counted_in_workers(data, caplog
     assert len(warnings) == 4, "each bad entry is logged once, not once per epoch"
 
 
-def test_verify_frame_num_catches_an_overstated_count_inside_the_video(data):
+@pytest.mark.parametrize("backend", ["pyav", "lintel"])
+def test_an_overstated_frame_num_inside_the_video_is_reported_by_default(data, backend):
     # frame_num 60 for a 48-frame video: the centred val clip (frames 25..34) lies inside it.
     lst = write_list(data, "over.txt", [f"v0.mp4 {NUM_FRAMES + 12} 0", *good_lines()[1:]])
-    plain = build_loader(lst, root_path=data, mode="val", batch_size=5, workers=0, num_classes=NUM_VIDEOS,
-                         max_bad_fraction=1.0, **CLIP)
-    batches(plain, 0)
-    assert plain.bad_samples == {}
-    checked = build_loader(lst, root_path=data, mode="val", batch_size=5, workers=0, num_classes=NUM_VIDEOS,
-                           max_bad_fraction=1.0, verify_frame_num=True, **CLIP)
-    batches(checked, 0)
-    assert list(checked.bad_samples) == [0]
+    options = dict(root_path=data, mode="val", backend=backend, batch_size=5, num_classes=NUM_VIDEOS,
+                   max_bad_fraction=1.0, **CLIP)
+    checked = build_loader(lst, workers=1, **options)
+    for epoch in (0, 1):  # counted once per worker, still replaced every epoch
+        (_, labels), = batches(checked, epoch)
+        assert 0 not in labels.tolist()
+    assert list(checked.bad_samples) == [0] and checked.bad_events == 2
     bad = checked.bad_samples[0]
     assert bad.kind == "frame_num" and bad.reason == (
         f"frame_num {NUM_FRAMES + 12} in the list is wrong: the video has only {NUM_FRAMES} frames"
     )
+    unchecked = build_loader(lst, workers=0, verify_frame_num=False, **options)
+    batches(unchecked, 0)
+    assert unchecked.bad_samples == {}  # without the check only an index past the end gives it away
 
 
 def test_replacement_is_deterministic(data):
