@@ -82,7 +82,7 @@ class EncodeSettings:
     fps: float | None = None  # None: keep the source's (average) rate, made constant
     gop: int = 16
     crf: int | None = None  # h264/vp9; None: the codec's default
-    preset: str = "medium"  # x264 preset (h264 only)
+    preset: str = "veryfast"  # x264 preset (h264 only); 1.7x medium's speed, see benchmarks/bench_transcode.py
     quality: int | None = None  # mjpeg -q:v 2 (best) .. 31; None: the codec's default
     keep_audio: bool = False
     threads: int = 1  # ffmpeg threads per video; parallelism comes from running videos side by side
