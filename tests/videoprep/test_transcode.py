@@ -12,10 +12,12 @@ import time
 from fractions import Fraction
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 
 from videoprep.errors import VideoprepError
+from videoprep.ffmpeg import run_ffmpeg
 from videoprep.probe import VideoInfo, probe_video
 from videoprep.records import read_list
 from videoprep.synth import write_video
@@ -156,6 +158,9 @@ def test_each_codec_probes_as_requested_and_matches_the_index(src_tree, tmp_path
         else:
             assert info.max_gop == gop and info.keyframes == math.ceil(n / gop)
         assert listed[out].frame_num == info.frames
+        if CODECS[codec].muxer == "mp4":  # moov atom before the media data: streamable, cheap to open
+            head = (dst / out).read_bytes()
+            assert head.find(b"moov") < head.find(b"mdat")
 
 
 def test_fps_option_resamples_to_a_constant_rate(tmp_path):
@@ -179,6 +184,22 @@ def _scramble_payload(path: Path) -> None:
     end = at - 4 + int.from_bytes(data[at - 4 : at], "big")
     data[at + 4 : end] = np.random.default_rng(0).integers(0, 256, end - at - 4, dtype=np.uint8).tobytes()
     path.write_bytes(bytes(data))
+
+
+def test_audio_is_dropped_unless_kept(tmp_path):
+    src = tmp_path / "src"
+    (src / "c").mkdir(parents=True)
+    run_ffmpeg(["-f", "lavfi", "-i", "testsrc=size=64x48:rate=25", "-f", "lavfi", "-i", "sine=frequency=440",
+                "-t", "1", "-c:v", "libx264", "-c:a", "aac", "-shortest", str(src / "c" / "a.mp4")], target="src")
+    for keep, codec, expected in [(False, "h264", ["video"]), (True, "h264", ["video", "audio:aac"]),
+                                  (True, "vp9", ["video", "audio:opus"])]:
+        dst = tmp_path / f"dst-{keep}-{codec}"
+        settings = EncodeSettings(codec=codec, short_side=32, keep_audio=keep)
+        assert run_transcode(TranscodeConfig(src=src, dst=dst, settings=settings, jobs=1, index=False)).ok
+        [out] = [p for p in dst.rglob("a.*")]
+        with av.open(str(out)) as container:
+            kinds = [s.type if s.type == "video" else f"{s.type}:{s.codec_context.name}" for s in container.streams]
+        assert kinds == expected
 
 
 def test_corrupt_inputs_are_recorded_and_the_rest_succeed(src_tree, tmp_path):
