@@ -32,11 +32,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("bench-out/loaders"))
     parser.add_argument("--encodings", default=",".join(ENCODINGS))
     parser.add_argument("--videos", type=int, default=4)
-    parser.add_argument("--clips", type=int, default=24)
+    parser.add_argument("--clips", type=int, default=12)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workers", default="0,1,2")
     parser.add_argument("--views", default="train,val,test")
-    parser.add_argument("--loader-views", default="train,test")
+    parser.add_argument("--loader-views", default="train")
+    parser.add_argument("--loader-encodings", default="h264_gop16,h264_gop16_fastdecode,mjpeg,vp9,jpeg",
+                        help="file sets with the DataLoader worker sweep (all: every encoding)")
+    parser.add_argument("--reference-views", default="train",
+                        help="views with decord/torchcodec and the official Lintel usage")
     parser.add_argument("--batch-size", type=int, default=4)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -44,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
         out_dir=args.out, generate=True, sample_videos=args.videos, encodings=tuple(args.encodings.split(",")),
         workers=tuple(int(w) for w in args.workers.split(",")), clips=args.clips, repeats=args.repeats,
         views=tuple(args.views.split(",")), loader_views=tuple(args.loader_views.split(",")),
+        loader_encodings=None if args.loader_encodings == "all" else tuple(args.loader_encodings.split(",")),
+        reference_views=tuple(args.reference_views.split(",")),
         batch_size=args.batch_size,
     )
     console = Console(stderr=True, width=140)

@@ -75,6 +75,8 @@ class BenchConfig:
     warmup_clips: int = 2
     views: tuple[str, ...] = VIEWS
     loader_views: tuple[str, ...] | None = None  # views measured through the DataLoader (None: all views)
+    loader_encodings: tuple[str, ...] | None = None  # file sets with a DataLoader sweep (None: all)
+    reference_views: tuple[str, ...] | None = None  # views with peers and official Lintel usage (None: all)
     seq_length: int = 8
     sample_rate: int = 8
     test_segments: int = 10
@@ -85,7 +87,7 @@ class BenchConfig:
         for name in ("clips", "repeats", "seq_length", "sample_rate", "test_segments", "batch_size"):
             if getattr(self, name) < 1:
                 raise VideoprepError(f"{name} ({getattr(self, name)}) must be >= 1")
-        bad = [v for v in (*self.views, *(self.loader_views or ())) if v not in VIEWS]
+        bad = [v for v in (*self.views, *(self.loader_views or ()), *(self.reference_views or ())) if v not in VIEWS]
         if bad:
             raise VideoprepError(f"view(s) {', '.join(bad)} unknown: valid are {', '.join(VIEWS)}")
         bad = [b for b in self.backends if b not in BACKENDS]
@@ -606,6 +608,7 @@ class BenchReport:
 
 
 def _goal(name: str, value: float | None, target: float, detail: str) -> dict[str, Any]:
+    """A goal row: value is the ratio of medians; met when it reaches the target."""
     return {"goal": name, "value": None if value is None else round(value, 3), "target": target,
             "met": None if value is None else value >= target, "detail": detail}
 
@@ -684,9 +687,11 @@ def _build_measures(
             if not peers_ok[peer][0]:
                 skipped.append({"backend": peer, "encoding": "*", "reason": peers_ok[peer][1]})
     loader_views = config.loader_views if config.loader_views is not None else config.views
+    reference_views = config.reference_views if config.reference_views is not None else config.views
     for name, fileset in sets.items():
         records = read_list(fileset.list_file)
         video = fileset.kind == "video"
+        sweep = config.loader_encodings is None or name in config.loader_encodings
         dali_ok = dali_status(fileset) if "dali" in config.backends else (False, "")
         if "dali" in config.backends and not dali_ok[0]:
             skipped.append({"backend": "dali", "encoding": name, "reason": dali_ok[1]})
@@ -716,17 +721,17 @@ def _build_measures(
                     ok, why = dali_ok
                     if not ok:
                         continue
-                    if view in loader_views:
+                    if view in loader_views and sweep:
                         add("dali", "dali", _dali_run(fileset, records, view=view, config=config, work_dir=work_dir))
                     continue
                 if (backend == "frames") == video:
                     continue  # frames reads folders; pyav/lintel read files
                 add("reader", backend, _reader_run(backend))
-                if view in loader_views:
+                if view in loader_views and sweep:
                     for w in config.workers:
                         add("loader", backend, _loader_run(fileset, records, view=view, backend=backend,
                                                            workers=w, config=config, work_dir=work_dir), workers=w)
-            if not video:
+            if not video or view not in reference_views:
                 continue
             add("reference", "lintel_official", _lintel_official_run(),
                 note="BAT video mode: whole file read, Lintel decodes from frame 0 (should_seek=False)")
