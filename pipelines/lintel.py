@@ -35,6 +35,23 @@ IMPLEMENTATIONS: tuple[str, ...] = ("ours", "native")
 # Name used in error messages when the caller decodes bytes that have no path.
 MEMORY_SOURCE = "<memory>"
 
+# Threads each decoder this process opens may use; 0 leaves it to FFmpeg (about one per core).
+# Loader workers set 1 (`pipelines.loader.worker_init`): N workers x N-core decoders oversubscribe.
+_decoder_threads = 0
+
+
+def set_decoder_threads(count: int) -> None:
+    """Threads each PyAV decoder opened by this process may use (0: FFmpeg's automatic choice)."""
+    global _decoder_threads
+    if count < 0:
+        raise ValueError(f"count ({count}) must be >= 0")
+    _decoder_threads = count
+
+
+def decoder_threads() -> int:
+    """The per-decoder thread count set by `set_decoder_threads` (0: FFmpeg's automatic choice)."""
+    return _decoder_threads
+
 
 class DecodeError(PathError):
     """A video (file or in-memory bytes) that cannot be decoded at the requested frames."""
@@ -128,6 +145,8 @@ def _open(source: str | BinaryIO, label: str) -> av.container.InputContainer:
     if not container.streams.video:
         container.close()
         raise DecodeError(label, "no video stream")
+    if _decoder_threads:
+        container.streams.video[0].thread_count = _decoder_threads
     return container
 
 

@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 from pipelines.backends import VideoReader
 from pipelines.dataset import BadSample, BadSampleError, Item, VideoClipDataset
+from pipelines.lintel import set_decoder_threads
 from pipelines.sampling import Mode
 
 log = logging.getLogger(__name__)
@@ -56,8 +57,9 @@ def collate_items(batch: list[Item]) -> tuple[torch.Tensor, torch.Tensor, list[B
 
 
 def worker_init(worker_id: int) -> None:
-    """One torch thread per worker: parallelism comes from the workers, not from threads in them."""
+    """One torch thread and single-threaded decoders per worker: parallelism comes from the workers."""
     torch.set_num_threads(1)
+    set_decoder_threads(1)
 
 
 def _world(num_replicas: int | None, rank: int | None) -> tuple[int, int]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from pathlib import Path
@@ -17,6 +18,7 @@ from pipelines.lintel import (
     loadvid,
     loadvid_frame_nums,
     native_lintel,
+    set_decoder_threads,
 )
 from videoprep.synth import decode_all
 
@@ -175,6 +177,9 @@ def test_reader_any_order_with_duplicates(videos, video_files, codec: str) -> No
     assert reader.frame_count(str(video_files[codec])) == NUM_FRAMES
     no_seek = get_reader("lintel", should_seek=False).read(str(video_files[codec]), wanted)
     np.testing.assert_array_equal(no_seek, frames)
+    in_order = reader.read(str(video_files[codec]), [5, 6])  # no reordering: still writable for torch
+    assert in_order.flags.writeable
+    np.testing.assert_array_equal(in_order, reference[[5, 6]])
 
 
 def test_reader_reports_past_end_and_missing_file(video_files, tmp_path: Path) -> None:
@@ -228,3 +233,26 @@ def test_native_implementation_is_called_with_lintels_contract(
     assert sys.modules["lintel"].calls == [([4, 9], 0, 0, True)]
     with pytest.raises(FrameIndexError, match="frame 40 requested"):  # checked before Lintel would loop
         reader.read(str(video_files["vp9"]), [40])
+
+
+@pytest.mark.parametrize("codec", ["h264", "vp9"])
+def test_single_threaded_decoders_start_no_threads_and_give_the_same_frames(videos, codec, monkeypatch) -> None:
+    """What loader workers set: FFmpeg starts no decoder threads, and the frames do not change."""
+    encoded, reference = videos[codec]
+    threads_seen: list[int] = []
+    original = lintel_mod._rgb
+
+    def spy(frame):
+        threads_seen.append(len(os.listdir("/proc/self/task")))  # OS threads of this process, mid-decode
+        return original(frame)
+
+    monkeypatch.setattr(lintel_mod, "_rgb", spy)
+    monkeypatch.setattr(lintel_mod, "_decoder_threads", lintel_mod.decoder_threads())  # restored after
+    before = len(os.listdir("/proc/self/task"))
+    set_decoder_threads(1)
+    nums = [2, 17, 33]
+    buf, width, height = loadvid_frame_nums(encoded, frame_nums=nums, should_seek=True)
+    np.testing.assert_array_equal(frames_from_buffer(buf, num_frames=3, width=width, height=height), reference[nums])
+    assert threads_seen and max(threads_seen) == before
+    with pytest.raises(ValueError, match=r"count \(-1\) must be >= 0"):
+        set_decoder_threads(-1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,9 @@ from PIL import Image
 
 from pipelines import transforms as T
 from pipelines.backends.frames import frame_path
+from pipelines.backends.pyav import PyAVReader
 from pipelines.dataset import BadSampleError, VideoClipDataset
+from pipelines.lintel import decoder_threads
 from pipelines.loader import build_loader
 from pipelines.sampling import clip_indices
 from videoprep.errors import ListFormatError
@@ -237,6 +240,31 @@ def test_frames_backend_through_the_loader(data, tmp_path):
     (vc, vl), = batches(video_loader, 0)
     assert torch.equal(fl, vl) and fc.shape == vc.shape
     assert (fc.float() - vc.float()).abs().mean() < 12  # the same frames, through lossy JPEG
+
+
+class ThreadRecordingReader(PyAVReader):
+    """The real PyAV reader that also notes, in the worker, the torch and decoder thread settings."""
+
+    def __init__(self, log_file: str) -> None:
+        super().__init__()
+        self.log_file = log_file
+
+    def read(self, path, indices):
+        with open(self.log_file, "a") as f:
+            f.write(f"{os.getpid()} {torch.get_num_threads()} {decoder_threads()}\n")
+        return super().read(path, indices)
+
+
+def test_workers_run_one_torch_thread_and_single_threaded_decoders(data, tmp_path):
+    log_file = tmp_path / "threads.txt"
+    lst = write_list(data, "threads.txt", good_lines())
+    loader = build_loader(lst, root_path=data, mode="val", backend=ThreadRecordingReader(str(log_file)),
+                          batch_size=5, workers=2, num_classes=NUM_VIDEOS, **CLIP)
+    assert loader._loader.persistent_workers and loader._loader.pin_memory == torch.cuda.is_available()
+    batches(loader, 0)
+    rows = [line.split() for line in log_file.read_text().splitlines()]
+    assert len(rows) == NUM_VIDEOS and all(pid != str(os.getpid()) for pid, _, _ in rows)
+    assert {(torch_threads, decoders) for _, torch_threads, decoders in rows} == {("1", "1")}
 
 
 def test_argument_errors(data):
