@@ -29,7 +29,13 @@ import torch
 from torch.utils.data import DistributedSampler
 
 from pipelines import transforms
-from pipelines.dataset import MAX_REPLACEMENTS, BadSampleError
+from pipelines.dataset import (
+    MAX_REPLACEMENTS,
+    BadSampleError,
+    bad_sample_limit,
+    replacement_index,
+    too_many_bad_samples,
+)
 from pipelines.lintel import DecodeError, FrameIndexError, past_end_error, stream_summary
 from pipelines.loader import MIN_BAD_SAMPLES, _world
 from pipelines.sampling import Mode, clip_indices
@@ -233,7 +239,9 @@ class DaliVideoLoader:
             for i in remainder_positions(size, num_shards=num_shards)
         ] if not self.sampler.shuffle else []
         self.max_bad_fraction = max_bad_fraction
-        self.bad_limit = max(min_bad_samples, int(max_bad_fraction * len(self.records)))
+        self.bad_limit = bad_sample_limit(
+            len(self.records), max_bad_fraction=max_bad_fraction, min_bad_samples=min_bad_samples
+        )
         self.max_replacements = max_replacements
         self.bad_samples: dict[int, str] = {}  # list entry -> first reason
         self.device = resolve_device(device)
@@ -307,11 +315,7 @@ class DaliVideoLoader:
 
     def _replacement(self, index: int, *, attempt: int) -> int:
         """The stand-in `pipelines.dataset.VideoClipDataset` picks: same seed, epoch, index, attempt."""
-        if len(self.records) == 1:
-            return index
-        rng = np.random.default_rng([self.seed, self.epoch, index, attempt + 1])
-        pick = int(rng.integers(len(self.records) - 1))
-        return pick + 1 if pick >= index else pick
+        return replacement_index(index, size=len(self.records), seed=self.seed, epoch=self.epoch, attempt=attempt)
 
     def _plan_one(self, index: int) -> SamplePlan:
         record = self.records[index]
@@ -342,14 +346,10 @@ class DaliVideoLoader:
             self.bad_samples[index] = exc.reason
             log.warning("bad video replaced by another: %s", exc)
         if len(self.bad_samples) > self.bad_limit:
-            examples = "; ".join(
-                f"{self.records[i].path}: {reason}" for i, reason in list(self.bad_samples.items())[:3]
-            )
-            raise BadSampleError(
-                self.list_file,
-                f"{len(self.bad_samples)} bad videos of {len(self.records)} exceed the limit of "
-                f"{self.bad_limit} (max_bad_fraction={self.max_bad_fraction}); first: {examples}. "
-                f"Run `videoprep validate` on the list, or re-index to fix frame_num",
+            raise too_many_bad_samples(
+                self.list_file, bad=len(self.bad_samples), num_videos=len(self.records),
+                limit=self.bad_limit, max_bad_fraction=self.max_bad_fraction,
+                examples=[f"{self.records[i].path}: {reason}" for i, reason in self.bad_samples.items()],
             )
 
     # ------------------------------------------------------------------ DALI

@@ -53,6 +53,35 @@ class BadSample:
     reason: str
 
 
+def replacement_index(index: int, *, size: int, seed: int, epoch: int, attempt: int) -> int:
+    """Stand-in for failed entry `index` of a `size`-entry list: another entry, fixed by (seed, epoch, index, attempt).
+
+    Shared by the dataset and the DALI loader so both replace a bad video with the same one.
+    """
+    if size == 1:
+        return index
+    rng = np.random.default_rng([seed, epoch, index, attempt + 1])
+    pick = int(rng.integers(size - 1))
+    return pick + 1 if pick >= index else pick
+
+
+def bad_sample_limit(num_videos: int, *, max_bad_fraction: float, min_bad_samples: int) -> int:
+    """Bad list entries a run tolerates: max_bad_fraction of the list, at least min_bad_samples."""
+    return max(min_bad_samples, int(max_bad_fraction * num_videos))
+
+
+def too_many_bad_samples(
+    list_file: str, *, bad: int, num_videos: int, limit: int, max_bad_fraction: float, examples: list[str]
+) -> BadSampleError:
+    """The error that stops a run with more bad entries than `limit`, naming the first few."""
+    return BadSampleError(
+        list_file,
+        f"{bad} bad videos of {num_videos} exceed the limit of {limit} (max_bad_fraction={max_bad_fraction}); "
+        f"first: {'; '.join(examples[:3])}. Check the videos with `videoprep validate`, "
+        f"or re-run `videoprep index` to fix frame_num",
+    )
+
+
 class Item(NamedTuple):
     """One dataset item: uint8 clips [V, C, T, H, W], the label, and the bad samples replaced."""
 
@@ -146,7 +175,9 @@ class VideoClipDataset(Dataset):
                 return Item(clips, self.records[current].label, tuple(bad))
             except (PathError, OSError) as exc:
                 bad.append(self._bad_sample(current, exc))
-                current = self._replacement(index, epoch=epoch, attempt=attempt)
+                current = replacement_index(
+                    index, size=len(self.records), seed=self.seed, epoch=epoch, attempt=attempt
+                )
         raise BadSampleError(
             self.video_path(index),
             f"this video and {self.max_replacements} replacements all failed; last: {bad[-1].reason}",
@@ -192,14 +223,6 @@ class VideoClipDataset(Dataset):
             return BadSample(index, path, "frame_num", f"frame_num {rec.frame_num} in the list is wrong: {exc.reason}")
         reason = exc.reason if isinstance(exc, PathError) else f"{type(exc).__name__}: {exc}"
         return BadSample(index, path, "decode" if isinstance(exc, DecodeError) else "read", reason)
-
-    def _replacement(self, index: int, *, epoch: int, attempt: int) -> int:
-        """Deterministic stand-in for a failed sample: the same seed, epoch and index pick the same one."""
-        rng = np.random.default_rng([self.seed, epoch, index, attempt + 1])
-        if len(self.records) == 1:
-            return index
-        pick = int(rng.integers(len(self.records) - 1))
-        return pick + 1 if pick >= index else pick
 
     def __repr__(self) -> str:
         return (

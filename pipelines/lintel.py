@@ -26,6 +26,7 @@ import av
 import numpy as np
 
 from videoprep.errors import PathError
+from videoprep.probe import feeds_decoder, ffmpeg_reason
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +130,7 @@ def decode_indices(
             stream = container.streams.video[0]
         return _decode_sequential(container, stream, nums, label)
     except av.error.FFmpegError as exc:
-        raise DecodeError(label, f"decoding failed: {_reason(exc)}") from None
+        raise DecodeError(label, f"decoding failed: {ffmpeg_reason(exc)}") from None
     finally:
         container.close()
 
@@ -141,7 +142,7 @@ def _open(source: str | BinaryIO, label: str) -> av.container.InputContainer:
     try:
         container = av.open(source, metadata_errors="ignore")
     except av.error.FFmpegError as exc:
-        raise DecodeError(label, f"cannot open: {_reason(exc)}") from None
+        raise DecodeError(label, f"cannot open: {ffmpeg_reason(exc)}") from None
     if not container.streams.video:
         container.close()
         raise DecodeError(label, "no video stream")
@@ -170,7 +171,7 @@ def _stack(frames: list[np.ndarray]) -> np.ndarray:
 
 def _video_packets(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> list:
     """Every packet a decoder is fed (non-empty, not discarded), in decode order."""
-    return [p for p in container.demux(stream) if p.size and not p.is_discard]
+    return [p for p in container.demux(stream) if feeds_decoder(p)]
 
 
 def _decode_intra_only(container, stream, nums: list[int], label: str) -> np.ndarray:
@@ -243,10 +244,6 @@ def _decode_with_seek(container, stream, nums: list[int], label: str) -> np.ndar
     return None
 
 
-def _reason(exc: av.error.FFmpegError) -> str:
-    return getattr(exc, "strerror", None) or str(exc)
-
-
 # --------------------------------------------------------------------------------------
 # Lintel's public API.
 # --------------------------------------------------------------------------------------
@@ -261,7 +258,7 @@ def native_size(encoded: bytes, *, name: str = MEMORY_SOURCE) -> tuple[int, int]
             ctx = container.streams.video[0].codec_context
             return ctx.width, ctx.height
     except av.error.FFmpegError as exc:
-        raise DecodeError(name, f"cannot open: {_reason(exc)}") from None
+        raise DecodeError(name, f"cannot open: {ffmpeg_reason(exc)}") from None
 
 
 def _check_size(frames: np.ndarray, width: int, height: int, name: str) -> None:
@@ -353,7 +350,7 @@ def stream_summary(source: bytes | str, *, name: str | None = None) -> StreamSum
             ctx = stream.codec_context
             frames = len(_video_packets(container, stream))
     except av.error.FFmpegError as exc:
-        raise DecodeError(label, f"cannot demux: {_reason(exc)}") from None
+        raise DecodeError(label, f"cannot demux: {ffmpeg_reason(exc)}") from None
     if frames == 0:
         raise DecodeError(label, "video stream has no frames")
     return StreamSummary(codec=ctx.name or "unknown", frames=frames, width=ctx.width, height=ctx.height)

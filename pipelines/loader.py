@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 from pipelines.backends import VideoReader
-from pipelines.dataset import BadSample, BadSampleError, Item, VideoClipDataset
+from pipelines.dataset import BadSample, Item, VideoClipDataset, bad_sample_limit, too_many_bad_samples
 from pipelines.lintel import set_decoder_threads
 from pipelines.sampling import Mode
 
@@ -110,7 +110,9 @@ class ClipLoader:
         order = list(subset) if subset is not None else list(range(size))
         self.remainder_indices: list[int] = order[covered:] if not shuffle else []
         self.max_bad_fraction = max_bad_fraction
-        self.bad_limit = max(min_bad_samples, int(max_bad_fraction * len(dataset)))
+        self.bad_limit = bad_sample_limit(
+            len(dataset), max_bad_fraction=max_bad_fraction, min_bad_samples=min_bad_samples
+        )
         self.bad_samples: dict[int, BadSample] = {}  # by list entry (0-based), first failure
         self.bad_events = 0
         self._loader = DataLoader(
@@ -151,12 +153,10 @@ class ClipLoader:
             self.bad_samples[sample.index] = sample
             log.warning("bad video replaced by another (%s): %s: %s", sample.kind, sample.path, sample.reason)
         if len(self.bad_samples) > self.bad_limit:
-            examples = "; ".join(f"{b.path}: {b.reason}" for b in list(self.bad_samples.values())[:3])
-            raise BadSampleError(
-                self.dataset.list_file,
-                f"{len(self.bad_samples)} bad videos of {len(self.dataset)} exceed the limit of "
-                f"{self.bad_limit} (max_bad_fraction={self.max_bad_fraction}); first: {examples}. "
-                f"Check the videos with `videoprep validate`, or re-run `videoprep index` to fix frame_num",
+            raise too_many_bad_samples(
+                self.dataset.list_file, bad=len(self.bad_samples), num_videos=len(self.dataset),
+                limit=self.bad_limit, max_bad_fraction=self.max_bad_fraction,
+                examples=[f"{b.path}: {b.reason}" for b in self.bad_samples.values()],
             )
 
     def __repr__(self) -> str:

@@ -41,6 +41,14 @@ class VideoInfo:
         return asdict(self)
 
 
+def feeds_decoder(packet: av.Packet) -> bool:
+    """True for a packet a decoder turns into a frame: not empty, not discarded by an edit list.
+
+    The one rule behind every frame count: `frame_num` in our lists is the number of these.
+    """
+    return bool(packet.size) and not packet.is_discard
+
+
 def _stream_rate(stream: av.video.stream.VideoStream) -> float:
     for rate in (stream.average_rate, stream.guessed_rate, stream.base_rate):
         if rate:
@@ -65,7 +73,7 @@ def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
     try:
         container = av.open(path, metadata_errors="ignore")
     except av.error.FFmpegError as exc:
-        raise ProbeError(path, f"cannot open: {_ffmpeg_reason(exc)}") from None
+        raise ProbeError(path, f"cannot open: {ffmpeg_reason(exc)}") from None
     try:
         if not container.streams.video:
             raise ProbeError(path, "no video stream")
@@ -75,7 +83,7 @@ def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
         pts_list: list[int] = []
         try:
             for packet in container.demux(stream):
-                if packet.size == 0 or packet.is_discard:
+                if not feeds_decoder(packet):
                     continue
                 frames += 1
                 if packet.pts is not None:
@@ -87,7 +95,7 @@ def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
                 else:
                     gop += 1
         except av.error.FFmpegError as exc:
-            raise ProbeError(path, f"demux failed after {frames} frames: {_ffmpeg_reason(exc)}") from None
+            raise ProbeError(path, f"demux failed after {frames} frames: {ffmpeg_reason(exc)}") from None
         max_gop = max(max_gop, gop)
         if frames == 0:
             raise ProbeError(path, "video stream has no frames")
@@ -124,6 +132,6 @@ def _timing(pts: list[int], time_base: Fraction, fps: float, frames: int) -> tup
     return cfr, duration
 
 
-def _ffmpeg_reason(exc: av.error.FFmpegError) -> str:
+def ffmpeg_reason(exc: av.error.FFmpegError) -> str:
     """FFmpeg's own message without PyAV's errno prefix."""
     return getattr(exc, "strerror", None) or str(exc)

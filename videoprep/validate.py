@@ -25,7 +25,7 @@ from videoprep.atomic import atomic_write_json, atomic_write_text
 from videoprep.errors import ProbeError, VideoprepError
 from videoprep.layout import discover, missing_clips, printable_path
 from videoprep.parallel import init_plain_worker, run_isolated
-from videoprep.probe import probe_video
+from videoprep.probe import feeds_decoder, ffmpeg_reason, probe_video
 from videoprep.progress import ProgressFn, no_progress
 
 log = logging.getLogger(__name__)
@@ -436,14 +436,14 @@ def decode_findings(
                 container.seek(0)  # timestamps missing: decode everything instead
             return _decode_every(container, stream, expected_frames)
     except av.error.FFmpegError as exc:
-        return [Finding("undecodable", f"{getattr(exc, 'strerror', None) or exc}")]
+        return [Finding("undecodable", ffmpeg_reason(exc))]
 
 
 def _presentation_pts(
     container: av.container.InputContainer, stream: av.video.stream.VideoStream
 ) -> list[int]:
     """Sorted pts of the packets a decoder turns into frames."""
-    pts = [p.pts for p in container.demux(stream) if p.size and not p.is_discard and p.pts is not None]
+    pts = [p.pts for p in container.demux(stream) if feeds_decoder(p) and p.pts is not None]
     return sorted(pts)
 
 
@@ -457,7 +457,7 @@ def _decode_every(
             decoded += len(stream.decode(packet))
         except av.error.FFmpegError as exc:
             failed += 1
-            first_error = first_error or f"packet {number}: {getattr(exc, 'strerror', None) or exc}"
+            first_error = first_error or f"packet {number}: {ffmpeg_reason(exc)}"
     findings = []
     if failed:
         findings.append(
@@ -495,5 +495,5 @@ def _decode_until(
                 if frame.pts is None or frame.pts >= target:
                     return ""
     except av.error.FFmpegError as exc:
-        return f"{getattr(exc, 'strerror', None) or exc}"
+        return ffmpeg_reason(exc)
     return "not reached before the end of the stream"
