@@ -42,6 +42,7 @@ from train.models import build_model
 from train.optim import LRSchedule, build_optimizer, drop_running_stats, freeze_batchnorm
 from train.runtime import (
     RunnerConfigError,
+    backend_options,
     build_eval_loader,
     draw_seed,
     load_weights,
@@ -166,7 +167,7 @@ def _train(cfg: TrainConfig, ctx: DistContext, run_log: RunLog, on_epoch_end: Ca
                        bgr=uses_bgr(backend=backend, norm=cfg.norm))
     common = dict(root_path=cfg.root_path, backend=backend, workers=cfg.workers, num_segments=cfg.num_segments,
                   seq_length=cfg.seq_length, sample_rate=cfg.sample_rate, num_classes=cfg.num_classes, seed=seed,
-                  max_bad_fraction=cfg.max_bad_fraction,
+                  max_bad_fraction=cfg.max_bad_fraction, **backend_options(backend, ctx),
                   **loader_size_kwargs(crop_size=cfg.crop_size, scale_size=cfg.scale_size))
     per_process = split_batch_size(cfg.batch_size, ctx)
     val_loader = build_eval_loader(cfg.val_list, ctx=ctx, mode="val", batch_size=per_process, **common)

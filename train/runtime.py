@@ -77,11 +77,27 @@ class ShardedLoader:
             yield from part
 
 
+def visit_order(loader: Any) -> list[int]:
+    """List entries a loader yields, in order (DALI loaders say so; ours tag each index with the epoch)."""
+    if hasattr(loader, "order"):
+        return list(loader.order())
+    return [index for index, _ in loader.sampler]
+
+
+def backend_options(backend: str, ctx: DistContext) -> dict[str, Any]:
+    """Per-process loader options: DALI decodes on this rank's GPU."""
+    if backend != "dali":
+        return {}
+    if ctx.device.type == "cuda":
+        return {"backend_options": {"device": "gpu", "device_id": ctx.local_rank}}
+    return {"backend_options": {"device": "cpu"}}
+
+
 def build_eval_loader(list_file: str, *, ctx: DistContext, **kwargs: Any) -> ShardedLoader:
     """build_loader for val/test that counts every video once across ranks (no padding, no duplicates)."""
     main = build_loader(list_file, distributed=ctx.is_distributed, num_replicas=ctx.world_size, rank=ctx.rank,
                         shuffle=False, drop_last=False, **kwargs)
-    indices = [index for index, _ in main.sampler]
+    indices = visit_order(main)
     parts: list[Any] = [main] if indices else []
     remainder = list(main.remainder_indices) if ctx.is_distributed else []
     mine = remainder[ctx.rank::ctx.world_size]

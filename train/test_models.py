@@ -32,6 +32,7 @@ from train.logging_utils import RunLog, epoch_progress, progress_wanted
 from train.models import build_model
 from train.runtime import (
     RunnerConfigError,
+    backend_options,
     build_eval_loader,
     load_weights,
     loader_size_kwargs,
@@ -129,7 +130,7 @@ def _test(cfg: TestConfig, ctx: DistContext, run_log: RunLog) -> TestResult:
         cfg.test_list, ctx=ctx, mode="test", root_path=cfg.root_path, backend=backend, batch_size=cfg.batch_size,
         workers=cfg.workers, seq_length=cfg.seq_length, sample_rate=cfg.sample_rate,
         test_segments=cfg.test_segments, test_crops=cfg.test_crops, num_classes=cfg.num_classes,
-        max_bad_fraction=cfg.max_bad_fraction,
+        max_bad_fraction=cfg.max_bad_fraction, **backend_options(backend, ctx),
         **loader_size_kwargs(crop_size=cfg.img_size, scale_size=cfg.scale),
     )
     records = read_list(cfg.test_list, num_classes=cfg.num_classes)
