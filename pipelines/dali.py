@@ -449,7 +449,7 @@ def build_dali_loader(
     subset: Sequence[int] | None = None,
     max_bad_fraction: float = 0.01,
     min_bad_samples: int = MIN_BAD_SAMPLES,
-    check_files: bool = False,
+    check_files: bool = True,
     crop_size: int = transforms.CROP_SIZE,
     scale_size: int = transforms.SCALE_SIZE,
     verify_frame_num: bool = True,

@@ -108,7 +108,7 @@ class VideoClipDataset(Dataset):
         test_crops: int = 1,
         num_classes: int | None = 400,
         seed: int = 0,
-        check_files: bool = False,
+        check_files: bool = True,
         max_replacements: int = MAX_REPLACEMENTS,
         crop_size: int = T.CROP_SIZE,
         scale_size: int = T.SCALE_SIZE,

@@ -140,6 +140,21 @@ def test_index_flat_cvdf_with_annotations(tmp_path):
     assert list(only.lists) == ["val"] and only.counts["val"].listed == 1
 
 
+def test_every_common_container_is_indexed_with_its_decoded_frame_count(tmp_path):
+    root = tmp_path / "plain"
+    made = {
+        "a.mp4": ("h264", 21), "b.webm": ("vp9", 22), "c.mkv": ("hevc", 23), "d.avi": ("mpeg4", 24),
+        "e.mov": ("h264", 25), "f.mpg": ("mpeg1video", 26), "g.ogv": ("vp8", 27),
+    }
+    for name, (codec, frames) in made.items():
+        write_video(root / "zumba" / name, num_frames=frames, codec=codec)
+    run_index(IndexConfig(video_root=root, out_dir=tmp_path / "lists", jobs=2))
+    records = read_list(tmp_path / "lists" / "all.txt", num_classes=1, root=root, check_files=True)
+    assert [(r.path, r.frame_num) for r in records] == [(f"zumba/{n}", f) for n, (_, f) in made.items()]
+    for record in records:
+        assert record.frame_num == len(decode_all(root / record.path))
+
+
 def test_index_safe_dir_outside_root(class_tree, tmp_path):
     out = tmp_path / "lists"
     run_index(IndexConfig(video_root=class_tree, out_dir=out, safe_dir=tmp_path / "safe-view", jobs=1))
