@@ -117,6 +117,14 @@ def broadcast_object(obj: Any, ctx: DistContext, *, src: int = 0) -> Any:
     return box[0]
 
 
+def broadcast_buffers(model: torch.nn.Module, ctx: DistContext, *, src: int = 0) -> None:
+    """Give every rank rank 0's buffers (BN running stats drift apart after the last DDP step)."""
+    if not ctx.is_distributed:
+        return
+    for buffer in model.buffers():
+        dist.broadcast(buffer.data, src=src)
+
+
 def barrier(ctx: DistContext) -> None:
     """Wait for every rank (no-op for one process)."""
     if ctx.is_distributed:

@@ -31,6 +31,7 @@ from train.config import TrainConfig, parse_train_args
 from train.distributed import (
     DistContext,
     all_gather_objects,
+    broadcast_buffers,
     broadcast_object,
     setup_distributed,
     split_batch_size,
@@ -175,6 +176,7 @@ def _train(cfg: TrainConfig, ctx: DistContext, run_log: RunLog, on_epoch_end: Ca
     show_bar = progress_wanted(cfg.progress, enabled=ctx.is_main)
 
     def validate(epoch: int) -> EvalResult:
+        broadcast_buffers(model, ctx)  # every rank evaluates exactly the weights rank 0 saves
         with epoch_progress(f"val {epoch}", show=show_bar) as bar:
             # The unwrapped model: DDP's forward would sync buffers, and shards may differ in length.
             result = evaluate(model=model, loader=val_loader, criterion=criterion, opts=opts, ctx=ctx,

@@ -62,7 +62,7 @@ def test_two_process_gloo_training_with_exact_evaluation(tiny_data: TinyData, tm
     assert single.last_eval is not None
     assert single.last_eval.count == 3
     assert single.last_eval.top1 == pytest.approx(val[0]["prec1"])
-    assert single.last_eval.loss == pytest.approx(val[0]["loss"], rel=1e-4)
+    assert single.last_eval.loss == pytest.approx(val[0]["loss"], rel=1e-5)
 
 
 @pytest.mark.slow
