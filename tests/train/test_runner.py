@@ -188,3 +188,20 @@ def test_sigkilled_run_resumes_to_the_same_weights(tiny_data: TinyData, tmp_path
     a = _load(checkpoint_path(tmp_path / "a" / "ckpt", "c2d_resnet18"))["state_dict"]
     b = _load(ckpt)["state_dict"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_rng_state_round_trips_through_a_weights_only_checkpoint(tmp_path: Path):
+    import random
+
+    import numpy as np
+
+    from train.checkpoint import capture_rng_state, restore_rng_state, save_checkpoint
+
+    random.seed(1)
+    np.random.seed(2)
+    torch.manual_seed(3)
+    save_checkpoint({"epoch": 1, "rng": capture_rng_state()}, snapshot_dir=tmp_path, arch="x", is_best=True)
+    expected = (random.random(), float(np.random.rand()), float(torch.rand(1)))
+    restore_rng_state(_load(checkpoint_path(tmp_path, "x"))["rng"])
+    assert (random.random(), float(np.random.rand()), float(torch.rand(1))) == expected
+    assert _load(best_path(tmp_path, "x"))["epoch"] == 1
