@@ -239,15 +239,16 @@ def resolve_layout(
             in_split_folders = True
         else:
             placed.append((rel, default_split, parts))
-    if split is not None and in_split_folders:
-        placed = [p for p in placed if p[1] == split]
-
+    # Classes come from every split on disk (or the annotations) before `split` narrows the
+    # videos, so lists indexed one split at a time share one class map.
     if clips:
         classes = class_names(clips)
         by_clip = {c.clip_id: c for c in clips}
     else:
         classes = sorted({rest[0] for _, _, rest in placed if len(rest) >= 2})
         by_clip = {}
+    if split is not None and in_split_folders:
+        placed = [p for p in placed if p[1] == split]
     exact = set(classes)
     loose = {_class_key(name): name for name in classes}
 

@@ -131,6 +131,11 @@ def test_resolve_plain_tree_and_split_option():
     assert root_is_split.videos[0].split == "val"
     only_val = resolve_layout(Path("/d"), ["train/x/1.mp4", "validation/x/2.mp4"], split="validation")
     assert [(v.relpath, v.split) for v in only_val.videos] == [("validation/x/2.mp4", "val")]
+    # One class map whichever split is indexed: a class missing from val keeps its index.
+    tree = ["train/a/1.mp4", "train/b/2.mp4", "validation/b/3.mp4"]
+    val_only = resolve_layout(Path("/d"), tree, split="val")
+    assert val_only.classes == resolve_layout(Path("/d"), tree, split="train").classes == ["a", "b"]
+    assert val_only.class_index()[val_only.videos[0].label] == 1
     assert resolve_layout(Path("/d"), ["train/x/1.mp4"], split="test").videos == []
     flat_unannotated = resolve_layout(Path("/d"), ["train/aaaaaaaaaaa_000001_000011.mp4"])
     assert flat_unannotated.videos[0].label is None
