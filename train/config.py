@@ -97,6 +97,7 @@ class TrainConfig:
     max_bad_fraction: float = 0.01
     trusted_legacy_checkpoint: bool = False
     deterministic: bool = False
+    save_iter_freq: int = 0
     progress: str = "auto"
 
     @property
@@ -248,6 +249,8 @@ def build_train_parser() -> argparse.ArgumentParser:
     ours.add_argument("--scale-size", type=_positive, default=256, help="val short-side resize (official: 256)")
     ours.add_argument("--deterministic", action="store_true",
                       help="torch deterministic algorithms (bit-exact resume on GPU; slower)")
+    ours.add_argument("--save-iter-freq", type=int, default=0,
+                      help="also checkpoint every N iterations inside an epoch (0: off); --resume continues there")
     return p
 
 

@@ -148,8 +148,16 @@ def train_one_epoch(
     print_freq: int = 20,
     freeze_bn: bool = False,
     on_progress: ProgressFn = no_progress,
+    start_iteration: int = 0,
+    before_first_step: Callable[[], None] | None = None,
+    after_step: Callable[[int, int], None] | None = None,
 ) -> EpochResult:
-    """One pass over the training loader with the lr set at every iteration (official semantics)."""
+    """One pass over the training loader with the lr set at every iteration (official semantics).
+
+    start_iteration > 0 continues an epoch a mid-epoch checkpoint stopped in: the batches before
+    it are drawn (same data order) and dropped. before_first_step() runs right before the first
+    step taken (where a resumed run restores its RNG state); after_step(iteration, total) after each.
+    """
     model.train()
     if freeze_bn:
         freeze_batchnorm(model)
@@ -160,6 +168,11 @@ def train_one_epoch(
     start = end = time.perf_counter()
     params = [p for group in optimizer.param_groups for p in group["params"]]
     for i, (clips, labels) in enumerate(loader):
+        if i < start_iteration:
+            continue
+        if before_first_step is not None:
+            before_first_step()
+            before_first_step = None
         meters["data_time"].update(time.perf_counter() - end)
         lr = schedule.lr_at(epoch=epoch, iteration=i, iters_per_epoch=total)
         apply_lr(optimizer, lr=lr, weight_decay=weight_decay)
@@ -204,9 +217,11 @@ def train_one_epoch(
                 loss=m["loss"].val, loss_avg=m["loss"].avg, prec1_avg=m["top1"].avg, prec5_avg=m["top5"].avg,
                 batch_time=m["batch_time"].avg, data_time=m["data_time"].avg,
             )
+        if after_step is not None:
+            after_step(i, total)
     elapsed = max(time.perf_counter() - start, 1e-9)
     return EpochResult(
-        loss=meters["loss"].avg, top1=meters["top1"].avg, top5=meters["top5"].avg, iterations=total,
+        loss=meters["loss"].avg, top1=meters["top1"].avg, top5=meters["top5"].avg, iterations=total - start_iteration,
         clips_per_s=clips_seen / elapsed, clipped_steps=clipped,
     )
 

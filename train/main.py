@@ -99,20 +99,25 @@ def run_training(
     *,
     stream: TextIO | None = None,
     on_epoch_end: Callable[[int], None] | None = None,
+    on_step: Callable[[int, int], None] | None = None,
 ) -> TrainResult:
-    """The whole training run of `python -m train.main`; on_epoch_end(epoch) runs after each epoch's save."""
+    """The whole training run of `python -m train.main`.
+
+    on_epoch_end(epoch) runs after each epoch's checkpoint, on_step(epoch, iteration) after each
+    step (and its mid-epoch checkpoint, if one is due).
+    """
     _check(cfg)
     ctx = setup_distributed(device=cfg.device, backend=cfg.dist_backend)
     run_log = RunLog(log_dir=cfg.log_dir, enabled=ctx.is_main, stream=stream)
     try:
-        return _train(cfg, ctx, run_log, on_epoch_end)
+        return _train(cfg, ctx, run_log, on_epoch_end, on_step)
     finally:
         run_log.close()
         teardown(ctx)
 
 
-def _train(cfg: TrainConfig, ctx: DistContext, run_log: RunLog, on_epoch_end: Callable[[int], None] | None
-           ) -> TrainResult:
+def _train(cfg: TrainConfig, ctx: DistContext, run_log: RunLog, on_epoch_end: Callable[[int], None] | None,
+           on_step: Callable[[int, int], None] | None) -> TrainResult:
     # --resume: read the file first; our own checkpoints carry the seed that keeps data order identical.
     checkpoint = load_checkpoint(cfg.resume, trusted_legacy=cfg.trusted_legacy_checkpoint) if cfg.resume else None
     continuing = checkpoint is not None and "state_dict" in checkpoint and not cfg.soft_resume
@@ -136,13 +141,15 @@ def _train(cfg: TrainConfig, ctx: DistContext, run_log: RunLog, on_epoch_end: Ca
     model = build_model(cfg.arch, **_model_kwargs(cfg))
     if cfg.use_affine:
         drop_running_stats(model)
-    start_epoch, best_prec1 = cfg.start_epoch, 0.0
+    start_epoch, start_iteration, best_prec1 = cfg.start_epoch, 0, 0.0
     if checkpoint is not None:
         load_weights(model, checkpoint, strict=not cfg.soft_resume, source=cfg.resume)
         if continuing:
             start_epoch = int(checkpoint.get("epoch", 0))
+            start_iteration = int(checkpoint.get("iteration", 0))
             best_prec1 = float(checkpoint.get("best_prec1", 0.0))
-        run_log.line(f"=> loaded checkpoint '{cfg.resume}' (epoch {checkpoint.get('epoch', 'n/a')})"
+        inside = f", iteration {start_iteration}" if start_iteration else ""
+        run_log.line(f"=> loaded checkpoint '{cfg.resume}' (epoch {checkpoint.get('epoch', 'n/a')}{inside})"
                      + (", soft: epoch and best restart at 0" if cfg.soft_resume else ""))
     if cfg.freeze_bn:
         run_log.line(f"Freeze All BN Layers ({freeze_batchnorm(model)})")
@@ -198,19 +205,35 @@ def _train(cfg: TrainConfig, ctx: DistContext, run_log: RunLog, on_epoch_end: Ca
         )
     schedule = LRSchedule(base_lr=cfg.lr, epochs=cfg.epochs, lr_steps=tuple(cfg.lr_steps),
                           warmup_epochs=cfg.warmup_epochs, cosine=cfg.coslr)
-    if continuing:
-        # Last of all, so nothing between here and the first step draws from the generators.
+    restore_at_step = None
+    if continuing and start_iteration == 0:
+        # Saved after an epoch (and its validation): restore last of all, before the next epoch starts.
         _restore_rng(checkpoint, ctx)
+    elif continuing:
+        # Saved right after a step: restore right before the next step, once the skipped batches are drawn.
+        def restore_at_step() -> None:
+            _restore_rng(checkpoint, ctx)
 
     last_eval: EvalResult | None = None
     saved: Path | None = None
     for epoch in range(start_epoch, cfg.epochs):
         train_loader.set_epoch(epoch)
+
+        def after_step(iteration: int, total: int, epoch: int = epoch, best: float = best_prec1) -> None:
+            nonlocal saved
+            if cfg.save_iter_freq > 0 and (iteration + 1) % cfg.save_iter_freq == 0 and iteration + 1 < total:
+                saved = _save(cfg, ctx, model, optimizer, scaler, epoch=epoch, best_prec1=best, seed=seed,
+                              is_best=False, iteration=iteration + 1)
+            if on_step is not None:
+                on_step(epoch, iteration)
+
         with epoch_progress(f"epoch {epoch}", show=show_bar) as bar:
             stats = train_one_epoch(
                 model=train_model, loader=train_loader, criterion=criterion, optimizer=optimizer, scaler=scaler,
                 schedule=schedule, epoch=epoch, weight_decay=cfg.weight_decay, clip_gradient=cfg.clip_gradient,
                 opts=opts, run_log=run_log, print_freq=cfg.print_freq, freeze_bn=cfg.freeze_bn, on_progress=bar,
+                start_iteration=start_iteration if epoch == start_epoch else 0,
+                before_first_step=restore_at_step if epoch == start_epoch else None, after_step=after_step,
             )
         run_log.metrics("epoch", step=epoch, epoch=epoch, loss=stats.loss, prec1=stats.top1, prec5=stats.top5,
                         clips_per_s=stats.clips_per_s, clipped_steps=stats.clipped_steps, lr=optimizer.param_groups[-1]["lr"])
@@ -230,13 +253,19 @@ def _train(cfg: TrainConfig, ctx: DistContext, run_log: RunLog, on_epoch_end: Ca
 
 
 def _save(cfg: TrainConfig, ctx: DistContext, model: nn.Module, optimizer: torch.optim.Optimizer,
-          scaler: torch.amp.GradScaler, *, epoch: int, best_prec1: float, seed: int, is_best: bool) -> Path | None:
-    """Collect every rank's RNG state (a collective), then rank 0 writes the checkpoint atomically."""
+          scaler: torch.amp.GradScaler, *, epoch: int, best_prec1: float, seed: int, is_best: bool,
+          iteration: int = 0) -> Path | None:
+    """Collect every rank's RNG state (a collective), then rank 0 writes the checkpoint atomically.
+
+    iteration 0: epoch `epoch` is complete (official meaning of 'epoch': epochs done). iteration > 0:
+    a mid-epoch checkpoint; 'epoch' stays at the epochs done and 'iteration' steps of the next are done.
+    """
+    done = epoch + 1 if iteration == 0 else epoch
     rng_per_rank = all_gather_objects(capture_rng_state(), ctx)
     if not ctx.is_main:
         return None
     state = {
-        "epoch": epoch + 1,
+        "epoch": done,
         "arch": cfg.arch,
         "state_dict": model.state_dict(),
         "best_prec1": best_prec1,
@@ -244,8 +273,8 @@ def _save(cfg: TrainConfig, ctx: DistContext, model: nn.Module, optimizer: torch
         # ours: what an exact --resume needs
         "scaler": scaler.state_dict(),
         "rng": rng_per_rank,
-        "sampler_epoch": epoch + 1,
-        "iteration": 0,
+        "sampler_epoch": done,
+        "iteration": iteration,
         "seed": seed,
         "world_size": ctx.world_size,
         "config": dataclasses.asdict(cfg),

@@ -205,3 +205,24 @@ def test_rng_state_round_trips_through_a_weights_only_checkpoint(tmp_path: Path)
     restore_rng_state(_load(checkpoint_path(tmp_path, "x"))["rng"])
     assert (random.random(), float(np.random.rand()), float(torch.rand(1))) == expected
     assert _load(best_path(tmp_path, "x"))["epoch"] == 1
+
+
+def test_mid_epoch_checkpoint_resumes_inside_the_epoch(tiny_data: TinyData, tmp_path: Path):
+    """--save-iter-freq 1: killed after step 0 of epoch 0, resumed at step 1, ends where an unbroken run ends."""
+    flags = ["--dropout", "0.5", "-sf", "1", "-ef", "100", "--save-iter-freq", "1"]
+    straight, _ = _run(tiny_flags(tiny_data, tmp_path / "a") + flags)
+
+    def die_after_first_step(epoch: int, iteration: int) -> None:
+        if (epoch, iteration) == (0, 0):
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        _run(tiny_flags(tiny_data, tmp_path / "b") + flags, on_step=die_after_first_step)
+    ckpt_b = checkpoint_path(tmp_path / "b" / "ckpt", "c2d_resnet18")
+    mid = _load(ckpt_b)
+    assert (mid["epoch"], mid["iteration"]) == (0, 1)  # official 'epoch' = epochs done
+    _, out = _run(tiny_flags(tiny_data, tmp_path / "b") + flags + ["--resume", str(ckpt_b)])
+    assert "(epoch 0, iteration 1)" in out and "Epoch: [0][1/2]" in out
+    a, b = _load(checkpoint_path(tmp_path / "a" / "ckpt", "c2d_resnet18")), _load(ckpt_b)
+    assert (b["epoch"], b["iteration"]) == (2, 0)
+    assert all(torch.equal(v, b["state_dict"][k]) for k, v in a["state_dict"].items())
