@@ -592,6 +592,7 @@ class BenchReport:
                 }
         return {
             "schema": 1,
+            "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
             "config": self.config,
             "machine": self.machine,
             "backends": sorted({m.backend for m in self.measures if m.kind in ("reader", "loader", "dali")}),
@@ -743,16 +744,64 @@ def _build_measures(
     return measures, samples, limits
 
 
-def _interleaved_order(measures: list[Measure], rep: int) -> list[Measure]:
-    """Group by (file set, view); inside each group rotate the order by repetition (round-robin)."""
-    groups: dict[tuple[str, str], list[Measure]] = {}
-    for m in measures:
-        groups.setdefault((m.encoding, m.view), []).append(m)
-    out = []
-    for group in groups.values():
-        k = rep % len(group)
-        out.extend(group[k:] + group[:k])
-    return out
+# Measures timed one sample at a time in this process; the others (loaders) are whole runs.
+PER_SAMPLE_KINDS: tuple[str, ...] = ("reader", "peer", "reference", "limit")
+
+
+def _rotate(items: list[Measure], k: int) -> list[Measure]:
+    k = k % len(items) if items else 0
+    return items[k:] + items[:k]
+
+
+def _attempt(m: Measure, samples: Sequence[Sample]) -> tuple[int, float] | None:
+    """Run one measure; a failure is recorded on it (and it is dropped from later rounds), never raised."""
+    try:
+        return m.run(samples)
+    except Exception as exc:  # one backend failing on one file set is a recorded result, not a crash
+        log.warning("%s on %s/%s failed: %s: %s", m.label, m.encoding, m.view, type(exc).__name__, exc)
+        m.status, m.note = "failed", f"{type(exc).__name__}: {exc}"
+        m.runs.clear()
+        return None
+
+
+def _run_group(group: list[Measure], samples: Sequence[Sample], *, rep: int, warmup_clips: int) -> None:
+    """One repetition of a (file set, view) group, interleaved as finely as each measure allows.
+
+    Per-sample measures take turns on every sample (the order rotates with the
+    sample and the repetition), so a burst of load from elsewhere hits them all
+    alike; loader runs follow, in an order rotated per repetition. rep < 0 is the
+    warm-up: a few samples per measure, nothing recorded, loaders skipped (their
+    timing already starts after the pipeline has filled).
+    """
+    per_sample = [m for m in group if m.kind in PER_SAMPLE_KINDS and m.status == "ok"]
+    whole = [m for m in group if m.kind not in PER_SAMPLE_KINDS and m.status == "ok"]
+    batch = samples[: max(1, warmup_clips)] if rep < 0 else samples
+    totals = {id(m): [0, 0.0] for m in per_sample}
+    for m in per_sample:
+        limit: DecodeLimit | None = m.extra.get("_limit")
+        if limit is not None:
+            limit.decoded = limit.delivered = 0
+    for i, sample in enumerate(batch):
+        for m in _rotate(per_sample, i + max(rep, 0)):
+            if m.status != "ok":
+                continue
+            result = _attempt(m, [sample])
+            if result is not None:
+                totals[id(m)][0] += result[0]
+                totals[id(m)][1] += result[1]
+    if rep < 0:
+        return
+    for m in per_sample:
+        clips, seconds = totals[id(m)]
+        if m.status == "ok" and seconds > 0:
+            m.runs.append(clips / seconds)
+            limit = m.extra.get("_limit")
+            if limit is not None and clips:
+                m.extra["decoded_frames_per_clip"] = round(limit.decoded / clips, 2)
+    for m in _rotate(whole, rep):
+        result = _attempt(m, samples)
+        if result is not None and result[1] > 0:
+            m.runs.append(result[0] / result[1])
 
 
 def _fileset_from_list(config: BenchConfig) -> dict[str, EncodedSet]:
@@ -780,33 +829,15 @@ def run_bench(config: BenchConfig, *, on_progress: ProgressFn = no_progress) -> 
     work_dir.mkdir(exist_ok=True)
     skipped: list[dict[str, str]] = []
     measures, samples, limits = _build_measures(config, sets, work_dir, skipped)
-    total = len(measures) * (config.repeats + 1)
+    groups: dict[tuple[str, str], list[Measure]] = {}
+    for m in measures:
+        groups.setdefault((m.encoding, m.view), []).append(m)
+    total = len(groups) * (config.repeats + 1)
     done = 0
     try:
-        for rep in range(-1, config.repeats):  # rep -1 is the warm-up: page cache, imports, worker start
-            for m in _interleaved_order(measures, max(rep, 0)):
-                if m.status != "ok":
-                    done += 1
-                    continue
-                if rep < 0 and m.kind in ("loader", "dali"):
-                    done += 1  # loaders time only after their pipeline has filled: no separate warm-up
-                    continue
-                group = samples[(m.encoding, m.view)]
-                batch = group[: max(1, config.warmup_clips)] if rep < 0 else group
-                limit: DecodeLimit | None = m.extra.get("_limit")
-                if limit is not None:
-                    limit.decoded = limit.delivered = 0
-                try:
-                    clips, seconds = m.run(batch)
-                except Exception as exc:  # one backend failing on one file set is a recorded result, not a crash
-                    log.warning("%s on %s/%s failed: %s: %s", m.label, m.encoding, m.view, type(exc).__name__, exc)
-                    m.status, m.note = "failed", f"{type(exc).__name__}: {exc}"
-                    m.runs.clear()
-                else:
-                    if rep >= 0 and seconds > 0:
-                        m.runs.append(clips / seconds)
-                    if limit is not None and limit.delivered:
-                        m.extra["decoded_frames_per_clip"] = round(limit.decoded / max(1, clips), 2)
+        for rep in range(-1, config.repeats):  # rep -1 is the warm-up: page cache, imports, first decoders
+            for key, group in groups.items():
+                _run_group(group, samples[key], rep=rep, warmup_clips=config.warmup_clips)
                 done += 1
                 on_progress(done, total)
     finally:
