@@ -31,12 +31,12 @@ from videoprep.progress import ProgressFn, no_progress
 from videoprep.records import ListRecord, write_class_map, write_list
 from videoprep.transcode import (
     DEFAULT_TIMEOUT_S,
-    PROBE_MARGIN_S,
     Failure,
     PlannedVideo,
     StageRun,
     check_roots,
     plan_stage,
+    pool_timeout,
     run_stage,
     scaled_size,
     source_annotations,
@@ -84,7 +84,7 @@ class FramesConfig:
     jobs: int | None = None
     executor: ExecutorName = "local"
     address: str | None = None
-    timeout_s: float = DEFAULT_TIMEOUT_S
+    timeout_s: float | None = DEFAULT_TIMEOUT_S  # per ffmpeg run; None: no limit
     annotations: Path | None = None
     lists: bool = True  # write {DST}/{split}.txt and {DST}/classes.txt
 
@@ -195,7 +195,7 @@ def run_frames(config: FramesConfig, *, on_progress: ProgressFn = no_progress) -
         run = run_stage(
             "frames", frames_one, planned, tasks, dst=dst, digest=config.settings.digest(),
             executor=config.executor, jobs=config.jobs, address=config.address,
-            timeout_s=config.timeout_s + PROBE_MARGIN_S, on_progress=on_progress,
+            timeout_s=pool_timeout(config.timeout_s), on_progress=on_progress,
         )
         mapping_path = write_mapping(dst, [p for p in planned if p.source.relpath in run.entries])
         report_path = write_report(dst / "frames_report.json", settings=asdict(config.settings), run=run)

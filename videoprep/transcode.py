@@ -124,7 +124,7 @@ class TranscodeConfig:
     jobs: int | None = None  # parallel videos; None: every core
     executor: ExecutorName = "local"
     address: str | None = None  # an existing Ray cluster
-    timeout_s: float = DEFAULT_TIMEOUT_S  # per ffmpeg run
+    timeout_s: float | None = DEFAULT_TIMEOUT_S  # per ffmpeg run; None: no limit
     index: bool = True  # write the list files of DST afterwards (videoprep.index.run_index)
     annotations: Path | None = None  # annotation CSVs, for the index of a flat (CVDF) layout
     index_dir: Path | None = None  # where the lists go; None: DST/lists (paths in them relative to DST)
@@ -350,7 +350,7 @@ def run_transcode(config: TranscodeConfig, *, on_progress: ProgressFn = no_progr
         run = run_stage(
             "transcode", transcode_one, planned, tasks, dst=dst, digest=settings.digest(),
             executor=config.executor, jobs=config.jobs, address=config.address,
-            timeout_s=config.timeout_s + PROBE_MARGIN_S, on_progress=on_progress,
+            timeout_s=pool_timeout(config.timeout_s), on_progress=on_progress,
         )
         mapping_path = write_mapping(dst, [p for p in planned if p.source.relpath in run.entries])
         report_path = write_report(dst / "transcode_report.json", settings=asdict(settings), run=run)
@@ -365,6 +365,11 @@ def run_transcode(config: TranscodeConfig, *, on_progress: ProgressFn = no_progr
 
 
 PROBE_MARGIN_S = 120.0  # the pool's per-item limit: ffmpeg's own limit plus time to probe twice
+
+
+def pool_timeout(ffmpeg_timeout_s: float | None) -> float | None:
+    """The executor's per-item limit: a backstop behind ffmpeg's own, never before it."""
+    return ffmpeg_timeout_s + PROBE_MARGIN_S if ffmpeg_timeout_s else None
 
 
 def _index_outputs(dst: Path, config: TranscodeConfig, *, annotations: Path | None, layout: Layout) -> Any:
