@@ -32,6 +32,7 @@ from videoprep.atomic import PART_SUFFIX, Journal, atomic_path, atomic_write_jso
 from videoprep.errors import PathError, VideoprepError
 from videoprep.executors import ExecutorName, run_tasks
 from videoprep.ffmpeg import run_ffmpeg
+from videoprep.index import IndexConfig, IndexResult, run_index
 from videoprep.layout import ANNOTATIONS_DIRNAME, Layout, discover, safe_relpath
 from videoprep.probe import VideoInfo, probe_video
 from videoprep.progress import ProgressFn, no_progress
@@ -149,7 +150,7 @@ class TranscodeResult:
     mapping_path: Path
     report_path: Path
     seconds: float
-    index: Any = None  # videoprep.index.IndexResult when the index was written
+    index: IndexResult | None = None  # the lists of DST, unless indexing was turned off
 
     @property
     def ok(self) -> bool:
@@ -372,10 +373,10 @@ def pool_timeout(ffmpeg_timeout_s: float | None) -> float | None:
     return ffmpeg_timeout_s + PROBE_MARGIN_S if ffmpeg_timeout_s else None
 
 
-def _index_outputs(dst: Path, config: TranscodeConfig, *, annotations: Path | None, layout: Layout) -> Any:
+def _index_outputs(
+    dst: Path, config: TranscodeConfig, *, annotations: Path | None, layout: Layout
+) -> IndexResult:
     """Write the list files of the transcoded tree with the index stage (no second listing code)."""
-    from videoprep.index import IndexConfig, run_index
-
     result = run_index(IndexConfig(
         video_root=dst, out_dir=config.index_dir or dst / LISTS_DIRNAME, annotations=annotations, jobs=config.jobs,
     ))
