@@ -226,3 +226,24 @@ def test_mid_epoch_checkpoint_resumes_inside_the_epoch(tiny_data: TinyData, tmp_
     a, b = _load(checkpoint_path(tmp_path / "a" / "ckpt", "c2d_resnet18")), _load(ckpt_b)
     assert (b["epoch"], b["iteration"]) == (2, 0)
     assert all(torch.equal(v, b["state_dict"][k]) for k, v in a["state_dict"].items())
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("amp", ["fp16", "bf16"])
+def test_cuda_amp_channels_last_run_and_exact_resume(tiny_data: TinyData, tmp_path: Path, amp: str):
+    """On a GPU: AMP + channels-last train, and (with --deterministic) resume to the same weights."""
+    extra = ["--device", "cuda", "--amp", amp, "--channels-last", "--deterministic", "-sf", "1", "-ef", "100"]
+    _run(tiny_flags(tiny_data, tmp_path / "a") + extra)  # the later --device wins
+
+    def die(epoch: int) -> None:
+        if epoch == 0:
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        _run(tiny_flags(tiny_data, tmp_path / "b") + extra, on_epoch_end=die)
+    ckpt_b = checkpoint_path(tmp_path / "b" / "ckpt", "c2d_resnet18")
+    _run(tiny_flags(tiny_data, tmp_path / "b") + extra + ["--resume", str(ckpt_b)])
+    a, b = _load(checkpoint_path(tmp_path / "a" / "ckpt", "c2d_resnet18")), _load(ckpt_b)
+    assert bool(a["scaler"]) == (amp == "fp16")  # the gradient scaler runs only for fp16
+    assert all(torch.equal(v, b["state_dict"][k]) for k, v in a["state_dict"].items())
