@@ -233,8 +233,9 @@ def transcode_args(
         opts.update({
             "crf": settings.crf if settings.crf is not None else spec.default_quality, "b:v": 0,
             "g": settings.gop, "keyint_min": settings.gop,
-            # `good` at cpu-used 5: ~4x faster than the default with little loss at 256p
-            "deadline": "good", "cpu-used": 5, "row-mt": 1,
+            # realtime at cpu-used 6: 3.6x the speed of `good`/5 for 12% more bytes (720p -> 256p,
+            # measured with benchmarks/bench_transcode.py's sources; README has the table)
+            "deadline": "realtime", "cpu-used": 6, "row-mt": 1,
         })
     else:  # mjpeg: every frame is a JPEG, so every frame is a keyframe
         opts["q:v"] = settings.quality if settings.quality is not None else spec.default_quality
