@@ -322,3 +322,26 @@ def test_ray_executor_on_a_local_cluster_gives_the_same_outputs(src_tree, tmp_pa
         info = probe_video(dst / _outputs(dst)[rel]["output"])
         assert (info.frames, info.max_gop) == (n, 8)
         assert (info.width, info.height) == scaled_size(w, h, short_side=32)
+
+
+@pytest.mark.slow  # DALI's import and pipeline build take several seconds
+@pytest.mark.parametrize("codec", ["mjpeg", "vp9"])
+def test_dali_reads_mjpeg_and_vp9_outputs_on_cpu(tmp_path, codec):
+    dali = pytest.importorskip("nvidia.dali")
+    from nvidia.dali import fn
+
+    src = tmp_path / "src"
+    write_video(src / "c" / "v.mp4", num_frames=24, width=80, height=48, fps=25)
+    dst = tmp_path / "dst"
+    assert run_transcode(TranscodeConfig(src=src, dst=dst, settings=EncodeSettings(codec=codec, short_side=32),
+                                         jobs=1, index=False)).ok
+    [out] = [p for p in dst.rglob("v.*")]
+
+    @dali.pipeline_def(batch_size=1, num_threads=1, device_id=None)
+    def pipe():
+        return fn.experimental.readers.video(filenames=[str(out)], sequence_length=8, device="cpu")
+
+    p = pipe()
+    p.build()
+    (frames,) = p.run()
+    assert np.array(frames[0]).shape == (8, 32, 54, 3)
