@@ -324,7 +324,7 @@ def test_ray_executor_on_a_local_cluster_gives_the_same_outputs(src_tree, tmp_pa
         assert (info.width, info.height) == scaled_size(w, h, short_side=32)
 
 
-@pytest.mark.slow  # DALI's import and pipeline build take several seconds
+@pytest.mark.slow  # keeps DALI (its import, its threads) out of the default test process
 @pytest.mark.parametrize("codec", ["mjpeg", "vp9"])
 def test_dali_reads_mjpeg_and_vp9_outputs_on_cpu(tmp_path, codec):
     dali = pytest.importorskip("nvidia.dali")
