@@ -262,6 +262,7 @@ class DecodeLimit:
         self.collect = collect  # keep the RGB frames (tests compare them with a full decode)
         self.collected: list[np.ndarray] = []
         self._files: dict[str, Any] = {}
+        self._jpeg_ctx: Any = None
         self.decoded = 0
         self.delivered = 0
 
@@ -335,7 +336,9 @@ class DecodeLimit:
         self.delivered += len(needed)
 
     def _one_folder(self, s: Sample, payloads: dict[str, list[bytes]]) -> None:
-        ctx = av.CodecContext.create("mjpeg", "r")
+        if self._jpeg_ctx is None:  # one decoder for every file, as for a video's stream (opening one costs ms)
+            self._jpeg_ctx = av.CodecContext.create("mjpeg", "r")
+        ctx = self._jpeg_ctx
         for data in payloads[s.path + repr(s.indices)]:
             for frame in ctx.decode(av.Packet(data)):
                 self.decoded += 1
