@@ -660,6 +660,10 @@ def evaluate_goals(report: BenchReport) -> list[dict[str, Any]]:
                 f"DataLoader {backend} {w} workers >= 1.8x single process (H.264 GOP 16)",
                 _over(report.find(gop16, view, "loader", backend, w), report.find(gop16, view, "loader", backend, 0)),
                 1.8, "single process = the same loader with workers=0"))
+            goals.append(_goal(
+                f"DataLoader {backend} {w} workers >= 1.8x the single-process reader (H.264 GOP 16)",
+                _over(report.find(gop16, view, "loader", backend, w), report.find(gop16, view, "reader", backend)),
+                1.8, "stricter: the reader alone does no crops, the loader does"))
     goals.append(_goal("stretch: skipping unneeded non-reference frames >= 1.3x decode limit (H.264 GOP 16)",
                        _over(report.find(gop16, view, "limit", "decode_skip_nonref"), report.limit_of(gop16, view)),
                        1.3, "exact: the skipped frames are referenced by no other frame; same bytes"))
