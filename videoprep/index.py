@@ -12,8 +12,8 @@ import io
 import json
 import logging
 import os
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -55,6 +55,10 @@ class IndexConfig:
     exports: tuple[str, ...] = ()
     timeout_s: float = 60.0  # per video; a probe that hangs past it is killed and recorded
     fresh: bool = False  # ignore (and replace) the journal: probe everything again
+    # Set by stages that index their own outputs (transcode): relpath -> class name, and the class
+    # list, so the lists keep the source's label indices and original class names.
+    labels: Mapping[str, str] | None = None
+    classes: Sequence[str] | None = None
 
     def __post_init__(self) -> None:
         unknown = [name for name in self.exports if name not in EXPORTS]
@@ -129,6 +133,7 @@ def run_index(config: IndexConfig, *, on_progress: ProgressFn | None = None) -> 
     out = Path(config.out_dir)
     safe_dir = Path(config.safe_dir) if config.safe_dir is not None else root / SAFE_VIEW_DIRNAME
     layout = discover(root, annotations=config.annotations, split=config.split, skip_dirs=[safe_dir, out])
+    layout = with_labels(layout, labels=config.labels, classes=config.classes)
     if not layout.videos:
         where = f" in split {config.split!r}" if config.split else ""
         log.warning("%s: no videos found%s (extensions: %s)", root, where, " ".join(VIDEO_EXTENSIONS))
@@ -177,6 +182,24 @@ def run_index(config: IndexConfig, *, on_progress: ProgressFn | None = None) -> 
         result.errors,
     )
     return result
+
+
+def with_labels(
+    layout: Layout, *, labels: Mapping[str, str] | None, classes: Sequence[str] | None
+) -> Layout:
+    """The layout with a given class list and per-video labels (they win over the layout's own); pure."""
+    if labels is None and classes is None:
+        return layout
+    names = list(classes) if classes is not None else layout.classes
+    known = set(names)
+    videos = []
+    for video in layout.videos:
+        label = (labels or {}).get(video.relpath, video.label)
+        if label is not None and label not in known:
+            videos.append(replace(video, label=None, note=f"class {label!r} is not in the given class list"))
+        else:
+            videos.append(replace(video, label=label, note="" if label is not None else video.note))
+    return replace(layout, videos=videos, classes=names)
 
 
 def probe_for_index(path: str) -> dict[str, Any]:

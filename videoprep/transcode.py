@@ -358,7 +358,7 @@ def run_transcode(config: TranscodeConfig, *, on_progress: ProgressFn = no_progr
         report_path = write_report(dst / "transcode_report.json", settings=asdict(settings), run=run)
     index_result = None
     if config.index and run.entries:
-        index_result = _index_outputs(dst, config, annotations=annotations, layout=layout)
+        index_result = _index_outputs(dst, config, annotations=annotations, layout=layout, planned=planned)
     return TranscodeResult(
         total=len(planned), transcoded=run.done, skipped=run.skipped, failures=run.failures,
         mapping_path=mapping_path, report_path=report_path, seconds=time.perf_counter() - started,
@@ -375,21 +375,18 @@ def pool_timeout(ffmpeg_timeout_s: float | None) -> float | None:
 
 
 def _index_outputs(
-    dst: Path, config: TranscodeConfig, *, annotations: Path | None, layout: Layout
+    dst: Path, config: TranscodeConfig, *, annotations: Path | None, layout: Layout, planned: list[PlannedVideo]
 ) -> IndexResult:
-    """Write the list files of the transcoded tree with the index stage (no second listing code)."""
-    result = run_index(IndexConfig(
+    """Write the list files of the transcoded tree with the index stage (no second listing code).
+
+    The source's class list and each video's original label go along, so the
+    lists of DST have the label indices and class names of SRC (safe folder
+    names, renamed clips and a flat CVDF tree labelled by annotations included).
+    """
+    return run_index(IndexConfig(
         video_root=dst, out_dir=config.index_dir or dst / LISTS_DIRNAME, annotations=annotations, jobs=config.jobs,
+        labels={p.output: p.label for p in planned if p.label is not None}, classes=tuple(layout.classes),
     ))
-    if not annotations and layout.classes:
-        renamed = [safe_relpath(c) for c in layout.classes]
-        if renamed != sorted(renamed):
-            log.warning(
-                "safe class folder names sort differently from the original names, so label indices "
-                "of %s differ from those of %s; %s has the original label of every video",
-                dst, config.src, MAPPING_FILE,
-            )
-    return result
 
 
 # --- shared by transcode and frames ---------------------------------------------------

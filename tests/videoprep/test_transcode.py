@@ -16,10 +16,12 @@ import av
 import numpy as np
 import pytest
 
+from tests.videoprep.httpfaults import make_kinetics_folder
 from videoprep.errors import VideoprepError
 from videoprep.ffmpeg import run_ffmpeg
+from videoprep.index import IndexConfig, read_manifest, run_index
 from videoprep.probe import VideoInfo, probe_video
-from videoprep.records import read_list
+from videoprep.records import read_class_map, read_list
 from videoprep.synth import write_video
 from videoprep.transcode import (
     CODECS,
@@ -161,6 +163,49 @@ def test_each_codec_probes_as_requested_and_matches_the_index(src_tree, tmp_path
         if CODECS[codec].muxer == "mp4":  # moov atom before the media data: streamable, cheap to open
             head = (dst / out).read_bytes()
             assert head.find(b"moov") < head.find(b"mdat")
+
+
+def _labels(list_file: Path, classes_file: Path) -> dict[str, str]:
+    """Listed path -> class name, as a loader would read them."""
+    classes = read_class_map(classes_file)
+    return {rec.path: classes[rec.label] for rec in read_list(list_file, num_classes=len(classes))}
+
+
+def test_lists_keep_the_source_class_names_and_label_indices(tmp_path):
+    # Safe folder names sort the other way round ("b_a" < "b_x" but "b x" < "b_a"), and two
+    # clips land on one safe name (both get a hash): labels must still follow the source.
+    src = tmp_path / "src"
+    for i, rel in enumerate(["train/b x/c 1.mp4", "train/b x/c_1.mp4", "train/b_a/v.mp4", "val/b_a/w.mp4"]):
+        write_video(src / rel, num_frames=6, width=32, height=24, fps=10, seed=i)
+    source = run_index(IndexConfig(video_root=src, out_dir=tmp_path / "src_lists", jobs=1))
+    dst = tmp_path / "dst"
+    result = run_transcode(TranscodeConfig(src=src, dst=dst, settings=EncodeSettings(short_side=16), jobs=2))
+    assert result.ok
+    assert read_class_map(result.index.classes_path) == read_class_map(source.classes_path) == ["b x", "b_a"]
+    outputs = _outputs(dst)
+    want = {(row["split"], outputs[row["relpath"]]["output"]): (row["label"], int(row["label_index"]))
+            for row in read_manifest(source.manifest_path)}
+    got = {}
+    for split, list_file in result.index.lists.items():
+        classes = read_class_map(result.index.classes_path)
+        got.update({(split, rec.path): (classes[rec.label], rec.label) for rec in read_list(list_file)})
+    assert got == want and len(got) == 4
+
+
+def test_flat_cvdf_source_with_annotations_comes_out_labelled(tmp_path):
+    made = make_kinetics_folder(tmp_path / "k", per_class={"train": 1, "val": 1}, test_count=1, num_frames=6)
+    dst = tmp_path / "dst"
+    result = run_transcode(TranscodeConfig(
+        src=tmp_path / "k" / "videos", dst=dst, annotations=tmp_path / "k" / "annotations",
+        settings=EncodeSettings(short_side=16), jobs=2,
+    ))
+    assert result.ok and result.transcoded == 5
+    classes = read_class_map(result.index.classes_path)
+    assert classes == sorted(c.label for c in made["train"])
+    for split in ("train", "val"):
+        labels = _labels(result.index.lists[split], result.index.classes_path)
+        assert labels == {f"{split}/{c.clip_id}.mp4": c.label for c in made[split]}
+    assert result.index.counts["test"].unlabelled == 1  # the test split has no labels to keep
 
 
 def test_fps_option_resamples_to_a_constant_rate(tmp_path):
