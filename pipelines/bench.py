@@ -36,7 +36,7 @@ import av
 import numpy as np
 
 from pipelines.sampling import clip_indices
-from videoprep.atomic import atomic_path, atomic_write_json
+from videoprep.atomic import atomic_path, atomic_write_json, atomic_write_text
 from videoprep.benchsample import DEFAULT_ENCODINGS, EncodedSet, SampleConfig, describe_list, make_sample
 from videoprep.errors import VideoprepError
 from videoprep.progress import ProgressFn, no_progress
@@ -771,28 +771,33 @@ def _attempt(m: Measure, samples: Sequence[Sample]) -> tuple[int, float] | None:
         return None
 
 
-def _run_group(group: list[Measure], samples: Sequence[Sample], *, rep: int, warmup_clips: int) -> None:
-    """One repetition of a (file set, view) group, interleaved as finely as each measure allows.
+def _run_group(
+    group: list[Measure], samples: dict[str, list[Sample]], *, rep: int, warmup_clips: int,
+) -> None:
+    """One repetition of one view over every file set, interleaved as finely as each measure allows.
 
-    Per-sample measures take turns on every sample (the order rotates with the
-    sample and the repetition), so a burst of load from elsewhere hits them all
+    Per-sample measures of every file set take turns on the i-th sample (the same
+    video and frames in each encoding; the order rotates with the sample and the
+    repetition), so a burst of load from elsewhere hits backends and encodings
     alike; loader runs follow, in an order rotated per repetition. rep < 0 is the
     warm-up: a few samples per measure, nothing recorded, loaders skipped (their
     timing already starts after the pipeline has filled).
     """
     per_sample = [m for m in group if m.kind in PER_SAMPLE_KINDS and m.status == "ok"]
     whole = [m for m in group if m.kind not in PER_SAMPLE_KINDS and m.status == "ok"]
-    batch = samples[: max(1, warmup_clips)] if rep < 0 else samples
+    count = max(len(v) for v in samples.values())
+    count = min(count, max(1, warmup_clips)) if rep < 0 else count
     totals = {id(m): [0, 0.0] for m in per_sample}
     for m in per_sample:
         limit: DecodeLimit | None = m.extra.get("_limit")
         if limit is not None:
             limit.decoded = limit.delivered = 0
-    for i, sample in enumerate(batch):
+    for i in range(count):
         for m in _rotate(per_sample, i + max(rep, 0)):
-            if m.status != "ok":
+            own = samples[m.encoding]
+            if m.status != "ok" or i >= len(own):
                 continue
-            result = _attempt(m, [sample])
+            result = _attempt(m, [own[i]])
             if result is not None:
                 totals[id(m)][0] += result[0]
                 totals[id(m)][1] += result[1]
@@ -806,7 +811,7 @@ def _run_group(group: list[Measure], samples: Sequence[Sample], *, rep: int, war
             if limit is not None and clips:
                 m.extra["decoded_frames_per_clip"] = round(limit.decoded / clips, 2)
     for m in _rotate(whole, rep):
-        result = _attempt(m, samples)
+        result = _attempt(m, samples[m.encoding])
         if result is not None and result[1] > 0:
             m.runs.append(result[0] / result[1])
 
@@ -836,15 +841,16 @@ def run_bench(config: BenchConfig, *, on_progress: ProgressFn = no_progress) -> 
     work_dir.mkdir(exist_ok=True)
     skipped: list[dict[str, str]] = []
     measures, samples, limits = _build_measures(config, sets, work_dir, skipped)
-    groups: dict[tuple[str, str], list[Measure]] = {}
+    groups: dict[str, list[Measure]] = {}
     for m in measures:
-        groups.setdefault((m.encoding, m.view), []).append(m)
+        groups.setdefault(m.view, []).append(m)
     total = len(groups) * (config.repeats + 1)
     done = 0
     try:
         for rep in range(-1, config.repeats):  # rep -1 is the warm-up: page cache, imports, first decoders
-            for key, group in groups.items():
-                _run_group(group, samples[key], rep=rep, warmup_clips=config.warmup_clips)
+            for view, group in groups.items():
+                _run_group(group, {name: samples[(name, view)] for name in sets}, rep=rep,
+                           warmup_clips=config.warmup_clips)
                 done += 1
                 on_progress(done, total)
     finally:
@@ -861,7 +867,9 @@ def run_bench(config: BenchConfig, *, on_progress: ProgressFn = no_progress) -> 
         skipped=skipped, seconds=time.perf_counter() - started,
     )
     report.json_path = out / "bench.json"
-    atomic_write_json(report.json_path, report.as_dict())
+    data = report.as_dict()
+    atomic_write_json(report.json_path, data)
+    atomic_write_text(out / "bench.md", summary_markdown(data))
     report.png_path = out / "bench.png"
     write_plot(report, report.png_path)
     return report
@@ -894,6 +902,49 @@ def render_table(report: BenchReport) -> Any:
             _fmt(s["median"] * seq if s["median"] is not None else None, 0), _fmt(report.ratio(m), 2),
         )
     return table
+
+
+def summary_markdown(data: dict[str, Any], *, view: str = "train") -> str:
+    """A Markdown table of one view's medians (clips/s, x decode limit) per file set, plus the goals."""
+    rows = [r for r in data["results"] if r["view"] == view and r["clips_per_s"]["median"] is not None]
+
+    def cell(enc: str, kind: str, backend: str, workers: int | None = None, ratio: bool = False) -> str:
+        for r in rows:
+            if (r["encoding"], r["kind"], r["backend"], r["workers"]) == (enc, kind, backend, workers):
+                text = f"{r['clips_per_s']['median']:.1f}"
+                if ratio and r["ratio_to_decode_limit"] is not None:
+                    text += f" ({r['ratio_to_decode_limit']:.2f})"
+                return text
+        return "-"
+
+    workers = data["workers"]
+    lines = [
+        f"clips/s, median of {data['config']['repeats']} (x decode limit); view {view}; "
+        f"{data['machine']['cpu_count']} cores {data['machine']['cpu_model']}, noisy={data['machine']['noisy']}",
+        "",
+        "| file set | KB/s of video | decode limit | pyav | lintel | frames | decord | official Lintel | DALI | "
+        f"DataLoader workers {'/'.join(map(str, workers))} |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for enc, info in data["encodings"].items():
+        loaders = []
+        for backend in ("pyav", "lintel", "frames"):
+            cells = [cell(enc, "loader", backend, w) for w in workers]
+            if any(c != "-" for c in cells):
+                loaders.append(f"{backend} {' / '.join(cells)}")
+        lines.append(
+            f"| {enc} | {info['bytes_per_s'] / 1000:.0f} | {cell(enc, 'limit', 'decode')} | "
+            f"{cell(enc, 'reader', 'pyav', ratio=True)} | {cell(enc, 'reader', 'lintel', ratio=True)} | "
+            f"{cell(enc, 'reader', 'frames', ratio=True)} | {cell(enc, 'peer', 'decord')} | "
+            f"{cell(enc, 'reference', 'lintel_official')} | {cell(enc, 'dali', 'dali')} | "
+            f"{'; '.join(loaders) or '-'} |"
+        )
+    lines.append("")
+    for g in data["goals"]:
+        mark = {True: "met", False: "missed", None: "not measured"}[g["met"]]
+        value = "-" if g["value"] is None else f"{g['value']:.2f}"
+        lines.append(f"- {g['goal']}: {value} (target {g['target']}): {mark}")
+    return "\n".join(lines) + "\n"
 
 
 def write_plot(report: BenchReport, path: Path) -> None:

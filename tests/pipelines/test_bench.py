@@ -100,6 +100,8 @@ def test_bench_png_is_a_real_png(tiny_report) -> None:
 def test_bench_table_lists_every_measure(tiny_report) -> None:
     table = render_table(tiny_report)
     assert table.row_count == len(tiny_report.measures)
+    summary = (tiny_report.json_path.parent / "bench.md").read_text()
+    assert "| h264_gop16 |" in summary and "| jpeg |" in summary and "decode limit on H.264 GOP 16" in summary
 
 
 def test_generated_sample_lists_match_probed_frames(tiny_report) -> None:
