@@ -69,6 +69,7 @@ def test_bench_json_has_every_promised_field(tiny_report) -> None:
         ("h264_gop16", "train", "loader", "pyav", 0), ("h264_gop16", "test", "loader", "lintel", 0),
         ("h264_gop16", "train", "reference", "lintel_official", None),
         ("mjpeg", "train", "limit", "decode", None), ("jpeg", "train", "reader", "frames", None),
+        ("mjpeg", "train", "limit", "decode_pil", None), ("jpeg", "train", "limit", "decode_pil", None),
         ("jpeg", "test", "loader", "frames", 0),
     ]
     for key in expected:
@@ -89,6 +90,8 @@ def test_bench_json_has_every_promised_field(tiny_report) -> None:
     assert limit["decoded_frames_per_clip"] >= 57
     # Intra-only: exactly the 8 needed frames, nothing else.
     assert data["decode_limit"]["mjpeg"]["train"]["decoded_frames_per_clip"] == 8
+    assert data["decode_limit"]["jpeg"]["train"]["decoder"] in ("pyav", "pil")
+    assert data["decode_limit"]["h264_gop16"]["train"]["decoder"] == "pyav"
     assert any(g["goal"].startswith("pyav >= 0.9 decode limit on H.264 GOP 16") for g in data["goals"])
 
 
