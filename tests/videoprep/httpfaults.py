@@ -17,7 +17,7 @@ from collections import defaultdict, deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 FaultKind = Literal["status", "drop", "long_length", "short_length", "ignore_range", "slow"]
 
@@ -67,6 +67,7 @@ class FaultServer:
         self.log: list[LoggedRequest] = []
         self.lock = threading.Lock()
         self.httpd: http.server.HTTPServer | None = None
+        self.packed: Any = None  # what pack_mirror returned, when serve_mirror made the folder
 
     @property
     def url(self) -> str:
@@ -231,6 +232,18 @@ def serve_folder(root: str | os.PathLike[str]) -> Iterator[FaultServer]:
         httpd.shutdown()
         httpd.server_close()
         thread.join(timeout=5)
+
+
+@contextlib.contextmanager
+def serve_mirror(source_root: Path, root: Path, **pack_options: Any) -> Iterator[FaultServer]:
+    """Pack `{source_root}/videos` + `annotations` (make_kinetics_folder) as a CVDF mirror in root and serve it."""
+    from videoprep.download import pack_mirror
+
+    root.mkdir(parents=True, exist_ok=True)
+    with serve_folder(root) as server:
+        server.packed = pack_mirror(videos_dir=source_root / "videos", annotations_dir=source_root / "annotations",
+                                    out_dir=root, base_url=server.url, **pack_options)
+        yield server
 
 
 # --- a tiny Kinetics-like dataset on disk (videos + annotation CSVs) ---------------------

@@ -10,8 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from cli import cli
-from tests.videoprep.httpfaults import FaultServer, SourceClip, make_kinetics_folder, serve_folder
-from videoprep.download import pack_mirror
+from tests.videoprep.httpfaults import FaultServer, SourceClip, make_kinetics_folder, serve_mirror
 
 
 @pytest.fixture(scope="module")
@@ -26,10 +25,7 @@ def mirror(tmp_path: Path, source):
     """The source packed as a mirror; videos also served as `videos/{ytid}.mp4` for the YouTube route."""
     src, made = source
     root = tmp_path / "mirror"
-    root.mkdir()
-    with serve_folder(root) as server:
-        pack_mirror(videos_dir=src / "videos", annotations_dir=src / "annotations", out_dir=root,
-                    base_url=server.url, clips_per_part=3)
+    with serve_mirror(src, root, clips_per_part=3) as server:
         (root / "videos").mkdir()
         for clips in made.values():
             for clip in clips:

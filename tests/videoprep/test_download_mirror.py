@@ -15,7 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.videoprep.httpfaults import Fault, FaultServer, SourceClip, make_kinetics_folder, serve_folder
+from tests.videoprep.httpfaults import (
+    Fault,
+    FaultServer,
+    SourceClip,
+    make_kinetics_folder,
+    serve_folder,
+    serve_mirror,
+)
 from videoprep.download import STATE_DIRNAME, DownloadConfig, pack_mirror, run_download, safe_extract
 from videoprep.download.mirror import archive_format
 from videoprep.errors import PathError, VideoprepError
@@ -40,14 +47,9 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, li
 def mirror(tmp_path: Path, source):
     """A served mirror: 2 clips per part, part_1 a plain tar, three inner path styles, a replacement."""
     src_root, _ = source
-    root = tmp_path / "mirror"
-    root.mkdir()
-    with serve_folder(root) as server:
-        packed = pack_mirror(videos_dir=src_root / "videos", annotations_dir=src_root / "annotations",
-                             out_dir=root, base_url=server.url, clips_per_part=2, plain_tar_parts={1},
-                             member_prefixes=("{split}/", "", "k400/{split}/"),
-                             replacements_dir=src_root / "replacements")
-        server.packed = packed  # type: ignore[attr-defined]
+    with serve_mirror(src_root, tmp_path / "mirror", clips_per_part=2, plain_tar_parts={1},
+                      member_prefixes=("{split}/", "", "k400/{split}/"),
+                      replacements_dir=src_root / "replacements") as server:
         yield server
 
 
@@ -106,7 +108,7 @@ def test_mirror_with_faults_ends_complete_and_correct(mirror: FaultServer, tmp_p
 
 
 def test_plain_tar_named_tar_gz_is_detected_by_magic(mirror: FaultServer) -> None:
-    parts = mirror.packed.parts["train"]  # type: ignore[attr-defined]
+    parts = mirror.packed.parts["train"]
     assert [archive_format(p) for p in parts] == ["gz", "tar", "gz"]
     assert all(p.name.endswith(".tar.gz") for p in parts)
 

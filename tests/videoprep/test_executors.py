@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -12,37 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.videoprep.helpers import live_pids, wait_until
 from videoprep.errors import VideoprepError
 from videoprep.executors import run_tasks
 from videoprep.ffmpeg import run_ffmpeg
 from videoprep.probe import probe_video
-
-
-def _ffmpeg_alive(marker: str) -> list[int]:
-    """Live (not zombie) ffmpeg processes whose command line contains `marker`."""
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                cmd = f.read().decode("utf-8", "replace")
-            with open(f"/proc/{entry}/stat") as f:
-                state = f.read().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if "ffmpeg" in cmd and marker in cmd and state != "Z":
-            pids.append(int(entry))
-    return pids
-
-
-def _wait_until(predicate, *, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
 
 
 def _long_ffmpeg_args(marker: str) -> list[str]:
@@ -79,7 +52,7 @@ def test_timed_out_task_takes_its_ffmpeg_with_it():
     [result] = list(run_tasks(run_long_ffmpeg, [marker], jobs=1, timeout_s=1.5))
     assert not result.ok and "timed out after 1.5 s" in result.error
     assert time.monotonic() - started < 30
-    assert _wait_until(lambda: not _ffmpeg_alive(marker), timeout_s=5)
+    assert wait_until(lambda: not live_pids("ffmpeg", marker), timeout_s=5)
 
 
 def test_ffmpeg_dies_when_the_process_that_started_it_is_killed(tmp_path):
@@ -87,11 +60,11 @@ def test_ffmpeg_dies_when_the_process_that_started_it_is_killed(tmp_path):
     script = f"from videoprep.ffmpeg import run_ffmpeg; run_ffmpeg({_long_ffmpeg_args(marker)!r}, target='x')"
     proc = subprocess.Popen([sys.executable, "-c", script], cwd=Path(__file__).resolve().parents[2])
     try:
-        assert _wait_until(lambda: bool(_ffmpeg_alive(marker)), timeout_s=30), "ffmpeg did not start"
+        assert wait_until(lambda: bool(live_pids("ffmpeg", marker)), timeout_s=30), "ffmpeg did not start"
         proc.send_signal(signal.SIGKILL)  # no Python cleanup runs: only the kernel can stop ffmpeg now
         proc.wait(timeout=10)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert _wait_until(lambda: not _ffmpeg_alive(marker), timeout_s=5)
+    assert wait_until(lambda: not live_pids("ffmpeg", marker), timeout_s=5)

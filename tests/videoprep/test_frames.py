@@ -10,11 +10,12 @@ import pytest
 from PIL import Image
 
 from pipelines.backends.frames import FramesReader
+from tests.videoprep.helpers import write_tree
 from videoprep.errors import PathError
 from videoprep.frames import FramesConfig, FramesSettings, count_frames, run_frames
 from videoprep.probe import probe_video
 from videoprep.records import read_class_map, read_list
-from videoprep.synth import decode_all, write_video
+from videoprep.synth import decode_all
 from videoprep.transcode import read_mapping, scaled_size
 
 SOURCES = {
@@ -27,10 +28,7 @@ SOURCES = {
 
 @pytest.fixture
 def src_tree(tmp_path: Path) -> Path:
-    root = tmp_path / "src"
-    for rel, (w, h, fps, n) in SOURCES.items():
-        write_video(root / rel, num_frames=n, width=w, height=h, fps=fps, seed=n)
-    return root
+    return write_tree(tmp_path / "src", SOURCES)
 
 
 def _mean_abs(a: np.ndarray, b: np.ndarray) -> float:

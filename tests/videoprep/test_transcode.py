@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import signal
 import subprocess
 import sys
@@ -16,6 +15,7 @@ import av
 import numpy as np
 import pytest
 
+from tests.videoprep.helpers import live_pids, write_tree
 from tests.videoprep.httpfaults import make_kinetics_folder
 from videoprep.errors import VideoprepError
 from videoprep.ffmpeg import run_ffmpeg
@@ -121,10 +121,7 @@ SOURCES = {
 @pytest.fixture
 def src_tree(tmp_path: Path) -> Path:
     """Class-folder tree with whitespace and shell-hostile names, mixed rates and orientations."""
-    root = tmp_path / "src"
-    for rel, (w, h, fps, n) in SOURCES.items():
-        write_video(root / rel, num_frames=n, width=w, height=h, fps=fps, seed=n)
-    return root
+    return write_tree(tmp_path / "src", SOURCES)
 
 
 def _outputs(dst: Path) -> dict[str, dict[str, str]]:
@@ -291,24 +288,6 @@ def test_rerun_skips_up_to_date_and_redoes_changed_sources_or_settings(src_tree,
     assert run_transcode(other).transcoded == 3
 
 
-def _pids_mentioning(folder: Path, *, program: str = "") -> list[int]:
-    """Live processes (`program` in their command line, if given) whose command line mentions `folder`."""
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                cmd = f.read().decode("utf-8", "replace")
-            with open(f"/proc/{entry}/stat") as f:
-                state = f.read().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if program in cmd and str(folder) in cmd and state != "Z":
-            pids.append(int(entry))
-    return pids
-
-
 # SIGINT takes the same path as SIGTERM (both become KeyboardInterrupt in the parent), so it runs with the slow set.
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL, pytest.param(signal.SIGINT, marks=pytest.mark.slow)])
 def test_interrupted_run_leaves_no_ffmpeg_and_no_partial_output_then_resumes(tmp_path, sig):
@@ -321,7 +300,7 @@ def test_interrupted_run_leaves_no_ffmpeg_and_no_partial_output_then_resumes(tmp
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 60
-        while not _pids_mentioning(dst, program="ffmpeg"):
+        while not live_pids("ffmpeg", str(dst)):
             assert proc.poll() is None, proc.stderr.read().decode()
             assert time.monotonic() < deadline, "no ffmpeg started"
             time.sleep(0.01)
@@ -333,10 +312,10 @@ def test_interrupted_run_leaves_no_ffmpeg_and_no_partial_output_then_resumes(tmp
             proc.wait()
     assert proc.returncode != 0
     deadline = time.monotonic() + 5  # after SIGKILL, orphaned pool workers take a moment to unwind
-    while _pids_mentioning(dst) and time.monotonic() < deadline:
+    while live_pids(str(dst)) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert _pids_mentioning(dst, program="ffmpeg") == []
-    assert _pids_mentioning(dst) == []  # pool workers are gone too
+    assert live_pids("ffmpeg", str(dst)) == []
+    assert live_pids(str(dst)) == []  # pool workers are gone too
 
     finished = [p for p in dst.rglob("*.mp4") if not p.name.startswith(".")]
     for path in finished:  # anything with a final name is a whole, verified video
