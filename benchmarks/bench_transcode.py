@@ -1,6 +1,6 @@
 """Transcode speed: our overhead per video against ffmpeg run by hand, and -j 2 against -j 1.
 
-    .venv/bin/python benchmarks/bench_transcode.py --videos 4 --repeats 3 [--presets] [--json out.json]
+    .venv/bin/python benchmarks/bench_transcode.py --videos 4 --repeats 3 [--top-priority] [--presets] [--json out.json]
 
 Sources are 720p, 30 fps, 10 s H.264 clips (generated once into --cache).
 1. Overhead of one run on one file (the worst case: the process pool starts and
@@ -11,15 +11,26 @@ Sources are 720p, 30 fps, 10 s H.264 clips (generated once into --cache).
 2. Batch: the --videos files by hand one after another, against `run_transcode`
    with -j 1 (per-video overhead; goal within 5%) and with -j 2 (one ffmpeg
    thread per video, the default; goal >= 1.8x the throughput of -j 1 on 2 cores).
+3. Pipeline: one by-hand run with the CPU seconds of each ffmpeg thread (sampled
+   from /proc). ffmpeg >= 7 runs demuxing, decoding, filtering and encoding in
+   threads of their own even at `-threads 1`, so one job can use more than one core;
+   the busiest thread bounds how many (`cores_one_job_can_use`), which bounds what
+   -j 2 can add over -j 1 on 2 idle cores (`j2_over_j1_at_ideal_pipelining_on_2_idle_cores`:
+   -j 1 limited only by its busiest thread, -j 2 by the total CPU).
 Wall and CPU seconds are both reported: CPU time (this process plus every
 reaped child: ffmpeg, pool workers) is far less disturbed by other load on a
 shared machine. Repeats rotate the order; ratios are of medians from one run.
+--top-priority measures as if the machine were idle: with Linux autogroup scheduling,
+CPU is shared between sessions (each ffmpeg we start is one), and this puts the bench's
+session and every ffmpeg's at autogroup nice -20 (needs root or CAP_SYS_NICE; it takes
+the machine from other users for the bench's duration).
 --presets adds a table of x264 presets (frames per CPU second, output size) for one file.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -46,6 +57,16 @@ from videoprep.transcode import (  # noqa: E402
 )
 
 WIDTH, HEIGHT, FPS, SECONDS = 1280, 720, 30, 10
+
+
+def take_top_priority(work: Path) -> None:
+    """Autogroup nice -20 for this session and, through a wrapper, for every ffmpeg session we start."""
+    Path("/proc/self/autogroup").write_text("-20")
+    wrapper = work / "ffmpeg-top-priority"
+    wrapper.write_text(f'#!/bin/sh\necho -20 > /proc/self/autogroup\nexec "{ffmpeg_exe()}" "$@"\n')
+    wrapper.chmod(0o755)
+    os.environ["VIDEOPREP_FFMPEG"] = str(wrapper)  # pool workers fork after this and inherit it
+    ffmpeg_exe.cache_clear()
 
 
 def make_sources(cache: Path, *, videos: int) -> list[Path]:
@@ -83,6 +104,47 @@ def time_by_hand(cmd: list[str]) -> tuple[float, float]:
     t, c = time.perf_counter(), cpu_seconds()
     subprocess.run(cmd, check=True, stdin=subprocess.DEVNULL)
     return time.perf_counter() - t, cpu_seconds() - c
+
+
+def thread_profile(cmd: list[str], *, interval_s: float = 0.02) -> dict:
+    """Wall and CPU seconds of one ffmpeg run, and CPU seconds per thread name (dec0:0:h264, fc0, ...)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    per_thread: dict[str, tuple[str, float]] = {}
+    t, c = time.perf_counter(), cpu_seconds()
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
+    while proc.poll() is None:
+        with contextlib.suppress(FileNotFoundError):
+            for tid in os.listdir(f"/proc/{proc.pid}/task"):
+                with contextlib.suppress(OSError):
+                    stat = Path(f"/proc/{proc.pid}/task/{tid}/stat").read_text()
+                    fields = stat[stat.rindex(")") + 2 :].split()
+                    name = stat[stat.index("(") + 1 : stat.rindex(")")]
+                    per_thread[tid] = (name, (int(fields[11]) + int(fields[12])) / tick)
+        time.sleep(interval_s)
+    wall, cpu = time.perf_counter() - t, cpu_seconds() - c
+    if proc.returncode:
+        raise subprocess.CalledProcessError(proc.returncode, cmd)
+    stages: dict[str, float] = {}
+    for name, seconds in per_thread.values():
+        stages[name] = stages.get(name, 0.0) + seconds
+    return {"wall_s": wall, "cpu_s": cpu, "threads": dict(sorted(stages.items(), key=lambda kv: -kv[1]))}
+
+
+def bench_pipeline(source: Path, work: Path, settings: EncodeSettings, repeats: int) -> dict:
+    """CPU per ffmpeg thread of one job, and what that allows -j 2 to add over -j 1 on two idle cores."""
+    cmd = by_hand_command(source, work / "pipeline.mp4", settings)
+    runs = [thread_profile(cmd) for _ in range(repeats)]
+    names = {name for run in runs for name in run["threads"]}
+    threads = {name: statistics.median(run["threads"].get(name, 0.0) for run in runs) for name in names}
+    total, busiest = sum(threads.values()), max(threads.values())
+    can_use = min(2.0, total / busiest)
+    return {
+        "cpu_s_per_video": round(statistics.median(run["cpu_s"] for run in runs), 3),
+        "cpu_s_per_thread": {k: round(v, 3) for k, v in sorted(threads.items(), key=lambda kv: -kv[1]) if v >= 0.005},
+        "cores_one_job_can_use": round(total / busiest, 2),
+        "j2_over_j1_at_ideal_pipelining_on_2_idle_cores": round(2.0 / can_use, 2),
+        "cores_used_per_run": [round(run["cpu_s"] / run["wall_s"], 2) for run in runs],
+    }
 
 
 def time_ours(src_dir: Path, work: Path, settings: EncodeSettings, *, jobs: int, expect: int) -> tuple[float, float]:
@@ -171,6 +233,8 @@ def bench_batch(sources: list[Path], work: Path, settings: EncodeSettings, repea
         "j1_videos_per_s": round(n / med("j1", 0), 3),
         "j2_videos_per_s": round(n / med("j2", 0), 3),
         "j2_over_j1": round(med("j1", 0) / med("j2", 0), 3),
+        # cores each mode got (CPU / wall): what the other load on the machine left it
+        "cores_used": {name: round(statistics.median(c / w for w, c in rows), 2) for name, rows in runs.items()},
         "all": {name: [[round(w, 3), round(c, 3)] for w, c in rows] for name, rows in runs.items()},
     }
 
@@ -195,6 +259,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--presets", action="store_true", help="also compare x264 presets on one file")
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "videoprep-bench-transcode")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--top-priority", action="store_true",
+                        help="run at autogroup nice -20, as on an idle machine (root; see above)")
     args = parser.parse_args(argv)
 
     t0 = time.perf_counter()
@@ -203,14 +269,18 @@ def main(argv: list[str] | None = None) -> int:
     settings = EncodeSettings(codec=args.codec)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
+        if args.top_priority:
+            take_top_priority(work)
         figures = {
             "machine_cpus": os.cpu_count(),
+            "top_priority": args.top_priority,
             "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
             "source": f"{WIDTH}x{HEIGHT} {FPS} fps {SECONDS} s H.264",
             "settings": {"codec": settings.codec, "short_side": settings.short_side, "gop": settings.gop,
                          "preset": settings.preset, "threads": settings.threads},
             "overhead": bench_overhead(sources[0], work, settings, args.repeats),
             "batch": bench_batch(sources, work, settings, args.repeats),
+            "pipeline": bench_pipeline(sources[0], work, settings, args.repeats),
         }
         if args.presets:
             figures["presets"] = bench_presets(sources[0], work)
