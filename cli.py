@@ -23,6 +23,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from train.config import BACKENDS, PRESET_NAMES
 from videoprep.errors import VideoprepError
 from videoprep.frames import FramesConfig, FramesSettings, run_frames
 from videoprep.progress import ProgressFn
@@ -519,34 +520,43 @@ def bench_cmd(source: Path | None, generate: bool, root_path: str, backends: str
 # --- train / test ---
 # The runners take the official argparse flags (they mirror main.py / test_models.py); these
 # commands add --preset and --backend in front and pass everything else through unchanged.
+# train.config is stdlib-only, so its names cost nothing at CLI start; torch loads on use.
 
 _PASS_THROUGH = {"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": ["-h", "--help"]}
+_BACKEND_OPTION = click.option(
+    "--backend", type=click.Choice(BACKENDS), default=None,
+    help="Loader backend (default: from --read_mode: img -> frames, video -> lintel).",
+)
+_RUNNER_ARGS = click.argument("runner_args", nargs=-1, type=click.UNPROCESSED)
 
 
-def _runner_argv(ctx: click.Context, positional: list[str], preset_flags: list[str], backend: str | None,
-                 extra: tuple[str, ...]) -> list[str]:
-    """Positional lists, then the preset, then --backend, then the user's flags (the last one of a flag wins)."""
-    quiet = ["--progress", "off"] if (ctx.obj or {}).get("quiet") else []
-    return positional + preset_flags + (["--backend", backend] if backend else []) + quiet + list(extra)
+def _preset_option(what: str):
+    return click.option("--preset", type=click.Choice(PRESET_NAMES), default=None,
+                        help=f"Flags of an official script ({what}); flags after it override.")
 
 
-def _parse_or_exit(ctx: click.Context, parse, argv: list[str]):
-    """argparse prints its own usage error (exit 2) or help (exit 0); keep its exit code."""
+def _runner_config(ctx: click.Context, *, test: bool, positional: list[str], preset: str | None,
+                   backend: str | None, extra: tuple[str, ...]):
+    """Positional lists, then the preset, then --backend, then the user's flags (the last one of a flag wins).
+
+    argparse prints its own usage error (exit 2) or help (exit 0); its exit code is kept.
+    """
+    from train.config import parse_test_args, parse_train_args, preset_argv
+
+    argv = positional + (preset_argv(preset, test=test) if preset else []) + (["--backend", backend] if backend else [])
+    argv += (["--progress", "off"] if (ctx.obj or {}).get("quiet") else []) + list(extra)
     try:
-        return parse(argv)
+        return (parse_test_args if test else parse_train_args)(argv)
     except SystemExit as exc:
         ctx.exit(exc.code if isinstance(exc.code, int) else 2)
 
 
 @cli.command("train", context_settings=_PASS_THROUGH)
-@click.option("--preset", type=click.Choice(["c2d", "c2d_nl", "c2d_bat", "c2d_3dbat", "i3d", "i3d_nl", "i3d_bat"]),
-              default=None, help="Settings of an official training script (8x8 clips, lr 0.01, steps 40 80, "
-              "100 epochs, batch 64, dropout 0.5); flags after it override.")
-@click.option("--backend", type=click.Choice(["pyav", "lintel", "frames", "dali"]), default=None,
-              help="Loader backend (default: from --read_mode: img -> frames, video -> lintel).")
+@_preset_option("--read_mode video, 8x8 clips, lr 0.01, steps 40 80, 100 epochs, batch 64, dropout 0.5")
+@_BACKEND_OPTION
 @click.argument("train_list", type=click.Path(exists=True, dir_okay=False))
 @click.argument("val_list", type=click.Path(exists=True, dir_okay=False))
-@click.argument("runner_args", nargs=-1, type=click.UNPROCESSED)
+@_RUNNER_ARGS
 @click.pass_context
 def train_cmd(ctx: click.Context, preset: str | None, backend: str | None, train_list: str, val_list: str,
               runner_args: tuple[str, ...]) -> None:
@@ -557,25 +567,21 @@ def train_cmd(ctx: click.Context, preset: str | None, backend: str | None, train
     Example: videoprep train --preset c2d_3dbat --backend pyav train.txt val.txt
     --resume resnet50_bat.pth --soft_resume -j 16. Under torchrun use `python -m train.main`.
     """
-    from train.config import parse_train_args, preset_argv
     from train.main import run_training
 
-    flags = preset_argv(preset) if preset else []
-    cfg = _parse_or_exit(ctx, parse_train_args, _runner_argv(ctx, [train_list, val_list], flags, backend, runner_args))
+    cfg = _runner_config(ctx, test=False, positional=[train_list, val_list], preset=preset, backend=backend,
+                         extra=runner_args)
     result = run_training(cfg)
     click.echo(f"done: {result.epochs_done} epochs, best Prec@1 {result.best_prec1:.3f}"
                + (f", checkpoint {result.checkpoint}" if result.checkpoint else ""), err=True)
 
 
 @cli.command("test", context_settings=_PASS_THROUGH)
-@click.option("--preset", type=click.Choice(["c2d", "c2d_nl", "c2d_bat", "c2d_3dbat", "i3d", "i3d_nl", "i3d_bat"]),
-              default=None, help="Model flags of an official script with the README test protocol "
-              "(10 segments x 3 crops, 8x8 clips); flags after it override.")
-@click.option("--backend", type=click.Choice(["pyav", "lintel", "frames", "dali"]), default=None,
-              help="Loader backend (default: from --read_mode: img -> frames, video -> lintel).")
+@_preset_option("the README test protocol: --read_mode video, 10 segments x 3 crops, 8x8 clips")
+@_BACKEND_OPTION
 @click.argument("test_list", type=click.Path(exists=True, dir_okay=False))
 @click.argument("weights", type=click.Path(exists=True, dir_okay=False))
-@click.argument("runner_args", nargs=-1, type=click.UNPROCESSED)
+@_RUNNER_ARGS
 @click.pass_context
 def test_cmd(ctx: click.Context, preset: str | None, backend: str | None, test_list: str, weights: str,
              runner_args: tuple[str, ...]) -> None:
@@ -585,13 +591,10 @@ def test_cmd(ctx: click.Context, preset: str | None, backend: str | None, test_l
     `python -m train.test_models` may follow (--test_segments, --test_crops 1|3|10,
     --save_scores FILE.npz, --div N, -j, --device, --amp).
     """
-    from train.config import parse_test_args, preset_argv
     from train.test_models import run_test
 
-    flags = preset_argv(preset, test=True) if preset else []
-    cfg = _parse_or_exit(ctx, parse_test_args, _runner_argv(ctx, [test_list, weights], flags, backend, runner_args))
-    run_test(cfg)
-
+    run_test(_runner_config(ctx, test=True, positional=[test_list, weights], preset=preset, backend=backend,
+                            extra=runner_args))
 
 
 # --- demo ---

@@ -73,11 +73,6 @@ def restore_rng_state(state: dict[str, Any]) -> None:
                         len(cuda_states), torch.cuda.device_count())
 
 
-def strip_module_prefix(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """State dict keys without the `module.` of a DataParallel/DDP wrapper."""
-    return {(key[len("module."):] if key.startswith("module.") else key): value for key, value in state_dict.items()}
-
-
 def save_checkpoint(state: dict[str, Any], *, snapshot_dir: str | os.PathLike[str], arch: str, is_best: bool) -> Path:
     """Write the checkpoint atomically (temp + rename); copy it to model_best, also atomically."""
     target = checkpoint_path(snapshot_dir, arch)

@@ -2,8 +2,9 @@
 
 `python -m train.main` and `python -m train.test_models` accept every flag of the
 official `main.py` / `test_models.py` with the same defaults, so the README commands
-of the official repository work unchanged. `PRESETS` maps each official training
-script to its flags for `videoprep train --preset` / `videoprep test --preset`.
+of the official repository work unchanged. Flags both runners take are defined once
+(`_add_shared_flags`, `RunnerConfig`); each runner adds its own. `PRESETS` maps each
+official script to its flags for `videoprep train --preset` / `videoprep test --preset`.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import argparse
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 Backend = Literal["pyav", "lintel", "frames", "dali"]
 BACKENDS: tuple[str, ...] = ("pyav", "lintel", "frames", "dali")
@@ -22,8 +23,9 @@ AMP_MODES: tuple[str, ...] = ("off", "bf16", "fp16")
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 NORMS: tuple[str, ...] = ("official", "imagenet")
 
-# Model flags of the official README scripts (all use 8x8 clips, lr 0.01, steps 40 80,
-# 100 epochs, batch 64, dropout 0.5). --resume PRETRAINED --soft_resume stays the user's.
+# Flags of the official scripts/ (all: --read_mode video, 8x8 clips; training: lr 0.01, steps 40 80,
+# 100 epochs, batch 64, dropout 0.5; testing: 10 segments x 3 crops). Their -j 48 / -j 16 and
+# --resume PRETRAINED --soft_resume stay the user's (machine- and file-specific).
 _MODEL_FLAGS: dict[str, list[str]] = {
     "c2d": ["--arch", "c2d_resnet50"],
     "c2d_nl": ["--arch", "c2d_resnet50", "--nonlocal_mod", "2", "--nltype", "nl3d"],
@@ -33,35 +35,70 @@ _MODEL_FLAGS: dict[str, list[str]] = {
     "i3d_nl": ["--arch", "i3d_resnet50", "--nonlocal_mod", "2", "--nltype", "nl3d"],
     "i3d_bat": ["--arch", "i3d_resnet50", "--nonlocal_mod", "2", "--nltype", "bat", "--k", "8"],
 }
-_CLIP_FLAGS = ["--seq_length", "8", "--sample_rate", "8"]
+_CLIP_FLAGS = ["--read_mode", "video", "--seq_length", "8", "--sample_rate", "8"]
 _TRAIN_FLAGS = ["--num_segments", "1", "--lr", "0.01", "--lr_steps", "40", "80", "--epochs", "100",
                 "-b", "64", "--dropout", "0.5"]
 _TEST_FLAGS = ["--test_segments", "10", "--test_crops", "3"]
 
+PRESET_NAMES: tuple[str, ...] = tuple(_MODEL_FLAGS)
 PRESETS: dict[str, list[str]] = {name: flags + _CLIP_FLAGS + _TRAIN_FLAGS for name, flags in _MODEL_FLAGS.items()}
 TEST_PRESETS: dict[str, list[str]] = {name: flags + _CLIP_FLAGS + _TEST_FLAGS for name, flags in _MODEL_FLAGS.items()}
 
 
-@dataclass
-class TrainConfig:
-    """Every setting of a training run (official names; ours after `# ours`)."""
+@dataclass(kw_only=True)
+class RunnerConfig:
+    """Settings both runners share: data, clip and model flags (official names, training defaults), then ours."""
 
-    train_list: str
-    val_list: str
     root_path: str = ""
-    log_dir: str = "log"
-    num_segments: int = 1
+    read_mode: str = "img"
     seq_length: int = 8
     sample_rate: int = 8
-    read_mode: str = "img"
-    num_classes: int = 400
+    workers: int = 4
     arch: str = "c2d_resnet50"
-    dropout: float = 0.5
+    num_classes: int = 400
     nonlocal_mod: list[int] = field(default_factory=lambda: [1000])
     nltype: str = "nl3d"
     k: int = 4
     tk: int = 0
     ts: int = 4
+    print_freq: int = 20
+    # ours
+    backend: str | None = None
+    device: str = "auto"
+    dist_backend: str = "auto"
+    amp: str = "off"
+    channels_last: bool = False
+    norm: str = "official"
+    max_bad_fraction: float = 0.01
+    trusted_legacy_checkpoint: bool = False
+    progress: str = "auto"
+
+    @property
+    def loader_backend(self) -> str:
+        """--backend when given, else the backend the official --read_mode implies."""
+        return self.backend or READ_MODE_BACKENDS[self.read_mode]
+
+    @property
+    def bgr(self) -> bool:
+        """Official img mode: JPEG frames fed as BGR before the Caffe means (video mode, and every video backend, is RGB)."""
+        return self.norm == "official" and self.read_mode == "img" and self.loader_backend == "frames"
+
+    def model_kwargs(self) -> dict[str, Any]:
+        """build_model options from the flags (one --nonlocal_mod value applies to layer2 and layer3)."""
+        mod = self.nonlocal_mod[0] if len(self.nonlocal_mod) == 1 else tuple(self.nonlocal_mod)
+        return {"num_classes": self.num_classes, "nonlocal_mod": mod, "nltype": self.nltype, "k": self.k,
+                "tk": self.tk, "ts": self.ts}
+
+
+@dataclass(kw_only=True)
+class TrainConfig(RunnerConfig):
+    """Every setting of a training run (official names; ours after `# ours`)."""
+
+    train_list: str
+    val_list: str
+    log_dir: str = "log"
+    num_segments: int = 1
+    dropout: float = 0.5
     nl_drop: float = 0.2
     freeze_bn: bool = False
     use_affine: bool = False
@@ -75,10 +112,9 @@ class TrainConfig:
     weight_decay: float = 1e-4
     clip_gradient: float | None = 20.0
     nesterov: bool = False
-    print_freq: int = 20
     eval_freq: int = 5
     save_freq: int = 5
-    workers: int = 4
+    save_vg: bool = False
     resume: str = ""
     soft_resume: bool = False
     evaluate: bool = False
@@ -86,70 +122,36 @@ class TrainConfig:
     start_epoch: int = 0
     seed: int = -1
     # ours
-    backend: str | None = None
-    device: str = "auto"
-    dist_backend: str = "auto"
-    amp: str = "off"
-    channels_last: bool = False
-    norm: str = "official"
     crop_size: int = 224
     scale_size: int = 256
-    max_bad_fraction: float = 0.01
-    trusted_legacy_checkpoint: bool = False
     deterministic: bool = False
     save_iter_freq: int = 0
-    progress: str = "auto"
 
-    @property
-    def loader_backend(self) -> str:
-        """--backend when given, else the backend the official --read_mode implies."""
-        return self.backend or READ_MODE_BACKENDS[self.read_mode]
+    def model_kwargs(self) -> dict[str, Any]:
+        """build_model options, the training-only dropout rates included."""
+        return {**super().model_kwargs(), "nl_drop": self.nl_drop, "dropout": self.dropout}
 
 
-@dataclass
-class TestConfig:
+@dataclass(kw_only=True)
+class TestConfig(RunnerConfig):
     """Every setting of a test run (official names and defaults; ours after `# ours`)."""
 
     __test__ = False  # not a pytest class
 
     test_list: str
     weights: str
-    arch: str = "c2d_resnet50"
     tsm: bool = False
-    num_classes: int = 400
     img_size: int = 224
-    nonlocal_mod: list[int] = field(default_factory=lambda: [1000])
-    nltype: str = "nl3d"
-    k: int = 4
-    tk: int = 0
-    ts: int = 4
     save_scores: str | None = None
-    seq_length: int = 32
+    seq_length: int = 32  # the official test defaults differ from training's
     sample_rate: int = 2
     test_segments: int = 1
     workers: int = 8
     test_crops: int = 10
-    root_path: str = ""
     div: int = 1
-    read_mode: str = "img"
     # ours
     batch_size: int = 1
-    backend: str | None = None
-    device: str = "auto"
-    dist_backend: str = "auto"
-    amp: str = "off"
-    channels_last: bool = False
-    norm: str = "official"
     scale_size: int | None = None
-    max_bad_fraction: float = 0.01
-    trusted_legacy_checkpoint: bool = False
-    print_freq: int = 20
-    progress: str = "auto"
-
-    @property
-    def loader_backend(self) -> str:
-        """--backend when given, else the backend the official --read_mode implies."""
-        return self.backend or READ_MODE_BACKENDS[self.read_mode]
 
     @property
     def scale(self) -> int:
@@ -171,21 +173,28 @@ def _fraction(value: str) -> float:
     return number
 
 
-def _add_model_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--arch", type=str, default="c2d_resnet50",
-                        help="c2d_resnet50, i3d_resnet50, i3d_resnet18 (and the 34/101 variants)")
-    parser.add_argument("--num_classes", default=400, type=int)
-    parser.add_argument("--nonlocal_mod", default=[1000], type=int, nargs="+",
-                        help="insert a non-local/BAT block after every m-th block of layer2/layer3 (1000 = none)")
-    parser.add_argument("--nltype", default="nl3d", type=str, help="nl3d (alias nl) or bat")
-    parser.add_argument("--k", default=4, type=int, help="BAT: number of attention groups")
-    parser.add_argument("--tk", default=0, type=int, help="BAT: temporal groups (> 0 is 3D-BAT)")
-    parser.add_argument("--ts", default=4, type=int, help="BAT: temporal size of the temporal transform")
+def _add_shared_flags(p: argparse.ArgumentParser, *, seq_length: int, sample_rate: int,
+                      workers: int) -> argparse._ArgumentGroup:
+    """Flags of both official scripts (clip defaults and -j differ between them), then our shared additions.
 
-
-def _add_runtime_flags(parser: argparse.ArgumentParser) -> None:
-    """Our additions shared by both runners."""
-    ours = parser.add_argument_group("videoprep additions")
+    Returns the "videoprep additions" group so that each runner can add its own there.
+    """
+    p.add_argument("--root_path", default="", type=str)
+    p.add_argument("--read_mode", default="img", choices=sorted(READ_MODE_BACKENDS))
+    p.add_argument("--seq_length", default=seq_length, type=_positive, help="frames per clip")
+    p.add_argument("--sample_rate", default=sample_rate, type=_positive, help="take every n-th frame")
+    p.add_argument("-j", "--workers", default=workers, type=int, help="data loading processes")
+    p.add_argument("--arch", type=str, default="c2d_resnet50",
+                   help="c2d_resnet50, i3d_resnet50, i3d_resnet18 (and the 34/101 variants)")
+    p.add_argument("--num_classes", default=400, type=int)
+    p.add_argument("--nonlocal_mod", default=[1000], type=int, nargs="+",
+                   help="insert a non-local/BAT block after every m-th block of layer2/layer3 (1000 = none)")
+    p.add_argument("--nltype", default="nl3d", type=str, help="nl3d (alias nl) or bat")
+    p.add_argument("--k", default=4, type=int, help="BAT: number of attention groups")
+    p.add_argument("--tk", default=0, type=int, help="BAT: temporal groups (> 0 is 3D-BAT)")
+    p.add_argument("--ts", default=4, type=int, help="BAT: temporal size of the temporal transform")
+    p.add_argument("--print-freq", "-p", default=20, type=_positive)
+    ours = p.add_argument_group("videoprep additions")
     ours.add_argument("--backend", choices=BACKENDS, default=None,
                       help="loader backend; overrides --read_mode (img -> frames, video -> lintel)")
     ours.add_argument("--device", choices=DEVICES, default="auto", help="auto picks cuda when available")
@@ -195,13 +204,15 @@ def _add_runtime_flags(parser: argparse.ArgumentParser) -> None:
                       help="autocast dtype; fp16 uses a gradient scaler on cuda")
     ours.add_argument("--channels-last", action="store_true", help="channels_last_3d memory format")
     ours.add_argument("--norm", choices=NORMS, default="official",
-                      help="official: subtract the Caffe BGR means from RGB (released models); imagenet: mean/std")
+                      help="official: Caffe BGR means subtracted from RGB (video mode; released models), "
+                      "channels flipped to BGR first for --read_mode img on frames; imagenet: mean/std")
     ours.add_argument("--max-bad-fraction", type=_fraction, default=0.01,
                       help="stop when more than this fraction of videos fail to decode")
     ours.add_argument("--trusted-legacy-checkpoint", action="store_true",
                       help="allow full unpickling of old checkpoints (only for files you trust)")
     ours.add_argument("--progress", choices=("auto", "on", "off"), default="auto",
                       help="per-epoch progress bar on stderr (auto: when stderr is a terminal)")
+    return ours
 
 
 def build_train_parser() -> argparse.ArgumentParser:
@@ -212,13 +223,9 @@ def build_train_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("train_list", type=str)
     p.add_argument("val_list", type=str)
-    p.add_argument("--root_path", default="", type=str)
     p.add_argument("--log_dir", default="log", type=str)
     p.add_argument("--num_segments", default=1, type=_positive)
-    p.add_argument("--seq_length", default=8, type=_positive)
-    p.add_argument("--sample_rate", default=8, type=_positive)
-    p.add_argument("--read_mode", default="img", choices=sorted(READ_MODE_BACKENDS))
-    _add_model_flags(p)
+    ours = _add_shared_flags(p, seq_length=8, sample_rate=8, workers=4)
     p.add_argument("--dropout", "--do", default=0.5, type=float)
     p.add_argument("--nl_drop", default=0.2, type=float)
     p.add_argument("--freeze_bn", action="store_true", help="BN layers in eval mode with frozen affine params")
@@ -233,18 +240,16 @@ def build_train_parser() -> argparse.ArgumentParser:
     p.add_argument("--weight-decay", "--wd", default=1e-4, type=float)
     p.add_argument("--clip-gradient", "--gd", default=20.0, type=float, help="max gradient norm (<= 0: off)")
     p.add_argument("--nesterov", action="store_true")
-    p.add_argument("--print-freq", "-p", default=20, type=_positive)
     p.add_argument("--eval-freq", "-ef", default=5, type=_positive)
     p.add_argument("--save-freq", "-sf", default=5, type=_positive)
-    p.add_argument("-j", "--workers", default=4, type=int)
+    p.add_argument("--save-vg", action="store_true",
+                   help="at each printed step also record every parameter's mean |value| and |grad| (metrics, TensorBoard)")
     p.add_argument("--resume", default="", type=str, help="checkpoint to continue, or weights to start from")
     p.add_argument("--soft_resume", action="store_true", help="non-strict load; epoch and best restart at 0")
     p.add_argument("-e", "--evaluate", action="store_true", help="only evaluate on the validation list")
     p.add_argument("--snapshot_dir", type=str, default="checkpoints")
     p.add_argument("--start-epoch", default=0, type=int)
     p.add_argument("--seed", default=-1, type=int, help="random seed (< 0: draw one and print it)")
-    _add_runtime_flags(p)
-    ours = [g for g in p._action_groups if g.title == "videoprep additions"][0]
     ours.add_argument("--crop-size", type=_positive, default=224, help="train/val crop (official: 224)")
     ours.add_argument("--scale-size", type=_positive, default=256, help="val short-side resize (official: 256)")
     ours.add_argument("--deterministic", action="store_true",
@@ -262,30 +267,21 @@ def build_test_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("test_list", type=str)
     p.add_argument("weights", type=str)
-    _add_model_flags(p)
+    ours = _add_shared_flags(p, seq_length=32, sample_rate=2, workers=8)
     p.add_argument("--tsm", action="store_true", help="official flag; TSM is not part of the released models")
     p.add_argument("--img_size", default=224, type=_positive, help="crop size (scale = img_size * 256 / 224)")
     p.add_argument("--save_scores", type=str, default=None, help="write per-view logits and labels to this .npz")
-    p.add_argument("--seq_length", default=32, type=_positive)
-    p.add_argument("--sample_rate", default=2, type=_positive)
     p.add_argument("--test_segments", default=1, type=_positive)
-    p.add_argument("-j", "--workers", default=8, type=int)
     p.add_argument("--test_crops", type=int, default=10, choices=(1, 3, 10))
-    p.add_argument("--root_path", default="", type=str)
     p.add_argument("--div", default=1, type=_positive, help="split each forward batch of views into this many parts")
-    p.add_argument("--read_mode", default="img", choices=sorted(READ_MODE_BACKENDS))
-    _add_runtime_flags(p)
-    ours = [g for g in p._action_groups if g.title == "videoprep additions"][0]
     ours.add_argument("-b", "--batch-size", type=_positive, default=1, help="videos per batch (official: 1)")
     ours.add_argument("--scale-size", type=_positive, default=None, help="override the test short-side resize")
-    ours.add_argument("--print-freq", "-p", type=_positive, default=20)
     return p
 
 
 def _to_config(cls: type, namespace: argparse.Namespace):
     names = {f.name for f in dataclasses.fields(cls)}
-    values = {key: value for key, value in vars(namespace).items() if key in names}
-    return cls(**values)
+    return cls(**{key: value for key, value in vars(namespace).items() if key in names})
 
 
 def parse_train_args(argv: Sequence[str] | None = None) -> TrainConfig:
@@ -302,7 +298,7 @@ def parse_test_args(argv: Sequence[str] | None = None) -> TestConfig:
 
 
 def preset_argv(preset: str, *, test: bool = False) -> list[str]:
-    """Flags of one official README script; a later flag of the user's overrides it."""
+    """Flags of one official script; a later flag of the user's overrides it."""
     table = TEST_PRESETS if test else PRESETS
     if preset not in table:
         raise ValueError(f"preset {preset!r} is not one of {', '.join(table)}")

@@ -125,12 +125,6 @@ def broadcast_buffers(model: torch.nn.Module, ctx: DistContext, *, src: int = 0)
         dist.broadcast(buffer.data, src=src)
 
 
-def barrier(ctx: DistContext) -> None:
-    """Wait for every rank (no-op for one process)."""
-    if ctx.is_distributed:
-        dist.barrier()
-
-
 def split_batch_size(total: int, ctx: DistContext) -> int:
     """Per-process batch from the official total batch size; it must divide evenly."""
     if total % ctx.world_size:

@@ -127,6 +127,17 @@ class EpochResult:
     clipped_steps: int
 
 
+def value_grad_means(optimizer: torch.optim.Optimizer) -> dict[str, float]:
+    """--save-vg: mean |value| and mean |grad| of every parameter, keyed `value/NAME` and `grad/NAME`."""
+    means: dict[str, float] = {}
+    for group in optimizer.param_groups:
+        for name, param in zip(group["param_names"], group["params"], strict=True):
+            means[f"value/{name}"] = float(param.detach().abs().mean())
+            if param.grad is not None:
+                means[f"grad/{name}"] = float(param.grad.detach().abs().mean())
+    return means
+
+
 def _print_due(i: int, total: int, print_freq: int) -> bool:
     # Official: i > 0 and (i % print_freq == 0 or last); we also print the last one of a 1-batch epoch.
     return (i > 0 and i % print_freq == 0) or i + 1 == total
@@ -147,6 +158,7 @@ def train_one_epoch(
     run_log: RunLog,
     print_freq: int = 20,
     freeze_bn: bool = False,
+    save_vg: bool = False,
     on_progress: ProgressFn = no_progress,
     start_iteration: int = 0,
     before_first_step: Callable[[], None] | None = None,
@@ -157,6 +169,7 @@ def train_one_epoch(
     start_iteration > 0 continues an epoch a mid-epoch checkpoint stopped in: the batches before
     it are drawn (same data order) and dropped. before_first_step() runs right before the first
     step taken (where a resumed run restores its RNG state); after_step(iteration, total) after each.
+    save_vg also records every parameter's mean |value| and |grad| at each printed step (official --save-vg).
     """
     model.train()
     if freeze_bn:
@@ -217,6 +230,8 @@ def train_one_epoch(
                 loss=m["loss"].val, loss_avg=m["loss"].avg, prec1_avg=m["top1"].avg, prec5_avg=m["top5"].avg,
                 batch_time=m["batch_time"].avg, data_time=m["data_time"].avg,
             )
+            if save_vg:
+                run_log.metrics("vg", step=epoch * total + i, epoch=epoch, iteration=i, **value_grad_means(optimizer))
         if after_step is not None:
             after_step(i, total)
     elapsed = max(time.perf_counter() - start, 1e-9)

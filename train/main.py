@@ -39,17 +39,15 @@ from train.distributed import (
 )
 from train.engine import EvalResult, StepOptions, evaluate, train_one_epoch
 from train.logging_utils import RunLog, epoch_progress, progress_wanted
-from train.models import build_model
+from train.models import build_model, model_names
 from train.optim import LRSchedule, build_optimizer, drop_running_stats, freeze_batchnorm
 from train.runtime import (
     RunnerConfigError,
-    backend_options,
     build_eval_loader,
     draw_seed,
     load_weights,
-    loader_size_kwargs,
+    loader_options,
     seed_everything,
-    uses_bgr,
 )
 from train.weights import load_checkpoint
 from videoprep.atomic import atomic_write_json
@@ -79,19 +77,14 @@ def save_due(epoch: int, *, save_freq: int) -> bool:
     return (epoch + 1) % save_freq == 0
 
 
-def _model_kwargs(cfg: TrainConfig) -> dict[str, Any]:
-    mod = cfg.nonlocal_mod[0] if len(cfg.nonlocal_mod) == 1 else tuple(cfg.nonlocal_mod)
-    return {"num_classes": cfg.num_classes, "nonlocal_mod": mod, "nltype": cfg.nltype, "k": cfg.k, "tk": cfg.tk,
-            "ts": cfg.ts, "nl_drop": cfg.nl_drop, "dropout": cfg.dropout}
-
-
 def _check(cfg: TrainConfig) -> None:
+    """Flag combinations that cannot work, refused before anything is written."""
+    if cfg.arch not in model_names():
+        raise RunnerConfigError(f"--arch {cfg.arch!r} is not one of {', '.join(model_names())}")
     if cfg.epochs < 1:
         raise RunnerConfigError(f"--epochs ({cfg.epochs}) must be >= 1")
     if cfg.soft_resume and not cfg.resume:
         raise RunnerConfigError("--soft_resume needs --resume PATH (the weights to start from)")
-    if cfg.amp == "fp16" and cfg.device == "cpu":
-        log.warning("--amp fp16 on CPU runs without a gradient scaler; bf16 is the CPU choice")
 
 
 def run_training(
@@ -138,7 +131,9 @@ def _train(cfg: TrainConfig, ctx: DistContext, run_log: RunLog, on_epoch_end: Ca
         atomic_write_json(Path(cfg.log_dir) / "params.json", {**dataclasses.asdict(cfg), "seed": seed,
                                                               "world_size": ctx.world_size})
 
-    model = build_model(cfg.arch, **_model_kwargs(cfg))
+    if cfg.amp == "fp16" and ctx.device.type == "cpu":
+        log.warning("--amp fp16 on CPU runs without a gradient scaler; bf16 is the CPU choice")
+    model = build_model(cfg.arch, **cfg.model_kwargs())
     if cfg.use_affine:
         drop_running_stats(model)
     start_epoch, start_iteration, best_prec1 = cfg.start_epoch, 0, 0.0
@@ -170,13 +165,9 @@ def _train(cfg: TrainConfig, ctx: DistContext, run_log: RunLog, on_epoch_end: Ca
     if ctx.is_distributed:
         train_model = DistributedDataParallel(model, device_ids=[ctx.local_rank] if ctx.device.type == "cuda" else None)
 
-    backend = cfg.loader_backend
-    opts = StepOptions(device=ctx.device, norm=cfg.norm, channels_last=cfg.channels_last, amp=cfg.amp,
-                       bgr=uses_bgr(backend=backend, norm=cfg.norm))
-    common = dict(root_path=cfg.root_path, backend=backend, workers=cfg.workers, num_segments=cfg.num_segments,
-                  seq_length=cfg.seq_length, sample_rate=cfg.sample_rate, num_classes=cfg.num_classes, seed=seed,
-                  max_bad_fraction=cfg.max_bad_fraction, **backend_options(backend, ctx),
-                  **loader_size_kwargs(crop_size=cfg.crop_size, scale_size=cfg.scale_size))
+    opts = StepOptions(device=ctx.device, norm=cfg.norm, channels_last=cfg.channels_last, amp=cfg.amp, bgr=cfg.bgr)
+    common = dict(**loader_options(cfg, ctx), num_segments=cfg.num_segments, seed=seed, crop_size=cfg.crop_size,
+                  scale_size=cfg.scale_size)
     per_process = split_batch_size(cfg.batch_size, ctx)
     val_loader = build_eval_loader(cfg.val_list, ctx=ctx, mode="val", batch_size=per_process, **common)
     criterion = nn.CrossEntropyLoss().to(ctx.device)
@@ -231,7 +222,8 @@ def _train(cfg: TrainConfig, ctx: DistContext, run_log: RunLog, on_epoch_end: Ca
             stats = train_one_epoch(
                 model=train_model, loader=train_loader, criterion=criterion, optimizer=optimizer, scaler=scaler,
                 schedule=schedule, epoch=epoch, weight_decay=cfg.weight_decay, clip_gradient=cfg.clip_gradient,
-                opts=opts, run_log=run_log, print_freq=cfg.print_freq, freeze_bn=cfg.freeze_bn, on_progress=bar,
+                opts=opts, run_log=run_log, print_freq=cfg.print_freq, freeze_bn=cfg.freeze_bn, save_vg=cfg.save_vg,
+                on_progress=bar,
                 start_iteration=start_iteration if epoch == start_epoch else 0,
                 before_first_step=restore_at_step if epoch == start_epoch else None, after_step=after_step,
             )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import logging
 import random
 from collections.abc import Iterator
@@ -14,6 +13,7 @@ import torch
 from torch import nn
 
 from pipelines.loader import build_loader
+from train.config import RunnerConfig
 from train.distributed import DistContext
 from train.weights import AdaptReport, adapt_state_dict
 from videoprep.errors import VideoprepError
@@ -36,26 +36,6 @@ def seed_everything(seed: int, *, rank: int = 0) -> None:
 def draw_seed() -> int:
     """A fresh seed for --seed < 0 (printed, and stored in the checkpoint so --resume reuses it)."""
     return int(np.random.SeedSequence().entropy % 1_000_000)
-
-
-def uses_bgr(*, backend: str, norm: str) -> bool:
-    """The official img mode feeds JPEG frames as BGR before the Caffe means; video mode feeds RGB."""
-    return norm == "official" and backend == "frames"
-
-
-_LOADER_PARAMS = set(inspect.signature(build_loader).parameters)
-
-
-def loader_size_kwargs(*, crop_size: int | None, scale_size: int | None) -> dict[str, int]:
-    """crop/scale overrides for build_loader; non-default sizes need a loader that supports them."""
-    kwargs: dict[str, int] = {}
-    for name, value, default in (("crop_size", crop_size, 224), ("scale_size", scale_size, 256)):
-        if value is None or value == default:
-            continue
-        if name not in _LOADER_PARAMS:
-            raise RunnerConfigError(f"--{name.replace('_', '-')} {value}: this pipelines.loader has no {name} option")
-        kwargs[name] = value
-    return kwargs
 
 
 @dataclass
@@ -84,13 +64,16 @@ def visit_order(loader: Any) -> list[int]:
     return [index for index, _ in loader.sampler]
 
 
-def backend_options(backend: str, ctx: DistContext) -> dict[str, Any]:
-    """Per-process loader options: DALI decodes on this rank's GPU."""
-    if backend != "dali":
-        return {}
-    if ctx.device.type == "cuda":
-        return {"backend_options": {"device": "gpu", "device_id": ctx.local_rank}}
-    return {"backend_options": {"device": "cpu"}}
+def loader_options(cfg: RunnerConfig, ctx: DistContext) -> dict[str, Any]:
+    """build_loader options both runners take from their flags; DALI decodes on this rank's GPU."""
+    backend = cfg.loader_backend
+    options: dict[str, Any] = {"root_path": cfg.root_path, "backend": backend, "workers": cfg.workers,
+                               "seq_length": cfg.seq_length, "sample_rate": cfg.sample_rate,
+                               "num_classes": cfg.num_classes, "max_bad_fraction": cfg.max_bad_fraction}
+    if backend == "dali":
+        device = {"device": "gpu", "device_id": ctx.local_rank} if ctx.device.type == "cuda" else {"device": "cpu"}
+        options["backend_options"] = device
+    return options
 
 
 def build_eval_loader(list_file: str, *, ctx: DistContext, **kwargs: Any) -> ShardedLoader:

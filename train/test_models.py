@@ -30,14 +30,7 @@ from train.distributed import DistContext, all_gather_objects, setup_distributed
 from train.engine import StepOptions, video_logits
 from train.logging_utils import RunLog, epoch_progress, progress_wanted
 from train.models import build_model
-from train.runtime import (
-    RunnerConfigError,
-    backend_options,
-    build_eval_loader,
-    load_weights,
-    loader_size_kwargs,
-    uses_bgr,
-)
+from train.runtime import RunnerConfigError, build_eval_loader, load_weights, loader_options
 from train.weights import load_checkpoint
 from videoprep.atomic import atomic_path
 from videoprep.errors import VideoprepError
@@ -91,12 +84,6 @@ def write_scores(path: str | os.PathLike[str], *, names: Sequence[str], view_sco
     return target
 
 
-def _model_kwargs(cfg: TestConfig) -> dict:
-    mod = cfg.nonlocal_mod[0] if len(cfg.nonlocal_mod) == 1 else tuple(cfg.nonlocal_mod)
-    return {"num_classes": cfg.num_classes, "nonlocal_mod": mod, "nltype": cfg.nltype, "k": cfg.k, "tk": cfg.tk,
-            "ts": cfg.ts}
-
-
 def run_test(cfg: TestConfig, *, stream: TextIO | None = None) -> TestResult:
     """The whole test run of `python -m train.test_models`; rank 0 prints and returns the full result."""
     if cfg.tsm:
@@ -112,7 +99,7 @@ def run_test(cfg: TestConfig, *, stream: TextIO | None = None) -> TestResult:
 
 
 def _test(cfg: TestConfig, ctx: DistContext, run_log: RunLog) -> TestResult:
-    model = build_model(cfg.arch, **_model_kwargs(cfg))
+    model = build_model(cfg.arch, **cfg.model_kwargs())
     checkpoint = load_checkpoint(cfg.weights, trusted_legacy=cfg.trusted_legacy_checkpoint)
     if "state_dict" in checkpoint and "epoch" in checkpoint:
         run_log.line(f"model epoch {checkpoint['epoch']} best prec@1: {checkpoint.get('best_prec1', 'n/a')}")
@@ -123,15 +110,10 @@ def _test(cfg: TestConfig, ctx: DistContext, run_log: RunLog) -> TestResult:
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last_3d)
 
-    backend = cfg.loader_backend
-    opts = StepOptions(device=ctx.device, norm=cfg.norm, channels_last=cfg.channels_last, amp=cfg.amp,
-                       bgr=uses_bgr(backend=backend, norm=cfg.norm))
+    opts = StepOptions(device=ctx.device, norm=cfg.norm, channels_last=cfg.channels_last, amp=cfg.amp, bgr=cfg.bgr)
     loader = build_eval_loader(
-        cfg.test_list, ctx=ctx, mode="test", root_path=cfg.root_path, backend=backend, batch_size=cfg.batch_size,
-        workers=cfg.workers, seq_length=cfg.seq_length, sample_rate=cfg.sample_rate,
-        test_segments=cfg.test_segments, test_crops=cfg.test_crops, num_classes=cfg.num_classes,
-        max_bad_fraction=cfg.max_bad_fraction, **backend_options(backend, ctx),
-        **loader_size_kwargs(crop_size=cfg.img_size, scale_size=cfg.scale),
+        cfg.test_list, ctx=ctx, mode="test", batch_size=cfg.batch_size, test_segments=cfg.test_segments,
+        test_crops=cfg.test_crops, crop_size=cfg.img_size, scale_size=cfg.scale, **loader_options(cfg, ctx),
     )
     records = read_list(cfg.test_list, num_classes=cfg.num_classes)
     view_chunks: list[np.ndarray] = []

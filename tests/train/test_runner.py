@@ -59,9 +59,52 @@ def test_official_readme_command_parses_with_official_defaults():
     assert parse_train_args(["a", "b", "--gd", "0"]).clip_gradient is None
 
 
+def test_bgr_channel_order_only_for_the_official_img_mode():
+    """img mode on JPEG frames flips to BGR (as the official code); video mode and video backends stay RGB."""
+    assert parse_train_args(["a", "b"]).bgr  # --read_mode img -> frames
+    assert not parse_train_args(["a", "b", "--backend", "pyav"]).bgr
+    assert not parse_train_args(["a", "b", "--read_mode", "video", "--backend", "frames"]).bgr
+    assert not parse_train_args(["a", "b", "--norm", "imagenet"]).bgr
+
+
+# Every flag of the official main.py (opts.py) with its default: (flag, config field, default).
+OFFICIAL_TRAIN_FLAGS = [
+    ("--root_path", "root_path", ""), ("--log_dir", "log_dir", "log"), ("--num_segments", "num_segments", 1),
+    ("--seq_length", "seq_length", 8), ("--sample_rate", "sample_rate", 8), ("--read_mode", "read_mode", "img"),
+    ("--num_classes", "num_classes", 400), ("--arch", "arch", "c2d_resnet50"), ("--dropout", "dropout", 0.5),
+    ("--nonlocal_mod", "nonlocal_mod", [1000]), ("--nltype", "nltype", "nl3d"), ("--k", "k", 4), ("--tk", "tk", 0),
+    ("--ts", "ts", 4), ("--nl_drop", "nl_drop", 0.2), ("--freeze_bn", "freeze_bn", False),
+    ("--epochs", "epochs", 100), ("--batch-size", "batch_size", 64), ("--lr", "lr", 0.01),
+    ("--lr_steps", "lr_steps", [20.0, 40.0]), ("--warmup_epochs", "warmup_epochs", 0), ("--coslr", "coslr", False),
+    ("--momentum", "momentum", 0.9), ("--weight-decay", "weight_decay", 1e-4),
+    ("--clip-gradient", "clip_gradient", 20.0), ("--nesterov", "nesterov", False),
+    ("--use_affine", "use_affine", False), ("--print-freq", "print_freq", 20), ("--eval-freq", "eval_freq", 5),
+    ("--save-freq", "save_freq", 5), ("--save-vg", "save_vg", False), ("--workers", "workers", 4),
+    ("--resume", "resume", ""), ("--soft_resume", "soft_resume", False), ("--evaluate", "evaluate", False),
+    ("--snapshot_dir", "snapshot_dir", "checkpoints"), ("--start-epoch", "start_epoch", 0), ("--seed", "seed", -1),
+]
+
+
+def test_every_official_main_flag_and_alias_is_accepted_with_its_default():
+    from train.config import build_train_parser
+
+    known = {opt for action in build_train_parser()._actions for opt in action.option_strings}
+    defaults = parse_train_args(["a", "b"])
+    for flag, name, default in OFFICIAL_TRAIN_FLAGS:
+        assert flag in known, flag
+        assert getattr(defaults, name) == default, name
+    aliases = {"--do": "0.3", "-b": "8", "--learning-rate": "0.2", "--wd": "0.5", "--gd": "7", "-p": "3",
+               "-ef": "2", "-sf": "4", "-j": "0"}
+    cfg = parse_train_args(["a", "b", *(x for pair in aliases.items() for x in pair), "-e", "--save-vg"])
+    assert (cfg.dropout, cfg.batch_size, cfg.lr, cfg.weight_decay, cfg.clip_gradient, cfg.print_freq,
+            cfg.eval_freq, cfg.save_freq, cfg.workers, cfg.evaluate, cfg.save_vg) == (
+        0.3, 8, 0.2, 0.5, 7.0, 3, 2, 4, 0, True, True)
+
+
 def test_presets_match_the_official_scripts():
     cfg = parse_train_args(["a", "b", *preset_argv("c2d_3dbat")])
     assert (cfg.arch, cfg.nonlocal_mod, cfg.nltype, cfg.k, cfg.tk) == ("c2d_resnet50", [2], "bat", 8, 4)
+    assert (cfg.read_mode, cfg.loader_backend, cfg.bgr) == ("video", "lintel", False)  # the scripts' video mode
     assert (cfg.seq_length, cfg.sample_rate, cfg.lr, cfg.lr_steps, cfg.epochs, cfg.batch_size, cfg.dropout) == (
         8, 8, 0.01, [40.0, 80.0], 100, 64, 0.5)
     assert parse_train_args(["a", "b", *preset_argv("i3d"), "--epochs", "3"]).epochs == 3  # later flag wins
@@ -138,6 +181,12 @@ def test_strict_resume_with_other_class_count_names_the_mismatch(
         _run(tiny_flags(tiny_data, tmp_path, epochs=1) + ["--resume", str(trained_checkpoint), "--num_classes", "3"])
 
 
+def test_unknown_arch_is_refused_before_anything_is_written(tiny_data: TinyData, tmp_path: Path):
+    with pytest.raises(RunnerConfigError, match="--arch 'resnet50' is not one of c2d_resnet101, "):
+        _run(tiny_flags(tiny_data, tmp_path) + ["--arch", "resnet50"])
+    assert not (tmp_path / "log").exists() and not (tmp_path / "ckpt").exists()
+
+
 def test_evaluate_only_counts_every_val_video(tiny_data: TinyData, trained_checkpoint: Path, tmp_path: Path):
     result, out = _run(tiny_flags(tiny_data, tmp_path) + ["--resume", str(trained_checkpoint), "-e"])
     assert result.last_eval is not None and result.last_eval.count == 3
@@ -147,7 +196,7 @@ def test_evaluate_only_counts_every_val_video(tiny_data: TinyData, trained_check
 def test_cli_train_with_freeze_bn_bf16_and_channels_last(tiny_data: TinyData, tmp_path: Path):
     from cli import cli
 
-    flags = tiny_flags(tiny_data, tmp_path, epochs=1) + ["--freeze_bn", "--amp", "bf16", "--channels-last"]
+    flags = tiny_flags(tiny_data, tmp_path, epochs=1) + ["--freeze_bn", "--amp", "bf16", "--channels-last", "--save-vg"]
     result = CliRunner().invoke(cli, ["-q", "train", "--preset", "c2d", "--backend", "pyav", *flags])
     assert result.exit_code == 0, result.output
     assert "Epoch: [0][1/2]" in result.stdout and "Testing Results" in result.stdout
@@ -155,6 +204,9 @@ def test_cli_train_with_freeze_bn_bf16_and_channels_last(tiny_data: TinyData, tm
     assert torch.equal(state["bn1.running_mean"], torch.zeros_like(state["bn1.running_mean"]))  # BN frozen
     assert torch.equal(state["bn1.weight"], torch.ones_like(state["bn1.weight"]))
     assert not torch.equal(state["conv1.weight"], _fresh_conv1())  # but the convolutions trained
+    vg = [r for r in read_metrics(tmp_path / "log") if r["kind"] == "vg"]  # --save-vg: at each printed step (i = 1 of 2)
+    assert len(vg) == 1 and vg[0]["grad/conv1.weight"] > 0 and vg[0]["value/bn1.weight"] == 1.0
+    assert "grad/bn1.weight" not in vg[0]  # frozen BN has no gradient
     bad = CliRunner().invoke(cli, ["train", str(tiny_data.train_list), str(tiny_data.val_list), "--epochs", "x"])
     assert bad.exit_code == 2
 

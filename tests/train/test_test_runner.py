@@ -81,10 +81,18 @@ def test_tsm_flag_is_a_clear_error_not_a_crash(tiny_data: TinyData, trained: Pat
         run_test(parse_test_args(_test_argv(tiny_data, trained, "--tsm")))
 
 
-def test_official_test_defaults():
+def test_official_test_flags_and_defaults():
+    from train.config import build_test_parser
+
+    official = {"--arch": "c2d_resnet50", "--tsm": False, "--num_classes": 400, "--img_size": 224,
+                "--nonlocal_mod": [1000], "--nltype": "nl3d", "--k": 4, "--tk": 0, "--ts": 4, "--save_scores": None,
+                "--seq_length": 32, "--sample_rate": 2, "--test_segments": 1, "--workers": 8, "--test_crops": 10,
+                "--root_path": "", "--div": 1, "--read_mode": "img"}
+    known = {opt for action in build_test_parser()._actions for opt in action.option_strings}
     cfg = parse_test_args(["val.lst", "w.pth"])
-    assert (cfg.seq_length, cfg.sample_rate, cfg.test_crops, cfg.test_segments, cfg.div, cfg.workers) == (
-        32, 2, 10, 1, 1, 8)
+    for flag, default in official.items():
+        assert flag in known and getattr(cfg, flag.lstrip("-")) == default, flag
+    assert parse_test_args(["v", "w", "-j", "2"]).workers == 2
     assert cfg.scale == 256 and parse_test_args(["v", "w", "--img_size", "112"]).scale == 128
 
 
