@@ -27,7 +27,7 @@ from train.config import BACKENDS, PRESET_NAMES
 from videoprep.errors import VideoprepError
 from videoprep.frames import FramesConfig, FramesSettings, run_frames
 from videoprep.progress import ProgressFn
-from videoprep.transcode import X264_PRESETS, EncodeSettings, TranscodeConfig, run_transcode
+from videoprep.transcode import X264_PRESETS, X264_TUNES, EncodeSettings, TranscodeConfig, run_transcode
 
 err_console = Console(stderr=True)
 
@@ -257,6 +257,9 @@ def _report_batch(kind: str, *, done: int, skipped: int, failures: list, report:
               help="Quality for h264 (default 23) and vp9 (default 32); lower is better and bigger.")
 @click.option("--preset", type=click.Choice(X264_PRESETS), default="veryfast", show_default=True,
               help="x264 speed/size trade-off (h264 only); veryfast encodes ~1.7x faster than medium.")
+@click.option("--tune", type=click.Choice(X264_TUNES), default=None,
+              help="x264 tune (h264 only); fastdecode (no CABAC, no deblocking) decodes ~2.7x faster on "
+                   "CPU for ~10% more bytes.")
 @click.option("--quality", type=click.IntRange(2, 31), default=None,
               help="mjpeg JPEG quality, ffmpeg -q:v (default 3); lower is better and bigger.")
 @click.option("--keep-audio", is_flag=True, help="Keep the audio track (dropped by default).")
@@ -265,7 +268,8 @@ def _report_batch(kind: str, *, done: int, skipped: int, failures: list, report:
               help="Where the list files go (default DST/lists; their paths are relative to DST).")
 @_batch_options
 def transcode_cmd(src: Path, dst: Path, codec: str, short_side: int, fps: float | None, gop: int,
-                  crf: int | None, preset: str, quality: int | None, keep_audio: bool, no_index: bool,
+                  crf: int | None, preset: str, tune: str | None, quality: int | None, keep_audio: bool,
+                  no_index: bool,
                   lists_dir: Path | None, jobs: int | None, threads: int, executor: str, address: str | None,
                   timeout_s: float, annotations: Path | None) -> None:
     """Re-encode every video under SRC into DST for fast loading.
@@ -276,7 +280,7 @@ def transcode_cmd(src: Path, dst: Path, codec: str, short_side: int, fps: float 
     DST/transcode_report.json. Then writes DST/lists/{split}.txt (unless --no-index).
     """
     settings = EncodeSettings(codec=codec, short_side=short_side, fps=fps, gop=gop, crf=crf, preset=preset,
-                              quality=quality, keep_audio=keep_audio, threads=threads)
+                              tune=tune, quality=quality, keep_audio=keep_audio, threads=threads)
     config = TranscodeConfig(src=src, dst=dst, settings=settings, jobs=jobs, executor=executor, address=address,
                              timeout_s=timeout_s, index=not no_index, annotations=annotations,
                              index_dir=lists_dir)

@@ -25,6 +25,8 @@ CPU is shared between sessions (each ffmpeg we start is one), and this puts the 
 session and every ffmpeg's at autogroup nice -20 (needs root or CAP_SYS_NICE; it takes
 the machine from other users for the bench's duration).
 --presets adds a table of x264 presets (frames per CPU second, output size) for one file.
+--decode adds how fast PyAV (one thread) decodes the h264 output of one file made with
+the default settings, with `--tune fastdecode`, and without B-frames (x264 bframes=0).
 """
 
 from __future__ import annotations
@@ -251,6 +253,46 @@ def bench_presets(source: Path, work: Path) -> list[dict]:
     return rows
 
 
+def bench_decode(source: Path, work: Path, repeats: int) -> list[dict]:
+    """Frames decoded per CPU second (PyAV, one thread, whole file) for outputs of a few x264 variants."""
+    import av
+
+    def without_bframes(cmd: list[str]) -> list[str]:
+        at = cmd.index("-x264-params") + 1
+        return [*cmd[:at], cmd[at] + ":bframes=0", *cmd[at + 1 :]]
+
+    variants = {
+        "default": by_hand_command(source, work / "dec_default.mp4", EncodeSettings()),
+        "tune fastdecode": by_hand_command(source, work / "dec_fastdecode.mp4", EncodeSettings(tune="fastdecode")),
+        "bframes=0": without_bframes(by_hand_command(source, work / "dec_nob.mp4", EncodeSettings())),
+    }
+    outputs = {}
+    for name, cmd in variants.items():
+        _, encode_cpu = time_by_hand(cmd)
+        outputs[name] = (Path(cmd[-1]), encode_cpu)
+
+    def decode_cpu(path: Path) -> tuple[float, int]:
+        started = time.process_time()
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            stream.thread_type = "NONE"
+            stream.codec_context.thread_count = 1
+            frames = sum(1 for _ in container.decode(stream))
+        return time.process_time() - started, frames
+
+    times: dict[str, list[float]] = {name: [] for name in outputs}
+    for _ in range(repeats):
+        for name, (path, _) in outputs.items():  # interleaved, so load bursts hit every variant
+            times[name].append(decode_cpu(path)[0])
+    rows = []
+    for name, (path, encode_cpu) in outputs.items():
+        frames = decode_cpu(path)[1]
+        rows.append({"variant": name, "decode_fps_per_cpu_second": round(frames / statistics.median(times[name])),
+                     "kbytes": round(path.stat().st_size / 1000), "encode_cpu_s": round(encode_cpu, 3)})
+        print(f"decode {rows[-1]}", file=sys.stderr)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--videos", type=int, default=4, help="files for the -j comparison")
@@ -259,6 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--presets", action="store_true", help="also compare x264 presets on one file")
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "videoprep-bench-transcode")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--decode", action="store_true", help="also compare decode speed of x264 variants")
     parser.add_argument("--top-priority", action="store_true",
                         help="run at autogroup nice -20, as on an idle machine (root; see above)")
     args = parser.parse_args(argv)
@@ -284,6 +327,8 @@ def main(argv: list[str] | None = None) -> int:
         }
         if args.presets:
             figures["presets"] = bench_presets(sources[0], work)
+        if args.decode:
+            figures["decode"] = bench_decode(sources[0], work, args.repeats)
         figures["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     print(json.dumps(figures, indent=2))
     if args.json:

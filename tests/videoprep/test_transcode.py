@@ -14,7 +14,9 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
+from cli import cli
 from tests.videoprep.helpers import live_pids, write_tree
 from tests.videoprep.httpfaults import make_kinetics_folder
 from videoprep.errors import VideoprepError
@@ -106,6 +108,11 @@ def test_settings_reject_bad_values_with_the_rule():
     with pytest.raises(VideoprepError, match="codec 'hevc' is not one of: h264, mjpeg, vp9"):
         EncodeSettings(codec="hevc")  # type: ignore[arg-type]
     assert EncodeSettings(crf=20).digest() != EncodeSettings(crf=21).digest()
+    with pytest.raises(VideoprepError, match="tune 'fast' is not one of: fastdecode"):
+        EncodeSettings(tune="fast")
+    with pytest.raises(VideoprepError, match=r"tune \(fastdecode\) is an x264 option; codec vp9 has none"):
+        EncodeSettings(codec="vp9", tune="fastdecode")
+    assert EncodeSettings(tune="fastdecode").digest() != EncodeSettings().digest()
 
 
 # --- real transcodes --------------------------------------------------------------------
@@ -203,6 +210,19 @@ def test_flat_cvdf_source_with_annotations_comes_out_labelled(tmp_path):
         labels = _labels(result.index.lists[split], result.index.classes_path)
         assert labels == {f"{split}/{c.clip_id}.mp4": c.label for c in made[split]}
     assert result.index.counts["test"].unlabelled == 1  # the test split has no labels to keep
+
+
+def test_tune_fastdecode_reaches_the_encoder_from_the_cli(tmp_path):
+    src = write_tree(tmp_path / "src", {"c/v.mp4": (64, 48, 25, 8)})
+    runner = CliRunner()
+    for tune, dst in [(None, tmp_path / "plain"), ("fastdecode", tmp_path / "fast")]:
+        args = ["transcode", str(src), str(dst), "--short-side", "32", "-j", "1", "--no-index"]
+        result = runner.invoke(cli, [*args, "--tune", tune] if tune else args)
+        assert result.exit_code == 0, result.output
+    # x264 writes its settings into the stream: fastdecode turns CABAC and the deblocking filter off
+    plain, fast = (p.read_bytes() for p in (tmp_path / "plain" / "c" / "v.mp4", tmp_path / "fast" / "c" / "v.mp4"))
+    assert b" cabac=1 " in plain and b" deblock=1:" in plain
+    assert b" cabac=0 " in fast and b" deblock=0:" in fast
 
 
 def test_fps_option_resamples_to_a_constant_rate(tmp_path):
