@@ -31,8 +31,8 @@ from videoprep.progress import ProgressFn, no_progress
 from videoprep.records import ListRecord, write_class_map, write_list
 from videoprep.transcode import (
     DEFAULT_TIMEOUT_S,
-    Failure,
     PlannedVideo,
+    StageResult,
     StageRun,
     check_roots,
     plan_stage,
@@ -90,21 +90,15 @@ class FramesConfig:
 
 
 @dataclass(frozen=True)
-class FramesResult:
-    """Counts and paths of a run; `failures` name every video without a frame folder."""
+class FramesResult(StageResult):
+    """A frames run, with the rawframe lists written."""
 
-    total: int
-    extracted: int
-    skipped: int
-    failures: list[Failure]
-    lists: dict[str, Path]
-    mapping_path: Path
-    report_path: Path
-    seconds: float
+    lists: dict[str, Path] = field(default_factory=dict)  # split -> {DST}/{split}.txt
 
     @property
-    def ok(self) -> bool:
-        return not self.failures
+    def extracted(self) -> int:
+        """Videos cut into frames by this run."""
+        return self.done
 
 
 @dataclass(frozen=True)
@@ -201,7 +195,7 @@ def run_frames(config: FramesConfig, *, on_progress: ProgressFn = no_progress) -
         report_path = write_report(dst / "frames_report.json", settings=asdict(config.settings), run=run)
         lists = write_rawframe_lists(dst, layout, planned, run) if config.lists else {}
     return FramesResult(
-        total=run.total, extracted=run.done, skipped=run.skipped, failures=run.failures, lists=lists,
+        total=run.total, done=run.done, skipped=run.skipped, failures=run.failures, lists=lists,
         mapping_path=mapping_path, report_path=report_path, seconds=time.perf_counter() - started,
     )
 

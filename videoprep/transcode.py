@@ -150,21 +150,32 @@ class Failure:
 
 
 @dataclass(frozen=True)
-class TranscodeResult:
-    """Counts and paths of a run; `failures` name every video that was not produced."""
+class StageResult:
+    """Counts and paths of a transcode or frames run; `failures` name every video that was not produced."""
 
     total: int
-    transcoded: int
-    skipped: int
+    done: int  # produced by this run
+    skipped: int  # already up to date
     failures: list[Failure]
     mapping_path: Path
     report_path: Path
     seconds: float
-    index: IndexResult | None = None  # the lists of DST, unless indexing was turned off
 
     @property
     def ok(self) -> bool:
         return not self.failures
+
+
+@dataclass(frozen=True)
+class TranscodeResult(StageResult):
+    """A transcode run, with the lists of DST."""
+
+    index: IndexResult | None = None  # the lists of DST, unless indexing was turned off
+
+    @property
+    def transcoded(self) -> int:
+        """Videos encoded by this run."""
+        return self.done
 
 
 @dataclass(frozen=True)
@@ -371,7 +382,7 @@ def run_transcode(config: TranscodeConfig, *, on_progress: ProgressFn = no_progr
     if config.index and run.entries:
         index_result = _index_outputs(dst, config, annotations=annotations, layout=layout, planned=planned)
     return TranscodeResult(
-        total=len(planned), transcoded=run.done, skipped=run.skipped, failures=run.failures,
+        total=len(planned), done=run.done, skipped=run.skipped, failures=run.failures,
         mapping_path=mapping_path, report_path=report_path, seconds=time.perf_counter() - started,
         index=index_result,
     )
