@@ -19,7 +19,7 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
@@ -378,6 +378,7 @@ def run_transcode(config: TranscodeConfig, *, on_progress: ProgressFn = no_progr
         )
         mapping_path = write_mapping(dst, [p for p in planned if p.source.relpath in run.entries])
         report_path = write_report(dst / "transcode_report.json", settings=asdict(settings), run=run)
+        copy_annotations(layout.annotation_files.values(), dst=dst)
     index_result = None
     if config.index and run.entries:
         index_result = _index_outputs(dst, config, annotations=annotations, layout=layout, planned=planned)
@@ -586,6 +587,18 @@ def _up_to_date(
     if entry.get("output_size") is None:  # a folder of frames
         return out.is_dir()
     return out.is_file() and out.stat().st_size == entry["output_size"]
+
+
+def copy_annotations(files: Iterable[Path], *, dst: Path) -> list[Path]:
+    """Copy SRC's annotation CSVs to DST/annotations, so DST is indexed or validated on its own."""
+    copied = []
+    for source in sorted(set(files)):
+        target = dst / ANNOTATIONS_DIRNAME / source.name
+        if not (target.exists() and target.samefile(source)):
+            with atomic_path(target) as tmp:
+                shutil.copyfile(source, tmp)
+        copied.append(target)
+    return copied
 
 
 def write_mapping(dst: Path, planned: list[PlannedVideo]) -> Path:

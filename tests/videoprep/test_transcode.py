@@ -210,6 +210,11 @@ def test_flat_cvdf_source_with_annotations_comes_out_labelled(tmp_path):
         labels = _labels(result.index.lists[split], result.index.classes_path)
         assert labels == {f"{split}/{c.clip_id}.mp4": c.label for c in made[split]}
     assert result.index.counts["test"].unlabelled == 1  # the test split has no labels to keep
+    # the annotations travel with the videos: DST alone indexes to the same lists
+    assert sorted(p.name for p in (dst / "annotations").iterdir()) == ["test.csv", "train.csv", "val.csv"]
+    again = run_index(IndexConfig(video_root=dst, out_dir=tmp_path / "again", jobs=1))
+    for split, path in result.index.lists.items():
+        assert again.lists[split].read_text() == path.read_text()
 
 
 def test_tune_fastdecode_reaches_the_encoder_from_the_cli(tmp_path):
