@@ -41,9 +41,7 @@ def measure(preset: str, mode: str, *, device: torch.device, batch: int, steps: 
     """Clips per second of full training steps for one preset in one mode."""
     cfg = parse_train_args(["-", "-", *PRESETS[preset], "--seq_length", str(frames)])
     settings = MODES[mode]
-    mod = cfg.nonlocal_mod[0] if len(cfg.nonlocal_mod) == 1 else tuple(cfg.nonlocal_mod)
-    model = build_model(arch or cfg.arch, num_classes=400, nonlocal_mod=mod, nltype=cfg.nltype, k=cfg.k, tk=cfg.tk,
-                        ts=cfg.ts, dropout=cfg.dropout).to(device)
+    model = build_model(arch or cfg.arch, **cfg.model_kwargs()).to(device)
     if settings["channels_last"]:
         model.to(memory_format=torch.channels_last_3d)
     optimizer = build_optimizer(model, lr=0.01, momentum=0.9, weight_decay=1e-4, nesterov=False)

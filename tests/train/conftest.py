@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import torch
 
 from videoprep.records import ListRecord, write_list
 from videoprep.synth import write_video
@@ -33,6 +34,15 @@ def tiny_flags(data: TinyData, out: Path, *, epochs: int = 2) -> list[str]:
         "--device", "cpu", "--seed", "7", "--progress", "off", "-p", "1",
         "--log_dir", str(out / "log"), "--snapshot_dir", str(out / "ckpt"),
     ]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread():
+    """Tiny models gain nothing from intra-op threads; on a shared 2-core machine the threads only contend."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

@@ -225,7 +225,7 @@ def test_sigkilled_run_resumes_to_the_same_weights(tiny_data: TinyData, tmp_path
     flags = ["-sf", "1", "-ef", "100"]
     _run(tiny_flags(tiny_data, tmp_path / "a", epochs=4) + flags)
     argv = tiny_flags(tiny_data, tmp_path / "b", epochs=4) + flags
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}  # as this process: same float sums
     proc = subprocess.Popen([sys.executable, "-m", "train.main", *argv], cwd=REPO, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ckpt = checkpoint_path(tmp_path / "b" / "ckpt", "c2d_resnet18")
@@ -263,6 +263,9 @@ def test_mid_epoch_checkpoint_resumes_inside_the_epoch(tiny_data: TinyData, tmp_
     """--save-iter-freq 1: killed after step 0 of epoch 0, resumed at step 1, ends where an unbroken run ends."""
     flags = ["--dropout", "0.5", "-sf", "1", "-ef", "100", "--save-iter-freq", "1"]
     straight, _ = _run(tiny_flags(tiny_data, tmp_path / "a") + flags)
+    # -ef 100 over 2 epochs: epoch 0 is only saved (-sf 1), epoch 1 (>= 90% of the run) validated and saved.
+    assert [r["kind"] for r in read_metrics(tmp_path / "a" / "log") if r["kind"] in ("epoch", "val")] == [
+        "epoch", "epoch", "val"]
 
     def die_after_first_step(epoch: int, iteration: int) -> None:
         if (epoch, iteration) == (0, 0):

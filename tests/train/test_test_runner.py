@@ -76,6 +76,15 @@ def test_div_and_batching_do_not_change_scores(tiny_data: TinyData, trained: Pat
         np.testing.assert_allclose(za["scores"], zb["scores"], rtol=0, atol=1e-5 * scale)
 
 
+def test_ten_crops_give_ten_views_per_segment(tiny_data: TinyData, trained: Path, tmp_path: Path):
+    result = run_test(parse_test_args(_test_argv(tiny_data, trained, "--test_crops", "10", "--test_segments", "2",
+                                                 "--save_scores", str(tmp_path / "s.npz"))), stream=io.StringIO())
+    assert result.views == 20
+    with np.load(tmp_path / "s.npz") as z:
+        assert z["scores"].shape == (3, 20, 1, 2)
+        assert not np.allclose(z["scores"][:, 0], z["scores"][:, 1])  # crop 0 and its flip differ
+
+
 def test_tsm_flag_is_a_clear_error_not_a_crash(tiny_data: TinyData, trained: Path):
     with pytest.raises(RunnerConfigError, match="--tsm"):
         run_test(parse_test_args(_test_argv(tiny_data, trained, "--tsm")))
