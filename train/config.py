@@ -215,14 +215,17 @@ def _add_shared_flags(p: argparse.ArgumentParser, *, seq_length: int, sample_rat
     return ours
 
 
+def _parser(module: str, description: str, *positional: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=f"python -m {module}", description=description)
+    for name in positional:
+        p.add_argument(name, type=str)
+    return p
+
+
 def build_train_parser() -> argparse.ArgumentParser:
     """The parser of `python -m train.main`: official flags and defaults first, ours grouped after."""
-    p = argparse.ArgumentParser(
-        prog="python -m train.main",
-        description="Train a BAT video model (flags of the official main.py, plus DDP/AMP additions).",
-    )
-    p.add_argument("train_list", type=str)
-    p.add_argument("val_list", type=str)
+    p = _parser("train.main", "Train a BAT video model (flags of the official main.py, plus DDP/AMP additions).",
+                "train_list", "val_list")
     p.add_argument("--log_dir", default="log", type=str)
     p.add_argument("--num_segments", default=1, type=_positive)
     ours = _add_shared_flags(p, seq_length=8, sample_rate=8, workers=4)
@@ -261,12 +264,8 @@ def build_train_parser() -> argparse.ArgumentParser:
 
 def build_test_parser() -> argparse.ArgumentParser:
     """The parser of `python -m train.test_models`: official flags and defaults, plus ours."""
-    p = argparse.ArgumentParser(
-        prog="python -m train.test_models",
-        description="Video-level testing of a BAT model: segments x crops views, mean of raw logits.",
-    )
-    p.add_argument("test_list", type=str)
-    p.add_argument("weights", type=str)
+    p = _parser("train.test_models", "Video-level testing of a BAT model: segments x crops views, mean of raw logits.",
+                "test_list", "weights")
     ours = _add_shared_flags(p, seq_length=32, sample_rate=2, workers=8)
     p.add_argument("--tsm", action="store_true", help="official flag; TSM is not part of the released models")
     p.add_argument("--img_size", default=224, type=_positive, help="crop size (scale = img_size * 256 / 224)")
