@@ -174,6 +174,37 @@ def test_soft_resume_starts_over_from_loaded_weights(tiny_data: TinyData, traine
     assert torch.equal(ckpt["state_dict"]["conv1.weight"], first["conv1.weight"])  # lr 0: loaded weights kept
 
 
+def official_layout(checkpoint: Path, target: Path) -> Path:
+    """Our checkpoint as the official code writes it: its five keys only, DataParallel `module.` names,
+    the optimizer groups' `name_list`, torch's legacy (pre-1.6) serialization."""
+    ours = _load(checkpoint)
+    optim = ours["optim"]
+    for group in optim["param_groups"]:
+        group["name_list"] = group.pop("param_names")
+    torch.save({"epoch": ours["epoch"], "arch": ours["arch"], "best_prec1": ours["best_prec1"], "optim": optim,
+                "state_dict": {f"module.{k}": v for k, v in ours["state_dict"].items()}},
+               target, _use_new_zipfile_serialization=False)
+    return target
+
+
+def test_official_checkpoint_resumes_at_its_epoch_and_tests(
+    tiny_data: TinyData, trained_checkpoint: Path, tmp_path: Path
+):
+    from train.config import parse_test_args
+    from train.test_models import run_test
+
+    official = official_layout(trained_checkpoint, tmp_path / "official.pth.tar")
+    result, out = _run(tiny_flags(tiny_data, tmp_path) + ["--resume", str(official)])
+    assert "(epoch 1)" in out and "Epoch: [0]" not in out and "Epoch: [1][1/2]" in out
+    assert result.epochs_done == 2 and _load(checkpoint_path(tmp_path / "ckpt", "c2d_resnet18"))["epoch"] == 2
+    tested = run_test(parse_test_args([str(tiny_data.val_list), str(official), "--root_path", str(tiny_data.root),
+                                       "--backend", "pyav", "--arch", "c2d_resnet18", "--num_classes", "2",
+                                       "--seq_length", "4", "--sample_rate", "1", "-j", "0", "--device", "cpu",
+                                       "--progress", "off", "--img_size", "32", "--test_crops", "1"]),
+                      stream=io.StringIO())
+    assert tested.num_videos == 3
+
+
 def test_strict_resume_with_other_class_count_names_the_mismatch(
     tiny_data: TinyData, trained_checkpoint: Path, tmp_path: Path
 ):
