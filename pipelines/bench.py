@@ -35,6 +35,7 @@ from typing import Any, Literal
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from pipelines.sampling import clip_indices
 from videoprep.atomic import atomic_path, atomic_write_json, atomic_write_text
@@ -252,8 +253,9 @@ class DecodeLimit:
     decoder: for inter codecs from the keyframe at or before the first needed frame
     up to the last needed one, for intra-only codecs (MJPEG, JPEG folders) the
     needed frames alone. With `rgb` (the limit we compare against) the needed
-    frames are also converted to RGB once each, since every loader must return
-    RGB; without it the figure is the bare decoder (`decode_only`).
+    frames are also converted to RGB once each (one reused swscale context),
+    since every loader must return RGB; without it the figure is the bare
+    decoder (`decode_only`).
     """
 
     def __init__(self, *, frames_folder: bool, rgb: bool, skip_nonref: bool = False, collect: bool = False) -> None:
@@ -264,8 +266,15 @@ class DecodeLimit:
         self.collected: list[np.ndarray] = []
         self._files: dict[str, Any] = {}
         self._jpeg_ctx: Any = None
+        # One reformatter for every frame: frame.to_ndarray(format=...) builds a new swscale
+        # context per frame, which costs more than decoding it (1-2.5 ms vs 0.3 ms at 340x256).
+        self._reformatter = VideoReformatter()
         self.decoded = 0
         self.delivered = 0
+
+    def _to_rgb(self, frame: av.VideoFrame) -> np.ndarray:
+        """RGB24 array of a frame (the same pixels as frame.to_ndarray(format="rgb24"))."""
+        return self._reformatter.reformat(frame, format="rgb24").to_ndarray()
 
     def _open(self, path: str) -> Any:
         """Per file, once: its decoder context and packets (decode order) with presentation order."""
@@ -313,7 +322,7 @@ class DecodeLimit:
                 for frame in ctx.decode(by_pts[t]):
                     self.decoded += 1
                     if self.rgb:
-                        frame.to_ndarray(format="rgb24")
+                        self._to_rgb(frame)
             self.delivered += len(needed)
             return
         first = order[nums[0]]
@@ -329,7 +338,7 @@ class DecodeLimit:
                 if frame.pts in remaining:
                     remaining.discard(frame.pts)
                     if self.rgb:
-                        got[frame.pts] = frame.to_ndarray(format="rgb24")
+                        got[frame.pts] = self._to_rgb(frame)
             if not remaining:
                 break
         if self.collect:
@@ -344,7 +353,7 @@ class DecodeLimit:
             for frame in ctx.decode(av.Packet(data)):
                 self.decoded += 1
                 if self.rgb:
-                    frame.to_ndarray(format="rgb24")
+                    self._to_rgb(frame)
         self.delivered += len(set(s.indices))
 
     def run(self, samples: Sequence[Sample]) -> tuple[int, float]:
