@@ -14,19 +14,11 @@ from pathlib import Path
 
 import click
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
 from train.config import BACKENDS, PRESET_NAMES
 from videoprep.errors import VideoprepError
 from videoprep.frames import FramesConfig, FramesSettings, run_frames
-from videoprep.progress import ProgressFn
+from videoprep.progress import ProgressFn, rich_bar
 from videoprep.transcode import X264_PRESETS, X264_TUNES, EncodeSettings, TranscodeConfig, run_transcode
 
 err_console = Console(stderr=True)
@@ -64,13 +56,7 @@ def progress_bar(description: str) -> Iterator[ProgressFn]:
     if quiet or not err_console.is_terminal:
         yield _log_progress(description)
         return
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=err_console, transient=False) as bar:
-        task = bar.add_task(description, total=None)
-
-        def update(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
-
+    with rich_bar(description) as update:
         yield update
 
 

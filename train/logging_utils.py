@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
-from videoprep.progress import ProgressFn, no_progress
+from videoprep.progress import ProgressFn, no_progress, rich_bar
 
 log = logging.getLogger(__name__)
 
@@ -106,22 +106,5 @@ def epoch_progress(description: str, *, show: bool) -> Iterator[ProgressFn]:
     if not show:
         yield no_progress
         return
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TimeRemainingColumn())
-    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
-        task = bar.add_task(description, total=None)
-
-        def update(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
-
+    with rich_bar(description, transient=True) as update:
         yield update

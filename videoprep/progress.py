@@ -1,8 +1,9 @@
-"""The progress callback stages report through; the CLI turns it into a bar."""
+"""The progress callback stages report through, and the one rich bar that draws it."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 
 # Called as on_progress(done, total) after each finished item.
 ProgressFn = Callable[[int, int], None]
@@ -10,3 +11,27 @@ ProgressFn = Callable[[int, int], None]
 
 def no_progress(done: int, total: int) -> None:
     """Default callback: report nothing."""
+
+
+@contextlib.contextmanager
+def rich_bar(description: str, *, transient: bool = False) -> Iterator[ProgressFn]:
+    """A rich bar on stderr (count, elapsed, remaining) driven by on_progress(done, total)."""
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TimeRemainingColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=transient) as bar:
+        task = bar.add_task(description, total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update
