@@ -50,13 +50,13 @@ def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
 
 
 @contextlib.contextmanager
-def progress_bar(description: str) -> Iterator[ProgressFn]:
+def progress_bar(description: str, *, unit: str = "items") -> Iterator[ProgressFn]:
     """A rich progress bar on stderr driven by the stages' on_progress(done, total) callback."""
     quiet = bool((click.get_current_context().obj or {}).get("quiet"))
     if quiet or not err_console.is_terminal:
         yield _log_progress(description)
         return
-    with rich_bar(description) as update:
+    with rich_bar(description, unit=unit) as update:
         yield update
 
 
@@ -381,8 +381,8 @@ def download_cmd(dataset: str, out_dir: str, splits: str, source: str, jobs: int
                           f"({len(report.plan) - len(known)} of unknown size) -> {out_dir}; nothing downloaded",
                           soft_wrap=True)
         return
-    bar = _download_bar if source == "mirror" else progress_bar
-    with bar(f"download {source}") as on_progress:
+    unit = "bytes" if source == "mirror" else "items"
+    with progress_bar(f"download {source}", unit=unit) as on_progress:
         report = run_download(config, on_progress=on_progress)
     err_console.print(summary_table(report))
     for note in report.notes:
@@ -395,26 +395,6 @@ def download_cmd(dataset: str, out_dir: str, splits: str, source: str, jobs: int
     if report.failures:
         raise click.ClickException(f"{len(report.failures)} failure(s) in this run; re-run the same command to "
                                    f"resume (details in {report.report_path})")
-
-
-@contextlib.contextmanager
-def _download_bar(description: str) -> Iterator[ProgressFn]:
-    """Like progress_bar, but counting bytes with a transfer rate (mirror downloads)."""
-    from rich.progress import DownloadColumn, TransferSpeedColumn
-
-    quiet = bool((click.get_current_context().obj or {}).get("quiet"))
-    if quiet or not err_console.is_terminal:
-        yield _log_progress(description)
-        return
-    columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-               TimeRemainingColumn())
-    with Progress(*columns, console=err_console, transient=False) as bar:
-        task = bar.add_task(description, total=None)
-
-        def update(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total or None)
-
-        yield update
 
 
 # --- bench ---

@@ -14,24 +14,26 @@ def no_progress(done: int, total: int) -> None:
 
 
 @contextlib.contextmanager
-def rich_bar(description: str, *, transient: bool = False) -> Iterator[ProgressFn]:
-    """A rich bar on stderr (count, elapsed, remaining) driven by on_progress(done, total)."""
+def rich_bar(description: str, *, transient: bool = False, unit: str = "items") -> Iterator[ProgressFn]:
+    """A rich bar on stderr driven by on_progress(done, total); unit "bytes" shows size and rate."""
     from rich.console import Console
     from rich.progress import (
         BarColumn,
+        DownloadColumn,
         MofNCompleteColumn,
         Progress,
         TextColumn,
         TimeElapsedColumn,
         TimeRemainingColumn,
+        TransferSpeedColumn,
     )
 
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TimeRemainingColumn())
+    counts = (DownloadColumn(), TransferSpeedColumn()) if unit == "bytes" else (MofNCompleteColumn(), TimeElapsedColumn())
+    columns = (TextColumn("{task.description}"), BarColumn(), *counts, TimeRemainingColumn())
     with Progress(*columns, console=Console(stderr=True), transient=transient) as bar:
         task = bar.add_task(description, total=None)
 
         def update(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
+            bar.update(task, completed=done, total=total or None)
 
         yield update
