@@ -592,23 +592,21 @@ def demo(out: Path, epochs: int, jobs: int, quick: bool) -> None:
 
 
 def _print_demo_summary(result, out: Path) -> None:
-    """The demo's closing table: each step's time, then the figures that matter."""
+    """The demo's closing table: each step, its time and what it did; then where everything is."""
     from rich.table import Table
 
-    table = Table(title="videoprep demo", show_lines=False)
+    import demo as demo_module
+
+    notes = demo_module.step_notes(result.facts)
+    table = Table(title="videoprep demo", show_lines=True)
     table.add_column("step")
     table.add_column("seconds", justify="right")
-    table.add_column("log")
+    table.add_column("what it did")
+    table.add_row("generate", f"{result.facts.get('generated', {}).get('seconds', 0):.1f}", notes.get("generate", ""))
     for step in result.steps:
-        table.add_row(step.name, f"{step.seconds:.1f}", str(step.log))
+        table.add_row(step.name, f"{step.seconds:.1f}", notes.get(step.name, ""))
     err_console.print(table)
-    facts = result.facts
-    test = facts.get("test", {})
-    err_console.print(f"lists: {facts.get('lists')}")
-    err_console.print(
-        f"test: top-1 {test.get('top1', float('nan')):.1%} on {test.get('videos')} videos "
-        f"(chance {test.get('chance', float('nan')):.1%})"
-    )
+    err_console.print(f"outputs: {out} (each step's full output in {out / 'logs'})", soft_wrap=True)
     click.echo(str(out / "demo_summary.json"))
 
 

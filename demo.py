@@ -277,6 +277,7 @@ def _collect_facts(out: Path, data: Path, lists: Path, bench: Path, scores: Path
     facts["lists"] = {p.stem: len(read_list(p)) for p in sorted(lists.glob("*.txt"))
                       if p.stem in ("train", "val", "test")}
     facts["bench"] = _read_json(bench / "bench.json")
+    facts["transcode"] = _read_json(out / "kinetics400-fast" / "transcode_report.json")
     with np.load(scores) as npz:
         logits, labels = npz["scores"], npz["labels"]
     # Saved per view ([videos, views, 1, classes]); the video score is the mean of raw logits.
@@ -287,3 +288,37 @@ def _collect_facts(out: Path, data: Path, lists: Path, bench: Path, scores: Path
         "chance": 1.0 / num_classes,
     }
     return facts
+
+
+def step_notes(facts: dict) -> dict[str, str]:
+    """One line per step saying what it did, read from the facts the steps wrote."""
+    notes: dict[str, str] = {}
+    made = facts.get("generated", {})
+    notes["generate"] = (f"{sum(made.get('clips', {}).values())} clips in {len(made.get('classes', []))} classes, "
+                         f"3 corrupted on purpose")
+    download = facts.get("download", {})
+    if download:
+        splits = download.get("splits", {})
+        on_disk = sum(s.get("on_disk", 0) for s in splits.values())
+        expected = sum(s.get("expected", 0) for s in splits.values())
+        fingerprint = download.get("fingerprint", {}).get("sha256", "")[:16]
+        notes["download"] = f"{on_disk}/{expected} clips on disk, fingerprint {fingerprint}; " + "; ".join(
+            download.get("notes", []))
+    bad = facts.get("validate_bad", {}).get("bad", [])
+    notes["validate"] = f"{len(bad)} bad: " + ", ".join(f"{b['relpath']} ({b['reason']})" for b in bad) + " - quarantined"
+    transcode = facts.get("transcode", {})
+    if transcode:
+        settings = transcode.get("settings", {})
+        notes["transcode"] = (f"{transcode.get('done', 0)} re-encoded, {transcode.get('skipped', 0)} already up to date "
+                              f"({settings.get('codec')}, short side {settings.get('short_side')}, GOP "
+                              f"{settings.get('gop')}), {transcode.get('failed', 0)} failed")
+    notes["index"] = ", ".join(f"{split}.txt: {n} videos" for split, n in facts.get("lists", {}).items())
+    loaders = [r for r in facts.get("bench", {}).get("results", [])
+               if r.get("kind") in ("loader", "reader", "reference") and r.get("status") == "ok"]
+    notes["bench"] = "clips/s (median): " + "; ".join(
+        f"{r['backend']} {r['kind']}{'' if r.get('workers') is None else ' ' + str(r['workers']) + ' workers'} "
+        f"{r['clips_per_s']['median']:.0f}" for r in loaders)
+    test = facts.get("test", {})
+    if test:
+        notes["test"] = f"top-1 {test['top1']:.1%} on {test['videos']} videos (chance {test['chance']:.0%})"
+    return notes
