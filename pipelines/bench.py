@@ -953,8 +953,8 @@ def render_table(report: BenchReport) -> Any:
     from rich.table import Table
 
     seq = int(report.config["seq_length"])
-    table = Table(title="videoprep bench: clips/s (median [min-max] over repetitions)", show_lines=False)
-    for col in ("encoding", "KB/s video", "view", "measure", "clips/s", "[min-max]", "frames/s", "x limit"):
+    table = Table(title="videoprep bench: clips/s (median, min-max over repetitions)", show_lines=False)
+    for col in ("encoding", "KB/s video", "view", "measure", "clips/s", "min-max", "frames/s", "x limit"):
         table.add_column(col, justify="left" if col in ("encoding", "view", "measure") else "right")
     for m in report.measures:
         s = spread(m.runs)
@@ -962,7 +962,7 @@ def render_table(report: BenchReport) -> Any:
         table.add_row(
             m.encoding, _fmt(bps / 1000 if bps else None, 0), m.view, m.label,
             _fmt(s["median"]) if m.status == "ok" else m.status,
-            f"[{_fmt(s['min'])}-{_fmt(s['max'])}]" if m.runs else "",
+            f"{_fmt(s['min'])}-{_fmt(s['max'])}" if m.runs else "",
             _fmt(s["median"] * seq if s["median"] is not None else None, 0), _fmt(report.ratio(m), 2),
         )
     return table
