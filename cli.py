@@ -475,7 +475,9 @@ def bench_cmd(source: Path | None, generate: bool, root_path: str, backends: str
     )
     with progress_bar("bench") as on_progress:
         report = run_bench(config, on_progress=on_progress)
-    err_console.print(render_table(report))
+    # In logs (no terminal) rich would cut the table to 80 columns.
+    table_console = err_console if err_console.is_terminal else Console(stderr=True, width=150)
+    table_console.print(render_table(report))
     for goal in report.goals():
         mark = {True: "met", False: "MISSED", None: "not measured"}[goal["met"]]
         value = "-" if goal["value"] is None else f"{goal['value']:.2f}"
