@@ -16,7 +16,10 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import io
+import itertools
 import logging
+import threading
+from bisect import insort
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import ModuleType
@@ -24,6 +27,7 @@ from typing import BinaryIO, Literal
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from videoprep.errors import PathError
 from videoprep.probe import feeds_decoder, ffmpeg_reason
@@ -120,9 +124,15 @@ def decode_indices(
     try:
         stream = container.streams.video[0]
         if stream.codec_context.codec.intra_only:
+            frames = _decode_intra_indexed(container, stream, nums, label)
+            if frames is not None:
+                return frames
+            container.close()  # no trustworthy sample table: demux the packets instead
+            container = _open(source, label)
+            stream = container.streams.video[0]
             return _decode_intra_only(container, stream, nums, label)
         if should_seek and nums[0] > 0:
-            frames = _decode_with_seek(container, stream, nums, label)
+            frames = _decode_from_keyframe(container, stream, nums, label)
             if frames is not None:
                 return frames
             container.close()  # timestamps cannot place frames: decode from the start instead
@@ -151,9 +161,28 @@ def _open(source: str | BinaryIO, label: str) -> av.container.InputContainer:
     return container
 
 
+class _RGB:
+    """Frame -> RGB24 array through one reused swscale context (the same pixels as to_ndarray)."""
+
+    def __init__(self) -> None:
+        # frame.to_ndarray(format=...) may set up a new swscale context per frame; one
+        # reformatter keeps it (tests/pipelines/test_lintel.py checks the pixels are identical).
+        self._reformatter = VideoReformatter()
+
+    def __call__(self, frame: av.VideoFrame) -> np.ndarray:
+        return self._reformatter.reformat(frame, format="rgb24").to_ndarray()
+
+
+# One per thread: a reformatter holds a swscale context, which is not safe to share across threads.
+_rgb_local = threading.local()
+
+
 def _rgb(frame: av.VideoFrame) -> np.ndarray:
-    # The same conversion a full decode uses (synth.decode_all): bit-identical pixels.
-    return frame.to_ndarray(format="rgb24")
+    """RGB24 pixels of a frame, bit-identical to the full decode of synth.decode_all."""
+    convert = getattr(_rgb_local, "convert", None)
+    if convert is None:
+        convert = _rgb_local.convert = _RGB()
+    return convert(frame)
 
 
 def past_end_error(label: str, index: int, count: int) -> FrameIndexError:
@@ -192,6 +221,116 @@ def _decode_intra_only(container, stream, nums: list[int], label: str) -> np.nda
     return _stack(out)
 
 
+# Container formats whose demuxer index (`stream.index_entries`) lists every sample in
+# decode order, with its byte position (the ISO/QuickTime sample table).
+_SAMPLE_TABLE_FORMATS = ("mov", "mp4")
+
+
+def _sample_table(container, stream) -> list | None:
+    """The index entries of the packets a decoder is fed, when the format lists every sample; else None."""
+    if not any(name in _SAMPLE_TABLE_FORMATS for name in container.format.name.split(",")):
+        return None
+    entries = [e for e in stream.index_entries if e.size > 0 and not e.is_discard]
+    if not entries or (stream.frames and len(entries) != stream.frames - _discarded(stream)):
+        return None
+    return entries
+
+
+def _discarded(stream) -> int:
+    return sum(1 for e in stream.index_entries if e.size == 0 or e.is_discard)
+
+
+def _decode_intra_indexed(container, stream, nums: list[int], label: str) -> np.ndarray | None:
+    """Intra-only streams in mp4/mov: seek straight to each needed sample, no demuxing of the rest.
+
+    Frame n is the n-th fed packet (an intra-only decoder yields one frame per packet, in
+    packet order), which is the n-th sample of the table. Each packet read after a seek
+    must be that sample (same byte position); anything else returns None, and the caller
+    demuxes the whole stream instead.
+    """
+    entries = _sample_table(container, stream)
+    if entries is None:
+        return None
+    stamps = [e.timestamp for e in entries]
+    if any(b <= a for a, b in zip(stamps, stamps[1:], strict=False)):
+        return None  # seeking by timestamp needs them strictly increasing
+    if nums[-1] >= len(entries):
+        raise past_end_error(label, nums[-1], len(entries))
+    stream.thread_type = "NONE"  # no frame threading: one packet in, its frame out
+    ctx = stream.codec_context
+    out = []
+    for index in nums:
+        entry = entries[index]
+        container.seek(entry.timestamp, stream=stream, backward=True, any_frame=True)
+        packet = next((p for p in container.demux(stream) if feeds_decoder(p)), None)
+        if packet is None or packet.pos != entry.pos or packet.size != entry.size:
+            log.debug("%s: sample %d not where the index says; demuxing instead", label, index)
+            return None
+        decoded = ctx.decode(packet)
+        if len(decoded) != 1:
+            raise DecodeError(label, f"packet of frame {index} decoded to {len(decoded)} frames, expected 1")
+        out.append(_rgb(decoded[0]))
+    return _stack(out)
+
+
+def _decode_from_keyframe(container, stream, nums: list[int], label: str) -> np.ndarray | None:
+    """Demux up to the last needed frame once, then decode from the keyframe before the first.
+
+    Frame n has the n-th smallest pts. Demuxing stops as soon as no later packet can
+    have a smaller pts than the last needed frame: decode timestamps strictly increase
+    and a packet is never presented before it is decoded (pts >= dts), so once a packet's
+    dts reaches that pts every later packet comes after it. Packets that break either
+    rule disable the early stop (the whole stream is demuxed, as before). The decoder
+    is fed the demuxed packets from the keyframe on, then the rest of the demuxer.
+    Returns None when timestamps cannot identify frames (missing or repeated pts, or
+    decoding from the keyframe overshoots the first needed frame): the caller then
+    decodes from the start.
+    """
+    last = nums[-1]
+    demuxer = (p for p in container.demux(stream) if feeds_decoder(p))
+    packets: list[av.Packet] = []
+    order: list[int] = []  # pts seen so far, sorted
+    can_stop, prev_dts = True, None
+    for packet in demuxer:
+        pts, dts = packet.pts, packet.dts
+        if pts is None:
+            return None
+        packets.append(packet)
+        insort(order, pts)
+        if dts is None or pts < dts or (prev_dts is not None and dts <= prev_dts):
+            can_stop = False
+        prev_dts = dts
+        if can_stop and len(order) > last and dts >= order[last]:
+            break
+    if last >= len(order):
+        raise past_end_error(label, last, len(order))
+    needed = order[: last + 1]
+    if len(set(needed)) != len(needed) or (len(order) > last + 1 and order[last + 1] == order[last]):
+        return None  # repeated pts: frames cannot be told apart by timestamp
+    first_pts = needed[nums[0]]
+    start = next((i for i in range(len(packets) - 1, -1, -1)
+                  if packets[i].is_keyframe and packets[i].pts <= first_pts), None)
+    if start is None:
+        return None
+    wanted = {needed[i]: slot for slot, i in enumerate(nums)}
+    out: list[np.ndarray | None] = [None] * len(nums)
+    remaining = len(nums)
+    ctx = stream.codec_context
+    for packet in itertools.chain(packets[start:], demuxer, [None]):
+        for frame in ctx.decode(packet):
+            if frame.pts is None:
+                return None
+            if out[0] is None and frame.pts > first_pts:
+                return None  # decoding from the keyframe skipped the first needed frame
+            slot = wanted.get(frame.pts)
+            if slot is not None and out[slot] is None:
+                out[slot] = _rgb(frame)
+                remaining -= 1
+                if remaining == 0:
+                    return _stack(out)
+    return None
+
+
 def _decode_sequential(container, stream, nums: list[int], label: str) -> np.ndarray:
     """Decode from the start and count frames: the definition of frame n."""
     wanted = iter(nums)
@@ -206,42 +345,6 @@ def _decode_sequential(container, stream, nums: list[int], label: str) -> np.nda
                 return _stack(out)
         count += 1
     raise past_end_error(label, target, count)
-
-
-def _decode_with_seek(container, stream, nums: list[int], label: str) -> np.ndarray | None:
-    """Seek to the keyframe before the first index and decode forward, frames found by pts.
-
-    Returns None when timestamps cannot identify frames (missing or repeated pts, or
-    the seek landed after the first needed frame): the caller then decodes from the start.
-    """
-    packets = _video_packets(container, stream)
-    pts = [p.pts for p in packets]
-    if any(t is None for t in pts) or len(set(pts)) != len(pts):
-        return None
-    order = sorted(pts)
-    if nums[-1] >= len(order):
-        raise past_end_error(label, nums[-1], len(order))
-    index_of = {t: i for i, t in enumerate(order)}
-    first_pts = order[nums[0]]
-    keyframes = [p.pts for p in packets if p.is_keyframe and p.pts <= first_pts]
-    if not keyframes:
-        return None
-    container.seek(max(keyframes), stream=stream, backward=True)
-    wanted = {order[i]: slot for slot, i in enumerate(nums)}
-    out: list[np.ndarray | None] = [None] * len(nums)
-    remaining = len(nums)
-    for frame in container.decode(stream):
-        if frame.pts is None or frame.pts not in index_of:
-            return None
-        if index_of[frame.pts] > nums[0] and out[0] is None:
-            return None  # the seek overshot the first needed frame
-        slot = wanted.get(frame.pts)
-        if slot is not None and out[slot] is None:
-            out[slot] = _rgb(frame)
-            remaining -= 1
-            if remaining == 0:
-                return _stack(out)
-    return None
 
 
 # --------------------------------------------------------------------------------------

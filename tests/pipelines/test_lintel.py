@@ -68,14 +68,14 @@ def test_seek_path_is_taken_and_matches_no_seek(videos, codec: str, monkeypatch)
     """With should_seek the keyframe seek really serves the request (no silent fallback)."""
     encoded, _ = videos[codec]
     results: list[bool] = []
-    original = lintel_mod._decode_with_seek
+    original = lintel_mod._decode_from_keyframe
 
     def spy(*args):
         frames = original(*args)
         results.append(frames is not None)
         return frames
 
-    monkeypatch.setattr(lintel_mod, "_decode_with_seek", spy)
+    monkeypatch.setattr(lintel_mod, "_decode_from_keyframe", spy)
     nums = [21, 29, 37]
     seeking = loadvid_frame_nums(encoded, frame_nums=nums, should_seek=True)
     assert results == [True]
