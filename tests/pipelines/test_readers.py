@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import pipelines.lintel as lintel_mod
 from pipelines.backends import (
     READERS,
     DecodeError,
@@ -21,6 +22,7 @@ from pipelines.backends import (
 )
 from pipelines.backends.frames import FramesReader, frame_path
 from pipelines.backends.pyav import PyAVReader
+from videoprep.ffmpeg import run_ffmpeg
 from videoprep.probe import probe_video
 from videoprep.synth import decode_all, pattern_frames, write_video
 
@@ -32,7 +34,10 @@ VIDEOS = {
     "h264-gop250": ("h264_g250.mp4", {"codec": "h264", "gop": 250, "bframes": 3}),
     "mpeg4": ("mpeg4.avi", {"codec": "mpeg4", "gop": 12, "bframes": 2}),
     "mjpeg": ("mjpeg.avi", {"codec": "mjpeg"}),
+    # In mp4 an intra-only stream is read through the sample table (one seek per needed frame).
+    "mjpeg-mp4": ("mjpeg.mp4", {"codec": "mjpeg"}),
     "vp9": ("vp9.webm", {"codec": "vp9", "gop": 10}),
+    "h264-mkv": ("h264.mkv", {"codec": "h264", "gop": 8, "bframes": 2}),
 }
 
 INDEX_SETS = {
@@ -196,3 +201,57 @@ def test_plan_indices():
         plan_indices([])
     with pytest.raises(ValueError, match=">= 0"):
         plan_indices([2, -1])
+
+
+def _spy(monkeypatch, name: str) -> list[bool]:
+    """Record whether each call of the decoding path `name` served the request (not None)."""
+    served: list[bool] = []
+    original = getattr(lintel_mod, name)
+
+    def spy(*args):
+        frames = original(*args)
+        served.append(frames is not None)
+        return frames
+
+    monkeypatch.setattr(lintel_mod, name, spy)
+    return served
+
+
+def test_mjpeg_in_mp4_is_read_through_the_sample_table(videos, monkeypatch):
+    served = _spy(monkeypatch, "_decode_intra_indexed")
+    path, reference = videos["mjpeg-mp4"]
+    indices = [0, 9, 10, 33, 59]
+    np.testing.assert_array_equal(PyAVReader().read(path, indices), reference[indices])
+    assert served == [True]
+
+
+def test_inter_codec_demuxes_only_up_to_the_last_needed_frame(videos, monkeypatch):
+    """An early clip must not demux the whole file, and must still be exact."""
+    served = _spy(monkeypatch, "_decode_from_keyframe")
+    fed: list[int] = []
+    original = lintel_mod.feeds_decoder
+
+    def counting(packet):
+        fed.append(1)
+        return original(packet)
+
+    monkeypatch.setattr(lintel_mod, "feeds_decoder", counting)
+    path, reference = videos["h264-gop8"]
+    indices = [9, 13, 17]
+    np.testing.assert_array_equal(PyAVReader().read(path, indices), reference[indices])
+    assert served == [True]
+    assert len(fed) < 30  # 17 plus the decoder's reorder delay, not 60
+
+
+@pytest.mark.parametrize("source", ["h264-gop8", "mjpeg-mp4", "h264-mkv"])
+def test_first_timestamp_not_zero(tmp_path, videos, source):
+    """A stream starting at pts 3 s (remuxed with an offset) gives the same frames at the same indices."""
+    path, reference = videos[source]
+    shifted = tmp_path / f"shifted{path.suffix}"
+    run_ffmpeg(["-i", str(path), "-c", "copy", "-output_ts_offset", "3", "-y", str(shifted)], target=str(shifted))
+    with av.open(str(shifted)) as container:
+        first = next(p.pts for p in container.demux(video=0) if p.pts is not None)
+        assert first * container.streams.video[0].time_base >= 2
+    np.testing.assert_array_equal(np.stack(decode_all(shifted)), reference)
+    for indices in ([0], [5, 6, 7], [20, 44, 59]):
+        np.testing.assert_array_equal(PyAVReader().read(shifted, indices), reference[indices])
