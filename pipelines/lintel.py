@@ -156,8 +156,14 @@ def _open(source: str | BinaryIO, label: str) -> av.container.InputContainer:
     if not container.streams.video:
         container.close()
         raise DecodeError(label, "no video stream")
+    stream = container.streams.video[0]
+    if _decoder_threads != 1:
+        # Frame and slice threads (what the ffmpeg CLI does). PyAV's default, slice threads
+        # only, starts a thread pool per open yet gains nothing on one-slice frames (x264's
+        # default): frame threads measured 39.7 -> 50 clips/s on H.264 (2 cores, workers=0).
+        stream.thread_type = "AUTO"
     if _decoder_threads:
-        container.streams.video[0].thread_count = _decoder_threads
+        stream.thread_count = _decoder_threads
     return container
 
 
