@@ -236,14 +236,11 @@ def _sample_table(container, stream) -> list | None:
     """The index entries of the packets a decoder is fed, when the format lists every sample; else None."""
     if not any(name in _SAMPLE_TABLE_FORMATS for name in container.format.name.split(",")):
         return None
-    entries = [e for e in stream.index_entries if e.size > 0 and not e.is_discard]
-    if not entries or (stream.frames and len(entries) != stream.frames - _discarded(stream)):
-        return None
+    everything = stream.index_entries
+    entries = [e for e in everything if e.size > 0 and not e.is_discard]
+    if not entries or (stream.frames and len(everything) != stream.frames):
+        return None  # the table and the header disagree: do not trust either
     return entries
-
-
-def _discarded(stream) -> int:
-    return sum(1 for e in stream.index_entries if e.size == 0 or e.is_discard)
 
 
 def _decode_intra_indexed(container, stream, nums: list[int], label: str) -> np.ndarray | None:
@@ -251,15 +248,12 @@ def _decode_intra_indexed(container, stream, nums: list[int], label: str) -> np.
 
     Frame n is the n-th fed packet (an intra-only decoder yields one frame per packet, in
     packet order), which is the n-th sample of the table. Each packet read after a seek
-    must be that sample (same byte position); anything else returns None, and the caller
-    demuxes the whole stream instead.
+    must be that sample (same byte position and size); anything else (a seek that lands
+    elsewhere, e.g. on repeated timestamps) returns None, and the caller demuxes instead.
     """
     entries = _sample_table(container, stream)
     if entries is None:
         return None
-    stamps = [e.timestamp for e in entries]
-    if any(b <= a for a, b in zip(stamps, stamps[1:], strict=False)):
-        return None  # seeking by timestamp needs them strictly increasing
     if nums[-1] >= len(entries):
         raise past_end_error(label, nums[-1], len(entries))
     stream.thread_type = "NONE"  # no frame threading: one packet in, its frame out
