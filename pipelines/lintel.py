@@ -273,6 +273,40 @@ def _decode_intra_indexed(container, stream, nums: list[int], label: str) -> np.
     return _stack(out)
 
 
+def h264_nal_length_size(extradata: bytes | None) -> int | None:
+    """Bytes of each NAL length prefix of a length-prefixed (avcC: mp4, mkv) H.264 stream; None for Annex B."""
+    if not extradata or extradata[0] != 1 or len(extradata) < 5:
+        return None
+    return (extradata[4] & 3) + 1
+
+
+def h264_is_nonref(data: bytes | memoryview, *, length_size: int) -> bool:
+    """True for an H.264 access unit whose slices all have nal_ref_idc 0: no other frame refers to it.
+
+    Leaving such a packet out changes no other frame (frame_num only counts reference
+    pictures and only reference pictures carry memory management), so skipping the
+    ones nobody asked for keeps every delivered frame exact.
+    """
+    view = memoryview(data)
+    pos, slices, refs, end = 0, 0, 0, len(view)
+    while pos + length_size < end:
+        length = int.from_bytes(view[pos : pos + length_size], "big")
+        header = view[pos + length_size]
+        if header & 0x1F in (1, 5):  # coded slice (non-IDR / IDR)
+            slices += 1
+            refs += 1 if header & 0x60 else 0
+        pos += length_size + length
+    return slices > 0 and refs == 0
+
+
+def h264_nonref_packets(packets: Sequence[av.Packet], extradata: bytes | None) -> set[int]:
+    """pts of the H.264 packets no frame refers to (see h264_is_nonref); empty for Annex B streams."""
+    size = h264_nal_length_size(extradata)
+    if size is None:
+        return set()
+    return {p.pts for p in packets if h264_is_nonref(p, length_size=size)}
+
+
 def _decode_from_keyframe(container, stream, nums: list[int], label: str) -> np.ndarray | None:
     """Demux up to the last needed frame once, then decode from the keyframe before the first.
 
@@ -281,7 +315,8 @@ def _decode_from_keyframe(container, stream, nums: list[int], label: str) -> np.
     and a packet is never presented before it is decoded (pts >= dts), so once a packet's
     dts reaches that pts every later packet comes after it. Packets that break either
     rule disable the early stop (the whole stream is demuxed, as before). The decoder
-    is fed the demuxed packets from the keyframe on, then the rest of the demuxer.
+    is fed the demuxed packets from the keyframe on, then the rest of the demuxer, less
+    the H.264 packets that are neither asked for nor referred to (h264_is_nonref).
     Returns None when timestamps cannot identify frames (missing or repeated pts, or
     decoding from the keyframe overshoots the first needed frame): the caller then
     decodes from the start.
@@ -316,7 +351,11 @@ def _decode_from_keyframe(container, stream, nums: list[int], label: str) -> np.
     out: list[np.ndarray | None] = [None] * len(nums)
     remaining = len(nums)
     ctx = stream.codec_context
+    length_size = h264_nal_length_size(ctx.extradata) if ctx.name == "h264" else None
     for packet in itertools.chain(packets[start:], demuxer, [None]):
+        if (length_size is not None and packet is not None and packet.pts not in wanted
+                and h264_is_nonref(packet, length_size=length_size)):
+            continue  # nobody asked for it and no frame refers to it
         for frame in ctx.decode(packet):
             if frame.pts is None:
                 return None

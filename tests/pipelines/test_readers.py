@@ -255,3 +255,27 @@ def test_first_timestamp_not_zero(tmp_path, videos, source):
     np.testing.assert_array_equal(np.stack(decode_all(shifted)), reference)
     for indices in ([0], [5, 6, 7], [20, 44, 59]):
         np.testing.assert_array_equal(PyAVReader().read(shifted, indices), reference[indices])
+
+
+@pytest.mark.parametrize("video", ["h264-gop8", "h264-gop250", "h264-mkv"])
+def test_unneeded_nonreference_h264_frames_are_skipped_and_the_rest_stay_exact(videos, video, monkeypatch):
+    """Non-reference B-frames nobody asked for are not decoded; the frames delivered equal a full decode."""
+    path, reference = videos[video]
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        packets = [p for p in container.demux(stream) if p.size]
+        nonref = lintel_mod.h264_nonref_packets(packets, stream.codec_context.extradata)
+    assert len(nonref) >= 10  # the encoder's plain B-frames
+    skipped: list[int] = []
+    original = lintel_mod.h264_is_nonref
+
+    def spy(packet, *, length_size):
+        result = original(packet, length_size=length_size)
+        if result:
+            skipped.append(packet.pts)
+        return result
+
+    monkeypatch.setattr(lintel_mod, "h264_is_nonref", spy)
+    for indices in ([21, 22, 23, 24], [30, 38, 46, 54], [59]):
+        np.testing.assert_array_equal(PyAVReader().read(path, indices), reference[indices])
+    assert skipped and set(skipped) <= nonref
