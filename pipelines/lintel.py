@@ -18,6 +18,7 @@ import importlib.util
 import io
 import itertools
 import logging
+import os
 import threading
 from bisect import insort
 from collections.abc import Sequence
@@ -176,18 +177,26 @@ class _RGB:
         self._reformatter = VideoReformatter()
 
     def __call__(self, frame: av.VideoFrame) -> np.ndarray:
-        return self._reformatter.reformat(frame, format="rgb24").to_ndarray()
+        # swscale's own threads follow the decoder's: one in loader workers, automatic otherwise.
+        threads = 1 if _decoder_threads == 1 else 0
+        return self._reformatter.reformat(frame, format="rgb24", threads=threads).to_ndarray()
 
 
 # One per thread: a reformatter holds a swscale context, which is not safe to share across threads.
 _rgb_local = threading.local()
+# Reformatters a forked child inherited: their swscale worker threads did not survive the fork,
+# so using or freeing them would wait forever (a DataLoader worker hung that way). Kept, unused.
+_inherited: list[_RGB] = []
 
 
 def _rgb(frame: av.VideoFrame) -> np.ndarray:
     """RGB24 pixels of a frame, bit-identical to the full decode of synth.decode_all."""
     convert = getattr(_rgb_local, "convert", None)
-    if convert is None:
+    if convert is None or _rgb_local.pid != os.getpid():
+        if convert is not None:
+            _inherited.append(convert)
         convert = _rgb_local.convert = _RGB()
+        _rgb_local.pid = os.getpid()
     return convert(frame)
 
 

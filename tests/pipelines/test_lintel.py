@@ -256,3 +256,35 @@ def test_single_threaded_decoders_start_no_threads_and_give_the_same_frames(vide
     assert threads_seen and max(threads_seen) == before
     with pytest.raises(ValueError, match=r"count \(-1\) must be >= 0"):
         set_decoder_threads(-1)
+
+
+def test_a_forked_child_decodes_after_the_parent_converted_frames(videos) -> None:
+    """The parent's reused RGB converter (with swscale threads) must not hang a forked loader worker."""
+    encoded, reference = videos["h264"]
+    nums = [3, 11, 19]
+
+    def frames() -> np.ndarray:
+        buf, width, height = loadvid_frame_nums(encoded, frame_nums=nums, should_seek=True)
+        return frames_from_buffer(buf, num_frames=len(nums), width=width, height=height)
+
+    np.testing.assert_array_equal(frames(), reference[nums])  # the parent's converter now exists
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: decode, report, exit without running pytest's teardown
+        code = 1
+        try:
+            code = 0 if np.array_equal(frames(), reference[nums]) else 2
+        finally:
+            os.write(write_end, bytes([code]))
+            os._exit(0)
+    os.close(write_end)
+    try:
+        import select
+
+        ready, _, _ = select.select([read_end], [], [], 20)
+        assert ready, "the forked child hung converting frames"
+        assert os.read(read_end, 1) == b"\x00"
+    finally:
+        os.close(read_end)
+        os.kill(pid, 9) if not ready else None
+        os.waitpid(pid, 0)
