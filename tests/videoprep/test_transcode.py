@@ -112,7 +112,10 @@ def test_settings_reject_bad_values_with_the_rule():
         EncodeSettings(tune="fast")
     with pytest.raises(VideoprepError, match=r"tune \(fastdecode\) is an x264 option; codec vp9 has none"):
         EncodeSettings(codec="vp9", tune="fastdecode")
-    assert EncodeSettings(tune="fastdecode").digest() != EncodeSettings().digest()
+    # h264 gets fastdecode unless told otherwise; other codecs get no tune
+    assert EncodeSettings().tune == "fastdecode" and EncodeSettings(codec="vp9").tune is None
+    assert EncodeSettings(tune=None).tune is None
+    assert EncodeSettings(tune=None).digest() != EncodeSettings().digest()
 
 
 # --- real transcodes --------------------------------------------------------------------
@@ -217,10 +220,10 @@ def test_flat_cvdf_source_with_annotations_comes_out_labelled(tmp_path):
         assert again.lists[split].read_text() == path.read_text()
 
 
-def test_tune_fastdecode_reaches_the_encoder_from_the_cli(tmp_path):
+def test_fastdecode_is_the_h264_default_and_tune_none_turns_it_off(tmp_path):
     src = write_tree(tmp_path / "src", {"c/v.mp4": (64, 48, 25, 8)})
     runner = CliRunner()
-    for tune, dst in [(None, tmp_path / "plain"), ("fastdecode", tmp_path / "fast")]:
+    for tune, dst in [("none", tmp_path / "plain"), (None, tmp_path / "fast")]:
         args = ["transcode", str(src), str(dst), "--short-side", "32", "-j", "1", "--no-index"]
         result = runner.invoke(cli, [*args, "--tune", tune] if tune else args)
         assert result.exit_code == 0, result.output
