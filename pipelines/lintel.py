@@ -177,9 +177,9 @@ class _RGB:
         self._reformatter = VideoReformatter()
 
     def __call__(self, frame: av.VideoFrame) -> np.ndarray:
-        # swscale's own threads follow the decoder's: one in loader workers, automatic otherwise.
-        threads = 1 if _decoder_threads == 1 else 0
-        return self._reformatter.reformat(frame, format="rgb24", threads=threads).to_ndarray()
+        # One swscale thread: its automatic pool stays alive with the reformatter, gains little
+        # at these sizes, and forking while it exists hung child processes (ffmpeg's preexec_fn).
+        return self._reformatter.reformat(frame, format="rgb24", threads=1).to_ndarray()
 
 
 # One per thread: a reformatter holds a swscale context, which is not safe to share across threads.
