@@ -173,8 +173,24 @@ test_views_for.__test__ = False  # type: ignore[attr-defined]
 # ---------------------------------------------------------------- whole-clip ops (torch)
 
 
+def _writable(array: np.ndarray) -> np.ndarray:
+    """A writable view of `array` when its memory allows, else a writable copy."""
+    view = array.view()
+    try:
+        view.flags.writeable = True
+    except ValueError:  # backed by immutable memory
+        return array.copy()
+    return view
+
+
 def to_clip(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """Decoded frames [T, H, W, 3] uint8 -> clip [3, T, H, W] uint8 (a view, no copy)."""
+    """Decoded frames [T, H, W, 3] uint8 -> clip [3, T, H, W] uint8 (a view, no copy).
+
+    A read-only array (torch warns on those) whose memory is writable underneath becomes
+    a writable view; only really immutable memory (e.g. a view of `bytes`) is copied.
+    """
+    if isinstance(frames, np.ndarray) and not frames.flags.writeable:
+        frames = _writable(frames)
     tensor = torch.as_tensor(frames)
     if tensor.ndim != 4 or tensor.shape[-1] != 3 or tensor.dtype != torch.uint8:
         raise ValueError(f"frames must be uint8 [T, H, W, 3], got {tuple(tensor.shape)} {tensor.dtype}")
