@@ -440,8 +440,9 @@ def _csv_list(value: str, *, cast=str) -> tuple:
 @click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True,
               help="DataLoader batch size (videos per batch).")
 @click.option("--encodings", default=None,
-              help="With --generate: encodings to build (default h264_gop250,h264_gop16,mjpeg,vp9,jpeg; also "
-                   "h264_gop16_nob, h264_gop16_fastdecode, h264_gop8).")
+              help="With --generate: encodings to build (default h264_gop250,h264_gop16,h264_gop16_fastdecode,"
+                   "mjpeg,vp9,jpeg; also h264_gop16_nob, h264_gop8). h264_gop16_fastdecode is what "
+                   "`videoprep transcode` writes by default.")
 @click.option("--sample-videos", type=click.IntRange(min=1), default=4, show_default=True,
               help="With --generate: videos in the sample.")
 @click.option("--sample-seconds", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True,

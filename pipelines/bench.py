@@ -37,6 +37,7 @@ import av
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
+from pipelines.lintel import h264_nonref_packets
 from pipelines.sampling import clip_indices
 from videoprep.atomic import atomic_path, atomic_write_json, atomic_write_text
 from videoprep.benchsample import DEFAULT_ENCODINGS, EncodedSet, SampleConfig, describe_list, make_sample
@@ -274,7 +275,8 @@ class DecodeLimit:
 
     def _to_rgb(self, frame: av.VideoFrame) -> np.ndarray:
         """RGB24 array of a frame (the same pixels as frame.to_ndarray(format="rgb24"))."""
-        return self._reformatter.reformat(frame, format="rgb24").to_ndarray()
+        # threads=1: an automatic swscale pool inherited across fork() hangs DataLoader workers.
+        return self._reformatter.reformat(frame, format="rgb24", threads=1).to_ndarray()
 
     def _open(self, path: str) -> Any:
         """Per file, once: its decoder context and packets (decode order) with presentation order."""
@@ -419,32 +421,6 @@ class JpegLimit:
                 self.decoded += 1
             self.delivered += len(frames)
         return sum(s.clips for s in samples), time.perf_counter() - start
-
-
-def h264_nonref_packets(packets: Sequence[av.Packet], extradata: bytes | None) -> set[int]:
-    """pts of H.264 packets whose slices all have nal_ref_idc 0: no frame refers to them.
-
-    Leaving such a packet out changes no other frame (frame_num only counts
-    reference pictures), so a clip's frames stay exact when it is skipped. Only
-    length-prefixed (avcC, mp4/mkv) streams are parsed; Annex B gives an empty set.
-    """
-    if not extradata or extradata[0] != 1 or len(extradata) < 5:
-        return set()
-    size = (extradata[4] & 3) + 1
-    out = set()
-    for p in packets:
-        data = bytes(p)
-        pos, slices, refs = 0, 0, 0
-        while pos + size < len(data):
-            length = int.from_bytes(data[pos : pos + size], "big")
-            header = data[pos + size]
-            if header & 0x1F in (1, 5):  # coded slice (non-IDR / IDR)
-                slices += 1
-                refs += 1 if header & 0x60 else 0
-            pos += size + length
-        if slices and not refs:
-            out.add(p.pts)
-    return out
 
 
 # --------------------------------------------------------------------------------------

@@ -37,6 +37,7 @@ class Encoding:
     codec: str  # "h264", "mjpeg", "vp9" (videoprep.transcode codecs) or "frames" (JPEG folders)
     gop: int = 16
     extra: tuple[str, ...] = ()  # output options added to what videoprep.transcode passes
+    tune: str | None = None  # x264 tune; None: x264's own default (transcode --tune none)
 
     @property
     def intra_only(self) -> bool:
@@ -48,18 +49,18 @@ class Encoding:
 ENCODINGS: dict[str, Encoding] = {
     e.name: e
     for e in (
-        Encoding("h264_gop250", "H.264 crf 23 medium, GOP 250 (keyframes as sparse as downloads)", "h264", 250),
-        Encoding("h264_gop16", "H.264 crf 23 medium, GOP 16 (videoprep transcode default)", "h264", 16),
+        Encoding("h264_gop250", "H.264 crf 23, GOP 250 (keyframes as sparse as downloads)", "h264", 250),
+        Encoding("h264_gop16", "H.264 crf 23, GOP 16, x264's default tune (transcode --tune none)", "h264", 16),
         Encoding("h264_gop16_nob", "H.264 GOP 16 without B-frames", "h264", 16, ("-bf", "0")),
-        Encoding("h264_gop16_fastdecode", "H.264 GOP 16, -tune fastdecode (no CABAC, deblocking, B-frames)",
-                 "h264", 16, ("-tune", "fastdecode")),
-        Encoding("h264_gop8", "H.264 crf 23 medium, GOP 8", "h264", 8),
+        Encoding("h264_gop16_fastdecode", "H.264 crf 23, GOP 16, -tune fastdecode (videoprep transcode default)",
+                 "h264", 16, tune="fastdecode"),
+        Encoding("h264_gop8", "H.264 crf 23, GOP 8", "h264", 8),
         Encoding("mjpeg", "MJPEG q 3 in .mp4 (intra-only; videoprep transcode --codec mjpeg)", "mjpeg", 1),
         Encoding("vp9", "VP9 crf 32, GOP 16 (DALI decodes it on CPU; videoprep transcode --codec vp9)", "vp9", 16),
         Encoding("jpeg", "JPEG frame folders q 2 (videoprep frames)", "frames", 1),
     )
 }
-DEFAULT_ENCODINGS: tuple[str, ...] = ("h264_gop250", "h264_gop16", "mjpeg", "vp9", "jpeg")
+DEFAULT_ENCODINGS: tuple[str, ...] = ("h264_gop250", "h264_gop16", "h264_gop16_fastdecode", "mjpeg", "vp9", "jpeg")
 
 # Generated footage: lavfi sources with fine texture, motion and colour change (340x256 by default).
 # Sizes at crf 23 GOP 250 span ~0.2-1.1 MB per 10 s, around real 256p footage (~0.5 MB).
@@ -202,7 +203,8 @@ def _encode_one(config: SampleConfig, encoding: Encoding, index: int, source: Pa
     final = out_dir / f"{name}{CODECS[encoding.codec].suffix}"
     if final.is_file():
         return final
-    settings = EncodeSettings(codec=encoding.codec, gop=encoding.gop, short_side=min(width, height))
+    settings = EncodeSettings(codec=encoding.codec, gop=encoding.gop, short_side=min(width, height),
+                              tune=encoding.tune)
     with atomic_path(final) as tmp:
         args = transcode_args(str(source), str(tmp), settings=settings, rate=output_rate(None, info.fps),
                               width=width, height=height)
