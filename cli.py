@@ -583,7 +583,7 @@ def test_cmd(ctx: click.Context, preset: str | None, backend: str | None, test_l
 @cli.command()
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("demo-out"), show_default=True,
               help="Folder that receives everything the demo makes; re-running is safe.")
-@click.option("--epochs", type=click.IntRange(min=1), default=8, show_default=True, help="Training epochs.")
+@click.option("--epochs", type=click.IntRange(min=1), default=16, show_default=True, help="Training epochs.")
 @click.option("-j", "--jobs", type=click.IntRange(min=1), default=2, show_default=True,
               help="Worker processes for each step.")
 @click.option("--quick", is_flag=True, help="A reduced run (a few clips, one epoch): what CI runs.")

@@ -59,7 +59,7 @@ class DemoConfig:
     train_per_class: int = 24
     val_per_class: int = 8
     seconds: float = 3.0
-    epochs: int = 8
+    epochs: int = 16
     jobs: int = 2
     seed: int = 0
     quick: bool = False
@@ -244,8 +244,8 @@ def run_demo(cfg: DemoConfig, *, say: Callable[[str], None] = print) -> DemoResu
         "train", str(lists / "train.txt"), str(lists / "val.txt"),
         "--root_path", str(fast), "--backend", "pyav", "--num_classes", str(len(ACTIONS)),
         *_MODEL_ARGS, "--crop-size", str(_CROP), "--scale-size", str(_SCALE),
-        "--epochs", str(cfg.epochs), "-b", "8", "--lr", "0.02", "--lr_steps", str(max(cfg.epochs - 2, 1)),
-        "--warmup_epochs", "1", "--eval-freq", "2", "-j", str(cfg.jobs), "--device", "cpu", "--seed", str(cfg.seed),
+        "--epochs", str(cfg.epochs), "-b", "8", "--lr", "0.02", "--lr_steps", str(max(cfg.epochs - 4, 1)),
+        "--warmup_epochs", "1", "--eval-freq", "4", "-j", str(cfg.jobs), "--device", "cpu", "--seed", str(cfg.seed),
         "--snapshot_dir", str(run / "checkpoints"), "--log_dir", str(run / "log"), "--progress", "off",
     ]
     steps.run("train", train_args)
@@ -278,6 +278,10 @@ def _collect_facts(out: Path, data: Path, lists: Path, bench: Path, scores: Path
                       if p.stem in ("train", "val", "test")}
     facts["bench"] = _read_json(bench / "bench.json")
     facts["transcode"] = _read_json(out / "kinetics400-fast" / "transcode_report.json")
+    train_logs = sorted((out / "logs").glob("*-train.log"))
+    done = [line for line in train_logs[-1].read_text(encoding="utf-8").splitlines()
+            if line.startswith("done:")] if train_logs else []
+    facts["train"] = done[-1].removeprefix("done: ").split(", checkpoint")[0] if done else ""
     with np.load(scores) as npz:
         logits, labels = npz["scores"], npz["labels"]
     # Saved per view ([videos, views, 1, classes]); the video score is the mean of raw logits.
@@ -318,6 +322,7 @@ def step_notes(facts: dict) -> dict[str, str]:
     notes["bench"] = "clips/s (median): " + "; ".join(
         f"{r['backend']} {r['kind']}{'' if r.get('workers') is None else ' ' + str(r['workers']) + ' workers'} "
         f"{r['clips_per_s']['median']:.0f}" for r in loaders)
+    notes["train"] = facts.get("train", "")
     test = facts.get("test", {})
     if test:
         notes["test"] = f"top-1 {test['top1']:.1%} on {test['videos']} videos (chance {test['chance']:.0%})"
