@@ -33,6 +33,7 @@ from pipelines.dataset import (
     MAX_REPLACEMENTS,
     BadSampleError,
     bad_sample_limit,
+    check_view_options,
     replacement_index,
     too_many_bad_samples,
 )
@@ -206,8 +207,7 @@ class DaliVideoLoader:
         device_id: int | None = None,
         num_threads: int = 2,
     ) -> None:
-        if mode not in ("train", "val", "test"):
-            raise ValueError(f"mode ({mode!r}) must be one of train, val, test")
+        check_view_options(mode=mode, test_crops=test_crops, crop_size=crop_size, scale_size=scale_size)
         if batch_size < 1:
             raise ValueError(f"batch_size ({batch_size}) must be >= 1")
         if not records:
@@ -221,8 +221,6 @@ class DaliVideoLoader:
         self.sample_rate = sample_rate
         self.num_segments = test_segments if mode == "test" else num_segments
         self.test_crops = test_crops
-        if crop_size > scale_size:
-            raise ValueError(f"crop_size ({crop_size}) must be <= scale_size ({scale_size})")
         self.crop_size, self.scale_size = crop_size, scale_size
         self.verify_frame_num = verify_frame_num
         self.seed = seed

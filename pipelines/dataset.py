@@ -90,6 +90,18 @@ class Item(NamedTuple):
     bad: tuple[BadSample, ...]
 
 
+def check_view_options(*, mode: str, test_crops: int, crop_size: int, scale_size: int) -> None:
+    """The checks every loader makes of how clips are viewed, whatever decodes them."""
+    if mode not in MODES:
+        raise ValueError(f"mode ({mode!r}) must be one of {', '.join(MODES)}")
+    if mode == "test" and test_crops not in TEST_CROPS:
+        raise ValueError(f"test_crops ({test_crops}) must be one of {TEST_CROPS}")
+    # Crop and short-side resize (official 224/256; the official test --img_size scales both;
+    # smaller sizes also make CPU smoke runs fast).
+    if crop_size > scale_size:
+        raise ValueError(f"crop_size ({crop_size}) must be <= scale_size ({scale_size})")
+
+
 class VideoClipDataset(Dataset):
     """Clips of the videos of one BAT list, sampled and cropped as the official code does."""
 
@@ -114,16 +126,9 @@ class VideoClipDataset(Dataset):
         scale_size: int = T.SCALE_SIZE,
         verify_frame_num: bool = True,
     ) -> None:
-        if mode not in MODES:
-            raise ValueError(f"mode ({mode!r}) must be one of {', '.join(MODES)}")
-        if mode == "test" and test_crops not in TEST_CROPS:
-            raise ValueError(f"test_crops ({test_crops}) must be one of {TEST_CROPS}")
+        check_view_options(mode=mode, test_crops=test_crops, crop_size=crop_size, scale_size=scale_size)
         if seed < 0:
             raise ValueError(f"seed ({seed}) must be >= 0")
-        # Crop and short-side resize (official 224/256; the official test --img_size scales both;
-        # smaller sizes also make CPU smoke runs fast).
-        if crop_size > scale_size:
-            raise ValueError(f"crop_size ({crop_size}) must be <= scale_size ({scale_size})")
         self.crop_size = crop_size
         self.scale_size = scale_size
         self.list_file = os.fspath(list_file)

@@ -208,12 +208,6 @@ def build_loader(
     frame_num above the real count as a bad sample even when the sampled indices fall inside
     the video; off, it is caught only when a sampled index passes the real end.
     """
-    if batch_size < 1:
-        raise ValueError(f"batch_size ({batch_size}) must be >= 1")
-    if workers < 0:
-        raise ValueError(f"workers ({workers}) must be >= 0")
-    if not 0.0 <= max_bad_fraction <= 1.0:
-        raise ValueError(f"max_bad_fraction ({max_bad_fraction}) must be in 0..1")
     if backend == "dali":  # a whole DALI pipeline, not a per-sample reader; options: device, num_threads
         from pipelines.dali import build_dali_loader
 
@@ -226,6 +220,12 @@ def build_loader(
             check_files=check_files, crop_size=crop_size, scale_size=scale_size,
             verify_frame_num=verify_frame_num, **(backend_options or {}),
         )
+    if batch_size < 1:
+        raise ValueError(f"batch_size ({batch_size}) must be >= 1")
+    if workers < 0:
+        raise ValueError(f"workers ({workers}) must be >= 0")
+    if not 0.0 <= max_bad_fraction <= 1.0:
+        raise ValueError(f"max_bad_fraction ({max_bad_fraction}) must be in 0..1")
     dataset = VideoClipDataset(
         list_file, mode=mode, root_path=root_path, backend=backend, backend_options=backend_options,
         num_segments=num_segments, seq_length=seq_length, sample_rate=sample_rate,
