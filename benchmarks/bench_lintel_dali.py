@@ -90,11 +90,12 @@ def main() -> None:
 def dali_clips_per_second(jobs: list[tuple[Path, list[int]]], encoded: dict[Path, bytes], batch: int = 8) -> float:
     """DALI's CPU decoder on the same clips, `batch` clips per pipeline run (bytes already in memory)."""
     try:
-        from pipelines.dali import SamplePlan, build_decode_pipeline, run_decode
+        from pipelines.dali import DaliSample, build_decode_pipeline, run_decode
+        from pipelines.planning import ClipPlan
     except ImportError:
         return float("nan")
-    pipe = build_decode_pipeline(batch_size=batch, device="cpu", device_id=None, num_threads=1)
-    plans = [SamplePlan(i, str(p), 0, (tuple(idx),), encoded[p]) for i, (p, idx) in enumerate(jobs)]
+    pipe = build_decode_pipeline(None, batch_size=batch, device="cpu", device_id=None, num_threads=1, prefetch=1)
+    plans = [DaliSample(ClipPlan(i, str(p), 0, ((tuple(idx),),)), encoded[p]) for i, (p, idx) in enumerate(jobs)]
     run_decode(pipe, plans[:1], device="cpu")  # warm-up
     start = time.perf_counter()
     for k in range(0, len(plans), batch):

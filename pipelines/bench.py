@@ -39,6 +39,7 @@ from av.video.reformatter import VideoReformatter
 
 from pipelines.lintel import h264_nonref_packets
 from pipelines.sampling import clip_indices
+from pipelines.spec import ClipSpec, LoaderConfig
 from videoprep.atomic import atomic_path, atomic_write_json, atomic_write_text
 from videoprep.benchsample import DEFAULT_ENCODINGS, EncodedSet, SampleConfig, describe_list, make_sample
 from videoprep.errors import VideoprepError
@@ -466,29 +467,39 @@ def _loader_run(
         wanted = sum(s.clips for s in samples)
         count = (skip + math.ceil(wanted / segments / config.batch_size)) * config.batch_size
         list_file = _repeat_list(records, count, work_dir / f"{fileset.name}-{view}-{count}.txt")
-        loader = build_loader(
-            str(list_file), root_path=fileset.root_path, mode=view, backend=backend,
-            batch_size=config.batch_size, workers=workers, num_segments=1, seq_length=config.seq_length,
-            sample_rate=config.sample_rate, test_segments=config.test_segments, test_crops=1,
-            num_classes=max(r.label for r in records) + 1, seed=config.seed, drop_last=False,
+        loader = build_loader(str(list_file), _bench_clip(view, config), _bench_loader_config(
+            fileset, records, config, backend=backend, workers=workers,
             persistent_workers=False,  # a fresh loader per measurement; no workers left behind
-        )
+        ))
         return time_batches(iter(loader), skip=skip)
 
     return run
+
+
+def _bench_clip(view: str, config: BenchConfig) -> ClipSpec:
+    """The clip every loader measurement takes: one segment, one crop, the bench's length and rate."""
+    return ClipSpec(mode=view, seq_length=config.seq_length, sample_rate=config.sample_rate,
+                    test_segments=config.test_segments)
+
+
+def _bench_loader_config(fileset: EncodedSet, records: Sequence[ListRecord], config: BenchConfig,
+                         **changes: Any) -> LoaderConfig:
+    """How loader measurements load: the file set's root, the bench's batch and seed, every batch kept."""
+    return LoaderConfig(root_path=fileset.root_path, batch_size=config.batch_size, seed=config.seed,
+                        num_classes=max(r.label for r in records) + 1, drop_last=False, **changes)
 
 
 def dali_status(fileset: EncodedSet) -> tuple[bool, str]:
     """(usable, note): whether pipelines.dali can decode this file set on this machine."""
     if fileset.kind != "video":
         return False, "DALI reads video files, not frame folders"
-    try:
-        dali = importlib.import_module("pipelines.dali")
-    except ImportError as exc:
-        return False, f"pipelines.dali unavailable: {exc}"
-    if not dali.dali_available():
-        return False, "NVIDIA DALI is not installed (pip install 'videoprep[dali]')"
-    device = dali.resolve_device("auto")
+    from pipelines.backends import backend_status
+
+    (status,) = backend_status("dali")
+    if not status.available:
+        return False, status.note
+    dali = importlib.import_module("pipelines.dali")
+    device = "gpu" if "cuda" in status.devices else "cpu"
     try:
         for codec in fileset.codec.split("/"):
             dali.check_codec(fileset.list_file, codec, device=device)
@@ -501,23 +512,17 @@ def _dali_run(
     fileset: EncodedSet, records: Sequence[ListRecord], *, view: str, config: BenchConfig, work_dir: Path,
 ) -> Callable[[Sequence[Sample]], tuple[int, float]]:
     """Clips/s through the DALI loader (a whole pipeline, so one figure per view, no worker sweep)."""
-    dali = importlib.import_module("pipelines.dali")
+    from pipelines.loader import build_loader
+
     segments = view_segments(view, test_segments=config.test_segments)
 
     def run(samples: Sequence[Sample]) -> tuple[int, float]:
         wanted = sum(s.clips for s in samples)
         count = (1 + math.ceil(wanted / segments / config.batch_size)) * config.batch_size
         list_file = _repeat_list(records, count, work_dir / f"{fileset.name}-{view}-{count}-dali.txt")
-        loader = dali.build_dali_loader(
-            str(list_file), root_path=fileset.root_path, mode=view, batch_size=config.batch_size,
-            seq_length=config.seq_length, sample_rate=config.sample_rate, test_segments=config.test_segments,
-            num_classes=max(r.label for r in records) + 1, seed=config.seed, drop_last=False,
-        )
-        try:
+        with build_loader(str(list_file), _bench_clip(view, config),
+                          _bench_loader_config(fileset, records, config, backend="dali")) as loader:
             return time_batches(iter(loader), skip=1)
-        finally:
-            with contextlib.suppress(Exception):
-                loader.close()
 
     return run
 

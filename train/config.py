@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-Backend = Literal["pyav", "lintel", "frames", "dali"]
-BACKENDS: tuple[str, ...] = ("pyav", "lintel", "frames", "dali")
+Backend = Literal["pyav", "lintel", "frames", "torchcodec", "dali"]
+BACKENDS: tuple[str, ...] = ("pyav", "lintel", "frames", "torchcodec", "dali")
 # --read_mode of the official code -> our loader backend.
 READ_MODE_BACKENDS: dict[str, str] = {"img": "frames", "video": "lintel"}
 AMP_MODES: tuple[str, ...] = ("off", "bf16", "fp16")

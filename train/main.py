@@ -26,6 +26,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from pipelines.loader import build_loader
+from pipelines.spec import ClipSpec
 from train.checkpoint import capture_rng_state, restore_rng_state, save_checkpoint
 from train.config import TrainConfig, parse_train_args
 from train.distributed import (
@@ -46,7 +47,7 @@ from train.runtime import (
     build_eval_loader,
     draw_seed,
     load_weights,
-    loader_options,
+    loader_config,
     seed_everything,
 )
 from train.weights import load_checkpoint
@@ -166,10 +167,11 @@ def _train(cfg: TrainConfig, ctx: DistContext, run_log: RunLog, on_epoch_end: Ca
         train_model = DistributedDataParallel(model, device_ids=[ctx.local_rank] if ctx.device.type == "cuda" else None)
 
     opts = StepOptions(device=ctx.device, norm=cfg.norm, channels_last=cfg.channels_last, amp=cfg.amp, bgr=cfg.bgr)
-    common = dict(**loader_options(cfg, ctx), num_segments=cfg.num_segments, seed=seed, crop_size=cfg.crop_size,
-                  scale_size=cfg.scale_size)
     per_process = split_batch_size(cfg.batch_size, ctx)
-    val_loader = build_eval_loader(cfg.val_list, ctx=ctx, mode="val", batch_size=per_process, **common)
+    clip = ClipSpec(mode="train", seq_length=cfg.seq_length, sample_rate=cfg.sample_rate,
+                    num_segments=cfg.num_segments, crop_size=cfg.crop_size, scale_size=cfg.scale_size, norm=cfg.norm)
+    loading = loader_config(cfg, ctx, batch_size=per_process, seed=seed)
+    val_loader = build_eval_loader(cfg.val_list, clip.for_mode("val"), loading)
     criterion = nn.CrossEntropyLoss().to(ctx.device)
     show_bar = progress_wanted(cfg.progress, enabled=ctx.is_main)
 
@@ -187,9 +189,7 @@ def _train(cfg: TrainConfig, ctx: DistContext, run_log: RunLog, on_epoch_end: Ca
         result = validate(start_epoch)
         return TrainResult(start_epoch, best_prec1, result, None, seed)
 
-    train_loader = build_loader(cfg.train_list, mode="train", batch_size=per_process,
-                                distributed=ctx.is_distributed, num_replicas=ctx.world_size, rank=ctx.rank,
-                                **common)
+    train_loader = build_loader(cfg.train_list, clip, loading)
     if len(train_loader) == 0:
         raise RunnerConfigError(
             f"{cfg.train_list}: fewer videos per process than the batch size ({per_process}); no full batch to train on"

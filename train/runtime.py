@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from pipelines.loader import build_loader
+from pipelines.spec import ClipSpec, LoaderConfig
 from train.config import RunnerConfig
 from train.distributed import DistContext
 from train.weights import AdaptReport, adapt_state_dict
@@ -64,30 +65,29 @@ def visit_order(loader: Any) -> list[int]:
     return [index for index, _ in loader.sampler]
 
 
-def loader_options(cfg: RunnerConfig, ctx: DistContext) -> dict[str, Any]:
-    """build_loader options both runners take from their flags; DALI decodes on this rank's GPU."""
-    backend = cfg.loader_backend
-    options: dict[str, Any] = {"root_path": cfg.root_path, "backend": backend, "workers": cfg.workers,
-                               "seq_length": cfg.seq_length, "sample_rate": cfg.sample_rate,
-                               "num_classes": cfg.num_classes, "max_bad_fraction": cfg.max_bad_fraction}
-    if backend == "dali":
-        device = {"device": "gpu", "device_id": ctx.local_rank} if ctx.device.type == "cuda" else {"device": "cpu"}
-        options["backend_options"] = device
-    return options
+def loader_config(cfg: RunnerConfig, ctx: DistContext, *, batch_size: int, seed: int) -> LoaderConfig:
+    """How both runners load clips, from their flags; GPU-capable backends decode on this rank's GPU."""
+    device = f"cuda:{ctx.local_rank}" if ctx.device.type == "cuda" else "cpu"
+    if ctx.device.type == "cuda" and cfg.loader_backend != "dali":
+        device = "auto"  # the backend's default: CPU decoding in DataLoader workers
+    return LoaderConfig(root_path=cfg.root_path, backend=cfg.loader_backend, workers=cfg.workers,
+                        num_classes=cfg.num_classes, max_bad_fraction=cfg.max_bad_fraction, batch_size=batch_size,
+                        seed=seed, device=device, distributed=ctx.is_distributed, num_replicas=ctx.world_size,
+                        rank=ctx.rank)
 
 
-def build_eval_loader(list_file: str, *, ctx: DistContext, **kwargs: Any) -> ShardedLoader:
+def build_eval_loader(list_file: str, clip: ClipSpec, config: LoaderConfig) -> ShardedLoader:
     """build_loader for val/test that counts every video once across ranks (no padding, no duplicates)."""
-    main = build_loader(list_file, distributed=ctx.is_distributed, num_replicas=ctx.world_size, rank=ctx.rank,
-                        shuffle=False, drop_last=False, **kwargs)
+    main = build_loader(list_file, clip, config.with_options(shuffle=False, drop_last=False))
     indices = visit_order(main)
     parts: list[Any] = [main] if indices else []
-    remainder = list(main.remainder_indices) if ctx.is_distributed else []
-    mine = remainder[ctx.rank::ctx.world_size]
+    remainder = list(main.remainder_indices) if config.distributed else []
+    rank, world_size = (config.rank or 0), (config.num_replicas or 1)
+    mine = remainder[rank::world_size]
     if mine:
-        extra_kwargs = dict(kwargs)
-        extra_kwargs["workers"] = 0  # at most one video: not worth starting processes
-        extra = build_loader(list_file, subset=mine, shuffle=False, drop_last=False, **extra_kwargs)
+        # At most one video: not worth starting processes.
+        extra = build_loader(list_file, clip, config.with_options(distributed=False, shuffle=False, drop_last=False,
+                                                                  workers=0), subset=mine)
         parts.append(extra)
         indices.extend(mine)
     return ShardedLoader(parts=parts, indices=indices)

@@ -25,12 +25,13 @@ from typing import TextIO
 import numpy as np
 import torch
 
+from pipelines.spec import ClipSpec
 from train.config import TestConfig, parse_test_args
 from train.distributed import DistContext, all_gather_objects, setup_distributed, teardown
 from train.engine import StepOptions, video_logits
 from train.logging_utils import RunLog, epoch_progress, progress_wanted
 from train.models import build_model
-from train.runtime import RunnerConfigError, build_eval_loader, load_weights, loader_options
+from train.runtime import RunnerConfigError, build_eval_loader, load_weights, loader_config
 from train.weights import load_checkpoint
 from videoprep.atomic import atomic_path
 from videoprep.errors import VideoprepError
@@ -111,10 +112,10 @@ def _test(cfg: TestConfig, ctx: DistContext, run_log: RunLog) -> TestResult:
         model.to(memory_format=torch.channels_last_3d)
 
     opts = StepOptions(device=ctx.device, norm=cfg.norm, channels_last=cfg.channels_last, amp=cfg.amp, bgr=cfg.bgr)
-    loader = build_eval_loader(
-        cfg.test_list, ctx=ctx, mode="test", batch_size=cfg.batch_size, test_segments=cfg.test_segments,
-        test_crops=cfg.test_crops, crop_size=cfg.img_size, scale_size=cfg.scale, **loader_options(cfg, ctx),
-    )
+    clip = ClipSpec(mode="test", seq_length=cfg.seq_length, sample_rate=cfg.sample_rate,
+                    test_segments=cfg.test_segments, test_crops=cfg.test_crops, crop_size=cfg.img_size,
+                    scale_size=cfg.scale, norm=cfg.norm)
+    loader = build_eval_loader(cfg.test_list, clip, loader_config(cfg, ctx, batch_size=cfg.batch_size, seed=0))
     records = read_list(cfg.test_list, num_classes=cfg.num_classes)
     view_chunks: list[np.ndarray] = []
     label_chunks: list[np.ndarray] = []

@@ -44,3 +44,7 @@ class FFmpegError(PathError):
 
 class LayoutError(PathError):
     """A dataset folder or annotation file that does not match a known layout."""
+
+
+class BackendError(VideoprepError, ValueError):
+    """A loader backend that is unknown, or not usable here (package, FFmpeg libraries or GPU missing)."""

@@ -182,12 +182,13 @@ def test_registry_lists_names_and_builds_readers():
     assert {"pyav", "frames", "lintel"} <= set(READERS)
     assert isinstance(get_reader("pyav", seek=False), PyAVReader)
     assert isinstance(get_reader("frames"), VideoReader)
-    with pytest.raises(ValueError, match=r"backend \('decord'\) must be one of: frames, lintel, pyav"):
+    with pytest.raises(ValueError, match=r"backend \('decord'\) must be one of: dali, frames, lintel, pyav, torchcodec; "
+                       r"available here: .*pyav"):
         get_reader("decord")
 
 
 def test_register_reader(monkeypatch):
-    monkeypatch.setitem(READERS, "custom", "pipelines.backends.frames:FramesReader")
+    monkeypatch.setitem(READERS, "custom", READERS["frames"])
     assert isinstance(get_reader("custom"), FramesReader)
     register_reader("custom", PyAVReader)
     assert isinstance(get_reader("custom"), PyAVReader)
