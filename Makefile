@@ -18,6 +18,9 @@ $(STAMP): pyproject.toml Makefile
 	# The local CPU wheel; a bare `torch` would pull several GB of CUDA packages.
 	$(PY) -m pip install torch==2.13.0
 	$(PY) -m pip install -e '.[all]'
+	@if $(PY) -c "import ctypes.util, sys; sys.exit(not ctypes.util.find_library('avcodec'))"; then \
+		$(PY) -m pip install -e '.[torchcodec]'; \
+	else echo "torchcodec backend not installed: FFmpeg's shared libraries not found (apt-get install ffmpeg, then make setup)"; fi
 	touch $(STAMP)
 
 test: setup  ## Run the default test suite (TESTS=path to pick a subset)

@@ -577,6 +577,25 @@ def test_cmd(ctx: click.Context, preset: str | None, backend: str | None, test_l
                             extra=runner_args))
 
 
+# --- backends ---
+
+
+@cli.command("backends")
+def backends_cmd() -> None:
+    """List the loader backends: usable here or not (and why), their devices and versions.
+
+    Pass a name to train/test with --backend, or to `videoprep bench --backends`.
+    """
+    from pipelines.backends import backend_status
+
+    rows = [("backend", "kind", "usable", "devices", "version", "notes")]
+    rows += [(s.name, s.kind, "yes" if s.available else "no", ",".join(s.devices) or "-", s.version or "-",
+              s.note) for s in backend_status()]
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    for row in rows:
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[5])
+
+
 # --- demo ---
 
 

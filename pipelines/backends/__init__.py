@@ -111,9 +111,9 @@ def _probe_torchcodec(name: str, kind: Literal["reader", "loader"]) -> BackendSt
                              note=f"FFmpeg shared libraries missing or incompatible (apt-get install ffmpeg): {first}")
     version = torchcodec.__version__
     if "+cpu" in version:
-        return BackendStatus(name, kind, True, ("cpu",), version, "cuda: CPU-only build")
+        return BackendStatus(name, kind, True, ("cpu",), f"torchcodec {version}", "cuda: CPU-only build")
     devices, note = _cuda_note("CUDA decoding needs one")
-    return BackendStatus(name, kind, True, devices, version, note)
+    return BackendStatus(name, kind, True, devices, f"torchcodec {version}", note)
 
 
 def _probe_dali(name: str, kind: Literal["reader", "loader"]) -> BackendStatus:
