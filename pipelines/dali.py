@@ -93,6 +93,7 @@ class DaliVideoLoader:
         self.bad_log = BadSampleLog(list_file, num_videos=len(records), config=config)
         self.device, self.device_id, self.num_threads = device, device_id, num_threads
         self._pipe: Any = None
+        self._fed: deque[list[DaliSample]] = deque()
 
     # ------------------------------------------------------------------ epoch, size, accounting
 
@@ -137,6 +138,16 @@ class DaliVideoLoader:
         pipe, self._pipe = self._pipe, None
         if pipe is not None:
             pipe._shutdown()  # what DALI's own __del__ runs; DALI 2.4 has no public close
+
+    @property
+    def is_open(self) -> bool:
+        """Whether a DALI pipeline is held (during a pass; released at its end and by close())."""
+        return self._pipe is not None
+
+    @property
+    def in_flight(self) -> int:
+        """Batches handed to DALI and not yet yielded: with prefetch, the next batch decodes while one is consumed."""
+        return len(self._fed)
 
     def __enter__(self) -> DaliVideoLoader:
         return self
@@ -183,7 +194,7 @@ class DaliVideoLoader:
         pending = (self._read_batch(entries, epoch=epoch) for entries in self._entry_batches())
         try:
             while True:
-                fed: deque[list[DaliSample]] = deque()
+                fed = self._fed = deque()
                 self.close()
                 self._pipe = build_decode_pipeline(
                     _Feeder(pending, fed), batch_size=self.config.batch_size, device=self.device,
@@ -266,8 +277,13 @@ def _inputs(samples: Iterable[DaliSample]) -> tuple[list[np.ndarray], list[np.nd
 
 
 def _first_line(exc: BaseException) -> str:
+    """The telling line of a DALI error (its failed assertion, else the operator error)."""
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    return next((ln for ln in lines if "Assert" in ln or "rror" in ln), lines[0] if lines else type(exc).__name__)
+    for key in ("Assert", "Error in", "rror"):
+        hit = next((ln for ln in lines if key in ln), None)
+        if hit is not None:
+            return hit
+    return lines[0] if lines else type(exc).__name__
 
 
 def build_decode_pipeline(source: Any, *, batch_size: int, device: DaliDevice, device_id: int | None,

@@ -13,6 +13,7 @@ pytest.importorskip("nvidia.dali")
 from pipelines.backends import get_reader  # noqa: E402
 from pipelines.dali import DaliCodecError, DaliSample, build_decode_pipeline, run_decode  # noqa: E402
 from pipelines.dataset import BadSampleError  # noqa: E402
+from pipelines.lintel import count_frames  # noqa: E402
 from pipelines.loader import build_loader  # noqa: E402
 from pipelines.planning import ClipPlan  # noqa: E402
 from pipelines.spec import ClipSpec, LoaderConfig  # noqa: E402
@@ -197,3 +198,31 @@ def test_gpu_decodes_h264_onto_the_device(tmp_path: Path) -> None:
     ref, _ = next(iter(pyav(tmp_path / "list.txt", clip)))
     assert clips.is_cuda and clips.shape == ref.shape
     assert (clips.cpu().int() - ref.int()).abs().float().mean().item() <= CLIP_MEAN_TOL
+
+
+def test_a_video_dali_fails_on_is_retried_alone_and_replaced(dataset_dir: Path, tmp_path: Path) -> None:
+    """Packets that demux but do not decode: DALI fails the batch; the loader re-decodes it video by video."""
+    import av
+
+    rng = np.random.default_rng(0)
+    with av.open(str(dataset_dir / "a.webm")) as src, av.open(str(tmp_path / "noise.webm"), "w") as dst:
+        stream = src.streams.video[0]
+        out = dst.add_stream_from_template(stream)
+        for packet in src.demux(stream):
+            if packet.size == 0:
+                continue
+            noise = av.Packet(rng.integers(0, 256, packet.size, dtype=np.uint8).tobytes())
+            noise.pts, noise.dts, noise.time_base = packet.pts, packet.dts, packet.time_base
+            noise.is_keyframe, noise.stream = packet.is_keyframe, out
+            dst.mux(noise)
+    frames = count_frames(str(tmp_path / "noise.webm"))
+    for name, *_ in VIDEOS:
+        (tmp_path / name).symlink_to(dataset_dir / name)
+    records = [ListRecord(name, n, label) for label, (name, _, n) in enumerate(VIDEOS)]
+    write_list(tmp_path / "list.txt", records[:2] + [ListRecord("noise.webm", frames, 4)] + records[2:])
+    loader = dali(tmp_path / "list.txt", ClipSpec(mode="val", seq_length=2, sample_rate=2), batch_size=2,
+                  max_bad_fraction=1.0)
+    labels = [int(x) for _, batch in loader for x in batch]
+    assert len(labels) == 6 and labels[:2] + labels[3:] == [0, 1, 2, 3, 4]  # every slot filled
+    bad = loader.bad_samples[2]
+    assert bad.kind == "decode" and bad.reason.startswith("DALI cannot decode it: Assert on")
