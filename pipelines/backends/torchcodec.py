@@ -18,9 +18,8 @@ import numpy as np
 import torch
 
 from pipelines.backends import DecodeError, plan_indices
+from pipelines.backends.pyav import PyAVReader
 from pipelines.lintel import decoder_threads, past_end_error
-from videoprep.errors import ProbeError
-from videoprep.probe import probe_video
 
 SeekMode = Literal["exact", "approximate"]
 SEEK_MODES: tuple[str, ...] = ("exact", "approximate")
@@ -62,12 +61,8 @@ class TorchCodecReader:
         order = torch.as_tensor(inverse, device=frames.device)
         return frames[order] if frames.is_cuda else frames.numpy()[inverse]
 
-    def frame_count(self, path: str | os.PathLike[str]) -> int:
-        """Frames a full decode yields, counted from packets (no decoding)."""
-        try:
-            return probe_video(path).frames
-        except ProbeError as exc:
-            raise DecodeError(exc.path, exc.reason) from None
+    # Frames a full decode yields, counted from packets as the pyav reader does (no decoding).
+    frame_count = PyAVReader.frame_count
 
     def __repr__(self) -> str:
         return f"TorchCodecReader(seek_mode={self.seek_mode!r}, device={self.device!r})"
