@@ -126,6 +126,7 @@ class TrainConfig(RunnerConfig):
     scale_size: int = 256
     deterministic: bool = False
     save_iter_freq: int = 0
+    num_clips: int = 1
 
     def model_kwargs(self) -> dict[str, Any]:
         """build_model options, the training-only dropout rates included."""
@@ -259,6 +260,9 @@ def build_train_parser() -> argparse.ArgumentParser:
                       help="torch deterministic algorithms (bit-exact resume on GPU; slower)")
     ours.add_argument("--save-iter-freq", type=int, default=0,
                       help="also checkpoint every N iterations inside an epoch (0: off); --resume continues there")
+    ours.add_argument("--num_clips", type=_positive, default=1,
+                      help="K independent clips per training video, decoded in one pass (repeated augmentation); "
+                      "a step then holds K x batch-size clips")
     return p
 
 

@@ -169,7 +169,8 @@ def _train(cfg: TrainConfig, ctx: DistContext, run_log: RunLog, on_epoch_end: Ca
     opts = StepOptions(device=ctx.device, norm=cfg.norm, channels_last=cfg.channels_last, amp=cfg.amp, bgr=cfg.bgr)
     per_process = split_batch_size(cfg.batch_size, ctx)
     clip = ClipSpec(mode="train", seq_length=cfg.seq_length, sample_rate=cfg.sample_rate,
-                    num_segments=cfg.num_segments, crop_size=cfg.crop_size, scale_size=cfg.scale_size, norm=cfg.norm)
+                    num_segments=cfg.num_segments, crop_size=cfg.crop_size, scale_size=cfg.scale_size, norm=cfg.norm,
+                    num_clips=cfg.num_clips)
     loading = loader_config(cfg, ctx, batch_size=per_process, seed=seed)
     val_loader = build_eval_loader(cfg.val_list, clip.for_mode("val"), loading)
     criterion = nn.CrossEntropyLoss().to(ctx.device)
