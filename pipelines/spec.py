@@ -10,10 +10,13 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipelines import transforms as T
 from pipelines.sampling import MODES, TEST_CROPS, Mode, clip_span
+
+if TYPE_CHECKING:
+    from pipelines.backends import VideoReader
 
 # Bad videos tolerated whatever max_bad_fraction says (a tiny list must not stop on its first one).
 MIN_BAD_SAMPLES = 5
@@ -92,7 +95,7 @@ class LoaderConfig:
     frames once (a demux) and treats an overstated list frame_num as a bad sample.
     """
 
-    backend: Any = "pyav"  # a registry name, or a reader object (VideoReader)
+    backend: str | VideoReader = "pyav"  # a registry name (`videoprep backends`), or a reader object
     backend_options: Mapping[str, Any] = field(default_factory=dict)
     root_path: str = ""
     num_classes: int | None = 400

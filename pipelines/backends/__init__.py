@@ -15,7 +15,7 @@ import importlib.metadata
 import importlib.util
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -24,6 +24,9 @@ import torch
 # PyAV-based reader uses: a FrameIndexError means "index past the real end".
 from pipelines.lintel import DecodeError, FrameIndexError
 from videoprep.errors import BackendError
+
+if TYPE_CHECKING:
+    from pipelines.spec import LoaderConfig
 
 __all__ = [
     "BACKENDS",
@@ -219,7 +222,7 @@ def get_reader(name: str, **options: Any) -> VideoReader:
     return backend.resolve()(**options)
 
 
-def make_reader(config: Any) -> VideoReader:
+def make_reader(config: LoaderConfig) -> VideoReader:
     """The reader a LoaderConfig asks for: its backend object, or the named backend with its options and device."""
     if not isinstance(config.backend, str):
         return config.backend
