@@ -218,6 +218,12 @@ def resize(clip: torch.Tensor, *, height: int, width: int) -> torch.Tensor:
     # transforms used, ~12x faster than a float round trip and the same whatever the thread
     # count or batch layout, which float32/float64 are not (an ulp moves a rounding tie).
     frames = clip.permute(1, 0, 2, 3)  # frames as the batch: [T, C, H, W]
+    if frames.is_cuda:
+        # The uint8 antialiased kernel is CPU-only: clips decoded on the GPU (DALI NVDEC, torchcodec cuda)
+        # resize in float there and round back (within a grey level of the uint8 kernel).
+        out = F.interpolate(frames.float(), size=(height, width), mode="bilinear", align_corners=False,
+                            antialias=True).round_().clamp_(0, 255).to(torch.uint8)
+        return out.permute(1, 0, 2, 3)
     out = F.interpolate(frames, size=(height, width), mode="bilinear", align_corners=False, antialias=True)
     return out.permute(1, 0, 2, 3)
 
