@@ -32,6 +32,7 @@ from pipelines.backends import DecodeError, FrameIndexError
 from pipelines.lintel import past_end_error, stream_summary
 from pipelines.planning import BadSampleLog, ClipPlan, ClipPlanner, build_sampler, make_views
 from pipelines.spec import ClipSpec, LoaderConfig
+from videoprep.errors import VideoprepError
 from videoprep.records import ListRecord, read_list
 
 log = logging.getLogger(__name__)
@@ -213,6 +214,8 @@ class DaliVideoLoader:
     def _drain(self, fed: deque[list[DaliSample]]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Yield every batch the pipeline decodes; return the batch it failed on, or None at the end."""
         while True:
+            if self._pipe is None:
+                raise VideoprepError(f"{self.list_file}: the DALI loader was closed during a pass; start a new one")
             try:
                 (decoded,) = self._pipe.run()
             except StopIteration:
@@ -231,31 +234,45 @@ class DaliVideoLoader:
     def _decode_singly(self, samples: Sequence[DaliSample], *, epoch: int) -> tuple[list[DaliSample], list[torch.Tensor]]:
         """Decode each sample alone with a synchronous pipeline; a video DALI fails on is replaced."""
         done, frames = [], []
-        pipe = build_decode_pipeline(None, batch_size=1, device=self.device, device_id=self.device_id,
-                                     num_threads=self.num_threads, prefetch=1)
+        single = _SingleDecoder(device=self.device, device_id=self.device_id, num_threads=self.num_threads)
         try:
             for sample in samples:
-                index = sample.plan.index
-
                 def attempt(i: int, first: DaliSample = sample) -> tuple[DaliSample, torch.Tensor]:
-                    nonlocal pipe
                     current = first if i == first.plan.index else self._read(i, epoch=epoch)
-                    try:
-                        return current, run_decode(pipe, [current], device=self.device)[0]
-                    except RuntimeError as exc:
-                        pipe._shutdown()
-                        pipe = build_decode_pipeline(None, batch_size=1, device=self.device,
-                                                     device_id=self.device_id, num_threads=self.num_threads,
-                                                     prefetch=1)
-                        raise DecodeError(current.plan.path, f"DALI cannot decode it: {_first_line(exc)}") from None
+                    return current, single.decode(current)
 
-                (good, out), bad = self.planner.first_good(index, epoch=epoch, attempt=attempt)
+                (good, out), bad = self.planner.first_good(sample.plan.index, epoch=epoch, attempt=attempt)
                 self.bad_log.record(bad)
                 done.append(good)
                 frames.append(out)
         finally:
-            pipe._shutdown()
+            single.close()
         return done, frames
+
+
+class _SingleDecoder:
+    """A synchronous one-video DALI pipeline, rebuilt after DALI fails on a video (which invalidates it)."""
+
+    def __init__(self, *, device: DaliDevice, device_id: int | None, num_threads: int) -> None:
+        self.device, self.device_id, self.num_threads = device, device_id, num_threads
+        self.pipe: Any = None
+
+    def decode(self, sample: DaliSample) -> torch.Tensor:
+        """The sample's frames; DecodeError (a bad sample) when DALI cannot decode it."""
+        if self.pipe is None:
+            self.pipe = build_decode_pipeline(None, batch_size=1, device=self.device, device_id=self.device_id,
+                                              num_threads=self.num_threads, prefetch=1)
+        try:
+            return run_decode(self.pipe, [sample], device=self.device)[0]
+        except RuntimeError as exc:
+            self.close()
+            raise DecodeError(sample.plan.path, f"DALI cannot decode it: {_first_line(exc)}") from None
+
+    def close(self) -> None:
+        """Release the pipeline."""
+        pipe, self.pipe = self.pipe, None
+        if pipe is not None:
+            pipe._shutdown()
 
 
 class _Feeder:

@@ -28,7 +28,7 @@ from pipelines.backends.frames import frame_path
 from pipelines.backends.pyav import PyAVReader
 from pipelines.loader import ClipSpec, LoaderConfig, build_loader
 from pipelines.planning import ClipPlanner, make_views
-from videoprep.errors import BackendError
+from videoprep.errors import BackendError, VideoprepError
 from videoprep.records import ListRecord, read_list, write_list
 from videoprep.synth import decode_all, write_video
 
@@ -233,6 +233,8 @@ def test_dali_prefetches_and_releases_its_pipeline(data: Path) -> None:
         next(again)
         assert loader.is_open
     assert not loader.is_open  # leaving the block releases it
+    with pytest.raises(VideoprepError, match="the DALI loader was closed during a pass"):
+        next(again)
 
 
 @pytest.mark.gpu
