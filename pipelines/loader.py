@@ -56,14 +56,18 @@ class ClipLoader:
         if on_gpu and config.workers > 0:
             raise ValueError(f"backend {config.backend!r} decodes on {config.device}: use workers 0 "
                              "(the GPU decodes; worker processes cannot share its context)")
-        pin = torch.cuda.is_available() and not on_gpu if config.pin_memory is None else config.pin_memory
-        self._loader = DataLoader(
+        self._pin = torch.cuda.is_available() and not on_gpu if config.pin_memory is None else config.pin_memory
+        self._loader = self._data_loader()
+
+    def _data_loader(self) -> DataLoader:
+        config, dataset = self.config, self.dataset
+        return DataLoader(
             dataset,
             batch_size=config.batch_size,
             sampler=self.sampler,
             num_workers=config.workers,
             collate_fn=collate_items,
-            pin_memory=pin,
+            pin_memory=self._pin,
             drop_last=config.drops_last(dataset.clip.mode),
             worker_init_fn=worker_init if config.workers > 0 else None,
             persistent_workers=config.persistent_workers and config.workers > 0,
@@ -96,6 +100,16 @@ class ClipLoader:
             if bad:
                 self.bad_log.record(bad)
             yield clips, labels
+
+    def close(self) -> None:
+        """Stop persistent worker processes now (a fresh DataLoader replaces the old one; iterating restarts them)."""
+        self._loader = self._data_loader()
+
+    def __enter__(self) -> ClipLoader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def __repr__(self) -> str:
         return f"ClipLoader({self.dataset!r}, batches={len(self)}, replicas={self.num_replicas}, rank={self.rank})"

@@ -293,3 +293,18 @@ def test_argument_errors(data):
         make_loader(lst, root_path=data, mode="val", batch_size=0, num_classes=NUM_VIDEOS)
     with pytest.raises(ValueError, match="distributed=True needs"):
         make_loader(lst, root_path=data, mode="val", batch_size=1, num_classes=NUM_VIDEOS, distributed=True)
+
+
+def test_closing_the_loader_stops_its_persistent_workers(data):
+    import multiprocessing
+
+    lst = write_list(data, "close.txt", good_lines())
+    with make_loader(lst, root_path=data, mode="val", batch_size=5, workers=2, num_classes=NUM_VIDEOS,
+                     **CLIP) as loader:
+        batches(loader, 0)
+        workers = multiprocessing.active_children()
+        assert len(workers) == 2  # persistent between epochs
+    for worker in workers:
+        worker.join(timeout=30)
+    assert not any(w.is_alive() for w in workers)
+    assert len(batches(loader, 1)) == 1  # still usable: workers start again
