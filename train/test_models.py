@@ -26,12 +26,14 @@ import numpy as np
 import torch
 
 from train.config import TestConfig, parse_test_args
+from train.data import inspect_lists, make_loaders
 from train.distributed import DistContext, all_gather_objects, setup_distributed, teardown
 from train.engine import StepOptions, video_logits
 from train.logging_utils import RunLog, epoch_progress, progress_wanted
-from train.models import build_model
-from train.runtime import RunnerConfigError, build_eval_loader, load_weights, loader_options
-from train.weights import load_checkpoint
+from train.models import build_model, model_names
+from train.outputs import check_output_file
+from train.runtime import RunnerConfigError, adopt_recorded_model
+from train.weights import load_checkpoint, load_weights
 from videoprep.atomic import atomic_path
 from videoprep.errors import VideoprepError
 from videoprep.records import read_list
@@ -67,6 +69,12 @@ def summarize(video_scores: np.ndarray, labels: np.ndarray) -> tuple[float, floa
             float(np.mean(list(per_class.values()))), per_class)
 
 
+def scores_path(path: str | os.PathLike[str]) -> Path:
+    """Where --save_scores PATH lands: np.savez's rule appends .npz unless the name has it."""
+    target = Path(os.fspath(path))
+    return target if target.suffix == ".npz" else target.with_name(target.name + ".npz")
+
+
 def write_scores(path: str | os.PathLike[str], *, names: Sequence[str], view_scores: np.ndarray,
                  labels: np.ndarray) -> Path:
     """The official --save_scores npz: videos sorted by path; scores[i] is [views, 1, classes], labels[i] an int.
@@ -74,9 +82,7 @@ def write_scores(path: str | os.PathLike[str], *, names: Sequence[str], view_sco
     The official file holds pickled (scores, label) pairs; ours holds plain arrays (loadable
     without pickle) with the same order and the same per-video score shape, plus `names`.
     """
-    target = Path(os.fspath(path))
-    if target.suffix != ".npz":
-        target = target.with_name(target.name + ".npz")  # np.savez's own rule
+    target = scores_path(path)
     order = sorted(range(len(names)), key=lambda i: names[i])
     with atomic_path(target) as tmp, open(tmp, "wb") as f:
         np.savez(f, scores=view_scores[order][:, :, None, :].astype(np.float32),
@@ -84,26 +90,46 @@ def write_scores(path: str | os.PathLike[str], *, names: Sequence[str], view_sco
     return target
 
 
-def run_test(cfg: TestConfig, *, stream: TextIO | None = None) -> TestResult:
-    """The whole test run of `python -m train.test_models`; rank 0 prints and returns the full result."""
+def prepare_test(cfg: TestConfig) -> tuple[dict, list[str]]:
+    """Everything checked before a model is built: flags, the scores file, the checkpoint, the list.
+
+    The checkpoint's recorded model and clip settings replace the flags' defaults (a contradicting
+    flag is an error); the list gives the backend and class count the flags and checkpoint leave open.
+    Returns the checkpoint and a line for each thing taken or inferred.
+    """
     if cfg.tsm:
         raise RunnerConfigError("--tsm: temporal shift is not part of the released BAT models (the official "
                                 "script passes it to a model that does not accept it); drop the flag")
+    if cfg.save_scores:
+        check_output_file(scores_path(cfg.save_scores), flag="--save_scores")
+    checkpoint = load_checkpoint(cfg.weights, trusted_legacy=cfg.trusted_legacy_checkpoint,
+                                 given_as="WEIGHTS (the second argument)")
+    taken, line = adopt_recorded_model(cfg, checkpoint, source=cfg.weights)
+    if cfg.arch not in model_names():
+        raise RunnerConfigError(f"--arch {cfg.arch!r} is not one of {', '.join(model_names())}")
+    said = ([line] if line else []) + inspect_lists(cfg, [cfg.test_list], taken=taken)
+    return checkpoint, said
+
+
+def run_test(cfg: TestConfig, *, stream: TextIO | None = None) -> TestResult:
+    """The whole test run of `python -m train.test_models`; rank 0 prints and returns the full result."""
+    checkpoint, said = prepare_test(cfg)
     ctx = setup_distributed(device=cfg.device, backend=cfg.dist_backend)
     run_log = RunLog(log_dir=None, enabled=ctx.is_main, stream=stream, tensorboard=False)
     try:
-        return _test(cfg, ctx, run_log)
+        for line in said:
+            run_log.line(line)
+        return _test(cfg, ctx, run_log, checkpoint)
     finally:
         run_log.close()
         teardown(ctx)
 
 
-def _test(cfg: TestConfig, ctx: DistContext, run_log: RunLog) -> TestResult:
+def _test(cfg: TestConfig, ctx: DistContext, run_log: RunLog, checkpoint: dict) -> TestResult:
     model = build_model(cfg.arch, **cfg.model_kwargs())
-    checkpoint = load_checkpoint(cfg.weights, trusted_legacy=cfg.trusted_legacy_checkpoint)
     if "state_dict" in checkpoint and "epoch" in checkpoint:
         run_log.line(f"model epoch {checkpoint['epoch']} best prec@1: {checkpoint.get('best_prec1', 'n/a')}")
-    load_weights(model, checkpoint, strict=True, source=cfg.weights)
+    load_weights(model, checkpoint, strict=not cfg.non_strict, source=cfg.weights, relax_flag="--non-strict")
     model.to(ctx.device).eval()
     if ctx.device.type == "cuda":
         torch.backends.cudnn.benchmark = True
@@ -111,10 +137,7 @@ def _test(cfg: TestConfig, ctx: DistContext, run_log: RunLog) -> TestResult:
         model.to(memory_format=torch.channels_last_3d)
 
     opts = StepOptions(device=ctx.device, norm=cfg.norm, channels_last=cfg.channels_last, amp=cfg.amp, bgr=cfg.bgr)
-    loader = build_eval_loader(
-        cfg.test_list, ctx=ctx, mode="test", batch_size=cfg.batch_size, test_segments=cfg.test_segments,
-        test_crops=cfg.test_crops, crop_size=cfg.img_size, scale_size=cfg.scale, **loader_options(cfg, ctx),
-    )
+    loader = make_loaders(cfg, ctx, batch_size=cfg.batch_size).test
     records = read_list(cfg.test_list, num_classes=cfg.num_classes)
     view_chunks: list[np.ndarray] = []
     label_chunks: list[np.ndarray] = []
