@@ -285,15 +285,13 @@ def train_one_epoch(parts: TrainParts, loader: Iterable, *, epoch: int, report: 
 
 @torch.no_grad()
 def evaluate(
-    *,
     model: nn.Module,
     loader: Iterable,
+    *,
     criterion: nn.Module,
     opts: StepOptions,
     ctx: DistContext,
-    run_log: RunLog,
-    print_freq: int = 20,
-    on_progress: ProgressFn = no_progress,
+    report: EpochReport,
     on_batch: Callable[[torch.Tensor, torch.Tensor], None] | None = None,
 ) -> EvalResult:
     """Loss, top-1 and top-5 over every sample; each rank sees a disjoint shard, sums are all-reduced."""
@@ -311,9 +309,9 @@ def evaluate(
         count += target.shape[0]
         if on_batch is not None:
             on_batch(logits, target)
-        on_progress(i + 1, total)
-        if _print_due(i, total, print_freq):
-            run_log.line(
+        report.on_progress(i + 1, total)
+        if _print_due(i, total, report.print_freq):
+            report.run_log.line(
                 f"Test: [{i}/{total}]\tLoss {loss_sum / max(count, 1):.4f}\t"
                 f"Prec@1 {100.0 * correct1 / max(count, 1):.3f}\tPrec@5 {100.0 * correct5 / max(count, 1):.3f}"
             )
@@ -323,5 +321,5 @@ def evaluate(
     if n_items == 0:
         raise ValueError("evaluation saw no samples (empty validation list?)")
     result = EvalResult(top1=100.0 * correct1 / n, top5=100.0 * correct5 / n, loss=loss_sum / n, count=n_items)
-    run_log.line(f"Testing Results: Prec@1 {result.top1:.3f} Prec@5 {result.top5:.3f} Loss {result.loss:.5f}")
+    report.run_log.line(f"Testing Results: Prec@1 {result.top1:.3f} Prec@5 {result.top5:.3f} Loss {result.loss:.5f}")
     return result

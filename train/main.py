@@ -337,9 +337,9 @@ class Trainer:
         broadcast_buffers(self.model, self.ctx)
         with epoch_progress(f"val {epoch}", show=self.show_bar) as bar:
             # The unwrapped model: DDP's forward would sync buffers, and shards may differ in length.
-            result = evaluate(model=self.model, loader=self.loaders.val, criterion=self.parts.criterion,
-                              opts=self.parts.opts, ctx=self.ctx, run_log=self.run_log, print_freq=self.cfg.print_freq,
-                              on_progress=bar)
+            report = EpochReport(run_log=self.run_log, print_freq=self.cfg.print_freq, on_progress=bar)
+            result = evaluate(self.model, self.loaders.val, criterion=self.parts.criterion, opts=self.parts.opts,
+                              ctx=self.ctx, report=report)
         self.run_log.metrics("val", step=epoch, epoch=epoch, prec1=result.top1, prec5=result.top5, loss=result.loss,
                              count=result.count)
         return result

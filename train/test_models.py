@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from train.config import TestConfig, parse_test_args
-from train.data import inspect_lists, make_loaders
+from train.data import ShardedLoader, inspect_lists, make_loaders
 from train.distributed import DistContext, all_gather_objects, setup_distributed, teardown
 from train.engine import StepOptions, video_logits
 from train.logging_utils import RunLog, epoch_progress, progress_wanted
@@ -125,7 +125,8 @@ def run_test(cfg: TestConfig, *, stream: TextIO | None = None) -> TestResult:
         teardown(ctx)
 
 
-def _test(cfg: TestConfig, ctx: DistContext, run_log: RunLog, checkpoint: dict) -> TestResult:
+def _load_model(cfg: TestConfig, ctx: DistContext, run_log: RunLog, checkpoint: dict) -> torch.nn.Module:
+    """The model the settings describe, with the checkpoint's weights (strict unless --non-strict), in eval mode."""
     model = build_model(cfg.arch, **cfg.model_kwargs())
     if "state_dict" in checkpoint and "epoch" in checkpoint:
         run_log.line(f"model epoch {checkpoint['epoch']} best prec@1: {checkpoint.get('best_prec1', 'n/a')}")
@@ -135,16 +136,18 @@ def _test(cfg: TestConfig, ctx: DistContext, run_log: RunLog, checkpoint: dict) 
         torch.backends.cudnn.benchmark = True
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last_3d)
+    return model
 
-    opts = StepOptions(device=ctx.device, norm=cfg.norm, channels_last=cfg.channels_last, amp=cfg.amp, bgr=cfg.bgr)
-    loader = make_loaders(cfg, ctx, batch_size=cfg.batch_size).test
-    records = read_list(cfg.test_list, num_classes=cfg.num_classes)
+
+@torch.no_grad()
+def _score_views(cfg: TestConfig, model: torch.nn.Module, loader: ShardedLoader, opts: StepOptions, *,
+                 run_log: RunLog, show_bar: bool) -> tuple[np.ndarray | None, np.ndarray]:
+    """This rank's per-view logits [videos, views, classes] (None when its shard is empty) and labels."""
     view_chunks: list[np.ndarray] = []
     label_chunks: list[np.ndarray] = []
     done = correct = 0
     start = time.perf_counter()
-    show_bar = progress_wanted(cfg.progress, enabled=ctx.is_main)
-    with torch.no_grad(), epoch_progress("test", show=show_bar) as bar:
+    with epoch_progress("test", show=show_bar) as bar:
         for i, (clips, labels) in enumerate(loader):
             logits = video_logits(model, clips, opts, div=cfg.div).cpu()
             view_chunks.append(logits.numpy())
@@ -157,21 +160,34 @@ def _test(cfg: TestConfig, ctx: DistContext, run_log: RunLog, checkpoint: dict) 
                              f"average {(time.perf_counter() - start) / done:.3f} sec/video, "
                              f"acc {100.0 * correct / done:.2f}")
     local_views = np.concatenate(view_chunks) if view_chunks else None
-    local_labels = np.concatenate(label_chunks) if label_chunks else np.zeros(0, dtype=np.int64)
-    gathered = all_gather_objects((loader.indices, local_views, local_labels), ctx)
-    if not ctx.is_main:
-        return TestResult(0.0, 0.0, 0.0, 0, 0)
+    return local_views, np.concatenate(label_chunks) if label_chunks else np.zeros(0, dtype=np.int64)
 
+
+def _merge_ranks(gathered: list, *, count: int, list_file: str) -> tuple[np.ndarray, np.ndarray]:
+    """Every rank's (indices, views, labels) back in list order; each entry must be covered exactly once."""
     indices = [i for part in gathered for i in part[0]]
-    if sorted(indices) != list(range(len(records))):
-        raise RunnerConfigError(f"{cfg.test_list}: ranks covered {len(indices)} entries of {len(records)}")
-    view_scores = np.empty((len(records),) + next(p[1] for p in gathered if p[1] is not None).shape[1:],
-                           dtype=np.float32)
-    labels_all = np.empty(len(records), dtype=np.int64)
+    if sorted(indices) != list(range(count)):
+        raise RunnerConfigError(f"{list_file}: ranks covered {len(indices)} entries of {count}")
+    view_scores = np.empty((count,) + next(p[1] for p in gathered if p[1] is not None).shape[1:], dtype=np.float32)
+    labels_all = np.empty(count, dtype=np.int64)
     for part_indices, part_views, part_labels in gathered:
         if part_views is not None:
             view_scores[part_indices] = part_views
             labels_all[part_indices] = part_labels
+    return view_scores, labels_all
+
+
+def _test(cfg: TestConfig, ctx: DistContext, run_log: RunLog, checkpoint: dict) -> TestResult:
+    model = _load_model(cfg, ctx, run_log, checkpoint)
+    opts = StepOptions(device=ctx.device, norm=cfg.norm, channels_last=cfg.channels_last, amp=cfg.amp, bgr=cfg.bgr)
+    loader = make_loaders(cfg, ctx, batch_size=cfg.batch_size).test
+    records = read_list(cfg.test_list, num_classes=cfg.num_classes)
+    local_views, local_labels = _score_views(cfg, model, loader, opts, run_log=run_log,
+                                             show_bar=progress_wanted(cfg.progress, enabled=ctx.is_main))
+    gathered = all_gather_objects((loader.indices, local_views, local_labels), ctx)
+    if not ctx.is_main:
+        return TestResult(0.0, 0.0, 0.0, 0, 0)
+    view_scores, labels_all = _merge_ranks(gathered, count=len(records), list_file=cfg.test_list)
     top1, top5, mean_cls, per_class = summarize(view_scores.mean(axis=1), labels_all)
     result = TestResult(top1=top1, top5=top5, mean_class_accuracy=mean_cls, num_videos=len(records),
                         views=view_scores.shape[1], class_accuracy=per_class)
