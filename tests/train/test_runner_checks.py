@@ -161,10 +161,10 @@ def test_training_infers_backend_and_classes_resumes_from_the_checkpoint_and_rep
     assert 0.0 < epoch["data_wait_fraction"] < 1.0
 
     # --resume builds the model from the checkpoint: no --arch, --num_classes or clip flags needed
-    bare = _without(inferred, "--arch", "--seq_length", "--sample_rate", "--epochs") + ["--epochs", "2"]
+    bare = _without(inferred, "--arch", "--seq_length", "--sample_rate")
     out = io.StringIO()
-    result = run_training(parse_train_args(bare + ["--resume", str(ckpt)]), stream=out)
-    assert result.epochs_done == 2
+    result = run_training(parse_train_args(bare + ["--resume", str(ckpt), "--evaluate"]), stream=out)
+    assert result.last_eval is not None and result.last_eval.count == 3
     assert (f"model and clips as {ckpt} records them: arch c2d_resnet18, num_classes 2, nonlocal_mod 1000, "
             "nltype nl3d, k 4, tk 0, ts 4, seq_length 4, sample_rate 1, norm official\n") in out.getvalue()
 
