@@ -102,8 +102,8 @@ class RunnerConfig:
         return {name: getattr(self, name) for name in MODEL_FIELDS}
 
     def clip_record(self) -> dict[str, Any]:
-        """What a clip fed to the model looks like (CLIP_FIELDS), as a checkpoint records it."""
-        return {name: getattr(self, name) for name in CLIP_FIELDS}
+        """What a clip fed to the model looks like (CLIP_FIELDS and the channel order), as a checkpoint records it."""
+        return {**{name: getattr(self, name) for name in CLIP_FIELDS}, "channels": "bgr" if self.bgr else "rgb"}
 
     def model_kwargs(self) -> dict[str, Any]:
         """build_model options from the flags (one --nonlocal_mod value applies to layer2 and layer3)."""

@@ -50,7 +50,13 @@ from train.logging_utils import RunLog, epoch_progress, progress_wanted
 from train.models import build_model, model_names
 from train.optim import LRSchedule, build_optimizer, drop_running_stats, freeze_batchnorm
 from train.outputs import check_output_dir
-from train.runtime import RunnerConfigError, adopt_recorded_model, draw_seed, seed_everything
+from train.runtime import (
+    RunnerConfigError,
+    adopt_recorded_model,
+    check_channel_order,
+    draw_seed,
+    seed_everything,
+)
 from train.weights import load_checkpoint, load_weights
 from videoprep.atomic import atomic_write_json
 from videoprep.errors import VideoprepError
@@ -127,6 +133,8 @@ def prepare(cfg: TrainConfig) -> Prepared:
     if cfg.arch not in model_names():  # a recorded arch is checked as a flag is
         raise RunnerConfigError(f"{cfg.resume}: arch {cfg.arch!r} is not one of {', '.join(model_names())}")
     said += inspect_lists(cfg, [cfg.train_list, cfg.val_list], taken=taken)
+    if continuing:
+        check_channel_order(cfg, checkpoint, source=cfg.resume)
     return Prepared(checkpoint=checkpoint, continuing=continuing, said=said)
 
 

@@ -60,3 +60,17 @@ def adopt_recorded_model(cfg: RunnerConfig, checkpoint: Mapping[str, Any], *, so
         return frozenset(), None
     shown = ", ".join(f"{name} {_shown(recorded[name])}" for name in taken)
     return frozenset(taken), f"model and clips as {source} records them: {shown}"
+
+
+def check_channel_order(cfg: RunnerConfig, checkpoint: Mapping[str, Any], *, source: str) -> None:
+    """A model trained on BGR clips (official img mode) must not be fed RGB ones, nor the reverse (once the backend is known)."""
+    recorded = checkpoint.get("clip", {}).get("channels")
+    current = "bgr" if cfg.bgr else "rgb"
+    if recorded is None or recorded == current:
+        return
+    if recorded == "bgr":
+        fix = "feed it JPEG frame folders with --backend frames --read_mode img, as it was trained"
+    else:
+        fix = "add --read_mode video (frames are then fed as RGB) or --backend pyav on video files"
+    raise RunnerConfigError(f"{source}: the model was trained on {recorded.upper()} clips but this run feeds "
+                            f"{current.upper()} (backend {cfg.loader_backend}, --read_mode {cfg.read_mode}); {fix}")

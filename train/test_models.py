@@ -32,7 +32,7 @@ from train.engine import StepOptions, video_logits
 from train.logging_utils import RunLog, epoch_progress, progress_wanted
 from train.models import build_model, model_names
 from train.outputs import check_output_file
-from train.runtime import RunnerConfigError, adopt_recorded_model
+from train.runtime import RunnerConfigError, adopt_recorded_model, check_channel_order
 from train.weights import load_checkpoint, load_weights
 from videoprep.atomic import atomic_path
 from videoprep.errors import VideoprepError
@@ -108,6 +108,7 @@ def prepare_test(cfg: TestConfig) -> tuple[dict, list[str]]:
     if cfg.arch not in model_names():
         raise RunnerConfigError(f"--arch {cfg.arch!r} is not one of {', '.join(model_names())}")
     said = ([line] if line else []) + inspect_lists(cfg, [cfg.test_list], taken=taken)
+    check_channel_order(cfg, checkpoint, source=cfg.weights)
     return checkpoint, said
 
 

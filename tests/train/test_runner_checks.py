@@ -87,6 +87,18 @@ def test_test_flag_contradicting_the_checkpoint_names_both_values(tiny_data: Tin
         _test(tiny_data, weights, "--nonlocal_mod", "1000")
 
 
+def test_a_model_trained_on_bgr_frames_is_not_fed_rgb_video(tiny_data: TinyData, tmp_path: Path):
+    weights = _bat_checkpoint(tmp_path / "bat.pth", ours=True)
+    state = torch.load(weights, map_location="cpu", weights_only=True)
+    state["clip"]["channels"] = "bgr"  # trained in the official img mode on JPEG frames
+    torch.save(state, weights)
+    with pytest.raises(RunnerConfigError) as caught:
+        _test(tiny_data, weights)
+    assert str(caught.value) == (f"{weights}: the model was trained on BGR clips but this run feeds RGB (backend pyav, "
+                                 "--read_mode img); feed it JPEG frame folders with --backend frames --read_mode img, "
+                                 "as it was trained")
+
+
 def test_official_checkpoint_needs_the_flags_and_loads_strictly(tiny_data: TinyData, tmp_path: Path):
     weights = _bat_checkpoint(tmp_path / "official.pth.tar", ours=False)
     with pytest.raises(CheckpointError) as caught:  # the BAT flags left out: 64 layer2.nl1.* tensors unused
@@ -154,7 +166,7 @@ def test_training_infers_backend_and_classes_resumes_from_the_checkpoint_and_rep
     saved = torch.load(ckpt, map_location="cpu", weights_only=True)
     assert saved["model"] == {"arch": "c2d_resnet18", "num_classes": 2, "nonlocal_mod": [1000], "nltype": "nl3d",
                               "k": 4, "tk": 0, "ts": 4}
-    assert saved["clip"] == {"seq_length": 4, "sample_rate": 1, "norm": "official"}
+    assert saved["clip"] == {"seq_length": 4, "sample_rate": 1, "norm": "official", "channels": "rgb"}
     # data-wait fraction: in the epoch line and in the epoch record of metrics.jsonl
     assert "Epoch: [0] done: Loss " in text and "% of step time\n" in text
     (epoch,) = [r for r in read_metrics(tmp_path / "log") if r["kind"] == "epoch"]
