@@ -47,12 +47,13 @@ from train.engine import (
     train_one_epoch,
 )
 from train.logging_utils import RunLog, epoch_progress, progress_wanted
-from train.models import build_model, model_names
+from train.models import build_model
 from train.optim import LRSchedule, build_optimizer, drop_running_stats, freeze_batchnorm
 from train.outputs import check_output_dir
 from train.runtime import (
     RunnerConfigError,
     adopt_recorded_model,
+    check_arch,
     check_channel_order,
     draw_seed,
     seed_everything,
@@ -104,8 +105,6 @@ def save_due(epoch: int, *, save_freq: int) -> bool:
 
 def _check(cfg: TrainConfig) -> None:
     """Flag combinations that cannot work, refused before anything is written."""
-    if cfg.arch not in model_names():
-        raise RunnerConfigError(f"--arch {cfg.arch!r} is not one of {', '.join(model_names())}")
     if cfg.epochs < 1:
         raise RunnerConfigError(f"--epochs ({cfg.epochs}) must be >= 1")
     if cfg.soft_resume and not cfg.resume:
@@ -130,8 +129,7 @@ def prepare(cfg: TrainConfig) -> Prepared:
         taken, line = adopt_recorded_model(cfg, checkpoint, source=cfg.resume,
                                            instead=", or add --soft_resume to start a new model from its weights")
         said += [line] if line else []
-    if cfg.arch not in model_names():  # a recorded arch is checked as a flag is
-        raise RunnerConfigError(f"{cfg.resume}: arch {cfg.arch!r} is not one of {', '.join(model_names())}")
+    check_arch(cfg, taken=taken, source=cfg.resume)
     said += inspect_lists(cfg, [cfg.train_list, cfg.val_list], taken=taken)
     if continuing:
         check_channel_order(cfg, checkpoint, source=cfg.resume)

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from train.config import CLIP_FIELDS, MODEL_FIELDS, RunnerConfig
+from train.models import model_names
 from videoprep.errors import VideoprepError
 
 
@@ -74,3 +75,10 @@ def check_channel_order(cfg: RunnerConfig, checkpoint: Mapping[str, Any], *, sou
         fix = "add --read_mode video (frames are then fed as RGB) or --backend pyav on video files"
     raise RunnerConfigError(f"{source}: the model was trained on {recorded.upper()} clips but this run feeds "
                             f"{current.upper()} (backend {cfg.loader_backend}, --read_mode {cfg.read_mode}); {fix}")
+
+
+def check_arch(cfg: RunnerConfig, *, taken: frozenset[str], source: str) -> None:
+    """--arch (or the arch a checkpoint records) must name one of our models."""
+    if cfg.arch not in model_names():
+        where = f"{source}: arch" if "arch" in taken else "--arch"
+        raise RunnerConfigError(f"{where} {cfg.arch!r} is not one of {', '.join(model_names())}")

@@ -30,9 +30,9 @@ from train.data import ShardedLoader, inspect_lists, make_loaders
 from train.distributed import DistContext, all_gather_objects, setup_distributed, teardown
 from train.engine import StepOptions, video_logits
 from train.logging_utils import RunLog, epoch_progress, progress_wanted
-from train.models import build_model, model_names
+from train.models import build_model
 from train.outputs import check_output_file
-from train.runtime import RunnerConfigError, adopt_recorded_model, check_channel_order
+from train.runtime import RunnerConfigError, adopt_recorded_model, check_arch, check_channel_order
 from train.weights import load_checkpoint, load_weights
 from videoprep.atomic import atomic_path
 from videoprep.errors import VideoprepError
@@ -105,8 +105,7 @@ def prepare_test(cfg: TestConfig) -> tuple[dict, list[str]]:
     checkpoint = load_checkpoint(cfg.weights, trusted_legacy=cfg.trusted_legacy_checkpoint,
                                  given_as="WEIGHTS (the second argument)")
     taken, line = adopt_recorded_model(cfg, checkpoint, source=cfg.weights)
-    if cfg.arch not in model_names():
-        raise RunnerConfigError(f"--arch {cfg.arch!r} is not one of {', '.join(model_names())}")
+    check_arch(cfg, taken=taken, source=cfg.weights)
     said = ([line] if line else []) + inspect_lists(cfg, [cfg.test_list], taken=taken)
     check_channel_order(cfg, checkpoint, source=cfg.weights)
     return checkpoint, said
