@@ -205,23 +205,19 @@ class Trainer:
         if cfg.use_affine:
             drop_running_stats(self.model)
         if checkpoint is not None:
-            self._load_weights(checkpoint, continuing=prepared.continuing)
+            self._load_weights(checkpoint)
         if cfg.freeze_bn:
             run_log.line(f"Freeze All BN Layers ({freeze_batchnorm(self.model)})")
         self.model.to(ctx.device)
         if cfg.channels_last:
             self.model.to(memory_format=torch.channels_last_3d)
         self.parts = self._train_parts()
-        if prepared.continuing:
-            self._restore_optim(checkpoint)
         self.loaders = make_loaders(cfg, ctx, batch_size=split_batch_size(cfg.batch_size, ctx), seed=self.state.seed,
                                     with_train=not cfg.evaluate)
         self.show_bar = progress_wanted(cfg.progress, enabled=ctx.is_main)
-        # Our checkpoints restore the RNG streams: after an epoch, now (before the next one starts);
-        # inside an epoch, right before the next step, once the skipped batches are drawn.
-        self._rng_pending = checkpoint if prepared.continuing and self.state.iteration > 0 else None
-        if prepared.continuing and self.state.iteration == 0:
-            self._restore_rng(checkpoint)
+        self._rng_pending: dict[str, Any] | None = None
+        if prepared.continuing:
+            self.resume(checkpoint)
 
     # -- set-up
 
@@ -248,16 +244,13 @@ class Trainer:
             atomic_write_json(Path(self.cfg.log_dir) / "params.json",
                               {**self.cfg.record(), "seed": self.state.seed, "world_size": self.ctx.world_size})
 
-    def _load_weights(self, checkpoint: dict[str, Any], *, continuing: bool) -> None:
-        """--resume: strict unless --soft_resume / --non-strict; a continued run also takes epoch, step and best."""
+    def _load_weights(self, checkpoint: dict[str, Any]) -> None:
+        """--resume weights: strict unless --soft_resume / --non-strict."""
         cfg = self.cfg
         load_weights(self.model, checkpoint, strict=not (cfg.soft_resume or cfg.non_strict), source=cfg.resume,
                      relax_flag="--soft_resume")
-        if continuing:
-            self.state.epoch = int(checkpoint.get("epoch", 0))
-            self.state.iteration = int(checkpoint.get("iteration", 0))
-            self.state.best_prec1 = float(checkpoint.get("best_prec1", 0.0))
-        inside = f", iteration {self.state.iteration}" if self.state.iteration else ""
+        iteration = int(checkpoint.get("iteration", 0))
+        inside = f", iteration {iteration}" if iteration and not cfg.soft_resume else ""
         self.run_log.line(f"=> loaded checkpoint '{cfg.resume}' (epoch {checkpoint.get('epoch', 'n/a')}{inside})"
                           + (", soft: epoch and best restart at 0" if cfg.soft_resume else ""))
 
@@ -283,6 +276,19 @@ class Trainer:
         )
 
     # -- resume
+
+    def resume(self, checkpoint: dict[str, Any]) -> None:
+        """Continue a run where its checkpoint left it: epoch, step, best, optimizer, scaler, RNG streams."""
+        self.state.epoch = int(checkpoint.get("epoch", 0))
+        self.state.iteration = int(checkpoint.get("iteration", 0))
+        self.state.best_prec1 = float(checkpoint.get("best_prec1", 0.0))
+        self._restore_optim(checkpoint)
+        # RNG streams: saved after an epoch, restored now (last of all, before the next epoch starts);
+        # saved inside an epoch, restored right before the next step, once the skipped batches are drawn.
+        if self.state.iteration > 0:
+            self._rng_pending = checkpoint
+        else:
+            self._restore_rng(checkpoint)
 
     def _restore_optim(self, checkpoint: dict[str, Any]) -> None:
         if "optim" in checkpoint:
