@@ -6,15 +6,13 @@ from __future__ import annotations
 import io
 import os
 import re
-import shutil
 from pathlib import Path
 
 import pytest
 import torch
 from click.testing import CliRunner
 
-from tests.train.conftest import TinyData, tiny_flags
-from train.checkpoint import checkpoint_path
+from tests.train.conftest import TinyData, TrainedRun, tiny_flags
 from train.config import build_test_parser, build_train_parser, parse_test_args, parse_train_args
 from train.data import inspect_lists
 from train.logging_utils import read_metrics
@@ -140,40 +138,23 @@ def test_bad_checkpoint_files_are_one_line_errors_from_both_commands(tiny_data: 
 # ---------------------------------------------------------------- the list knows its backend and classes
 
 
-@pytest.fixture
-def indexed(tiny_data: TinyData, tmp_path: Path) -> Path:
-    """The tiny lists as `videoprep index` leaves them: train.txt, val.txt and classes.txt side by side."""
-    lists = tmp_path / "lists"
-    lists.mkdir()
-    shutil.copy(tiny_data.train_list, lists / "train.txt")
-    shutil.copy(tiny_data.val_list, lists / "val.txt")
-    (lists / "classes.txt").write_text("odd\neven\n")
-    return lists
-
-
-def test_training_infers_backend_and_classes_resumes_from_the_checkpoint_and_reports_data_wait(
-    tiny_data: TinyData, indexed: Path, tmp_path: Path
-):
-    flags = tiny_flags(tiny_data, tmp_path, epochs=1)
-    flags[:2] = [str(indexed / "train.txt"), str(indexed / "val.txt")]
-    inferred = _without(flags, "--backend", "--num_classes")
-    out = io.StringIO()
-    run_training(parse_train_args(inferred), stream=out)
-    text = out.getvalue()
-    assert f"num_classes 2 (the lines of {indexed / 'classes.txt'}; --num_classes overrides)\n" in text
-    assert f"backend pyav ({indexed / 'train.txt'} lists video files; --backend overrides)\n" in text
-    ckpt = checkpoint_path(tmp_path / "ckpt", "c2d_resnet18")
-    saved = torch.load(ckpt, map_location="cpu", weights_only=True)
+def test_training_infers_backend_and_classes_records_its_model_and_reports_data_wait(trained_run: TrainedRun):
+    lists, text = trained_run.lists, trained_run.printed  # trained without --backend and --num_classes
+    assert f"num_classes 2 (the lines of {lists / 'classes.txt'}; --num_classes overrides)\n" in text
+    assert f"backend pyav ({lists / 'train.txt'} lists video files; --backend overrides)\n" in text
+    saved = torch.load(trained_run.checkpoint, map_location="cpu", weights_only=True)
     assert saved["model"] == {"arch": "c2d_resnet18", "num_classes": 2, "nonlocal_mod": [1000], "nltype": "nl3d",
                               "k": 4, "tk": 0, "ts": 4}
     assert saved["clip"] == {"seq_length": 4, "sample_rate": 1, "norm": "official", "channels": "rgb"}
     # data-wait fraction: in the epoch line and in the epoch record of metrics.jsonl
     assert "Epoch: [0] done: Loss " in text and "% of step time\n" in text
-    (epoch,) = [r for r in read_metrics(tmp_path / "log") if r["kind"] == "epoch"]
+    (epoch,) = [r for r in read_metrics(trained_run.log_dir) if r["kind"] == "epoch"]
     assert 0.0 < epoch["data_wait_fraction"] < 1.0
 
-    # --resume builds the model from the checkpoint: no --arch, --num_classes or clip flags needed
-    bare = _without(inferred, "--arch", "--seq_length", "--sample_rate")
+
+def test_resume_builds_the_model_the_checkpoint_records(tiny_data: TinyData, trained_run: TrainedRun, tmp_path: Path):
+    ckpt = trained_run.checkpoint
+    bare = _without(tiny_flags(tiny_data, tmp_path), "--arch", "--num_classes", "--seq_length", "--sample_rate")
     out = io.StringIO()
     result = run_training(parse_train_args(bare + ["--resume", str(ckpt), "--evaluate"]), stream=out)
     assert result.last_eval is not None and result.last_eval.count == 3
