@@ -5,6 +5,7 @@ official `main.py` / `test_models.py` with the same defaults, so the README comm
 of the official repository work unchanged. Flags both runners take are defined once
 (`_add_shared_flags`, `RunnerConfig`); each runner adds its own. `PRESETS` maps each
 official script to its flags for `videoprep train --preset` / `videoprep test --preset`.
+Every flag's help ends with its default; `flag_rows` hands the same rows to the click --help.
 """
 
 from __future__ import annotations
