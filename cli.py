@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from train.config import BACKENDS, PRESET_NAMES
+from train.config import PRESET_NAMES
 from videoprep.errors import VideoprepError
 from videoprep.frames import FramesConfig, FramesSettings, run_frames
 from videoprep.progress import ProgressFn, rich_bar
@@ -499,15 +499,33 @@ def bench_cmd(source: Path | None, generate: bool, root_path: str, backends: str
 
 # --- train / test ---
 # The runners take the official argparse flags (they mirror main.py / test_models.py); these
-# commands add --preset and --backend in front and pass everything else through unchanged.
+# commands add --preset in front and pass everything else, the lists included, through unchanged.
+# Their --help lists every runner flag with its default from that same parser (train.config).
 # train.config is stdlib-only, so its names cost nothing at CLI start; torch loads on use.
 
 _PASS_THROUGH = {"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": ["-h", "--help"]}
-_BACKEND_OPTION = click.option(
-    "--backend", type=click.Choice(BACKENDS), default=None,
-    help="Loader backend (default: from --read_mode: img -> frames, video -> lintel).",
-)
-_RUNNER_ARGS = click.argument("runner_args", nargs=-1, type=click.UNPROCESSED)
+
+
+class _RunnerCommand(click.Command):
+    """A pass-through command whose help also lists the runner's own flags, each with its default."""
+
+    def __init__(self, *args, test: bool, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.test = test
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        from train.config import build_test_parser, build_train_parser, flag_rows
+
+        super().format_options(ctx, formatter)
+        module = "train.test_models" if self.test else "train.main"
+        with formatter.section(f"Runner flags (the same as python -m {module})"):
+            formatter.write_dl(flag_rows(build_test_parser() if self.test else build_train_parser()))
+
+
+class _OutputError(click.ClickException):
+    """A bad output location: one line, exit 2 like a usage error, before any work."""
+
+    exit_code = 2
 
 
 def _preset_option(what: str):
@@ -515,66 +533,73 @@ def _preset_option(what: str):
                         help=f"Flags of an official script ({what}); flags after it override.")
 
 
-def _runner_config(ctx: click.Context, *, test: bool, positional: list[str], preset: str | None,
-                   backend: str | None, extra: tuple[str, ...]):
-    """Positional lists, then the preset, then --backend, then the user's flags (the last one of a flag wins).
+def _runner_args(metavar: str):
+    return click.argument("runner_args", nargs=-1, type=click.UNPROCESSED, metavar=metavar)
+
+
+def _runner_config(ctx: click.Context, *, test: bool, preset: str | None, args: tuple[str, ...]):
+    """The preset's flags, then the user's arguments (the last one of a flag wins).
 
     argparse prints its own usage error (exit 2) or help (exit 0); its exit code is kept.
     """
     from train.config import parse_test_args, parse_train_args, preset_argv
 
-    argv = positional + (preset_argv(preset, test=test) if preset else []) + (["--backend", backend] if backend else [])
-    argv += (["--progress", "off"] if (ctx.obj or {}).get("quiet") else []) + list(extra)
+    argv = (preset_argv(preset, test=test) if preset else []) + list(args)
+    argv += ["--progress", "off"] if (ctx.obj or {}).get("quiet") else []
     try:
         return (parse_test_args if test else parse_train_args)(argv)
     except SystemExit as exc:
         ctx.exit(exc.code if isinstance(exc.code, int) else 2)
 
 
-@cli.command("train", context_settings=_PASS_THROUGH)
+@contextlib.contextmanager
+def _outputs_exit_two() -> Iterator[None]:
+    from train.outputs import OutputPathError
+
+    try:
+        yield
+    except OutputPathError as exc:
+        raise _OutputError(str(exc)) from exc
+
+
+@cli.command("train", cls=_RunnerCommand, test=False, context_settings=_PASS_THROUGH)
 @_preset_option("--read_mode video, 8x8 clips, lr 0.01, steps 40 80, 100 epochs, batch 64, dropout 0.5")
-@_BACKEND_OPTION
-@click.argument("train_list", type=click.Path(exists=True, dir_okay=False))
-@click.argument("val_list", type=click.Path(exists=True, dir_okay=False))
-@_RUNNER_ARGS
+@_runner_args("TRAIN_LIST VAL_LIST [RUNNER FLAGS]...")
 @click.pass_context
-def train_cmd(ctx: click.Context, preset: str | None, backend: str | None, train_list: str, val_list: str,
-              runner_args: tuple[str, ...]) -> None:
+def train_cmd(ctx: click.Context, preset: str | None, runner_args: tuple[str, ...]) -> None:
     """Train a BAT model on TRAIN_LIST, validating on VAL_LIST.
 
-    Any flag of `python -m train.main` may follow (official names: --arch, --resume PATH
-    --soft_resume, -b, -j, --lr_steps ..., plus --amp, --channels-last, --device).
-    Example: videoprep train --preset c2d_3dbat --backend pyav train.txt val.txt
-    --resume resnet50_bat.pth --soft_resume -j 16. Under torchrun use `python -m train.main`.
+    The shortest form, on `videoprep index` output (backend and --num_classes come from the
+    lists and classes.txt beside them): videoprep train lists/train.txt lists/val.txt
+    --root_path VIDEOS --preset c2d_3dbat. Continue a run with --resume CHECKPOINT (its model
+    comes from the file); start from other weights with --resume FILE --soft_resume. Under
+    torchrun use `python -m train.main` (same flags).
     """
     from train.main import run_training
 
-    cfg = _runner_config(ctx, test=False, positional=[train_list, val_list], preset=preset, backend=backend,
-                         extra=runner_args)
-    result = run_training(cfg)
+    cfg = _runner_config(ctx, test=False, preset=preset, args=runner_args)
+    with _outputs_exit_two():
+        result = run_training(cfg)
     click.echo(f"done: {result.epochs_done} epochs, best Prec@1 {result.best_prec1:.3f}"
                + (f", checkpoint {result.checkpoint}" if result.checkpoint else ""), err=True)
 
 
-@cli.command("test", context_settings=_PASS_THROUGH)
+@cli.command("test", cls=_RunnerCommand, test=True, context_settings=_PASS_THROUGH)
 @_preset_option("the README test protocol: --read_mode video, 10 segments x 3 crops, 8x8 clips")
-@_BACKEND_OPTION
-@click.argument("test_list", type=click.Path(exists=True, dir_okay=False))
-@click.argument("weights", type=click.Path(exists=True, dir_okay=False))
-@_RUNNER_ARGS
+@_runner_args("TEST_LIST WEIGHTS [RUNNER FLAGS]...")
 @click.pass_context
-def test_cmd(ctx: click.Context, preset: str | None, backend: str | None, test_list: str, weights: str,
-             runner_args: tuple[str, ...]) -> None:
+def test_cmd(ctx: click.Context, preset: str | None, runner_args: tuple[str, ...]) -> None:
     """Test WEIGHTS on TEST_LIST: video score = mean raw logits over segments x crops.
 
-    Prints overall top-1, top-5 and mean per-class accuracy. Any flag of
-    `python -m train.test_models` may follow (--test_segments, --test_crops 1|3|10,
-    --save_scores FILE.npz, --div N, -j, --device, --amp).
+    Prints overall top-1, top-5 and mean per-class accuracy. A checkpoint of ours builds its
+    own model (a flag that contradicts it is an error); official checkpoints need the model
+    flags (--arch, --nonlocal_mod, --nltype, --k, --tk) and load strictly unless --non-strict.
     """
     from train.test_models import run_test
 
-    run_test(_runner_config(ctx, test=True, positional=[test_list, weights], preset=preset, backend=backend,
-                            extra=runner_args))
+    cfg = _runner_config(ctx, test=True, preset=preset, args=runner_args)
+    with _outputs_exit_two():
+        run_test(cfg)
 
 
 # --- backends ---

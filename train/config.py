@@ -5,13 +5,14 @@ official `main.py` / `test_models.py` with the same defaults, so the README comm
 of the official repository work unchanged. Flags both runners take are defined once
 (`_add_shared_flags`, `RunnerConfig`); each runner adds its own. `PRESETS` maps each
 official script to its flags for `videoprep train --preset` / `videoprep test --preset`.
+Every flag's help ends with its default; `flag_rows` hands the same rows to the click --help.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -45,6 +46,12 @@ PRESETS: dict[str, list[str]] = {name: flags + _CLIP_FLAGS + _TRAIN_FLAGS for na
 TEST_PRESETS: dict[str, list[str]] = {name: flags + _CLIP_FLAGS + _TEST_FLAGS for name, flags in _MODEL_FLAGS.items()}
 
 
+# What a checkpoint records about its model and its clips (names of RunnerConfig fields); `test` and
+# `train --resume` build the model from these, and a flag that contradicts one is an error.
+MODEL_FIELDS: tuple[str, ...] = ("arch", "num_classes", "nonlocal_mod", "nltype", "k", "tk", "ts")
+CLIP_FIELDS: tuple[str, ...] = ("seq_length", "sample_rate", "norm")
+
+
 @dataclass(kw_only=True)
 class RunnerConfig:
     """Settings both runners share: data, clip and model flags (official names, training defaults), then ours."""
@@ -71,7 +78,11 @@ class RunnerConfig:
     norm: str = "official"
     max_bad_fraction: float = 0.01
     trusted_legacy_checkpoint: bool = False
+    non_strict: bool = False
     progress: str = "auto"
+    # Fields set on the command line (a preset's flags included): a checkpoint's recorded model may not
+    # contradict them, and nothing is inferred for them. Not a setting: left out of comparisons and records.
+    given: frozenset[str] = field(default_factory=frozenset, compare=False, repr=False)
 
     @property
     def loader_backend(self) -> str:
@@ -82,6 +93,18 @@ class RunnerConfig:
     def bgr(self) -> bool:
         """Official img mode: JPEG frames fed as BGR before the Caffe means (video mode, and every video backend, is RGB)."""
         return self.norm == "official" and self.read_mode == "img" and self.loader_backend == "frames"
+
+    def record(self) -> dict[str, Any]:
+        """Every setting as plain values (params.json, the checkpoint's 'config')."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "given"}
+
+    def model_record(self) -> dict[str, Any]:
+        """What builds the model (MODEL_FIELDS), as a checkpoint records it."""
+        return {name: getattr(self, name) for name in MODEL_FIELDS}
+
+    def clip_record(self) -> dict[str, Any]:
+        """What a clip fed to the model looks like (CLIP_FIELDS and the channel order), as a checkpoint records it."""
+        return {**{name: getattr(self, name) for name in CLIP_FIELDS}, "channels": "bgr" if self.bgr else "rgb"}
 
     def model_kwargs(self) -> dict[str, Any]:
         """build_model options from the flags (one --nonlocal_mod value applies to layer2 and layer3)."""
@@ -187,7 +210,8 @@ def _add_shared_flags(p: argparse.ArgumentParser, *, seq_length: int, sample_rat
     p.add_argument("-j", "--workers", default=workers, type=int, help="data loading processes")
     p.add_argument("--arch", type=str, default="c2d_resnet50",
                    help="c2d_resnet50, i3d_resnet50, i3d_resnet18 (and the 34/101 variants)")
-    p.add_argument("--num_classes", default=400, type=int)
+    p.add_argument("--num_classes", default=400, type=_positive,
+                   help="classifier size; unset: the line count of classes.txt beside the list if there is one")
     p.add_argument("--nonlocal_mod", default=[1000], type=int, nargs="+",
                    help="insert a non-local/BAT block after every m-th block of layer2/layer3 (1000 = none)")
     p.add_argument("--nltype", default="nl3d", type=str, help="nl3d (alias nl) or bat")
@@ -197,7 +221,8 @@ def _add_shared_flags(p: argparse.ArgumentParser, *, seq_length: int, sample_rat
     p.add_argument("--print-freq", "-p", default=20, type=_positive)
     ours = p.add_argument_group("videoprep additions")
     ours.add_argument("--backend", choices=BACKENDS, default=None,
-                      help="loader backend; overrides --read_mode (img -> frames, video -> lintel)")
+                      help="loader backend; overrides --read_mode (img -> frames, video -> lintel); "
+                      "unset: from the list (video files -> pyav, frame folders -> frames)")
     ours.add_argument("--device", choices=DEVICES, default="auto", help="auto picks cuda when available")
     ours.add_argument("--dist-backend", choices=("auto", "nccl", "gloo"), default="auto",
                       help="torch.distributed backend under torchrun (auto: nccl on cuda, gloo on cpu)")
@@ -211,6 +236,8 @@ def _add_shared_flags(p: argparse.ArgumentParser, *, seq_length: int, sample_rat
                       help="stop when more than this fraction of videos fail to decode")
     ours.add_argument("--trusted-legacy-checkpoint", action="store_true",
                       help="allow full unpickling of old checkpoints (only for files you trust)")
+    ours.add_argument("--non-strict", action="store_true",
+                      help="load the weights that fit and report the rest (default: every key must match)")
     ours.add_argument("--progress", choices=("auto", "on", "off"), default="auto",
                       help="per-epoch progress bar on stderr (auto: when stderr is a terminal)")
     return ours
@@ -263,7 +290,7 @@ def build_train_parser() -> argparse.ArgumentParser:
     ours.add_argument("--num_clips", type=_positive, default=1,
                       help="K independent clips per training video, decoded in one pass (repeated augmentation); "
                       "a step then holds K x batch-size clips")
-    return p
+    return _show_defaults(p)
 
 
 def build_test_parser() -> argparse.ArgumentParser:
@@ -279,17 +306,63 @@ def build_test_parser() -> argparse.ArgumentParser:
     p.add_argument("--div", default=1, type=_positive, help="split each forward batch of views into this many parts")
     ours.add_argument("-b", "--batch-size", type=_positive, default=1, help="videos per batch (official: 1)")
     ours.add_argument("--scale-size", type=_positive, default=None, help="override the test short-side resize")
+    return _show_defaults(p)
+
+
+def _default_text(action: argparse.Action) -> str:
+    value = action.default
+    if isinstance(action, argparse._StoreTrueAction):
+        return "off"
+    if value is None:
+        return "none"
+    if isinstance(value, list):
+        return " ".join(str(v) for v in value)
+    return repr(value) if value == "" else str(value)
+
+
+def _show_defaults(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Append `[default: X]` to every flag's help, so that `--help` of both front ends shows each default."""
+    for action in p._actions:
+        if action.option_strings and not isinstance(action, argparse._HelpAction):
+            text = (action.help or "").replace("%", "%%")
+            action.help = f"{text} [default: {_default_text(action)}]".strip()
     return p
 
 
-def _to_config(cls: type, namespace: argparse.Namespace):
+def flag_rows(parser: argparse.ArgumentParser) -> list[tuple[str, str]]:
+    """(flags with metavar, help with default) for every option of a runner parser: the click --help reuses it."""
+    rows = []
+    for action in parser._actions:
+        if not action.option_strings or isinstance(action, argparse._HelpAction):
+            continue
+        names = ", ".join(action.option_strings)
+        if action.nargs == 0:
+            rows.append((names, (action.help or "").replace("%%", "%")))
+            continue
+        metavar = action.metavar or ("{" + ",".join(map(str, action.choices)) + "}" if action.choices
+                                     else action.dest.upper())
+        if action.nargs == "+":
+            metavar += " ..."
+        rows.append((f"{names} {metavar}", (action.help or "").replace("%%", "%")))
+    return rows
+
+
+def _given(build: Callable[[], argparse.ArgumentParser], argv: Sequence[str] | None) -> frozenset[str]:
+    """Config fields the command line sets (parsed once more with every default suppressed)."""
+    probe = build()
+    for action in probe._actions:
+        action.default = argparse.SUPPRESS
+    return frozenset(vars(probe.parse_args(argv)))
+
+
+def _to_config(cls: type, namespace: argparse.Namespace, given: frozenset[str]):
     names = {f.name for f in dataclasses.fields(cls)}
-    return cls(**{key: value for key, value in vars(namespace).items() if key in names})
+    return cls(**{key: value for key, value in vars(namespace).items() if key in names}, given=given & names)
 
 
 def parse_train_args(argv: Sequence[str] | None = None) -> TrainConfig:
     """Parse `python -m train.main` arguments into a TrainConfig."""
-    cfg = _to_config(TrainConfig, build_train_parser().parse_args(argv))
+    cfg = _to_config(TrainConfig, build_train_parser().parse_args(argv), _given(build_train_parser, argv))
     if cfg.clip_gradient is not None and cfg.clip_gradient <= 0:
         cfg.clip_gradient = None
     return cfg
@@ -297,7 +370,7 @@ def parse_train_args(argv: Sequence[str] | None = None) -> TrainConfig:
 
 def parse_test_args(argv: Sequence[str] | None = None) -> TestConfig:
     """Parse `python -m train.test_models` arguments into a TestConfig."""
-    return _to_config(TestConfig, build_test_parser().parse_args(argv))
+    return _to_config(TestConfig, build_test_parser().parse_args(argv), _given(build_test_parser, argv))
 
 
 def preset_argv(preset: str, *, test: bool = False) -> list[str]:

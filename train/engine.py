@@ -117,7 +117,7 @@ class EvalResult:
 
 @dataclass
 class EpochResult:
-    """Averages of one training epoch on this rank."""
+    """Averages of one training epoch on this rank; data_wait_fraction is the loader's share of step time."""
 
     loss: float
     top1: float
@@ -125,6 +125,54 @@ class EpochResult:
     iterations: int
     clips_per_s: float
     clipped_steps: int
+    data_wait_fraction: float
+
+
+@dataclass
+class TrainParts:
+    """What a training step uses: model, loss, optimizer, gradient scaler, lr rule and how batches become input."""
+
+    model: nn.Module
+    criterion: nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    schedule: LRSchedule
+    opts: StepOptions
+    weight_decay: float
+    clip_gradient: float | None
+    freeze_bn: bool = False
+
+
+@dataclass
+class EpochReport:
+    """Where an epoch reports: official lines and metrics every print_freq steps, a progress callback."""
+
+    run_log: RunLog
+    print_freq: int = 20
+    save_vg: bool = False  # also every parameter's mean |value| and |grad| (official --save-vg)
+    on_progress: ProgressFn = no_progress
+
+
+@dataclass
+class EpochHooks:
+    """A resumed epoch: steps already done, a call right before the first step taken, a call after each step."""
+
+    start_iteration: int = 0
+    before_first_step: Callable[[], None] | None = None
+    after_step: Callable[[int, int], None] | None = None  # (iteration, steps in the epoch)
+
+
+class _Meters:
+    """The running averages an epoch prints, and the loader's share of step time."""
+
+    def __init__(self) -> None:
+        self.batch_time, self.data_time = AverageMeter(), AverageMeter()
+        self.loss, self.top1, self.top5 = AverageMeter(), AverageMeter(), AverageMeter()
+
+    @property
+    def data_wait_fraction(self) -> float:
+        """Seconds spent waiting for batches over seconds of whole steps (0 before any step)."""
+        return self.data_time.sum / self.batch_time.sum if self.batch_time.sum > 0 else 0.0
 
 
 def value_grad_means(optimizer: torch.optim.Optimizer) -> dict[str, float]:
@@ -143,115 +191,107 @@ def _print_due(i: int, total: int, print_freq: int) -> bool:
     return (i > 0 and i % print_freq == 0) or i + 1 == total
 
 
-def train_one_epoch(
-    *,
-    model: nn.Module,
-    loader: Iterable,
-    criterion: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scaler: torch.amp.GradScaler,
-    schedule: LRSchedule,
-    epoch: int,
-    weight_decay: float,
-    clip_gradient: float | None,
-    opts: StepOptions,
-    run_log: RunLog,
-    print_freq: int = 20,
-    freeze_bn: bool = False,
-    save_vg: bool = False,
-    on_progress: ProgressFn = no_progress,
-    start_iteration: int = 0,
-    before_first_step: Callable[[], None] | None = None,
-    after_step: Callable[[int, int], None] | None = None,
-) -> EpochResult:
+def train_step(parts: TrainParts, clips: torch.Tensor, labels: torch.Tensor, *, where: str) -> tuple[
+        torch.Tensor, torch.Tensor, float, bool]:
+    """One optimisation step at the lr already set: (logits, target, loss, whether the gradient was clipped)."""
+    target = labels.to(parts.opts.device, non_blocking=True)
+    logits = video_logits(parts.model, clips, parts.opts).mean(dim=1)
+    loss = parts.criterion(logits, target)
+    loss_value = loss.item()
+    if not math.isfinite(loss_value):
+        raise FloatingPointError(f"loss is {loss_value} at {where}")
+    parts.optimizer.zero_grad(set_to_none=True)
+    parts.scaler.scale(loss).backward()
+    clipped = False
+    if parts.clip_gradient is not None:
+        parts.scaler.unscale_(parts.optimizer)
+        params = [p for group in parts.optimizer.param_groups for p in group["params"]]
+        norm = float(torch.nn.utils.clip_grad_norm_(params, parts.clip_gradient))
+        clipped = norm > parts.clip_gradient
+        if clipped:
+            log.debug("clipping gradient: %.3f with coef %.4f", norm, parts.clip_gradient / norm)
+    parts.scaler.step(parts.optimizer)
+    parts.scaler.update()
+    return logits.detach(), target, loss_value, clipped
+
+
+def _report_step(parts: TrainParts, report: EpochReport, m: _Meters, *, epoch: int, i: int, total: int) -> None:
+    """The official step line, its metrics record and (--save-vg) the value/grad means."""
+    shown_lr = parts.optimizer.param_groups[-1]["lr"]
+    report.run_log.line(
+        f"Epoch: [{epoch}][{i}/{total}], lr: {shown_lr:.5f}\t"
+        f"Time {m.batch_time.val:.3f} ({m.batch_time.avg:.3f})\t"
+        f"Data {m.data_time.val:.3f} ({m.data_time.avg:.3f})\t"
+        f"Loss {m.loss.val:.4f} ({m.loss.avg:.4f})\t"
+        f"Prec@1 {m.top1.val:.3f} ({m.top1.avg:.3f})\t"
+        f"Prec@5 {m.top5.val:.3f} ({m.top5.avg:.3f})"
+    )
+    step = epoch * total + i
+    report.run_log.metrics(
+        "train", step=step, epoch=epoch, iteration=i, lr=shown_lr, loss=m.loss.val, loss_avg=m.loss.avg,
+        prec1_avg=m.top1.avg, prec5_avg=m.top5.avg, batch_time=m.batch_time.avg, data_time=m.data_time.avg,
+        data_wait_fraction=m.data_wait_fraction,
+    )
+    if report.save_vg:
+        report.run_log.metrics("vg", step=step, epoch=epoch, iteration=i, **value_grad_means(parts.optimizer))
+
+
+def train_one_epoch(parts: TrainParts, loader: Iterable, *, epoch: int, report: EpochReport,
+                    hooks: EpochHooks | None = None) -> EpochResult:
     """One pass over the training loader with the lr set at every iteration (official semantics).
 
-    start_iteration > 0 continues an epoch a mid-epoch checkpoint stopped in: the batches before
-    it are drawn (same data order) and dropped. before_first_step() runs right before the first
-    step taken (where a resumed run restores its RNG state); after_step(iteration, total) after each.
-    save_vg also records every parameter's mean |value| and |grad| at each printed step (official --save-vg).
+    hooks.start_iteration > 0 continues an epoch a mid-epoch checkpoint stopped in: the batches
+    before it are drawn (same data order) and dropped.
     """
-    model.train()
-    if freeze_bn:
-        freeze_batchnorm(model)
-    meters = {name: AverageMeter() for name in ("batch_time", "data_time", "loss", "top1", "top5")}
+    hooks = hooks or EpochHooks()
+    parts.model.train()
+    if parts.freeze_bn:
+        freeze_batchnorm(parts.model)
+    meters = _Meters()
     total = len(loader)  # type: ignore[arg-type]
-    clipped = 0
-    clips_seen = 0
+    clipped = clips_seen = 0
+    before_first_step = hooks.before_first_step
     start = end = time.perf_counter()
-    params = [p for group in optimizer.param_groups for p in group["params"]]
     for i, (clips, labels) in enumerate(loader):
-        if i < start_iteration:
+        if i < hooks.start_iteration:
             continue
         if before_first_step is not None:
             before_first_step()
             before_first_step = None
-        meters["data_time"].update(time.perf_counter() - end)
-        lr = schedule.lr_at(epoch=epoch, iteration=i, iters_per_epoch=total)
-        apply_lr(optimizer, lr=lr, weight_decay=weight_decay)
-        target = labels.to(opts.device, non_blocking=True)
-        logits = video_logits(model, clips, opts).mean(dim=1)
-        loss = criterion(logits, target)
-        if not math.isfinite(loss.item()):
-            raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch} iteration {i}")
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        if clip_gradient is not None:
-            scaler.unscale_(optimizer)
-            norm = float(torch.nn.utils.clip_grad_norm_(params, clip_gradient))
-            if norm > clip_gradient:
-                clipped += 1
-                log.debug("clipping gradient: %.3f with coef %.4f", norm, clip_gradient / norm)
-        scaler.step(optimizer)
-        scaler.update()
-
+        meters.data_time.update(time.perf_counter() - end)
+        lr = parts.schedule.lr_at(epoch=epoch, iteration=i, iters_per_epoch=total)
+        apply_lr(parts.optimizer, lr=lr, weight_decay=parts.weight_decay)
+        logits, target, loss, was_clipped = train_step(parts, clips, labels, where=f"epoch {epoch} iteration {i}")
+        clipped += was_clipped
         n = target.shape[0]
         clips_seen += n
-        prec1, prec5 = accuracy(logits.detach(), target)
-        meters["loss"].update(loss.item(), n)
-        meters["top1"].update(prec1, n)
-        meters["top5"].update(prec5, n)
-        meters["batch_time"].update(time.perf_counter() - end)
+        prec1, prec5 = accuracy(logits, target)
+        meters.loss.update(loss, n)
+        meters.top1.update(prec1, n)
+        meters.top5.update(prec5, n)
+        meters.batch_time.update(time.perf_counter() - end)
         end = time.perf_counter()
-        on_progress(i + 1, total)
-        if _print_due(i, total, print_freq):
-            shown_lr = optimizer.param_groups[-1]["lr"]
-            m = meters
-            run_log.line(
-                f"Epoch: [{epoch}][{i}/{total}], lr: {shown_lr:.5f}\t"
-                f"Time {m['batch_time'].val:.3f} ({m['batch_time'].avg:.3f})\t"
-                f"Data {m['data_time'].val:.3f} ({m['data_time'].avg:.3f})\t"
-                f"Loss {m['loss'].val:.4f} ({m['loss'].avg:.4f})\t"
-                f"Prec@1 {m['top1'].val:.3f} ({m['top1'].avg:.3f})\t"
-                f"Prec@5 {m['top5'].val:.3f} ({m['top5'].avg:.3f})"
-            )
-            run_log.metrics(
-                "train", step=epoch * total + i, epoch=epoch, iteration=i, lr=shown_lr,
-                loss=m["loss"].val, loss_avg=m["loss"].avg, prec1_avg=m["top1"].avg, prec5_avg=m["top5"].avg,
-                batch_time=m["batch_time"].avg, data_time=m["data_time"].avg,
-            )
-            if save_vg:
-                run_log.metrics("vg", step=epoch * total + i, epoch=epoch, iteration=i, **value_grad_means(optimizer))
-        if after_step is not None:
-            after_step(i, total)
+        report.on_progress(i + 1, total)
+        if _print_due(i, total, report.print_freq):
+            _report_step(parts, report, meters, epoch=epoch, i=i, total=total)
+        if hooks.after_step is not None:
+            hooks.after_step(i, total)
     elapsed = max(time.perf_counter() - start, 1e-9)
     return EpochResult(
-        loss=meters["loss"].avg, top1=meters["top1"].avg, top5=meters["top5"].avg, iterations=total - start_iteration,
-        clips_per_s=clips_seen / elapsed, clipped_steps=clipped,
+        loss=meters.loss.avg, top1=meters.top1.avg, top5=meters.top5.avg, iterations=total - hooks.start_iteration,
+        clips_per_s=clips_seen / elapsed, clipped_steps=clipped, data_wait_fraction=meters.data_wait_fraction,
     )
 
 
 @torch.no_grad()
 def evaluate(
-    *,
     model: nn.Module,
     loader: Iterable,
+    *,
     criterion: nn.Module,
     opts: StepOptions,
     ctx: DistContext,
-    run_log: RunLog,
-    print_freq: int = 20,
-    on_progress: ProgressFn = no_progress,
+    report: EpochReport,
     on_batch: Callable[[torch.Tensor, torch.Tensor], None] | None = None,
 ) -> EvalResult:
     """Loss, top-1 and top-5 over every sample; each rank sees a disjoint shard, sums are all-reduced."""
@@ -269,9 +309,9 @@ def evaluate(
         count += target.shape[0]
         if on_batch is not None:
             on_batch(logits, target)
-        on_progress(i + 1, total)
-        if _print_due(i, total, print_freq):
-            run_log.line(
+        report.on_progress(i + 1, total)
+        if _print_due(i, total, report.print_freq):
+            report.run_log.line(
                 f"Test: [{i}/{total}]\tLoss {loss_sum / max(count, 1):.4f}\t"
                 f"Prec@1 {100.0 * correct1 / max(count, 1):.3f}\tPrec@5 {100.0 * correct5 / max(count, 1):.3f}"
             )
@@ -281,5 +321,5 @@ def evaluate(
     if n_items == 0:
         raise ValueError("evaluation saw no samples (empty validation list?)")
     result = EvalResult(top1=100.0 * correct1 / n, top5=100.0 * correct5 / n, loss=loss_sum / n, count=n_items)
-    run_log.line(f"Testing Results: Prec@1 {result.top1:.3f} Prec@5 {result.top5:.3f} Loss {result.loss:.5f}")
+    report.run_log.line(f"Testing Results: Prec@1 {result.top1:.3f} Prec@5 {result.top5:.3f} Loss {result.loss:.5f}")
     return result

@@ -1,25 +1,17 @@
-"""Pieces both runners share: seeding, loaders with exact distributed shards, loading weights."""
+"""Pieces both runners share: their error type and seeding."""
 
 from __future__ import annotations
 
-import logging
 import random
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
-from pipelines.loader import build_loader
-from pipelines.spec import ClipSpec, LoaderConfig
-from train.config import RunnerConfig
-from train.distributed import DistContext
-from train.weights import AdaptReport, adapt_state_dict
+from train.config import CLIP_FIELDS, MODEL_FIELDS, RunnerConfig
+from train.models import model_names
 from videoprep.errors import VideoprepError
-
-log = logging.getLogger(__name__)
 
 
 class RunnerConfigError(VideoprepError, ValueError):
@@ -39,71 +31,54 @@ def draw_seed() -> int:
     return int(np.random.SeedSequence().entropy % 1_000_000)
 
 
-@dataclass
-class ShardedLoader:
-    """An evaluation loader split exactly over ranks: each rank's even shard, then its share of the remainder.
+def _shown(value: Any) -> str:
+    return " ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
 
-    Every list entry is seen by exactly one rank, once. `indices` are the list positions in the
-    order this rank yields them (used to put test scores back in list order).
+
+def adopt_recorded_model(cfg: RunnerConfig, checkpoint: Mapping[str, Any], *, source: str,
+                         instead: str = "") -> tuple[frozenset[str], str | None]:
+    """Take the model and clip settings a checkpoint records ('model', 'clip') in place of the flags' defaults.
+
+    A flag given on the command line that contradicts a recorded value is an error naming both;
+    `instead` is appended to its hint (e.g. training's --soft_resume). Returns the fields taken and
+    the line that says so (None for official checkpoints, which record nothing: flags decide).
     """
-
-    parts: list[Any]
-    indices: list[int] = field(default_factory=list)
-
-    def __len__(self) -> int:
-        return sum(len(part) for part in self.parts)
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for part in self.parts:
-            yield from part
-
-
-def visit_order(loader: Any) -> list[int]:
-    """List entries a loader yields, in order (DALI loaders say so; ours tag each index with the epoch)."""
-    if hasattr(loader, "order"):
-        return list(loader.order())
-    return [index for index, _ in loader.sampler]
-
-
-def loader_config(cfg: RunnerConfig, ctx: DistContext, *, batch_size: int, seed: int) -> LoaderConfig:
-    """How both runners load clips, from their flags; GPU-capable backends decode on this rank's GPU."""
-    device = f"cuda:{ctx.local_rank}" if ctx.device.type == "cuda" else "cpu"
-    if ctx.device.type == "cuda" and cfg.loader_backend != "dali":
-        device = "auto"  # the backend's default: CPU decoding in DataLoader workers
-    return LoaderConfig(root_path=cfg.root_path, backend=cfg.loader_backend, workers=cfg.workers,
-                        num_classes=cfg.num_classes, max_bad_fraction=cfg.max_bad_fraction, batch_size=batch_size,
-                        seed=seed, device=device, distributed=ctx.is_distributed, num_replicas=ctx.world_size,
-                        rank=ctx.rank)
+    fields = (*MODEL_FIELDS, *CLIP_FIELDS)
+    earlier = {k: v for k, v in checkpoint.get("config", {}).items() if k in fields}  # before 'model'/'clip' existed
+    recorded = {**earlier, **checkpoint.get("model", {}), **checkpoint.get("clip", {})}
+    taken = []
+    for name in fields:
+        if name not in recorded:
+            continue
+        value, current = recorded[name], getattr(cfg, name)
+        if name in cfg.given and current != value:
+            raise RunnerConfigError(
+                f"{source}: --{name} {_shown(current)} contradicts the checkpoint, which records {name} "
+                f"{_shown(value)}; drop --{name} (the checkpoint builds the model){instead}")
+        setattr(cfg, name, value)
+        taken.append(name)
+    if not taken:
+        return frozenset(), None
+    shown = ", ".join(f"{name} {_shown(recorded[name])}" for name in taken)
+    return frozenset(taken), f"model and clips as {source} records them: {shown}"
 
 
-def build_eval_loader(list_file: str, clip: ClipSpec, config: LoaderConfig) -> ShardedLoader:
-    """build_loader for val/test that counts every video once across ranks (no padding, no duplicates)."""
-    main = build_loader(list_file, clip, config.with_options(shuffle=False, drop_last=False))
-    indices = visit_order(main)
-    parts: list[Any] = [main] if indices else []
-    remainder = list(main.remainder_indices) if config.distributed else []
-    rank, world_size = (config.rank or 0), (config.num_replicas or 1)
-    mine = remainder[rank::world_size]
-    if mine:
-        # At most one video: not worth starting processes.
-        extra = build_loader(list_file, clip, config.with_options(distributed=False, shuffle=False, drop_last=False,
-                                                                  workers=0), subset=mine)
-        parts.append(extra)
-        indices.extend(mine)
-    return ShardedLoader(parts=parts, indices=indices)
+def check_channel_order(cfg: RunnerConfig, checkpoint: Mapping[str, Any], *, source: str) -> None:
+    """A model trained on BGR clips (official img mode) must not be fed RGB ones, nor the reverse (once the backend is known)."""
+    recorded = checkpoint.get("clip", {}).get("channels")
+    current = "bgr" if cfg.bgr else "rgb"
+    if recorded is None or recorded == current:
+        return
+    if recorded == "bgr":
+        fix = "feed it JPEG frame folders with --backend frames --read_mode img, as it was trained"
+    else:
+        fix = "add --read_mode video (frames are then fed as RGB) or --backend pyav on video files"
+    raise RunnerConfigError(f"{source}: the model was trained on {recorded.upper()} clips but this run feeds "
+                            f"{current.upper()} (backend {cfg.loader_backend}, --read_mode {cfg.read_mode}); {fix}")
 
 
-def load_weights(model: nn.Module, checkpoint: dict[str, Any], *, strict: bool, source: str) -> AdaptReport:
-    """Adapt (strip module., inflate 2-D, skip shape mismatches) and load; strict fails on a missing or skipped key."""
-    adapted, report = adapt_state_dict(model, checkpoint)
-    problems = report.missing + report.skipped
-    if strict and problems:
-        raise RunnerConfigError(
-            f"{source}: weights do not match the model ({report.summary()}; first: {', '.join(problems[:5])}); "
-            "use --soft_resume to load what fits"
-        )
-    model.load_state_dict(adapted, strict=False)
-    log.info("%s: %s", source, report.summary())
-    if not report.exact:
-        log.info("%s", report.details())
-    return report
+def check_arch(cfg: RunnerConfig, *, taken: frozenset[str], source: str) -> None:
+    """--arch (or the arch a checkpoint records) must name one of our models."""
+    if cfg.arch not in model_names():
+        where = f"{source}: arch" if "arch" in taken else "--arch"
+        raise RunnerConfigError(f"{where} {cfg.arch!r} is not one of {', '.join(model_names())}")

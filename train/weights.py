@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import pickle
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from os import PathLike
@@ -22,10 +23,13 @@ from videoprep.errors import PathError
 
 log = logging.getLogger(__name__)
 
+_CKPT_SUFFIX = "_checkpoint.pth.tar"  # train.checkpoint.CHECKPOINT_SUFFIX (no import: weights stays standalone)
+
 TRUSTED_LEGACY_HINT = (
-    "if you trust this file, load it with the trusted-legacy option (trusted_legacy=True), "
-    "which unpickles arbitrary Python objects"
+    "if you trust this file, add --trusted-legacy-checkpoint (full unpickling runs any code the file holds)"
 )
+ZIP_MAGIC = b"PK\x03\x04"  # torch.save since 1.6
+PICKLE_PROTO = 0x80  # legacy torch.save and plain pickles start with the PROTO opcode
 
 
 class CheckpointError(PathError):
@@ -55,6 +59,19 @@ class AdaptReport:
             f"missing {len(self.missing)}, unexpected {len(self.unexpected)}"
         )
 
+    def one_line(self, *, limit: int = 3) -> str:
+        """The differences in one line (first `limit` keys of each kind), for errors."""
+        parts = []
+        for kind, keys in (("missing", self.missing), ("unexpected", self.unexpected), ("inflated", self.inflated)):
+            if keys:
+                more = f" (+{len(keys) - limit} more)" if len(keys) > limit else ""
+                parts.append(f"{len(keys)} {kind}: {', '.join(keys[:limit])}{more}")
+        if self.skipped:
+            more = f" (+{len(self.skipped) - limit} more)" if len(self.skipped) > limit else ""
+            shapes = ", ".join(f"{key} {self.reasons.get(key, '')}" for key in self.skipped[:limit])
+            parts.append(f"{len(self.skipped)} of another shape: {shapes}{more}")
+        return "; ".join(parts)
+
     def details(self, *, limit: int = 10) -> str:
         """Multi-line listing of the non-exact keys (at most `limit` per kind), for errors and -v logs."""
         lines = [self.summary()]
@@ -77,17 +94,57 @@ def _unsafe_globals(path: Path) -> list[str] | None:
         return None
 
 
+def _file_kind_problem(path: Path) -> str | None:
+    """Why a file cannot be a torch.save checkpoint, judged from its first bytes (None: it may be one)."""
+    size = path.stat().st_size
+    if size == 0:
+        return "is empty (0 bytes), not a checkpoint"
+    with open(path, "rb") as f:
+        head = f.read(64)
+    if head.startswith(ZIP_MAGIC):
+        if not zipfile.is_zipfile(path):
+            return f"is a truncated or corrupt checkpoint ({size} bytes; its zip directory is missing)"
+        return None
+    if head[0] == PICKLE_PROTO:
+        return None
+    text = _as_text(head)
+    if text is None:
+        return "is not a PyTorch checkpoint (neither a torch.save zip archive nor a pickle)"
+    first = text.splitlines()[0] if text.strip() else text
+    return f"is a text file ({first[:30]!r}...), not a checkpoint"
+
+
+def _as_text(head: bytes) -> str | None:
+    """The first bytes as text when they are printable UTF-8 (a character cut at the end allowed), else None."""
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as error:
+        if error.start < len(head) - 3:
+            return None
+        text = head[: error.start].decode("utf-8")
+    return text if all(c.isprintable() or c in "\n\r\t" for c in text) else None
+
+
 def load_checkpoint(
-    path: str | PathLike[str], *, trusted_legacy: bool = False, map_location: str | torch.device = "cpu"
+    path: str | PathLike[str],
+    *,
+    trusted_legacy: bool = False,
+    map_location: str | torch.device = "cpu",
+    given_as: str = "the checkpoint path",
 ) -> dict[str, Any]:
-    """Read a checkpoint file as a dict: with weights_only=True, or fully unpickled when trusted_legacy.
+    """Read a checkpoint file as a dict: with weights_only=True, or fully unpickling it when trusted_legacy.
 
     Returns the file's top-level dict as is: an official checkpoint ({'epoch', 'arch', 'state_dict',
     'best_prec1', 'optim'}) or a bare state dict; `checkpoint_state_dict` picks the weights from either.
+    Every failure is one CheckpointError line whose hint names `given_as` (how the user passed the file).
     """
     path = Path(path)
+    retry = f"check {given_as} (a file written by torch.save, e.g. a run's {{arch}}{_CKPT_SUFFIX})"
     if not path.is_file():
-        raise CheckpointError(path, "no such checkpoint file")
+        raise CheckpointError(path, f"no such checkpoint file; {retry}")
+    problem = _file_kind_problem(path)
+    if problem is not None:
+        raise CheckpointError(path, f"{problem}; {retry}")
     try:
         if trusted_legacy:
             log.warning("%s: loading with weights_only=False (trusted legacy file)", path)
@@ -96,19 +153,25 @@ def load_checkpoint(
             checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
         if trusted_legacy:
-            raise CheckpointError(path, f"not a readable checkpoint ({error})") from error
+            raise CheckpointError(path, f"not a readable checkpoint ({_first_line(error)}); {retry}") from error
         unsafe = _unsafe_globals(path)
         if unsafe:
             reason = f"holds pickled Python objects beyond tensors ({', '.join(unsafe)}); {TRUSTED_LEGACY_HINT}"
         else:
-            first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            reason = f"cannot be read with weights_only=True ({first_line}); {TRUSTED_LEGACY_HINT}"
+            reason = f"cannot be read with weights_only=True ({_first_line(error)}); {TRUSTED_LEGACY_HINT}"
         raise CheckpointError(path, reason) from error
-    except (RuntimeError, EOFError, OSError, ValueError, AttributeError, ModuleNotFoundError) as error:
-        raise CheckpointError(path, f"not a readable checkpoint ({type(error).__name__}: {error})") from error
+    except (RuntimeError, EOFError, OSError, ValueError, AttributeError, ModuleNotFoundError, KeyError,
+            IndexError, TypeError) as error:
+        raise CheckpointError(path, f"is not a readable checkpoint ({type(error).__name__}: "
+                                    f"{_first_line(error)}); {retry}") from error
     if not isinstance(checkpoint, Mapping):
-        raise CheckpointError(path, f"holds a {type(checkpoint).__name__}, not a dict of tensors")
+        raise CheckpointError(path, f"holds a {type(checkpoint).__name__}, not a dict of tensors; {retry}")
     return dict(checkpoint)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0][:200] if text else type(error).__name__
 
 
 def checkpoint_state_dict(checkpoint: Mapping[str, Any]) -> dict[str, torch.Tensor]:
@@ -175,6 +238,38 @@ def adapt_state_dict(
     return adapted, report
 
 
+MODEL_FLAGS_HINT = "--arch, --nonlocal_mod, --nltype, --k, --tk, --num_classes"
+
+
+def load_weights(
+    model: nn.Module, checkpoint: Mapping[str, Any], *, strict: bool, source: str | PathLike[str],
+    relax_flag: str = "--non-strict",
+) -> AdaptReport:
+    """The one way weights reach a model: adapt (strip `module.`, inflate 2-D, skip shape mismatches), then load.
+
+    strict demands an exact match (same keys and shapes, nothing inflated or skipped) and raises one
+    CheckpointError line listing the differences, with a hint naming the model flags and `relax_flag`
+    (the flag that loads non-strictly); the model is untouched on failure. Non-strict loads what fits.
+    """
+    adapted, report = adapt_state_dict(model, checkpoint)
+    if strict and not report.exact:
+        raise CheckpointError(source, f"does not fit the model ({report.one_line()}); {fit_hint(report, relax_flag)}")
+    model.load_state_dict(adapted, strict=False)
+    log.info("%s: %s", source, report.summary())
+    if not report.exact:
+        log.info("%s: %s", source, report.details())
+    return report
+
+
+def fit_hint(report: AdaptReport, relax_flag: str) -> str:
+    """What to do about a strict mismatch: --num_classes N when only the classifier differs, else the model flags."""
+    fc_shape = report.reasons.get("fc.weight", "")
+    if fc_shape and set(report.skipped) <= {"fc.weight", "fc.bias"} and not (report.missing or report.unexpected or report.inflated):
+        classes = fc_shape.removeprefix("checkpoint shape [").split(",")[0].rstrip("]")
+        return f"the checkpoint has {classes} classes: pass --num_classes {classes} (or {relax_flag} to load what fits)"
+    return f"pass the model flags it was trained with ({MODEL_FLAGS_HINT}), or {relax_flag} to load what fits"
+
+
 def load_into(
     model: nn.Module,
     path: str | PathLike[str],
@@ -182,17 +277,5 @@ def load_into(
     strict: bool = False,
     trusted_legacy: bool = False,
 ) -> AdaptReport:
-    """Load a checkpoint file into `model` and return the report.
-
-    strict=True demands an exact match (same keys and shapes, nothing inflated or skipped) and raises
-    CheckpointError listing the differences; strict=False adapts and logs what it did.
-    """
-    checkpoint = load_checkpoint(path, trusted_legacy=trusted_legacy)
-    adapted, report = adapt_state_dict(model, checkpoint)
-    if strict and not report.exact:
-        raise CheckpointError(path, f"does not match the model exactly:\n{report.details()}")
-    model.load_state_dict(adapted, strict=False)
-    log.info("%s: %s", path, report.summary())
-    if not report.exact:
-        log.debug("%s: %s", path, report.details())
-    return report
+    """Read a checkpoint file and load it into `model` through load_weights; returns the report."""
+    return load_weights(model, load_checkpoint(path, trusted_legacy=trusted_legacy), strict=strict, source=path)

@@ -60,13 +60,40 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> TinyData:
     return TinyData(root=root, train_list=train_list, val_list=val_list)
 
 
+@dataclass(frozen=True)
+class TrainedRun:
+    """One tiny training epoch on lists as `videoprep index` leaves them (classes.txt beside them), with the
+    backend and --num_classes left to inference: its checkpoint, printed lines and log folder."""
+
+    checkpoint: Path
+    printed: str
+    log_dir: Path
+    lists: Path
+
+
 @pytest.fixture(scope="session")
-def trained_checkpoint(tiny_data: TinyData, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The checkpoint of one tiny training epoch (shared: evaluation, soft resume, the test runner)."""
+def trained_run(tiny_data: TinyData, tmp_path_factory: pytest.TempPathFactory) -> TrainedRun:
+    """Shared by evaluation, soft resume, the test runner and the inference checks."""
     from train.checkpoint import checkpoint_path
     from train.config import parse_train_args
     from train.main import run_training
 
     out = tmp_path_factory.mktemp("trained")
-    run_training(parse_train_args(tiny_flags(tiny_data, out, epochs=1)), stream=io.StringIO())
-    return checkpoint_path(out / "ckpt", "c2d_resnet18")
+    lists = out / "lists"
+    lists.mkdir()
+    for name in ("train.txt", "val.txt"):
+        (lists / name).write_text((tiny_data.root / name).read_text())
+    (lists / "classes.txt").write_text("odd\neven\n")
+    flags = tiny_flags(tiny_data, out, epochs=1)
+    flags[:2] = [str(lists / "train.txt"), str(lists / "val.txt")]
+    inferred = [f for i, f in enumerate(flags) if f not in ("--backend", "--num_classes")
+                and flags[i - 1] not in ("--backend", "--num_classes")]
+    printed = io.StringIO()
+    run_training(parse_train_args(inferred), stream=printed)
+    return TrainedRun(checkpoint_path(out / "ckpt", "c2d_resnet18"), printed.getvalue(), out / "log", lists)
+
+
+@pytest.fixture(scope="session")
+def trained_checkpoint(trained_run: TrainedRun) -> Path:
+    """The checkpoint of the shared tiny training epoch (a 2-class C2D ResNet-18 read with pyav)."""
+    return trained_run.checkpoint

@@ -96,11 +96,22 @@ def test_readme_click_commands_run(tiny_data: TinyData, official_run: tuple[Path
                                       str(tiny_data.root), *SMALL, "--img_size", "112", "--test_segments", "1"])
     assert result.exit_code == 0, result.output
     assert "3 views per video" in result.stdout and (tmp_path / "s.npz").is_file()
+    # The README's shortest command on `videoprep index` output: lists with classes.txt beside them, no
+    # --backend and no --num_classes (inferred, each said in one line).
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    for name in ("train.txt", "val.txt"):
+        (lists / name).write_text((tiny_data.root / name).read_text())
+    (lists / "classes.txt").write_text("a\nb\n")
     weights = imagenet_bat_weights(tmp_path / "resnet50_bat.pth")
-    result = CliRunner().invoke(cli, ["train", "--preset", "c2d_3dbat", "--backend", "pyav", str(tiny_data.train_list),
-                                      str(tiny_data.val_list), "--resume", str(weights), "--soft_resume",
-                                      "--root_path", str(tiny_data.root), *SMALL, "--epochs", "1", "-b", "2",
+    small = [flag for flag in SMALL if flag not in ("--num_classes", "2")]
+    result = CliRunner().invoke(cli, ["train", str(lists / "train.txt"), str(lists / "val.txt"), "--root_path",
+                                      str(tiny_data.root), "--preset", "c2d_3dbat", "--resume", str(weights),
+                                      "--soft_resume", *small, "--epochs", "1", "-b", "2",
                                       "--crop-size", "112", "--scale-size", "128", "--seed", "1",
                                       "--snapshot_dir", str(tmp_path / "ckpt"), "--log_dir", str(tmp_path / "log")])
     assert result.exit_code == 0, result.output
+    assert f"num_classes 2 (the lines of {lists / 'classes.txt'}; --num_classes overrides)" in result.stdout
+    assert f"backend lintel ({lists / 'train.txt'} lists video files, --read_mode video; --backend overrides)" in (
+        result.stdout)
     assert "Epoch: [0][1/2], lr: 0.01000" in result.stdout

@@ -205,11 +205,15 @@ def test_official_checkpoint_resumes_at_its_epoch_and_tests(
     assert tested.num_videos == 3
 
 
-def test_strict_resume_with_other_class_count_names_the_mismatch(
+def test_resume_flag_contradicting_the_checkpoint_names_both_values(
     tiny_data: TinyData, trained_checkpoint: Path, tmp_path: Path
 ):
-    with pytest.raises(RunnerConfigError, match="fc.weight.*use --soft_resume"):
+    with pytest.raises(RunnerConfigError) as caught:
         _run(tiny_flags(tiny_data, tmp_path, epochs=1) + ["--resume", str(trained_checkpoint), "--num_classes", "3"])
+    assert str(caught.value) == (
+        f"{trained_checkpoint}: --num_classes 3 contradicts the checkpoint, which records num_classes 2; "
+        "drop --num_classes (the checkpoint builds the model), or add --soft_resume to start a new model from its weights")
+    assert not (tmp_path / "log").exists()  # refused before anything was written
 
 
 def test_unknown_arch_is_refused_before_anything_is_written(tiny_data: TinyData, tmp_path: Path):

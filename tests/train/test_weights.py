@@ -68,9 +68,11 @@ def test_pickled_objects_need_the_trusted_legacy_flag(tmp_path: Path):
     model = build_model("c2d_resnet18", num_classes=4)
     path = tmp_path / "legacy.pth.tar"
     torch.save({"state_dict": model.state_dict(), "args": argparse.Namespace(lr=0.01)}, path)
-    with pytest.raises(CheckpointError, match=r"legacy\.pth\.tar: holds pickled Python objects beyond tensors "
-                                              r"\(argparse\.Namespace\).*trusted_legacy=True"):
+    with pytest.raises(CheckpointError) as caught:
         load_checkpoint(path)
+    assert str(caught.value) == (f"{path}: holds pickled Python objects beyond tensors (argparse.Namespace); "
+                                 "if you trust this file, add --trusted-legacy-checkpoint (full unpickling runs any "
+                                 "code the file holds)")
     checkpoint = load_checkpoint(path, trusted_legacy=True)
     assert checkpoint["args"].lr == 0.01
     assert load_into(build_model("c2d_resnet18", num_classes=4), path, trusted_legacy=True, strict=True).exact
@@ -80,27 +82,43 @@ def test_old_serialization_format_with_objects_also_points_to_the_flag(tmp_path:
     path = tmp_path / "old.pth"
     torch.save({"state_dict": {"w": torch.ones(2)}, "args": argparse.Namespace(x=1)}, path,
                _use_new_zipfile_serialization=False)
-    with pytest.raises(CheckpointError, match=r"old\.pth: cannot be read with weights_only=True .*trusted_legacy=True"):
+    with pytest.raises(CheckpointError, match=r"old\.pth: cannot be read with weights_only=True .*"
+                                              r"add --trusted-legacy-checkpoint \(full unpickling"):
         load_checkpoint(path)
     assert load_checkpoint(path, trusted_legacy=True)["args"].x == 1
 
 
-def test_unreadable_files_raise_our_error(tmp_path: Path):
-    with pytest.raises(CheckpointError, match=r"nope\.pth: no such checkpoint file"):
-        load_checkpoint(tmp_path / "nope.pth")
-    garbage = tmp_path / "garbage.pth"
-    garbage.write_bytes(b"\x00not a checkpoint" * 50)
-    with pytest.raises(CheckpointError, match=r"garbage\.pth: "):
-        load_checkpoint(garbage)
+RETRY = "check --resume (a file written by torch.save, e.g. a run's {arch}_checkpoint.pth.tar)"
+
+
+def _error(path: Path) -> str:
+    with pytest.raises(CheckpointError) as caught:
+        load_checkpoint(path, given_as="--resume")
+    message = str(caught.value)
+    assert "\n" not in message
+    return message
+
+
+def test_every_unreadable_file_is_one_line_naming_the_flag(tmp_path: Path):
+    assert _error(tmp_path / "nope.pth") == f"{tmp_path / 'nope.pth'}: no such checkpoint file; {RETRY}"
+    text = tmp_path / "text.pth"
+    text.write_text("hello\n")  # 6 bytes: torch.load itself says "KeyError: 101"
+    assert _error(text) == f"{text}: is a text file ('hello'...), not a checkpoint; {RETRY}"
+    empty = tmp_path / "empty.pth"
+    empty.write_bytes(b"")
+    assert _error(empty) == f"{empty}: is empty (0 bytes), not a checkpoint; {RETRY}"
+    noise = tmp_path / "noise.pth"
+    noise.write_bytes(bytes(range(1, 256)) * 16)
+    assert _error(noise) == (f"{noise}: is not a PyTorch checkpoint (neither a torch.save zip archive nor a pickle); "
+                             f"{RETRY}")
     truncated = tmp_path / "truncated.pth"
     torch.save({"w": torch.ones(1000)}, truncated)
     truncated.write_bytes(truncated.read_bytes()[:500])
-    with pytest.raises(CheckpointError, match=r"truncated\.pth: not a readable checkpoint"):
-        load_checkpoint(truncated)
+    assert _error(truncated) == (f"{truncated}: is a truncated or corrupt checkpoint (500 bytes; its zip directory "
+                                 f"is missing); {RETRY}")
     listing = tmp_path / "list.pth"
     torch.save([torch.ones(1)], listing)
-    with pytest.raises(CheckpointError, match="holds a list, not a dict of tensors"):
-        load_checkpoint(listing)
+    assert _error(listing) == f"{listing}: holds a list, not a dict of tensors; {RETRY}"
 
 
 def test_2d_imagenet_weights_inflate_into_i3d_with_bat(c2d_bat_state):
@@ -157,16 +175,41 @@ def test_plain_2d_weights_leave_inserted_blocks_missing(c2d_bat_state):
     assert "missing" in report.details()
 
 
-def test_strict_loading_lists_what_differs(tmp_path: Path, c2d_bat_state):
+def test_strict_loading_lists_what_differs_in_one_line(tmp_path: Path, c2d_bat_state):
     path = tmp_path / "imagenet.pth"
     torch.save(as_2d(c2d_bat_state), path)
     model = build_model("i3d_resnet50", **BAT_OPTIONS)
     before = model.conv1.weight.clone()
-    with pytest.raises(CheckpointError, match=r"does not match the model exactly:\n.*skipped 2(.|\n)*skipped fc\.weight"):
+    with pytest.raises(CheckpointError) as caught:
         load_into(model, path, strict=True)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith(f"{path}: does not fit the model (")
+    assert "of another shape: fc.weight checkpoint shape [1000, 2048] vs model shape [400, 2048, 1, 1, 1]" in message
+    assert message.endswith("; pass the model flags it was trained with (--arch, --nonlocal_mod, --nltype, --k, --tk, "
+                            "--num_classes), or --non-strict to load what fits")
     assert torch.equal(model.conv1.weight, before)  # nothing loaded on failure
     report = load_into(model, path)
     assert not report.exact and not torch.equal(model.conv1.weight, before)
+
+
+def test_wrong_architecture_and_wrong_class_count_name_the_flag_to_fix(tmp_path: Path):
+    torch.manual_seed(0)
+    bat = build_model("c2d_resnet18", num_classes=4, nonlocal_mod=2, nltype="bat", k=4)
+    path = tmp_path / "bat.pth"
+    torch.save({"state_dict": bat.state_dict()}, path)
+    with pytest.raises(CheckpointError) as caught:
+        load_into(build_model("c2d_resnet18", num_classes=4), path, strict=True)  # the BAT flags left out
+    message = str(caught.value)
+    assert message.startswith(f"{path}: does not fit the model (")
+    assert " unexpected: layer2.nl1.conv1.0.weight, " in message
+    assert message.endswith("or --non-strict to load what fits")
+    with pytest.raises(CheckpointError) as caught:
+        load_into(build_model("c2d_resnet18", num_classes=3, nonlocal_mod=2, nltype="bat", k=4), path, strict=True)
+    assert str(caught.value) == (
+        f"{path}: does not fit the model (2 of another shape: fc.weight checkpoint shape [4, 512, 1, 1, 1] vs model "
+        "shape [3, 512, 1, 1, 1], fc.bias checkpoint shape [4] vs model shape [3]); the checkpoint has 4 classes: "
+        "pass --num_classes 4 (or --non-strict to load what fits)")
 
 
 @pytest.mark.parametrize(

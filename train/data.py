@@ -1,0 +1,177 @@
+"""What the runners take from their lists: the backend and class count they imply, and the loaders.
+
+Every call into `pipelines`' loader construction is here: `clip_spec` and `loader_config` turn a
+runner config into the `ClipSpec` / `LoaderConfig` pipelines take whole, `_loader` is the one call
+of `build_loader`, and `make_loaders` builds what a run needs (train + val, or test).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pipelines.loader import build_loader
+from pipelines.spec import ClipSpec, LoaderConfig
+from train.config import RunnerConfig, TestConfig, TrainConfig
+from train.distributed import DistContext
+from train.runtime import RunnerConfigError
+from videoprep.errors import PathError
+from videoprep.records import ListRecord, read_class_map, read_list
+
+CLASSES_FILE = "classes.txt"  # what `videoprep index` writes beside the lists
+# Video files without --backend or --read_mode: the fastest per-sample reader installed (README bench:
+# pyav and lintel share one decode core; pyav seeks, lintel reads the whole file as the official code;
+# torchcodec measured 0.5-0.7x pyav's clips/s through build_loader on this machine).
+VIDEO_BACKEND = "pyav"
+
+
+def list_holds(list_file: str | os.PathLike[str], first: ListRecord, *, root_path: str) -> str:
+    """'frames' when the list's first entry is a folder, 'video' when it is a file (missing: an error)."""
+    full = os.path.join(root_path, first.path)
+    if os.path.isdir(full):
+        return "frames"
+    if os.path.isfile(full):
+        return "video"
+    raise PathError(list_file, f"first entry {full!r} does not exist; check --root_path ({root_path!r})")
+
+
+def infer_backend(cfg: RunnerConfig, list_file: str, first: ListRecord) -> str | None:
+    """Set cfg.backend from what the list holds when --backend is not given; the line that says so."""
+    if cfg.backend is not None:
+        return None
+    holds = list_holds(list_file, first, root_path=cfg.root_path)
+    explicit_mode = "read_mode" in cfg.given
+    if holds == "video" and explicit_mode and cfg.read_mode == "img":
+        raise RunnerConfigError(
+            f"{list_file}: lists video files ({first.path}) but --read_mode img reads JPEG frame folders; "
+            f"pass --backend {VIDEO_BACKEND} (or --read_mode video)")
+    if holds == "frames" and explicit_mode and cfg.read_mode == "video":
+        raise RunnerConfigError(
+            f"{list_file}: lists frame folders ({first.path}) but --read_mode video reads video files; "
+            "pass --backend frames (or --read_mode img)")
+    if holds == "frames":
+        cfg.backend, why = "frames", "frame folders"
+    elif explicit_mode:
+        cfg.backend, why = "lintel", "video files, --read_mode video"
+    else:
+        cfg.backend, why = VIDEO_BACKEND, "video files"
+    return f"backend {cfg.backend} ({list_file} lists {why}; --backend overrides)"
+
+
+def infer_num_classes(cfg: RunnerConfig, list_file: str, *, taken: frozenset[str]) -> str | None:
+    """Set cfg.num_classes from classes.txt beside the list unless given or taken from a checkpoint."""
+    if "num_classes" in cfg.given or "num_classes" in taken:
+        return None
+    classes = Path(list_file).parent / CLASSES_FILE
+    if not classes.is_file():
+        return None
+    cfg.num_classes = len(read_class_map(classes))
+    return f"num_classes {cfg.num_classes} (the lines of {classes}; --num_classes overrides)"
+
+
+def inspect_lists(cfg: RunnerConfig, lists: list[str], *, taken: frozenset[str] = frozenset()) -> list[str]:
+    """Read every list (format and labels) before any model exists; infer backend and classes; the lines saying so."""
+    said = [infer_num_classes(cfg, lists[0], taken=taken)]
+    for i, list_file in enumerate(lists):
+        records = read_list(list_file, num_classes=cfg.num_classes)
+        if i == 0:
+            said.append(infer_backend(cfg, list_file, records[0]))
+    return [line for line in said if line]
+
+
+@dataclass
+class ShardedLoader:
+    """An evaluation loader split exactly over ranks: each rank's even shard, then its share of the remainder.
+
+    Every list entry is seen by exactly one rank, once. `indices` are the list positions in the
+    order this rank yields them (used to put test scores back in list order).
+    """
+
+    parts: list[Any]
+    indices: list[int] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return sum(len(part) for part in self.parts)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for part in self.parts:
+            yield from part
+
+
+@dataclass
+class Loaders:
+    """The loaders of one run: train and val for training, test alone for testing."""
+
+    train: Any = None
+    val: ShardedLoader | None = None
+    test: ShardedLoader | None = None
+
+
+def visit_order(loader: Any) -> list[int]:
+    """List entries a loader yields, in order (DALI loaders say so; ours tag each index with the epoch)."""
+    if hasattr(loader, "order"):
+        return list(loader.order())
+    return [index for index, _ in loader.sampler]
+
+
+def loader_config(cfg: RunnerConfig, ctx: DistContext, *, batch_size: int, seed: int) -> LoaderConfig:
+    """How both runners load clips, from their flags; GPU-capable backends decode on this rank's GPU."""
+    device = f"cuda:{ctx.local_rank}" if ctx.device.type == "cuda" else "cpu"
+    if ctx.device.type == "cuda" and cfg.loader_backend != "dali":
+        device = "auto"  # the backend's default: CPU decoding in DataLoader workers
+    return LoaderConfig(root_path=cfg.root_path, backend=cfg.loader_backend, workers=cfg.workers,
+                        num_classes=cfg.num_classes, max_bad_fraction=cfg.max_bad_fraction, batch_size=batch_size,
+                        seed=seed, device=device, distributed=ctx.is_distributed, num_replicas=ctx.world_size,
+                        rank=ctx.rank)
+
+
+def clip_spec(cfg: TrainConfig | TestConfig) -> ClipSpec:
+    """What a clip is, from the flags: train clips for training (val takes `for_mode("val")`), test views for testing."""
+    if isinstance(cfg, TestConfig):
+        return ClipSpec(mode="test", seq_length=cfg.seq_length, sample_rate=cfg.sample_rate,
+                        test_segments=cfg.test_segments, test_crops=cfg.test_crops, crop_size=cfg.img_size,
+                        scale_size=cfg.scale, norm=cfg.norm)
+    return ClipSpec(mode="train", seq_length=cfg.seq_length, sample_rate=cfg.sample_rate,
+                    num_segments=cfg.num_segments, crop_size=cfg.crop_size, scale_size=cfg.scale_size, norm=cfg.norm,
+                    num_clips=cfg.num_clips)
+
+
+def _loader(list_file: str, clip: ClipSpec, config: LoaderConfig, *, subset: list[int] | None = None) -> Any:
+    """The one call of pipelines' build_loader."""
+    return build_loader(list_file, clip, config, subset=subset)
+
+
+def build_eval_loader(list_file: str, clip: ClipSpec, config: LoaderConfig) -> ShardedLoader:
+    """A val/test loader that counts every video once across ranks (no padding, no duplicates)."""
+    main = _loader(list_file, clip, config.with_options(shuffle=False, drop_last=False))
+    indices = visit_order(main)
+    parts: list[Any] = [main] if indices else []
+    remainder = list(main.remainder_indices) if config.distributed else []
+    rank, world_size = (config.rank or 0), (config.num_replicas or 1)
+    mine = remainder[rank::world_size]
+    if mine:
+        # At most one video: not worth starting processes.
+        parts.append(_loader(list_file, clip, config.with_options(distributed=False, shuffle=False, drop_last=False,
+                                                                  workers=0), subset=mine))
+        indices.extend(mine)
+    return ShardedLoader(parts=parts, indices=indices)
+
+
+def make_loaders(cfg: TrainConfig | TestConfig, ctx: DistContext, *, batch_size: int, seed: int = 0,
+                 with_train: bool = True) -> Loaders:
+    """The loaders a run needs: val (and train unless with_train is False) for training, test for testing."""
+    clip, config = clip_spec(cfg), loader_config(cfg, ctx, batch_size=batch_size, seed=seed)
+    if isinstance(cfg, TestConfig):
+        return Loaders(test=build_eval_loader(cfg.test_list, clip, config))
+    loaders = Loaders(val=build_eval_loader(cfg.val_list, clip.for_mode("val"), config))
+    if with_train:
+        loaders.train = _loader(cfg.train_list, clip, config)
+        if len(loaders.train) == 0:
+            raise RunnerConfigError(f"{cfg.train_list}: fewer videos per process than the batch size ({batch_size}); "
+                                    "no full batch to train on")
+    return loaders
