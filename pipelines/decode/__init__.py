@@ -9,7 +9,16 @@
 - `errors`: DecodeError, FrameIndexError and the index rule.
 """
 
-from pipelines.decode.core import decode_indices, decoder_threads, open_video, set_decoder_threads
+from pipelines.decode.core import (
+    KeyframeStarts,
+    Unplaceable,
+    decode_indices,
+    decoder_threads,
+    frames_at,
+    nonref_skipper,
+    open_video,
+    set_decoder_threads,
+)
 from pipelines.decode.errors import (
     MEMORY_SOURCE,
     DecodeError,
@@ -26,18 +35,22 @@ __all__ = [
     "MEMORY_SOURCE",
     "DecodeError",
     "FrameIndexError",
+    "KeyframeStarts",
     "RGBConverter",
     "SampleIndex",
     "StreamSummary",
+    "Unplaceable",
     "check_frame_nums",
     "count_frames",
     "decode_indices",
     "decoder_threads",
     "fed_packets",
+    "frames_at",
     "h264_is_nonref",
     "h264_nal_length_size",
     "h264_nonref_packets",
     "native_size",
+    "nonref_skipper",
     "open_video",
     "past_end_error",
     "sample_index",

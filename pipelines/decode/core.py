@@ -18,7 +18,7 @@ from __future__ import annotations
 import itertools
 import logging
 from bisect import bisect_right, insort
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import BinaryIO
 
 import av
@@ -184,32 +184,92 @@ def _demux_until(demuxer, last: int) -> tuple[list[av.Packet], list[int]] | None
     return packets, order
 
 
-class _KeyframeStarts:
+class Unplaceable(Exception):
+    """Timestamps cannot place a needed frame (missing pts, or a keyframe start overshot it)."""
+
+
+class KeyframeStarts:
     """Decode-order position of the last keyframe presented at or before a pts."""
 
-    def __init__(self, packets: list[av.Packet]) -> None:
-        keys = [(p.pts, i) for i, p in enumerate(packets) if p.is_keyframe]
-        keys.sort()
+    def __init__(self, packets: Sequence[av.Packet]) -> None:
+        keys = sorted((p.pts, i) for i, p in enumerate(packets) if p.is_keyframe)
         self._pts = [k[0] for k in keys]
         # Running maximum of positions: a later-presented keyframe never starts before an earlier one.
         self._pos = list(itertools.accumulate((k[1] for k in keys), max))
 
     def before(self, pts: int) -> int | None:
+        """Position of the keyframe to start from for the frame presented at `pts`; None when none."""
         at = bisect_right(self._pts, pts)
         return self._pos[at - 1] if at else None
+
+
+def frames_at(
+    ctx: av.CodecContext,
+    packets: Sequence[av.Packet],
+    targets: Sequence[int],
+    *,
+    more: Iterator[av.Packet] = iter(()),
+    skip: Callable[[av.Packet], bool] | None = None,
+) -> Iterator[tuple[int | None, av.VideoFrame]]:
+    """Decode the frames presented at increasing `targets` pts: (slot, frame) for each decoded frame.
+
+    slot is the target's position, or None for a frame decoded on the way. Decoding
+    starts at the keyframe before the first target and, once every target before it
+    is out, jumps ahead to the keyframe before the next target when one lies ahead (a
+    keyframe starts an independent run of frames). `packets` (decode order) must reach
+    the last target; `more` continues them for the decoder's delay. Packets that are
+    not targets and for which `skip` is true are not fed. Raises Unplaceable when a
+    frame has no pts or comes out past a target that is still missing.
+    """
+    starts = KeyframeStarts(packets)
+    pos = starts.before(targets[0])
+    if pos is None:
+        raise Unplaceable("no keyframe before the first needed frame")
+    wanted = {pts: slot for slot, pts in enumerate(targets)}
+    got = [False] * len(targets)
+    pending = 0  # the first slot not delivered yet
+    while True:
+        packet = packets[pos] if pos < len(packets) else next(more, None)
+        pos += 1
+        if packet is not None and skip is not None and packet.pts not in wanted and skip(packet):
+            continue  # nobody asked for it and no frame refers to it
+        for frame in ctx.decode(packet):
+            if frame.pts is None or frame.pts > targets[pending]:
+                raise Unplaceable(f"frame at pts {frame.pts} came out while pts {targets[pending]} is missing")
+            slot = wanted.get(frame.pts)
+            if slot is None or got[slot]:
+                yield None, frame
+                continue
+            got[slot] = True
+            while pending < len(got) and got[pending]:
+                pending += 1
+            yield slot, frame
+            if pending == len(got):
+                return
+        if packet is None:
+            raise Unplaceable("the stream ended before every needed frame came out")
+        jump = starts.before(targets[pending])
+        if jump is not None and jump > pos:
+            ctx.flush_buffers()  # frames still inside the decoder are not needed: all before are out
+            pos = jump
+
+
+def nonref_skipper(ctx: av.CodecContext) -> Callable[[av.Packet], bool] | None:
+    """For length-prefixed H.264: the test that a packet is referred to by no frame; else None."""
+    length_size = h264_nal_length_size(ctx.extradata) if ctx.name == "h264" else None
+    if length_size is None:
+        return None
+    return lambda packet: h264_is_nonref(packet, length_size=length_size)
 
 
 def decode_from_keyframe(container, stream, nums: list[int], label: str) -> np.ndarray | None:
     """Decode from the keyframe before each needed frame, skipping what no needed frame depends on.
 
     Frame n has the n-th smallest pts. Packets are demuxed up to the last needed frame
-    (see _demux_until); decoding starts at the last keyframe at or before the first
-    needed frame, and once every needed frame before it is out, jumps ahead to the
-    keyframe before the next needed frame when one lies ahead (a keyframe starts an
-    independent run of frames). H.264 packets that are neither asked for nor referred
-    to are left out (h264_is_nonref). Returns None when timestamps cannot identify
-    frames (missing or repeated pts, or a keyframe start that overshoots a needed
-    frame): the caller then decodes from the start.
+    (see _demux_until), then decoded by `frames_at`, less the H.264 packets that are
+    neither asked for nor referred to (h264_is_nonref). Returns None when timestamps
+    cannot identify frames (missing or repeated pts, or a keyframe start that overshoots
+    a needed frame): the caller then decodes from the start.
     """
     demuxer = fed_packets(container, stream)
     demuxed = _demux_until(demuxer, nums[-1])
@@ -222,40 +282,17 @@ def decode_from_keyframe(container, stream, nums: list[int], label: str) -> np.n
     needed = order[: last + 1]
     if len(set(needed)) != len(needed) or (len(order) > last + 1 and order[last + 1] == order[last]):
         return None  # repeated pts: frames cannot be told apart by timestamp
-    targets = [needed[i] for i in nums]  # increasing pts
-    starts = _KeyframeStarts(packets)
-    pos = starts.before(targets[0])
-    if pos is None:
-        return None
-    wanted = {pts: slot for slot, pts in enumerate(targets)}
-    clip = RGBClip(len(targets), label)
-    pending = 0  # the first slot not delivered yet
     ctx = stream.codec_context
-    length_size = h264_nal_length_size(ctx.extradata) if ctx.name == "h264" else None
-    while True:
-        packet = packets[pos] if pos < len(packets) else next(demuxer, None)
-        pos += 1
-        if (length_size is not None and packet is not None and packet.pts not in wanted
-                and h264_is_nonref(packet, length_size=length_size)):
-            continue  # nobody asked for it and no frame refers to it
-        for frame in ctx.decode(packet):
-            if frame.pts is None:
-                return None
-            if frame.pts > targets[pending]:
-                return None  # decoding from the keyframe skipped a needed frame
-            slot = wanted.get(frame.pts)
-            if slot is not None and not clip.filled[slot]:
+    clip = RGBClip(len(nums), label)
+    try:
+        for slot, frame in frames_at(ctx, packets, [needed[i] for i in nums], more=demuxer,
+                                     skip=nonref_skipper(ctx)):
+            if slot is not None:
                 clip.put(slot, frame)
-                while pending < len(targets) and clip.filled[pending]:
-                    pending += 1
-                if pending == len(targets):
-                    return clip.array
-        if packet is None:
-            return None
-        jump = starts.before(targets[pending])
-        if jump is not None and jump > pos:
-            ctx.flush_buffers()  # frames still inside the decoder are not needed: all before are out
-            pos = jump
+    except Unplaceable as exc:
+        log.debug("%s: %s; decoding from the start instead", label, exc)
+        return None
+    return clip.array
 
 
 def decode_sequential(container, stream, nums: list[int], label: str) -> np.ndarray:
