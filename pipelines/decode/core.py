@@ -112,6 +112,12 @@ def open_video(source: str | BinaryIO, label: str) -> av.container.InputContaine
     return container
 
 
+def _single_thread(stream) -> None:
+    """No decoder threads for intra-only streams: one packet in, its frame out, no pool to start."""
+    stream.thread_type = "NONE"
+    stream.thread_count = 1
+
+
 def _decode_one(ctx, packet: av.Packet, index: int, label: str) -> av.VideoFrame:
     """The single frame an intra-only packet decodes to."""
     decoded = ctx.decode(packet)
@@ -122,7 +128,7 @@ def _decode_one(ctx, packet: av.Packet, index: int, label: str) -> av.VideoFrame
 
 def decode_intra_only(container, stream, nums: list[int], label: str) -> np.ndarray:
     """Intra-only streams: every packet is a whole frame, so decode only the needed ones."""
-    stream.thread_type = "NONE"  # no frame threading: one packet in, its frame out
+    _single_thread(stream)
     packets = list(fed_packets(container, stream))
     if all(p.pts is not None for p in packets):
         packets.sort(key=lambda p: p.pts)
@@ -146,7 +152,7 @@ def decode_intra_indexed(container, stream, nums: list[int], label: str) -> np.n
         return None
     if nums[-1] >= len(index):
         raise past_end_error(label, nums[-1], len(index))
-    stream.thread_type = "NONE"  # no frame threading: one packet in, its frame out
+    _single_thread(stream)
     ctx = stream.codec_context
     clip = RGBClip(len(nums), label)
     for slot, n in enumerate(nums):

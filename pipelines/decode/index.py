@@ -87,18 +87,16 @@ def sample_index(container, stream) -> SampleIndex | None:
 
 
 def covers_stream(container, stream, index: SampleIndex) -> bool:
-    """AVI idx1 / MKV cues: both ends are real packets, nothing follows the last, no gap between entries.
+    """AVI idx1 / MKV cues: the last entry is a real packet and nothing follows it; MKV: no gap between cues.
 
-    AVI's idx1 lists every chunk by definition; it is checked anyway, since a file without
-    one gets an index built while reading. Matroska cues need not list every block: they
+    AVI's idx1 lists every chunk by definition; its end is checked anyway, since a file
+    without one gets an index built while reading. Matroska cues need not list every block: they
     are trusted only where consecutive cue points lie at most one frame duration apart
     (plus one tick of rounding), so no packet fits between two of them.
     """
-    first = seek_entry(container, stream, index, 0)
-    if first is None:
-        return False
     if index.format == "mkv":
-        step = first.duration
+        first = seek_entry(container, stream, index, 0)
+        step = first.duration if first is not None else 0
         if not step:
             return False
         stamps = index.timestamps
