@@ -31,25 +31,101 @@ from videoprep.records import read_list
 log = logging.getLogger(__name__)
 
 
-def _build_measures(
-    config: BenchConfig, sets: dict[str, EncodedSet], work_dir: Path, skipped: list[dict[str, str]],
-) -> tuple[list[Measure], dict[tuple[str, str], list[Sample]], list[DecodeLimit | JpegLimit]]:
-    """Every applicable measure of every file set and view, plus the samples each group shares."""
-    measures: list[Measure] = []
-    samples: dict[tuple[str, str], list[Sample]] = {}
-    limits: list[DecodeLimit | JpegLimit] = []
+def _peer_statuses(config: BenchConfig, skipped: list[dict[str, str]]) -> dict[str, tuple[bool, str]]:
+    """(usable, note) per peer when peers are asked for; the unusable ones are recorded as skipped."""
     peers_ok: dict[str, tuple[bool, str]] = {}
     if config.peers:
         for peer in PEERS:
             peers_ok[peer] = peer_status(peer)
             if not peers_ok[peer][0]:
                 skipped.append({"backend": peer, "encoding": "*", "reason": peers_ok[peer][1]})
-    loader_views = config.loader_views if config.loader_views is not None else config.views
-    reference_views = config.reference_views if config.reference_views is not None else config.views
+    return peers_ok
+
+
+class _Planner:
+    """Collects every applicable measure of one run, file set by file set and view by view."""
+
+    def __init__(self, config: BenchConfig, work_dir: Path, skipped: list[dict[str, str]]) -> None:
+        self.config = config
+        self.work_dir = work_dir
+        self.skipped = skipped
+        self.measures: list[Measure] = []
+        self.limits: list[DecodeLimit | JpegLimit] = []
+        self.peers_ok = _peer_statuses(config, skipped)
+        self.loader_views = config.loader_views if config.loader_views is not None else config.views
+        self.reference_views = config.reference_views if config.reference_views is not None else config.views
+
+    def add(self, fileset: EncodedSet, view: str, kind: Kind, backend: str, run: Callable,
+            workers: int | None = None, note: str = "") -> Measure:
+        """Register one measure."""
+        m = Measure(encoding=fileset.name, view=view, kind=kind, backend=backend, run=run, workers=workers,
+                    note=note)
+        self.measures.append(m)
+        return m
+
+    def add_limits(self, fileset: EncodedSet, view: str) -> None:
+        """The decode limit variants that apply to the file set (PIL for JPEG, skip-nonref for H.264)."""
+        video = fileset.kind == "video"
+        if fileset.intra_only and fileset.codec == "mjpeg":
+            jpeg = JpegLimit(frames_folder=not video)
+            self.limits.append(jpeg)
+            self.add(fileset, view, "limit", "decode_pil", jpeg.run,
+                     note="libjpeg-turbo through PIL, straight to RGB").extra["_limit"] = jpeg
+        variants = [(True, False, "decode"), (False, False, "decode_only")]
+        if fileset.codec == "h264":
+            variants.append((True, True, "decode_skip_nonref"))
+        for rgb, skip, label in variants:
+            limit = DecodeLimit(frames_folder=not video, rgb=rgb, skip_nonref=skip)
+            self.limits.append(limit)
+            m = self.add(fileset, view, "limit", label, limit.run,
+                         note="stretch: non-reference frames nobody needs are not decoded" if skip else "")
+            m.extra["_limit"] = limit
+
+    def add_backends(self, fileset: EncodedSet, records: list, view: str, dali_ok: tuple[bool, str]) -> None:
+        """Our readers (pyav also with one decoder thread), the DataLoader sweep and DALI, where they apply."""
+        config = self.config
+        video = fileset.kind == "video"
+        sweep = view in self.loader_views and (config.loader_encodings is None
+                                               or fileset.name in config.loader_encodings)
+        for backend in config.backends:
+            if backend == "dali":
+                if dali_ok[0] and sweep:
+                    self.add(fileset, view, "dali", "dali",
+                             dali_run(fileset, records, view=view, config=config, work_dir=self.work_dir))
+                continue
+            if (backend == "frames") == video:
+                continue  # frames reads folders; pyav/lintel read files
+            self.add(fileset, view, "reader", backend, reader_run(backend))
+            if backend == "pyav":  # per core: one decoder thread, as in each DataLoader worker
+                self.add(fileset, view, "reader", "pyav_1t", reader_run(backend, decoder_threads=1),
+                         note="one decoder thread (set_decoder_threads(1))")
+            if sweep:
+                for w in config.workers:
+                    self.add(fileset, view, "loader", backend,
+                             loader_run(fileset, records, view=view, backend=backend, workers=w, config=config,
+                                        work_dir=self.work_dir), workers=w)
+
+    def add_references(self, fileset: EncodedSet, view: str) -> None:
+        """The official Lintel usage and the peers (video files, reference views only)."""
+        if fileset.kind != "video" or view not in self.reference_views:
+            return
+        self.add(fileset, view, "reference", "lintel_official", lintel_official_run(),
+                 note="BAT video mode: whole file read, Lintel decodes from frame 0 (should_seek=False)")
+        for peer, (ok, note) in self.peers_ok.items():
+            if ok:
+                self.add(fileset, view, "peer", peer, peer_run(peer), note=note)
+                if peer == "torchcodec":
+                    self.add(fileset, view, "peer", "torchcodec_approx", peer_run(peer, approximate=True), note=note)
+
+
+def _build_measures(
+    config: BenchConfig, sets: dict[str, EncodedSet], work_dir: Path, skipped: list[dict[str, str]],
+) -> tuple[list[Measure], dict[tuple[str, str], list[Sample]], list[DecodeLimit | JpegLimit]]:
+    """Every applicable measure of every file set and view, plus the samples each group shares."""
+    planner = _Planner(config, work_dir, skipped)
+    samples: dict[tuple[str, str], list[Sample]] = {}
     for name, fileset in sets.items():
         records = read_list(fileset.list_file)
-        video = fileset.kind == "video"
-        sweep = config.loader_encodings is None or name in config.loader_encodings
         dali_ok = dali_status(fileset) if "dali" in config.backends else (False, "")
         if "dali" in config.backends and not dali_ok[0]:
             skipped.append({"backend": "dali", "encoding": name, "reason": dali_ok[1]})
@@ -58,55 +134,10 @@ def _build_measures(
                 records, root_path=fileset.root_path, view=view, clips=config.clips, seq_length=config.seq_length,
                 sample_rate=config.sample_rate, test_segments=config.test_segments, seed=config.seed,
             )
-
-            def add(kind: Kind, backend: str, run: Callable, workers: int | None = None, note: str = "",
-                    view: str = view, name: str = name) -> Measure:
-                m = Measure(encoding=name, view=view, kind=kind, backend=backend, run=run, workers=workers, note=note)
-                measures.append(m)
-                return m
-
-            if fileset.intra_only and fileset.codec == "mjpeg":
-                jpeg = JpegLimit(frames_folder=not video)
-                limits.append(jpeg)
-                add("limit", "decode_pil", jpeg.run, note="libjpeg-turbo through PIL, straight to RGB").extra[
-                    "_limit"] = jpeg
-            variants = [(True, False, "decode"), (False, False, "decode_only")]
-            if fileset.codec == "h264":
-                variants.append((True, True, "decode_skip_nonref"))
-            for rgb, skip, label in variants:
-                limit = DecodeLimit(frames_folder=not video, rgb=rgb, skip_nonref=skip)
-                limits.append(limit)
-                m = add("limit", label, limit.run,
-                        note="stretch: non-reference frames nobody needs are not decoded" if skip else "")
-                m.extra["_limit"] = limit
-            for backend in config.backends:
-                if backend == "dali":
-                    ok, why = dali_ok
-                    if not ok:
-                        continue
-                    if view in loader_views and sweep:
-                        add("dali", "dali", dali_run(fileset, records, view=view, config=config, work_dir=work_dir))
-                    continue
-                if (backend == "frames") == video:
-                    continue  # frames reads folders; pyav/lintel read files
-                add("reader", backend, reader_run(backend))
-                if backend == "pyav":  # per core: one decoder thread, as in each DataLoader worker
-                    add("reader", "pyav_1t", reader_run(backend, decoder_threads=1),
-                        note="one decoder thread (set_decoder_threads(1))")
-                if view in loader_views and sweep:
-                    for w in config.workers:
-                        add("loader", backend, loader_run(fileset, records, view=view, backend=backend,
-                                                           workers=w, config=config, work_dir=work_dir), workers=w)
-            if not video or view not in reference_views:
-                continue
-            add("reference", "lintel_official", lintel_official_run(),
-                note="BAT video mode: whole file read, Lintel decodes from frame 0 (should_seek=False)")
-            for peer, (ok, note) in peers_ok.items():
-                if ok:
-                    add("peer", peer, peer_run(peer), note=note)
-                    if peer == "torchcodec":
-                        add("peer", "torchcodec_approx", peer_run(peer, approximate=True), note=note)
-    return measures, samples, limits
+            planner.add_limits(fileset, view)
+            planner.add_backends(fileset, records, view, dali_ok)
+            planner.add_references(fileset, view)
+    return planner.measures, samples, planner.limits
 
 
 # Measures timed one sample at a time in this process; the others (loaders) are whole runs.
