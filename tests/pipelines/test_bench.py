@@ -201,6 +201,17 @@ def test_make_sample_reuses_a_finished_sample(tmp_path: Path) -> None:
     assert set(ENCODINGS) >= {"h264_gop250", "h264_gop16", "mjpeg", "vp9", "jpeg"}
 
 
+def test_sample_has_mjpeg_in_avi_and_vp9_gop32_for_the_torchcodec_goals(tmp_path: Path) -> None:
+    """The goals compare MJPEG in AVI (read through idx1) and VP9 at GOP 32: the sample builds both."""
+    config = SampleConfig(out_dir=tmp_path, num_videos=1, duration_s=2.0, width=64, height=48,
+                          encodings=("mjpeg_avi", "vp9_gop32"))
+    sets = make_sample(config).sets
+    avi = Path(sets["mjpeg_avi"].root_path) / Path(sets["mjpeg_avi"].list_file).read_text().split()[0]
+    assert avi.suffix == ".avi" and avi.read_bytes()[8:12] == b"AVI "
+    assert sets["mjpeg_avi"].intra_only and sets["mjpeg_avi"].codec == "mjpeg"
+    assert sets["vp9_gop32"].codec == "vp9" and sets["vp9_gop32"].max_gop == 32
+
+
 def test_cli_bench_measures_a_list_as_is(tmp_path: Path, make_video) -> None:
     for name in ("a.mp4", "b.mp4"):
         make_video(f"videos/{name}", codec="h264", num_frames=64, gop=16)
