@@ -441,7 +441,8 @@ def _csv_list(value: str, *, cast=str) -> tuple:
               help="DataLoader batch size (videos per batch).")
 @click.option("--encodings", default=None,
               help="With --generate: encodings to build (default h264_gop250,h264_gop16,h264_gop16_fastdecode,"
-                   "mjpeg,vp9,jpeg; also h264_gop16_nob, h264_gop8). h264_gop16_fastdecode is what "
+                   "mjpeg,vp9,jpeg; also h264_gop16_nob, h264_gop8, mjpeg_avi, vp9_gop32). "
+                   "h264_gop16_fastdecode is what "
                    "`videoprep transcode` writes by default.")
 @click.option("--sample-videos", type=click.IntRange(min=1), default=4, show_default=True,
               help="With --generate: videos in the sample.")

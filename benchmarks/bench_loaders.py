@@ -3,10 +3,12 @@
     .venv/bin/python benchmarks/bench_loaders.py --out bench-out/loaders [--clips 24] [--repeats 3]
 
 Generates 4 ten-second 340x256 30 fps videos (lavfi footage with texture and motion),
-encodes them as `videoprep transcode` would in H.264 GOP 250 and GOP 16, MJPEG, VP9,
-JPEG folders, plus the stretch candidates (GOP 16 without B-frames, -tune fastdecode),
-and times every backend, the DataLoader worker sweep, decord, the official Lintel usage
-and the decode limit on the same clips, interleaved. Writes bench.json, bench.png and
+encodes them as `videoprep transcode` would in H.264 GOP 250 and GOP 16, MJPEG (mp4 and
+avi), VP9 GOP 16 and 32, JPEG folders, plus the stretch candidates (GOP 16 without
+B-frames, -tune fastdecode), and times every backend (the pyav reader also with one
+decoder thread), the DataLoader worker sweep, torchcodec exact and approximate and decord
+(when they load), the official Lintel usage and the decode limit on the same clips,
+interleaved. Writes bench.json, bench.png and
 prints the table and the issue's goals. Figures on a shared machine are noisy: compare
 rows of one run, not runs.
 """
@@ -24,7 +26,8 @@ from rich.console import Console  # noqa: E402
 
 from pipelines.bench import BenchConfig, render_table, run_bench  # noqa: E402
 
-ENCODINGS = ("h264_gop250", "h264_gop16", "h264_gop16_nob", "h264_gop16_fastdecode", "mjpeg", "vp9", "jpeg")
+ENCODINGS = ("h264_gop250", "h264_gop16", "h264_gop16_nob", "h264_gop16_fastdecode", "mjpeg", "mjpeg_avi", "vp9",
+             "vp9_gop32", "jpeg")
 
 
 def main(argv: list[str] | None = None) -> int:

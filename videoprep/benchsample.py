@@ -38,6 +38,7 @@ class Encoding:
     gop: int = 16
     extra: tuple[str, ...] = ()  # output options added to what videoprep.transcode passes
     tune: str | None = None  # x264 tune; None: x264's own default (transcode --tune none)
+    container: str | None = None  # another muxer (and file suffix) than transcode's for the codec
 
     @property
     def intra_only(self) -> bool:
@@ -56,7 +57,10 @@ ENCODINGS: dict[str, Encoding] = {
                  "h264", 16, tune="fastdecode"),
         Encoding("h264_gop8", "H.264 crf 23, GOP 8", "h264", 8),
         Encoding("mjpeg", "MJPEG q 3 in .mp4 (intra-only; videoprep transcode --codec mjpeg)", "mjpeg", 1),
+        Encoding("mjpeg_avi", "MJPEG q 3 in .avi (intra-only, read through the AVI index idx1)", "mjpeg", 1,
+                 container="avi"),
         Encoding("vp9", "VP9 crf 32, GOP 16 (DALI decodes it on CPU; videoprep transcode --codec vp9)", "vp9", 16),
+        Encoding("vp9_gop32", "VP9 crf 32, GOP 32", "vp9", 32),
         Encoding("jpeg", "JPEG frame folders q 2 (videoprep frames)", "frames", 1),
     )
 }
@@ -200,7 +204,8 @@ def _encode_one(config: SampleConfig, encoding: Encoding, index: int, source: Pa
             if tmp.exists():
                 shutil.rmtree(tmp)
         return final
-    final = out_dir / f"{name}{CODECS[encoding.codec].suffix}"
+    suffix = f".{encoding.container}" if encoding.container else CODECS[encoding.codec].suffix
+    final = out_dir / f"{name}{suffix}"
     if final.is_file():
         return final
     settings = EncodeSettings(codec=encoding.codec, gop=encoding.gop, short_side=min(width, height),
@@ -208,7 +213,8 @@ def _encode_one(config: SampleConfig, encoding: Encoding, index: int, source: Pa
     with atomic_path(final) as tmp:
         args = transcode_args(str(source), str(tmp), settings=settings, rate=output_rate(None, info.fps),
                               width=width, height=height)
-        run_ffmpeg(_with_output_options(args, [*trim, *encoding.extra]), target=str(final))
+        muxer = ["-f", encoding.container] if encoding.container else []
+        run_ffmpeg(_with_output_options(args, [*trim, *encoding.extra, *muxer]), target=str(final))
     return final
 
 

@@ -13,7 +13,8 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from pipelines.backends import DecodeError, FrameIndexError, expand, plan_indices
+from pipelines.backends import expand, plan_indices
+from pipelines.decode import DecodeError, past_end_error, stack
 
 FRAME_TEMPLATE = "img_{:05d}.jpg"
 _FRAME_NAME = re.compile(r"img_\d{5,}\.jpg")
@@ -48,7 +49,7 @@ class FramesReader:
         shapes = {f.shape for f in frames}
         if len(shapes) > 1:
             raise DecodeError(directory, f"frames differ in size: {sorted(shapes)}")
-        return expand(np.stack(frames), inverse)
+        return expand(stack(frames), inverse)
 
     def frame_count(self, path: str | os.PathLike[str]) -> int:
         """Number of `img_NNNNN.jpg` files in the directory (gaps are reported when read)."""
@@ -64,11 +65,7 @@ class FramesReader:
             return DecodeError(directory, "frame directory not found")
         count = self.frame_count(directory)
         if index >= count:
-            return FrameIndexError(
-                directory,
-                f"frame {index} requested but the directory has only {count} frames "
-                f"(is the list's frame_num larger than the real count? re-run `videoprep index`)",
-            )
+            return past_end_error(directory, index, count, holder="directory")
         return DecodeError(directory, f"{FRAME_TEMPLATE.format(index)} is missing (a gap in the frames)")
 
     def __repr__(self) -> str:

@@ -11,17 +11,8 @@ from typing import Literal
 import numpy as np
 
 from pipelines.backends import expand, plan_indices
-from pipelines.lintel import (
-    IMPLEMENTATIONS,
-    DecodeError,
-    Implementation,
-    count_frames,
-    decode_indices,
-    frames_from_buffer,
-    native_lintel,
-    native_size,
-    past_end_error,
-)
+from pipelines.decode import DecodeError, count_frames, decode_indices, native_size, past_end_error
+from pipelines.lintel import IMPLEMENTATIONS, Implementation, frames_from_buffer, native_lintel
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +20,7 @@ log = logging.getLogger(__name__)
 class LintelReader:
     """Reads frames the way BAT's video mode does: one read of the file, one Lintel call per clip.
 
-    `implementation="ours"` (default) is the frame-exact PyAV core of `pipelines.lintel`;
+    `implementation="ours"` (default) is the frame-exact PyAV core of `pipelines.decode`;
     `"native"` calls the genuine Lintel C extension (when installed), with its known
     off-by-one, looping and webm drift. `should_seek` (default on) seeks to the keyframe
     before the first needed frame; ours returns the same frames either way.

@@ -1,12 +1,13 @@
 """The `pyav` reader: frame-exact decoding of video files with PyAV, seeking once per clip.
 
-The decoding core is shared with the Lintel-compatible API (`pipelines.lintel.decode_indices`):
+The decoding core is `pipelines.decode.decode_indices`, shared with the Lintel-compatible API:
 frames are identified by presentation timestamps read from the packets, so the result equals a
 full decode at those indices on any codec and on variable frame rate. Per call it
 
 - intra-only codecs (MJPEG, ...: `codec.intra_only`): decodes only the needed packets;
-- other codecs: seeks once to the last keyframe at or before the first needed frame and
-  decodes forward to the last needed one, converting to RGB only the needed frames;
+- other codecs: seeks to the last keyframe at or before the first needed frame and decodes
+  forward to the last needed one, jumping to a later keyframe where no needed frame lies
+  before it, converting to RGB only the needed frames;
 - an index at or past the real frame count raises FrameIndexError (never loops).
 """
 
@@ -18,7 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from pipelines.backends import DecodeError, expand, plan_indices
-from pipelines.lintel import decode_indices
+from pipelines.decode import decode_indices
 from videoprep.errors import ProbeError
 from videoprep.probe import probe_video
 

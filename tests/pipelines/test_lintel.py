@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import pipelines.lintel as lintel_mod
+import pipelines.decode.core as core_mod
+import pipelines.decode.rgb as rgb_mod
 from pipelines.lintel import (
     DecodeError,
     FrameIndexError,
@@ -68,14 +69,14 @@ def test_seek_path_is_taken_and_matches_no_seek(videos, codec: str, monkeypatch)
     """With should_seek the keyframe seek really serves the request (no silent fallback)."""
     encoded, _ = videos[codec]
     results: list[bool] = []
-    original = lintel_mod._decode_from_keyframe
+    original = core_mod.decode_from_keyframe
 
     def spy(*args):
         frames = original(*args)
         results.append(frames is not None)
         return frames
 
-    monkeypatch.setattr(lintel_mod, "_decode_from_keyframe", spy)
+    monkeypatch.setattr(core_mod, "decode_from_keyframe", spy)
     nums = [21, 29, 37]
     seeking = loadvid_frame_nums(encoded, frame_nums=nums, should_seek=True)
     assert results == [True]
@@ -240,14 +241,14 @@ def test_single_threaded_decoders_start_no_threads_and_give_the_same_frames(vide
     """What loader workers set: FFmpeg starts no decoder threads, and the frames do not change."""
     encoded, reference = videos[codec]
     threads_seen: list[int] = []
-    original = lintel_mod._rgb
+    original = rgb_mod.to_rgb
 
     def spy(frame):
         threads_seen.append(len(os.listdir("/proc/self/task")))  # OS threads of this process, mid-decode
         return original(frame)
 
-    monkeypatch.setattr(lintel_mod, "_rgb", spy)
-    monkeypatch.setattr(lintel_mod, "_decoder_threads", lintel_mod.decoder_threads())  # restored after
+    monkeypatch.setattr(rgb_mod, "to_rgb", spy)
+    monkeypatch.setattr(core_mod, "_decoder_threads", core_mod.decoder_threads())  # restored after
     before = len(os.listdir("/proc/self/task"))
     set_decoder_threads(1)
     nums = [2, 17, 33]

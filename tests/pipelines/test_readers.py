@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import pipelines.lintel as lintel_mod
+import pipelines.decode.core as core_mod
+import pipelines.decode.index as index_mod
 from pipelines.backends import (
     READERS,
     DecodeError,
@@ -22,6 +23,7 @@ from pipelines.backends import (
 )
 from pipelines.backends.frames import FramesReader, frame_path
 from pipelines.backends.pyav import PyAVReader
+from pipelines.decode import h264_nonref_packets
 from videoprep.ffmpeg import run_ffmpeg
 from videoprep.probe import probe_video
 from videoprep.synth import decode_all, pattern_frames, write_video
@@ -34,8 +36,10 @@ VIDEOS = {
     "h264-gop250": ("h264_g250.mp4", {"codec": "h264", "gop": 250, "bframes": 3}),
     "mpeg4": ("mpeg4.avi", {"codec": "mpeg4", "gop": 12, "bframes": 2}),
     "mjpeg": ("mjpeg.avi", {"codec": "mjpeg"}),
-    # In mp4 an intra-only stream is read through the sample table (one seek per needed frame).
+    # An intra-only stream is read through the container's index (one seek per needed frame):
+    # the sample table in mp4, idx1 in avi, the cues in mkv.
     "mjpeg-mp4": ("mjpeg.mp4", {"codec": "mjpeg"}),
+    "mjpeg-mkv": ("mjpeg.mkv", {"codec": "mjpeg"}),
     "vp9": ("vp9.webm", {"codec": "vp9", "gop": 10}),
     "h264-mkv": ("h264.mkv", {"codec": "h264", "gop": 8, "bframes": 2}),
 }
@@ -207,36 +211,71 @@ def test_plan_indices():
 def _spy(monkeypatch, name: str) -> list[bool]:
     """Record whether each call of the decoding path `name` served the request (not None)."""
     served: list[bool] = []
-    original = getattr(lintel_mod, name)
+    original = getattr(core_mod, name)
 
     def spy(*args):
         frames = original(*args)
         served.append(frames is not None)
         return frames
 
-    monkeypatch.setattr(lintel_mod, name, spy)
+    monkeypatch.setattr(core_mod, name, spy)
     return served
 
 
-def test_mjpeg_in_mp4_is_read_through_the_sample_table(videos, monkeypatch):
-    served = _spy(monkeypatch, "_decode_intra_indexed")
-    path, reference = videos["mjpeg-mp4"]
+@pytest.mark.parametrize("video", ["mjpeg-mp4", "mjpeg", "mjpeg-mkv"])
+def test_mjpeg_is_read_through_the_container_index(videos, video, monkeypatch):
+    """MP4 sample table, AVI idx1, MKV cues: each needed packet is reached by one seek, frames exact."""
+    served = _spy(monkeypatch, "decode_intra_indexed")
+    path, reference = videos[video]
     indices = [0, 9, 10, 33, 59]
     np.testing.assert_array_equal(PyAVReader().read(path, indices), reference[indices])
     assert served == [True]
 
 
+def test_an_index_that_misses_frames_is_not_trusted(tmp_path, videos):
+    """MKV cues with a gap wider than one frame (every other frame dropped from the cues) fall back to demuxing."""
+    path, reference = videos["mjpeg-mkv"]
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        index = index_mod.sample_index(container, stream)
+        assert index is not None and len(index) == NUM_FRAMES
+        holey = index_mod.SampleIndex(index.format, index.timestamps[::2], index.positions[::2], index.sizes[::2])
+        assert not index_mod.covers_stream(container, stream, holey)
+    np.testing.assert_array_equal(PyAVReader().read(path, [1, 58]), reference[[1, 58]])
+
+
+def test_a_clip_spanning_gops_decodes_from_the_keyframe_before_each_needed_frame(videos, monkeypatch):
+    """Frames 1, 17, 33 of GOP 8: decoding jumps to keyframes 16 and 32 instead of running through."""
+    served = _spy(monkeypatch, "decode_from_keyframe")
+    fed: list[int] = []
+    original = core_mod.h264_is_nonref  # asked once for every packet the decoder might be fed
+
+    def counting(packet, *, length_size):
+        fed.append(packet.pts)
+        return original(packet, length_size=length_size)
+
+    monkeypatch.setattr(core_mod, "h264_is_nonref", counting)
+    path, reference = videos["h264-gop8"]
+    indices = [1, 17, 33]
+    np.testing.assert_array_equal(PyAVReader().read(path, indices), reference[indices])
+    assert served == [True]
+    with av.open(str(path)) as container:
+        step = next(p.duration for p in container.demux(video=0) if p.duration)
+    skipped_gops = {pts // step for pts in fed} & {*range(8, 16), *range(24, 32)}
+    assert not skipped_gops  # the GOPs that hold no needed frame were never fed to the decoder
+
+
 def test_inter_codec_demuxes_only_up_to_the_last_needed_frame(videos, monkeypatch):
     """An early clip must not demux the whole file, and must still be exact."""
-    served = _spy(monkeypatch, "_decode_from_keyframe")
+    served = _spy(monkeypatch, "decode_from_keyframe")
     fed: list[int] = []
-    original = lintel_mod.feeds_decoder
+    original = index_mod.feeds_decoder
 
     def counting(packet):
         fed.append(1)
         return original(packet)
 
-    monkeypatch.setattr(lintel_mod, "feeds_decoder", counting)
+    monkeypatch.setattr(index_mod, "feeds_decoder", counting)
     path, reference = videos["h264-gop8"]
     indices = [9, 13, 17]
     np.testing.assert_array_equal(PyAVReader().read(path, indices), reference[indices])
@@ -265,10 +304,10 @@ def test_unneeded_nonreference_h264_frames_are_skipped_and_the_rest_stay_exact(v
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         packets = [p for p in container.demux(stream) if p.size]
-        nonref = lintel_mod.h264_nonref_packets(packets, stream.codec_context.extradata)
+        nonref = h264_nonref_packets(packets, stream.codec_context.extradata)
     assert len(nonref) >= 10  # the encoder's plain B-frames
     skipped: list[int] = []
-    original = lintel_mod.h264_is_nonref
+    original = core_mod.h264_is_nonref
 
     def spy(packet, *, length_size):
         result = original(packet, length_size=length_size)
@@ -276,7 +315,7 @@ def test_unneeded_nonreference_h264_frames_are_skipped_and_the_rest_stay_exact(v
             skipped.append(packet.pts)
         return result
 
-    monkeypatch.setattr(lintel_mod, "h264_is_nonref", spy)
+    monkeypatch.setattr(core_mod, "h264_is_nonref", spy)
     for indices in ([21, 22, 23, 24], [30, 38, 46, 54], [59]):
         np.testing.assert_array_equal(PyAVReader().read(path, indices), reference[indices])
     assert skipped and set(skipped) <= nonref

@@ -1,0 +1,100 @@
+"""What the bench measures: its config, the file-set views, and the same samples for every measure."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from pipelines.sampling import clip_indices
+from videoprep.benchsample import DEFAULT_ENCODINGS
+from videoprep.errors import VideoprepError
+from videoprep.records import ListRecord
+
+View = Literal["train", "val", "test"]
+VIEWS: tuple[str, ...] = ("train", "val", "test")
+BACKENDS: tuple[str, ...] = ("pyav", "lintel", "frames", "dali")
+PEERS: tuple[str, ...] = ("decord", "torchcodec")
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """What to measure and how long; `list_file` measures a list as is, `generate` builds a sample first."""
+
+    out_dir: Path
+    list_file: Path | None = None
+    root_path: str = ""
+    generate: bool = False
+    sample_source: str | None = None  # --generate from these videos (a BAT list or a folder); None: synthetic
+    sample_videos: int = 4
+    sample_seconds: float = 10.0
+    sample_size: tuple[int, int] = (340, 256)  # generated footage, width x height
+    encodings: tuple[str, ...] = DEFAULT_ENCODINGS
+    backends: tuple[str, ...] = BACKENDS
+    peers: bool = True
+    workers: tuple[int, ...] = (0, 1, 2)
+    clips: int = 32  # clips per measurement (per view, file set and backend)
+    repeats: int = 3
+    warmup_clips: int = 2
+    views: tuple[str, ...] = VIEWS
+    loader_views: tuple[str, ...] | None = None  # views measured through the DataLoader (None: all views)
+    loader_encodings: tuple[str, ...] | None = None  # file sets with a DataLoader sweep (None: all)
+    reference_views: tuple[str, ...] | None = None  # views with peers and official Lintel usage (None: all)
+    seq_length: int = 8
+    sample_rate: int = 8
+    test_segments: int = 10
+    batch_size: int = 4
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("clips", "repeats", "seq_length", "sample_rate", "test_segments", "batch_size"):
+            if getattr(self, name) < 1:
+                raise VideoprepError(f"{name} ({getattr(self, name)}) must be >= 1")
+        bad = [v for v in (*self.views, *(self.loader_views or ()), *(self.reference_views or ())) if v not in VIEWS]
+        if bad:
+            raise VideoprepError(f"view(s) {', '.join(bad)} unknown: valid are {', '.join(VIEWS)}")
+        bad = [b for b in self.backends if b not in BACKENDS]
+        if bad:
+            raise VideoprepError(f"backend(s) {', '.join(bad)} unknown: valid are {', '.join(BACKENDS)}")
+        if any(w < 0 for w in self.workers) or not self.workers:
+            raise VideoprepError(f"workers ({self.workers}) must be one or more counts >= 0")
+        if self.list_file is None and not self.generate:
+            raise VideoprepError("nothing to measure: give a list file or ask to generate a sample")
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One dataset item: a video (file or frame folder) and every frame index its views need."""
+
+    path: str
+    indices: tuple[int, ...]
+    clips: int
+
+
+def view_segments(view: str, *, test_segments: int) -> int:
+    """Clips per sample in a view: 1 in train/val (BAT default num_segments), test_segments in test."""
+    return test_segments if view == "test" else 1
+
+
+def plan_samples(
+    records: Sequence[ListRecord], *, root_path: str, view: str, clips: int, seq_length: int,
+    sample_rate: int, test_segments: int, seed: int,
+) -> list[Sample]:
+    """Enough samples for `clips` clips, cycling over the videos, indices by the official rules."""
+    rng = np.random.default_rng(seed)
+    segments = view_segments(view, test_segments=test_segments)
+    out = []
+    for i in range(math.ceil(clips / segments)):
+        rec = records[i % len(records)]
+        per_clip = clip_indices(
+            rec.frame_num, num_segments=segments, seq_length=seq_length, sample_rate=sample_rate,
+            mode=view, rng=rng,  # type: ignore[arg-type]
+        )
+        flat = tuple(i for clip in per_clip for i in clip)
+        out.append(Sample(path=os.path.join(root_path, rec.path), indices=flat, clips=segments))
+    return out
