@@ -16,7 +16,7 @@ import click
 from rich.console import Console
 
 from train.config import BACKENDS, PRESET_NAMES
-from videoprep.errors import VideoprepError
+from videoprep.errors import OutputLocationError, VideoprepError
 from videoprep.frames import FramesConfig, FramesSettings, run_frames
 from videoprep.progress import ProgressFn, rich_bar
 from videoprep.transcode import X264_PRESETS, X264_TUNES, EncodeSettings, TranscodeConfig, run_transcode
@@ -30,8 +30,16 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context):  # type: ignore[override]
         try:
             return super().invoke(ctx)
+        except OutputLocationError as exc:  # checked before any work: a usage error
+            raise _UsageExit(str(exc)) from exc
         except VideoprepError as exc:
             raise click.ClickException(str(exc)) from exc
+
+
+class _UsageExit(click.ClickException):
+    """One line and exit 2: a bad option value found before any work started."""
+
+    exit_code = 2
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "VIDEOPREP"})
@@ -76,6 +84,49 @@ def _log_progress(description: str) -> ProgressFn:
 # Each feature adds its command below; keep option parsing here and the work in the library.
 
 
+# --- options every preparation stage takes (videoprep.stage) ---
+
+
+def _parse_shard(ctx: click.Context, param: click.Parameter, value: str | None):
+    """--shard I/N as a videoprep.stage.Shard."""
+    if value is None:
+        return None
+    from videoprep.stage import Shard
+
+    try:
+        return Shard.parse(value)
+    except VideoprepError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def stage_options(fn):
+    """-j, --executor, --ray-address, --shard and --summary-json: the same on every stage (StageOptions)."""
+    for option in reversed([
+        click.option("-j", "--jobs", type=click.IntRange(min=1), default=None,
+                     help="Items processed in parallel (default: every core; Ray: the cluster's CPUs)."),
+        click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+                     help="Run on this machine's processes, or as Ray tasks (files by path on shared storage)."),
+        click.option("--ray-address", "address", envvar="RAY_ADDRESS", default=None,
+                     help="Ray cluster to join (e.g. auto or ray://head:10001; env RAY_ADDRESS); "
+                          "default: start Ray here."),
+        click.option("--shard", callback=_parse_shard, default=None, metavar="I/N",
+                     help="Only the items whose stable path hash is I mod N (Slurm arrays); a plain run "
+                          "afterwards merges the shards and writes the outputs."),
+        click.option("--summary-json", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                     help="Write planned/cached/done/failed counts, wall_s and executor as JSON here."),
+    ]):
+        fn = option(fn)
+    return fn
+
+
+def _stage_kwargs(jobs, executor, address, shard, summary_json) -> dict:
+    """The StageOptions fields from the shared options (a RAY_ADDRESS in the environment is for --executor ray)."""
+    source = click.get_current_context().get_parameter_source("address")
+    if executor != "ray" and source is click.core.ParameterSource.ENVIRONMENT:
+        address = None
+    return {"jobs": jobs, "executor": executor, "address": address, "shard": shard, "summary_json": summary_json}
+
+
 # --- index / validate ---
 
 
@@ -85,7 +136,6 @@ def _log_progress(description: str) -> ProgressFn:
               help="Folder for {split}.txt, classes.txt and manifest.csv.")
 @click.option("--annotations", type=click.Path(exists=True, file_okay=False),
               help="Folder of Kinetics annotation CSVs (default: VIDEO_ROOT/annotations if present).")
-@click.option("-j", "--jobs", type=click.IntRange(min=1), help="Worker processes (default: all cores).")
 @click.option("--split", help="Index only this split; or the split name of a tree without split folders.")
 @click.option("--safe-dir", type=click.Path(file_okay=False),
               help="Where the safe-named symlink view goes (default: VIDEO_ROOT/_videoprep_safe).")
@@ -94,8 +144,10 @@ def _log_progress(description: str) -> ProgressFn:
 @click.option("--timeout", "timeout_s", type=click.FloatRange(min=0, min_open=True), default=60.0,
               show_default=True, help="Seconds one video may take to probe.")
 @click.option("--fresh", is_flag=True, help="Ignore the journal of earlier runs and probe every video again.")
-def index_cmd(video_root: str, out_dir: str, annotations: str | None, jobs: int | None, split: str | None,
-              safe_dir: str | None, exports: str, timeout_s: float, fresh: bool) -> None:
+@stage_options
+def index_cmd(video_root: str, out_dir: str, annotations: str | None, split: str | None,
+              safe_dir: str | None, exports: str, timeout_s: float, fresh: bool, jobs: int | None, executor: str,
+              address: str | None, shard, summary_json: Path | None) -> None:
     """Count the frames of every video and write BAT lists (`path frame_num label`).
 
     Understands {split}/{label}/clip.mp4, flat {split}/clip.mp4 with annotation
@@ -116,14 +168,15 @@ def index_cmd(video_root: str, out_dir: str, annotations: str | None, jobs: int 
         )
     config = IndexConfig(
         video_root=Path(video_root), out_dir=Path(out_dir),
-        annotations=Path(annotations) if annotations else None, jobs=jobs, split=split,
+        annotations=Path(annotations) if annotations else None, split=split,
         safe_dir=Path(safe_dir) if safe_dir else None, exports=chosen, timeout_s=timeout_s, fresh=fresh,
+        **_stage_kwargs(jobs, executor, address, shard, summary_json),
     )
     with progress_bar("index") as update:
         result = run_index(config, on_progress=update)
-    if result.total == 0:
-        where = f" in split {split!r}" if split else ""
-        raise click.ClickException(f"{video_root}: no videos found{where}")
+    if result is None:
+        err_console.print(f"videoprep index: shard {shard} journaled; run without --shard to write the lists")
+        return
     err_console.print(f"videoprep index: {result.total} videos ({result.probed} probed, "
                       f"{result.reused} from the journal)", markup=False)
     table = Table()
@@ -153,11 +206,14 @@ def index_cmd(video_root: str, out_dir: str, annotations: str | None, jobs: int 
 @click.option("--quarantine", type=click.Path(file_okay=False),
               help="Move bad files here, keeping their relative paths (nothing is deleted).")
 @click.option("--allow-bad", is_flag=True, help="Exit 0 even when bad videos are found.")
-@click.option("-j", "--jobs", type=click.IntRange(min=1), help="Worker processes (default: all cores).")
 @click.option("--timeout", "timeout_s", type=click.FloatRange(min=0, min_open=True), default=120.0,
               show_default=True, help="Seconds one video may take to check.")
+@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Journal of checked videos (default: VIDEO_ROOT/.videoprep when writable).")
+@stage_options
 def validate_cmd(video_root: str, annotations: str | None, full: bool, min_frames: int, report: str | None,
-                 quarantine: str | None, allow_bad: bool, jobs: int | None, timeout_s: float) -> None:
+                 quarantine: str | None, allow_bad: bool, timeout_s: float, state_dir: Path | None,
+                 jobs: int | None, executor: str, address: str | None, shard, summary_json: Path | None) -> None:
     """Find the videos a trainer would choke on; exit 1 if there are any.
 
     Checks: 0-byte, truncated, moov atom missing, no video stream, undecodable
@@ -173,7 +229,8 @@ def validate_cmd(video_root: str, annotations: str | None, full: bool, min_frame
     config = ValidateConfig(
         video_root=Path(video_root), annotations=Path(annotations) if annotations else None, full=full,
         min_frames=min_frames, report=Path(report) if report else None,
-        quarantine=Path(quarantine) if quarantine else None, jobs=jobs, timeout_s=timeout_s,
+        quarantine=Path(quarantine) if quarantine else None, timeout_s=timeout_s, state_dir=state_dir,
+        **_stage_kwargs(jobs, executor, address, shard, summary_json),
     )
     with progress_bar("validate") as update:
         result = run_validate(config, on_progress=update)
@@ -206,30 +263,25 @@ def _tune_setting(tune: str | None) -> str | None:
 
 
 def _batch_options(fn):
-    """Options shared by transcode and frames: parallelism, executor, time limit, labels."""
+    """Options shared by transcode and frames: ffmpeg threads, time limit, labels, and the stage options."""
     for option in reversed([
-        click.option("-j", "--jobs", type=click.IntRange(min=1), default=None,
-                     help="Videos processed in parallel (default: every core; Ray: its CPUs)."),
         click.option("--threads", type=click.IntRange(min=0), default=1, show_default=True,
                      help="ffmpeg threads per video (0: ffmpeg decides). Parallel videos scale better."),
-        click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
-                     help="Run on this machine's process pool, or as Ray tasks (same task function)."),
-        click.option("--address", default=None,
-                     help="Ray cluster to join (e.g. ray://head:10001 or auto); default: start Ray here."),
         click.option("--timeout", "timeout_s", type=click.FloatRange(min=1), default=600, show_default=True,
                      help="Seconds one ffmpeg run may take before it is killed and the video recorded as failed."),
         click.option("--annotations", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
                      help="Folder of annotation CSVs labelling a flat (CVDF) layout (default: SRC/annotations)."),
     ]):
         fn = option(fn)
-    return fn
+    return stage_options(fn)
 
 
-def _report_batch(kind: str, *, done: int, skipped: int, failures: list, report: Path) -> None:
+def _report_batch(kind: str, *, done: int, skipped: int, failures: list, report: Path | None) -> None:
     """One summary line on stderr (each failure was logged as it happened); exit 1 when any failed."""
     err_console.print(f"{kind}: {done} done, {skipped} already up to date, {len(failures)} failed")
     if failures:
-        raise click.ClickException(f"{len(failures)} video(s) failed; every error is in {report}")
+        where = f"every error is in {report}" if report else "each was logged above; re-run to retry"
+        raise click.ClickException(f"{len(failures)} video(s) failed; {where}")
 
 
 @cli.command("transcode")
@@ -260,9 +312,9 @@ def _report_batch(kind: str, *, done: int, skipped: int, failures: list, report:
 @_batch_options
 def transcode_cmd(src: Path, dst: Path, codec: str, short_side: int, fps: float | None, gop: int,
                   crf: int | None, preset: str, tune: str | None, quality: int | None, keep_audio: bool,
-                  no_index: bool,
-                  lists_dir: Path | None, jobs: int | None, threads: int, executor: str, address: str | None,
-                  timeout_s: float, annotations: Path | None) -> None:
+                  no_index: bool, lists_dir: Path | None, threads: int, timeout_s: float,
+                  annotations: Path | None, jobs: int | None, executor: str, address: str | None, shard,
+                  summary_json: Path | None) -> None:
     """Re-encode every video under SRC into DST for fast loading.
 
     Keeps the folder layout with safe names (DST/mapping.csv: original -> new), resizes to
@@ -272,9 +324,9 @@ def transcode_cmd(src: Path, dst: Path, codec: str, short_side: int, fps: float 
     """
     settings = EncodeSettings(codec=codec, short_side=short_side, fps=fps, gop=gop, crf=crf, preset=preset,
                               tune=_tune_setting(tune), quality=quality, keep_audio=keep_audio, threads=threads)
-    config = TranscodeConfig(src=src, dst=dst, settings=settings, jobs=jobs, executor=executor, address=address,
-                             timeout_s=timeout_s, index=not no_index, annotations=annotations,
-                             index_dir=lists_dir)
+    config = TranscodeConfig(src=src, dst=dst, settings=settings, timeout_s=timeout_s, index=not no_index,
+                             annotations=annotations, index_dir=lists_dir,
+                             **_stage_kwargs(jobs, executor, address, shard, summary_json))
     with progress_bar("transcode") as on_progress:
         result = run_transcode(config, on_progress=on_progress)
     if result.index is not None:
@@ -292,8 +344,9 @@ def transcode_cmd(src: Path, dst: Path, codec: str, short_side: int, fps: float 
 @click.option("--quality", type=click.IntRange(2, 31), default=2, show_default=True,
               help="JPEG quality, ffmpeg -q:v; lower is better and bigger.")
 @_batch_options
-def frames_cmd(src: Path, dst: Path, short_side: int, quality: int, jobs: int | None, threads: int,
-               executor: str, address: str | None, timeout_s: float, annotations: Path | None) -> None:
+def frames_cmd(src: Path, dst: Path, short_side: int, quality: int, threads: int, timeout_s: float,
+               annotations: Path | None, jobs: int | None, executor: str, address: str | None, shard,
+               summary_json: Path | None) -> None:
     """Extract JPEG frames of every video under SRC for BAT's --read_mode img.
 
     One folder per video (safe name, SRC's layout) holding img_00000.jpg, img_00001.jpg, ...
@@ -301,8 +354,8 @@ def frames_cmd(src: Path, dst: Path, short_side: int, quality: int, jobs: int | 
     label`, counted from the files) and DST/classes.txt. Resumable like transcode.
     """
     settings = FramesSettings(short_side=short_side, quality=quality, threads=threads)
-    config = FramesConfig(src=src, dst=dst, settings=settings, jobs=jobs, executor=executor, address=address,
-                          timeout_s=timeout_s, annotations=annotations)
+    config = FramesConfig(src=src, dst=dst, settings=settings, timeout_s=timeout_s, annotations=annotations,
+                          **_stage_kwargs(jobs, executor, address, shard, summary_json))
     with progress_bar("frames") as on_progress:
         result = run_frames(config, on_progress=on_progress)
     for split, path in sorted(result.lists.items()):

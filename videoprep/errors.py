@@ -44,3 +44,14 @@ class FFmpegError(PathError):
 
 class LayoutError(PathError):
     """A dataset folder or annotation file that does not match a known layout."""
+
+
+class OutputLocationError(PathError):
+    """An output location that cannot be used (not creatable, not a folder, read-only, inside the source).
+
+    Raised before any work starts; the CLI exits 2 with the one line.
+    """
+
+
+class EmptySourceError(PathError):
+    """A source folder with no video in it: every stage refuses it the same way."""

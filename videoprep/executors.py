@@ -18,7 +18,7 @@ from typing import Literal, TypeVar
 
 from videoprep.errors import VideoprepError
 from videoprep.ffmpeg import die_with_parent_hook
-from videoprep.parallel import TaskResult, default_jobs, run_isolated
+from videoprep.parallel import TaskResult, default_jobs, init_plain_worker, run_isolated
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -40,13 +40,16 @@ def run_tasks(
     jobs: int | None = None,
     address: str | None = None,
     timeout_s: float | None = None,
+    plain: bool = False,
 ) -> Iterator[TaskResult[T, R]]:
     """Yield each item's result as it completes, on the chosen executor.
 
     `jobs` is the number of parallel tasks (local workers, or the CPUs of a Ray
     cluster started here); `address` joins an existing Ray cluster instead.
     SIGTERM is treated like Ctrl-C while tasks run, so workers and their ffmpeg
-    children are stopped before this returns.
+    children are stopped before this returns. `plain`: the task holds no
+    resources (probing, decoding checks), so a local worker past its time
+    limit is ended at once instead of unwinding.
     """
     try:
         backend = EXECUTORS[executor]
@@ -62,7 +65,7 @@ def run_tasks(
     if not items:
         return
     with sigterm_as_interrupt():
-        yield from backend(fn, items, jobs=jobs, address=address, timeout_s=timeout_s)
+        yield from backend(fn, items, jobs=jobs, address=address, timeout_s=timeout_s, plain=plain)
 
 
 @contextlib.contextmanager
@@ -117,20 +120,27 @@ def _call_in_worker(fn: Callable[[T], R], item: T) -> R:
 
 
 def _run_local(
-    fn: Callable[[T], R], items: list[T], *, jobs: int | None, address: str | None, timeout_s: float | None
+    fn: Callable[[T], R], items: list[T], *, jobs: int | None, address: str | None, timeout_s: float | None,
+    plain: bool,
 ) -> Iterator[TaskResult[T, R]]:
     """A pebble process pool on this machine (`videoprep.parallel.run_isolated`)."""
+    if plain:
+        yield from run_isolated(fn, items, jobs=jobs, timeout_s=timeout_s, initializer=init_plain_worker)
+        return
     task = functools.partial(_call_in_worker, fn)
     yield from run_isolated(task, items, jobs=jobs, timeout_s=timeout_s, initializer=_init_local_worker)
 
 
 def _run_ray(
-    fn: Callable[[T], R], items: list[T], *, jobs: int | None, address: str | None, timeout_s: float | None
+    fn: Callable[[T], R], items: list[T], *, jobs: int | None, address: str | None, timeout_s: float | None,
+    plain: bool,
 ) -> Iterator[TaskResult[T, R]]:
     """Ray tasks, one CPU each; a local Ray is started (and shut down) when none is running.
 
-    At most twice the cluster's CPUs are in flight, so a 240k-item run does not
-    queue 240k tasks. A worker that dies costs only its item (no retries).
+    Items travel by path (shared storage); no video bytes go through the object
+    store. At most twice the cluster's CPUs are in flight, so a 240k-item run
+    does not queue 240k tasks. A lost worker or node is retried (RAY_RETRIES
+    times); an exception the task raises (a bad video) is its recorded result.
     """
     try:
         import ray
@@ -147,7 +157,7 @@ def _run_ray(
     try:
         cpus = int(ray.cluster_resources().get("CPU", 1))
         in_flight_max = max(1, 2 * (min(jobs, cpus) if jobs else cpus))
-        remote = ray.remote(num_cpus=1, max_retries=0)(fn)
+        remote = ray.remote(num_cpus=1, max_retries=RAY_RETRIES, retry_exceptions=False)(fn)
         pending: dict[object, T] = {}
         queue = iter(items)
         try:
@@ -168,9 +178,9 @@ def _run_ray(
                         yield TaskResult(item, ray.get(ref), None)
                     except ray.exceptions.RayTaskError as exc:
                         cause = exc.cause if exc.cause is not None else exc
-                        yield TaskResult(item, None, f"{type(cause).__name__}: {cause}")
-                    except ray.exceptions.RayError as exc:  # worker died, node lost: this item only
-                        yield TaskResult(item, None, f"{type(exc).__name__}: {exc}")
+                        yield TaskResult(item, None, f"{type(cause).__name__}: {cause}", type(cause).__name__)
+                    except ray.exceptions.RayError as exc:  # lost past its retries: this item only
+                        yield TaskResult(item, None, f"{type(exc).__name__}: {exc}", type(exc).__name__)
         finally:
             for ref in pending:
                 with contextlib.suppress(Exception):  # best effort: the task may have just finished
@@ -181,5 +191,6 @@ def _run_ray(
 
 
 _DONE = object()
+RAY_RETRIES = 3  # a task whose worker or node died is run again this many times
 
 EXECUTORS: dict[str, Callable[..., Iterator[TaskResult]]] = {"local": _run_local, "ray": _run_ray}

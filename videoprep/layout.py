@@ -15,6 +15,7 @@ import hashlib
 import logging
 import os
 import re
+import urllib.parse
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -55,6 +56,19 @@ def safe_name(name: str) -> str:
 def printable_path(path: str) -> str:
     """A path as writable UTF-8 text: bytes that are not UTF-8 (kept by os as surrogates) become U+FFFD."""
     return path.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def raw_path(path: str) -> str:
+    """'' for a path that is valid UTF-8; else its original bytes percent-encoded (lossless, '/' kept).
+
+    Reports and manifests record non-UTF-8 names this way beside the printable
+    form; `urllib.parse.unquote_to_bytes` gives the bytes back.
+    """
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return urllib.parse.quote_from_bytes(path.encode("utf-8", "surrogateescape"), safe="/")
+    return ""
 
 
 def safe_relpath(relpath: str) -> str:

@@ -29,6 +29,7 @@ class TaskResult(Generic[T, R]):
     item: T
     value: R | None
     error: str | None
+    error_type: str = ""  # the exception's class name ("Timeout", "WorkerDied" for the pool's own)
 
     @property
     def ok(self) -> bool:
@@ -108,8 +109,8 @@ def _outcome(item: T, future: concurrent.futures.Future, timeout_s: float | None
     try:
         return TaskResult(item, future.result(), None)
     except concurrent.futures.TimeoutError:
-        return TaskResult(item, None, f"timed out after {timeout_s:g} s")
+        return TaskResult(item, None, f"timed out after {timeout_s:g} s", "Timeout")
     except pebble.ProcessExpired as exc:
-        return TaskResult(item, None, f"worker died (exit code {exc.exitcode})")
+        return TaskResult(item, None, f"worker died (exit code {exc.exitcode})", "WorkerDied")
     except Exception as exc:  # an item's own failure is its result, never the batch's
-        return TaskResult(item, None, f"{type(exc).__name__}: {exc}")
+        return TaskResult(item, None, f"{type(exc).__name__}: {exc}", type(exc).__name__)

@@ -35,6 +35,8 @@ class VideoInfo:
     constant_frame_rate: bool
     keyframes: int
     max_gop: int
+    # Non-empty when the container declares more frames than the file holds (a download cut short).
+    truncated: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         """Plain dict for manifests and JSON reports."""
@@ -79,10 +81,11 @@ def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
             raise ProbeError(path, "no video stream")
         stream = container.streams.video[0]
         ctx = stream.codec_context
-        frames = keyframes = gop = max_gop = 0
+        frames = keyframes = gop = max_gop = stored = 0
         pts_list: list[int] = []
         try:
             for packet in container.demux(stream):
+                stored += bool(packet.size)
                 if not feeds_decoder(packet):
                     continue
                 frames += 1
@@ -115,9 +118,17 @@ def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
             constant_frame_rate=cfr,
             keyframes=keyframes,
             max_gop=max_gop,
+            truncated=truncation(declared=stream.frames or 0, stored=stored),
         )
     finally:
         container.close()
+
+
+def truncation(*, declared: int, stored: int) -> str:
+    """Why a stream is cut short ('' when it is not): the container declares more frames than it holds."""
+    if declared > stored:
+        return f"truncated: the container declares {declared} frames, the file holds {stored}"
+    return ""
 
 
 def _timing(pts: list[int], time_base: Fraction, fps: float, frames: int) -> tuple[bool, float]:

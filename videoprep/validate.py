@@ -1,12 +1,16 @@
 """`videoprep validate`: find the videos a trainer would choke on, before training does.
 
 Each video is checked in its own worker with a time limit (a decoder that
-hangs or crashes costs only that video). A bad video gets every reason found
-and one primary reason, the first of `REASONS` in order.
+hangs or crashes costs only that video), on the stage engine
+(`videoprep.stage`): verdicts are journaled in `{state_dir}` (default
+`VIDEO_ROOT/.videoprep`), so a re-run checks only new or changed videos and
+`--shard I/N` splits the work. A bad video gets every reason found and one
+primary reason, the first of `REASONS` in order.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import functools
 import io
@@ -14,19 +18,24 @@ import logging
 import os
 import random
 import shutil
+import tempfile
 import zlib
+from collections import Counter
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import av
 
 from videoprep.atomic import atomic_write_json, atomic_write_text
-from videoprep.errors import ProbeError, VideoprepError
-from videoprep.layout import discover, missing_clips, printable_path
-from videoprep.parallel import init_plain_worker, run_isolated
-from videoprep.probe import feeds_decoder, ffmpeg_reason, probe_video
+from videoprep.errors import EmptySourceError, ProbeError, VideoprepError
+from videoprep.layout import Layout, discover, missing_clips, printable_path, raw_path
+from videoprep.locations import check_output_dir, check_output_file
+from videoprep.probe import VIDEO_EXTENSIONS, feeds_decoder, ffmpeg_reason, probe_video
 from videoprep.progress import ProgressFn, no_progress
+from videoprep.stage import STATE_DIR, Item, StageOptions, StageSpec, run_stage, write_summary
+from videoprep.stage import Failure as StageFailure
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +91,8 @@ class VideoCheck:
 
 
 @dataclass(frozen=True)
-class ValidateConfig:
-    """What to check and how hard."""
+class ValidateConfig(StageOptions):
+    """What to check and how hard (the engine's options: `StageOptions`)."""
 
     video_root: Path
     annotations: Path | None = None
@@ -91,7 +100,7 @@ class ValidateConfig:
     min_frames: int = 57  # one 8x8 clip: 8 frames at rate 8 span 57 frames
     report: Path | None = None
     quarantine: Path | None = None
-    jobs: int | None = None
+    state_dir: Path | None = None  # journal and lock; None: VIDEO_ROOT/.videoprep when writable
     timeout_s: float = 120.0  # per video
     sample_frames: int = 3  # random frames decoded per video in quick mode, besides first and last
     seed: int = 0
@@ -120,7 +129,8 @@ class BadVideo:
     quarantined_to: str = ""
 
 
-REPORT_COLUMNS = tuple(f.name for f in fields(BadVideo))
+# relpath_raw: the original bytes of a non-UTF-8 name, percent-encoded (layout.raw_path); else empty
+REPORT_COLUMNS = (*(f.name for f in fields(BadVideo)), "relpath_raw")
 
 
 @dataclass
@@ -130,6 +140,7 @@ class ValidateResult:
     checked: int
     bad: list[BadVideo] = field(default_factory=list)
     report_path: Path | None = None
+    summary: dict[str, Any] = field(default_factory=dict)  # the --summary-json record
 
     @property
     def counts(self) -> dict[str, int]:
@@ -145,52 +156,99 @@ class ValidateResult:
 
 
 def run_validate(config: ValidateConfig, *, on_progress: ProgressFn | None = None) -> ValidateResult:
-    """Check every video under `config.video_root`; write the report; quarantine if asked."""
-    progress = on_progress or no_progress
+    """Check every video under `config.video_root`; write the report; quarantine if asked.
+
+    A --shard run checks and journals its share only (no report, no
+    quarantine); the plain run after all shards reports the whole tree.
+    """
     root = Path(config.video_root)
+    _check_outputs(config)
     skip = [config.quarantine] if config.quarantine is not None else []
     layout = discover(root, annotations=config.annotations, skip_dirs=skip)
-    relpaths = [v.relpath for v in layout.videos]
-    total = len(relpaths)
-    progress(0, total)
+    if not layout.videos:
+        raise EmptySourceError(root, f"no videos found (extensions: {' '.join(VIDEO_EXTENSIONS)})")
     check = functools.partial(
-        check_video,
-        full=config.full,
-        min_frames=config.min_frames,
-        sample_frames=config.sample_frames,
+        check_video, full=config.full, min_frames=config.min_frames, sample_frames=config.sample_frames,
         seed=config.seed,
     )
-    by_path = {os.path.join(root, rel): rel for rel in relpaths}
-    bad: list[BadVideo] = []
-    tasks = run_isolated(
-        check, by_path, jobs=config.jobs, timeout_s=config.timeout_s, initializer=init_plain_worker
-    )
-    for done, task in enumerate(tasks, start=1):
-        rel = by_path[task.item]
-        if task.ok:
-            findings = task.value.findings
-        else:
-            findings = [Finding("check_failed", task.error or "unknown failure")]
-        if findings:
-            bad.append(_bad_video(rel, findings))
-        progress(done, total)
+    settings = {"full": config.full, "min_frames": config.min_frames, "sample_frames": config.sample_frames,
+                "seed": config.seed}
+    items = [Item(key=v.relpath, stamp={**_stat_stamp(root / v.relpath), **settings}, task=str(root / v.relpath))
+             for v in layout.videos]
+    spec = StageSpec("validate", check, config.timeout_s, record=lambda item, value: asdict(value),
+                     plain_workers=True, failure_record=_check_failed)
+    with _state_dir(config) as state:
+        run = run_stage(spec, items, state_dir=state, options=config, on_progress=on_progress or no_progress)
+    bad = [_bad_video(key, [Finding(**f) for f in entry["findings"]])
+           for key, entry in run.entries.items() if entry["findings"]]
+    if config.shard is None:
+        bad += _missing(layout)
+    bad.sort(key=lambda b: b.relpath)
+    if config.quarantine is not None and config.shard is None:
+        bad = [_quarantine(b, root=root, quarantine=Path(config.quarantine)) for b in bad]
+    result = ValidateResult(checked=run.planned, bad=bad)
+    result.summary = run.summary(Counter(b.reason for b in bad))
+    if config.report is not None and config.shard is None:
+        result.report_path = write_report(Path(config.report), result, video_root=root)
+    write_summary(config.summary_json, result.summary)
+    log.info("checked %d videos: %d bad", run.planned, len(bad))
+    return result
+
+
+def _check_outputs(config: ValidateConfig) -> None:
+    """Every place validate writes, checked before any video is."""
+    if config.report is not None:
+        check_output_file(config.report, what="--report")
+    if config.summary_json is not None:
+        check_output_file(config.summary_json, what="--summary-json")
+    if config.quarantine is not None:
+        check_output_dir(config.quarantine, what="--quarantine")
+    if config.state_dir is not None:
+        check_output_dir(config.state_dir, what="--state-dir")
+
+
+def _stat_stamp(path: Path) -> dict[str, int]:
+    """(size, mtime_ns) of a file: what says it changed since it was checked."""
+    try:
+        st = path.stat()
+    except OSError:
+        return {"size": -1, "mtime_ns": -1}
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def _check_failed(failure: StageFailure) -> dict[str, Any]:
+    """The journal record of a check that timed out or whose worker died: that video's verdict."""
+    return {"findings": [{"reason": "check_failed", "message": failure.error}], "frames": None}
+
+
+@contextlib.contextmanager
+def _state_dir(config: ValidateConfig) -> Iterator[Path]:
+    """The journal folder: --state-dir, else VIDEO_ROOT/.videoprep, else (read-only tree) a throwaway one."""
+    if config.state_dir is not None:
+        yield Path(config.state_dir)
+        return
+    default = Path(config.video_root) / STATE_DIR
+    if os.access(default if default.exists() else config.video_root, os.W_OK):
+        yield default
+        return
+    if config.shard is not None:
+        raise VideoprepError(f"{config.video_root} is read-only: a --shard run needs --state-dir on shared storage")
+    log.info("%s is read-only: no journal kept (pass --state-dir to resume later runs)", config.video_root)
+    with tempfile.TemporaryDirectory(prefix="videoprep-validate-") as scratch:
+        yield Path(scratch) / STATE_DIR
+
+
+def _missing(layout: Layout) -> list[BadVideo]:
+    """A bad-video row for every annotated clip with no file on disk."""
+    rows = []
     for clip in missing_clips(layout):
         csv_path = layout.annotation_files.get(clip.split)
         where = f" in {csv_path.name}" if csv_path else ""
-        bad.append(
-            _bad_video(
-                f"{clip.split}/{clip.clip_id}",
-                [Finding("missing", f"annotated{where} ({clip.label or 'no label'}) but no file on disk")],
-            )
-        )
-    bad.sort(key=lambda b: b.relpath)
-    if config.quarantine is not None:
-        bad = [_quarantine(b, root=root, quarantine=Path(config.quarantine)) for b in bad]
-    result = ValidateResult(checked=total, bad=bad)
-    if config.report is not None:
-        result.report_path = write_report(Path(config.report), result, video_root=root)
-    log.info("checked %d videos: %d bad", total, len(bad))
-    return result
+        rows.append(_bad_video(
+            f"{clip.split}/{clip.clip_id}",
+            [Finding("missing", f"annotated{where} ({clip.label or 'no label'}) but no file on disk")],
+        ))
+    return rows
 
 
 def _bad_video(relpath: str, findings: list[Finding]) -> BadVideo:
@@ -224,7 +282,8 @@ def _quarantine(bad: BadVideo, *, root: Path, quarantine: Path) -> BadVideo:
 
 def write_report(path: Path, result: ValidateResult, *, video_root: Path) -> Path:
     """Atomically write one row per bad video: CSV or JSON, picked by the extension."""
-    rows = [{**asdict(b), "relpath": printable_path(b.relpath)} for b in result.bad]
+    rows = [{**asdict(b), "relpath": printable_path(b.relpath), "quarantined_to": printable_path(b.quarantined_to),
+             "relpath_raw": raw_path(b.relpath)} for b in result.bad]
     if path.suffix.lower() == ".json":
         atomic_write_json(
             path,
