@@ -13,7 +13,7 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sized
 from typing import Literal, TypeVar
 
 from videoprep.errors import VideoprepError
@@ -61,9 +61,8 @@ def run_tasks(
         raise VideoprepError(f"address {address!r} is only used by the ray executor")
     if jobs is not None and jobs < 1:
         raise VideoprepError(f"jobs ({jobs}) must be >= 1")
-    items = list(items)
-    if not items:
-        return
+    if isinstance(items, Sized) and not len(items):
+        return  # nothing to do: no pool, no Ray
     with sigterm_as_interrupt():
         yield from backend(fn, items, jobs=jobs, address=address, timeout_s=timeout_s, plain=plain)
 

@@ -7,7 +7,7 @@ import itertools
 import os
 import queue
 import signal
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sized
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -73,11 +73,14 @@ def run_isolated(
     worker before re-raising. `initializer` runs once in each new worker.
     Only a few items per worker are in flight at a time, so memory does not
     grow with the item count (scheduling 100k items at once held ~200 MB).
+    `items` may be lazy (a generator): each is taken when a worker can use it.
     """
-    items = list(items)
-    if not items:
-        return
-    workers = max(1, min(jobs or default_jobs(), len(items)))
+    if isinstance(items, Sized):
+        if not len(items):
+            return
+        workers = max(1, min(jobs or default_jobs(), len(items)))
+    else:  # a lazy iterable (items that become ready over time): taken as they come
+        workers = max(1, jobs or default_jobs())
     pending = iter(items)
     finished: queue.SimpleQueue[tuple[T, concurrent.futures.Future]] = queue.SimpleQueue()
     pool = pebble.ProcessPool(max_workers=workers, initializer=initializer)
@@ -91,6 +94,8 @@ def run_isolated(
         for item in itertools.islice(pending, workers * _IN_FLIGHT_PER_WORKER):
             schedule(item)
             in_flight += 1
+        if not in_flight:
+            return
         while in_flight:
             item, future = finished.get()
             in_flight -= 1

@@ -354,11 +354,14 @@ def run_stage(
     on_progress: ProgressFn = no_progress,
     sweep_root: Path | None = None,
     fresh: bool = False,
+    feed: Callable[[list[Item]], Iterable[Item]] | None = None,
 ) -> StageRun:
     """Lock, sweep, skip what is journaled, run the rest, journal each result; see the module docstring.
 
     `items` are every item of the source; the shard keeps its own. `fresh`
-    ignores the journal (newer entries then win over the old ones).
+    ignores the journal (newer entries then win over the old ones). `feed`
+    yields the items to run in the order they become ready (the download's
+    parts as their transfers finish); an item it does not yield is not run.
     """
     started = time.monotonic()
     shard = options.shard
@@ -382,7 +385,8 @@ def run_stage(
         run.cached = len(run.entries)
         log.info("%s: %d items, %d already done, %d to do", spec.name, run.planned, run.cached, len(todo))
         on_progress(run.cached, run.planned)
-        _run_todo(spec, todo, run, journal=journal_path(state_dir, spec.name, shard), on_progress=on_progress)
+        _run_todo(spec, todo, run, journal=journal_path(state_dir, spec.name, shard), on_progress=on_progress,
+                  feed=feed)
         if shard is None:
             live = {k: e for k, e in records.items() if k not in todo} | run.entries
             if read + len(run.entries) - run.cached != len(live) or len(_journal_files(state_dir, spec.name)) > 1:
@@ -393,13 +397,15 @@ def run_stage(
 
 
 def _run_todo(
-    spec: StageSpec, todo: dict[str, Item], run: StageRun, *, journal: Path, on_progress: ProgressFn
+    spec: StageSpec, todo: dict[str, Item], run: StageRun, *, journal: Path, on_progress: ProgressFn,
+    feed: Callable[[list[Item]], Iterable[Item]] | None,
 ) -> None:
     """Run the items not done yet on the executor; journal each success as it lands."""
     if not todo:
         return
     by_task = {id(item.task): item for item in todo.values()}
-    tasks = [item.task for item in todo.values()]
+    ready = feed(list(todo.values())) if feed is not None else todo.values()
+    tasks = (item.task for item in ready) if feed is not None else [item.task for item in ready]
     opts = run.options
     results = run_tasks(spec.fn, tasks, executor=opts.executor, jobs=opts.jobs, address=opts.address,
                         timeout_s=spec.timeout_s, plain=spec.plain_workers)

@@ -242,7 +242,7 @@ def test_malicious_part_in_a_mirror_is_reported_not_fatal(mirror: FaultServer, t
     report = run_download(_config(mirror, out, splits=("val",)))
     assert sorted(os.listdir(out / "val")) == [f"{good.clip_id}.mp4"]
     assert not list(tmp_path.glob("evil*")) and not list(out.glob("evil*"))
-    entry = [json.loads(line) for line in (out / STATE_DIRNAME / "journal.jsonl").read_text().splitlines()
+    entry = [json.loads(line) for line in (out / STATE_DIRNAME / "extract.jsonl").read_text().splitlines()
              if '"part"' in line][0]
     assert len(entry["rejected"]) == 7
     missing = report.splits["val"].missing

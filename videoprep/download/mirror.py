@@ -20,7 +20,7 @@ import zlib
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urljoin, urlsplit
 
 from videoprep.atomic import atomic_path, atomic_write_text
@@ -33,11 +33,12 @@ from videoprep.download.http import (
     head_size,
 )
 from videoprep.download.report import Failure, PlannedFile
-from videoprep.download.state import DownloadState, as_completed_interruptible
+from videoprep.download.state import EXTRACT_STAGE, DownloadState, as_completed_interruptible
 from videoprep.errors import LayoutError, PathError
 from videoprep.kinetics import find_annotation_files
 from videoprep.probe import VIDEO_EXTENSIONS
 from videoprep.progress import ProgressFn
+from videoprep.stage import Item, StageOptions, StageSpec, run_stage
 
 log = logging.getLogger(__name__)
 
@@ -350,6 +351,28 @@ class _ByteProgress:
             self._fn(max(self.done, 0), max(self.total, self.done))
 
 
+@dataclass(frozen=True)
+class ExtractTask:
+    """One downloaded part to extract in a worker process (paths on shared storage)."""
+
+    split: str
+    url: str
+    archive: str
+    dest_dir: str
+    keep: frozenset[str] | None  # clip ids to keep; None: every clip
+
+
+def extract_part(task: ExtractTask) -> dict[str, Any]:
+    """Worker: extract one part safely; the journal record of what it gave."""
+    keep = task.keep.__contains__ if task.keep is not None else None
+    result = safe_extract(task.archive, dest_dir=task.dest_dir, keep=keep)
+    return {
+        "kind": "part", "split": task.split, "url": task.url, "bytes": os.path.getsize(task.archive),
+        "format": result.format, "clips": result.written, "filtered": result.filtered,
+        "rejected": [{"member": r.member, "reason": r.reason} for r in result.rejected],
+    }
+
+
 def run_mirror(
     *,
     plan: MirrorPlan,
@@ -362,7 +385,12 @@ def run_mirror(
     keep_archives: bool,
     on_progress: ProgressFn,
 ) -> MirrorOutcome:
-    """Download and extract every unfinished part, then apply the replacement archive."""
+    """Download every unfinished part while extracting those already fetched, then apply the replacement.
+
+    Transfers run in `jobs` threads; then the fetched parts are extracted on
+    the stage engine (worker processes, one part each, journaled in
+    `{state}/extract.jsonl`).
+    """
     outcome = MirrorOutcome()
     done_parts = state.latest("part")
     todo = [p for p in plan.parts if p.key not in done_parts]
@@ -372,50 +400,21 @@ def run_mirror(
     log.info("%d of %d parts already extracted; %d to go", len(plan.parts) - len(todo), len(plan.parts), len(todo))
     progress = _ByteProgress(sum(p.size_bytes or 0 for p in todo), on_progress)
     progress.add(0)
-    stop = StopSignal()
-
-    def keep_fn(split: str) -> Callable[[str], bool] | None:
-        wanted = keep_by_split.get(split)
-        if wanted is None:
-            return None
-        wanted_set = set(wanted)
-        return wanted_set.__contains__
-
-    def do_part(part: PartPlan) -> None:
-        archive = state.archive_path(part.split, part.name)
-        fetch_file(part.url, archive, policy=policy, expected_size=part.size_bytes,
-                   on_bytes=progress.add, stop=stop)
-        result = safe_extract(archive, dest_dir=out_dir / part.split, keep=keep_fn(part.split), stop=stop)
-        state.record({
-            "kind": "part", "key": part.key, "split": part.split, "url": part.url,
-            "bytes": archive.stat().st_size, "format": result.format, "clips": result.written,
-            "filtered": result.filtered,
-            "rejected": [{"member": r.member, "reason": r.reason} for r in result.rejected],
-        })
-        if not keep_archives:
-            archive.unlink(missing_ok=True)
-
-    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="part") as pool:
-        futures = {pool.submit(do_part, part): part for part in todo}
-        try:
-            for future in as_completed_interruptible(futures):
-                part = futures[future]
-                try:
-                    future.result()
-                except DownloadFailed as exc:
-                    outcome.failures.append(Failure(part.url, "download", exc.reason, part.split))
-                except PathError as exc:
-                    # the archive passed the size check but does not extract: fetch it anew next run
-                    state.archive_path(part.split, part.name).unlink(missing_ok=True)
-                    outcome.failures.append(Failure(part.url, "extract", exc.reason, part.split))
-                except OSError as exc:  # disk full, permissions: this part's failure, reported
-                    log.error("%s: %s", part.url, exc)
-                    outcome.failures.append(Failure(part.url, "io", f"{type(exc).__name__}: {exc}", part.split))
-        except BaseException:
-            log.warning("interrupted: stopping transfers (partial downloads are kept for resume)")
-            stop.set()  # Ctrl-C: workers stop at their next chunk; .part files stay for resume
-            pool.shutdown(wait=True, cancel_futures=True)
-            raise
+    by_key = {p.key: p for p in plan.parts}
+    items = [Item(key=p.key, stamp={"split": p.split, "url": p.url}, task=ExtractTask(
+        p.split, p.url, str(state.archive_path(p.split, p.name)), str(out_dir / p.split),
+        _keep_set(keep_by_split.get(p.split)))) for p in plan.parts]
+    fetched = _Fetcher(state=state, policy=policy, jobs=jobs, progress=progress, outcome=outcome).fetch_all(todo)
+    run = run_stage(EXTRACT_SPEC, items, state_dir=state.root, options=StageOptions(),
+                    feed=lambda ready: [item for item in ready if item.key in fetched])
+    for failure in run.failures:
+        part = by_key[failure.source]
+        # the archive passed the size check but does not extract: fetch it anew next run
+        state.archive_path(part.split, part.name).unlink(missing_ok=True)
+        outcome.failures.append(Failure(part.url, "extract", failure.error, part.split))
+    if not keep_archives:
+        for key in run.entries:
+            state.archive_path(by_key[key].split, by_key[key].name).unlink(missing_ok=True)
     outcome.bytes_downloaded = progress.moved
     done_parts = state.latest("part")
     for split in {p.split for p in plan.parts}:
@@ -431,6 +430,54 @@ def run_mirror(
                        keep_archives=keep_archives, outcome=outcome, progress=progress)
     outcome.bytes_downloaded = progress.moved
     return outcome
+
+
+# Extraction has no time limit of its own: a 10 GB part on a slow disk takes what it takes.
+EXTRACT_SPEC = StageSpec(EXTRACT_STAGE, extract_part, None)
+
+
+def _keep_set(wanted: Collection[str] | None) -> frozenset[str] | None:
+    return None if wanted is None else frozenset(wanted)
+
+
+class _Fetcher:
+    """Downloads parts in threads, resumably, stopping at the next chunk on Ctrl-C."""
+
+    def __init__(self, *, state: DownloadState, policy: RetryPolicy, jobs: int, progress: _ByteProgress,
+                 outcome: MirrorOutcome) -> None:
+        self.state, self.policy, self.jobs = state, policy, jobs
+        self.progress, self.outcome = progress, outcome
+        self.stop = StopSignal()
+
+    def _fetch(self, part: PartPlan) -> None:
+        fetch_file(part.url, self.state.archive_path(part.split, part.name), policy=self.policy,
+                   expected_size=part.size_bytes, on_bytes=self.progress.add, stop=self.stop)
+
+    def fetch_all(self, parts: list[PartPlan]) -> set[str]:
+        """Download the parts in threads; the keys of those now on disk (failed transfers recorded)."""
+        fetched: set[str] = set()
+        with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, self.jobs), thread_name_prefix="part") as pool:
+            futures = {pool.submit(self._fetch, part): part for part in parts}
+            try:
+                for future in as_completed_interruptible(futures):
+                    part = futures[future]
+                    try:
+                        future.result()
+                    except DownloadFailed as exc:
+                        self.outcome.failures.append(Failure(part.url, "download", exc.reason, part.split))
+                        continue
+                    except OSError as exc:  # disk full, permissions: this part's failure, reported
+                        log.error("%s: %s", part.url, exc)
+                        self.outcome.failures.append(
+                            Failure(part.url, "io", f"{type(exc).__name__}: {exc}", part.split))
+                        continue
+                    fetched.add(part.key)
+            except BaseException:
+                log.warning("interrupted: stopping transfers (partial downloads are kept for resume)")
+                self.stop.set()  # Ctrl-C: transfers stop at their next chunk; .part files stay for resume
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
+        return fetched
 
 
 def _apply_replacement(
