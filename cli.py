@@ -112,7 +112,7 @@ def stage_options(fn):
         click.option("--shard", callback=_parse_shard, default=None, metavar="I/N",
                      help="Only the items whose stable path hash is I mod N (Slurm arrays); a plain run "
                           "afterwards merges the shards and writes the outputs."),
-        click.option("--summary-json", type=click.Path(dir_okay=False, path_type=Path), default=None,
+        click.option("--summary-json", type=click.Path(path_type=Path), default=None,
                      help="Write planned/cached/done/failed counts, wall_s and executor as JSON here."),
     ]):
         fn = option(fn)
@@ -132,7 +132,7 @@ def _stage_kwargs(jobs, executor, address, shard, summary_json) -> dict:
 
 @cli.command("index")
 @click.argument("video_root", type=click.Path(exists=True, file_okay=False))
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+@click.option("--out", "out_dir", required=True, type=click.Path(),
               help="Folder for {split}.txt, classes.txt and manifest.csv.")
 @click.option("--annotations", type=click.Path(exists=True, file_okay=False),
               help="Folder of Kinetics annotation CSVs (default: VIDEO_ROOT/annotations if present).")
@@ -201,14 +201,14 @@ def index_cmd(video_root: str, out_dir: str, annotations: str | None, split: str
 @click.option("--full", is_flag=True, help="Decode every frame (default: first, last and a few random frames).")
 @click.option("--min-frames", type=click.IntRange(min=1), default=57, show_default=True,
               help="Shorter videos are bad (57 = 8 frames at sample rate 8).")
-@click.option("--report", type=click.Path(dir_okay=False),
+@click.option("--report", type=click.Path(),
               help="Write one row per bad video; the extension picks the format: .csv or .json.")
-@click.option("--quarantine", type=click.Path(file_okay=False),
+@click.option("--quarantine", type=click.Path(),
               help="Move bad files here, keeping their relative paths (nothing is deleted).")
 @click.option("--allow-bad", is_flag=True, help="Exit 0 even when bad videos are found.")
 @click.option("--timeout", "timeout_s", type=click.FloatRange(min=0, min_open=True), default=120.0,
               show_default=True, help="Seconds one video may take to check.")
-@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+@click.option("--state-dir", type=click.Path(path_type=Path), default=None,
               help="Journal of checked videos (default: VIDEO_ROOT/.videoprep when writable).")
 @stage_options
 def validate_cmd(video_root: str, annotations: str | None, full: bool, min_frames: int, report: str | None,
@@ -286,7 +286,7 @@ def _report_batch(kind: str, *, done: int, skipped: int, failures: list, report:
 
 @cli.command("transcode")
 @click.argument("src", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.argument("dst", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("dst", type=click.Path(path_type=Path))
 @click.option("--codec", type=click.Choice(["h264", "mjpeg", "vp9"]), default="h264", show_default=True,
               help="h264: small, GPU decode in DALI; mjpeg: intra-only, exact random access on CPU; "
                    "vp9: small and decoded by DALI on CPU.")
@@ -307,7 +307,7 @@ def _report_batch(kind: str, *, done: int, skipped: int, failures: list, report:
               help="mjpeg JPEG quality, ffmpeg -q:v (default 3); lower is better and bigger.")
 @click.option("--keep-audio", is_flag=True, help="Keep the audio track (dropped by default).")
 @click.option("--no-index", is_flag=True, help="Do not write the list files of DST afterwards.")
-@click.option("--lists-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+@click.option("--lists-dir", type=click.Path(path_type=Path), default=None,
               help="Where the list files go (default DST/lists; their paths are relative to DST).")
 @_batch_options
 def transcode_cmd(src: Path, dst: Path, codec: str, short_side: int, fps: float | None, gop: int,
@@ -338,7 +338,7 @@ def transcode_cmd(src: Path, dst: Path, codec: str, short_side: int, fps: float 
 
 @cli.command("frames")
 @click.argument("src", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.argument("dst", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("dst", type=click.Path(path_type=Path))
 @click.option("--short-side", type=click.IntRange(min=2), default=256, show_default=True,
               help="Resize so the shorter side has this many pixels (even), keeping the aspect ratio.")
 @click.option("--quality", type=click.IntRange(2, 31), default=2, show_default=True,

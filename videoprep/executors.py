@@ -156,7 +156,7 @@ def _run_ray(
     try:
         cpus = int(ray.cluster_resources().get("CPU", 1))
         in_flight_max = max(1, 2 * (min(jobs, cpus) if jobs else cpus))
-        remote = ray.remote(num_cpus=1, max_retries=RAY_RETRIES, retry_exceptions=False)(fn)
+        remote = ray.remote(num_cpus=1, max_retries=RAY_RETRIES, retry_exceptions=False)(_call)
         pending: dict[object, T] = {}
         queue = iter(items)
         try:
@@ -165,7 +165,7 @@ def _run_ray(
                     item = next(queue, _DONE)
                     if item is _DONE:
                         break
-                    pending[remote.remote(item)] = item
+                    pending[remote.remote(fn, item)] = item
                 if not pending:
                     break
                 ready, _ = ray.wait(list(pending), num_returns=1, timeout=timeout_s)
@@ -187,6 +187,11 @@ def _run_ray(
     finally:
         if started_here:
             ray.shutdown()
+
+
+def _call(fn: Callable[[T], R], item: T) -> R:
+    """A Ray task: any picklable callable (a functools.partial too) applied to one item."""
+    return fn(item)
 
 
 _DONE = object()

@@ -91,3 +91,15 @@ def _kill(proc: subprocess.Popen[bytes]) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+
+
+# ffmpeg-python hashes every argument as UTF-8, which a non-UTF-8 file name (kept by os as
+# surrogates) cannot be: graphs are built with these stand-ins, swapped for the real paths after.
+SOURCE_STANDIN = "@videoprep-source@"
+OUTPUT_STANDIN = "@videoprep-output@"
+
+
+def with_paths(args: Sequence[str], *, source: str, output: str) -> list[str]:
+    """Compiled arguments with the stand-ins replaced by the real source and output paths."""
+    return [a.replace(SOURCE_STANDIN, source).replace(OUTPUT_STANDIN, output) for a in args]
+

@@ -21,7 +21,7 @@ import ffmpeg
 
 from videoprep.atomic import atomic_dir
 from videoprep.errors import PathError, VideoprepError
-from videoprep.ffmpeg import run_ffmpeg
+from videoprep.ffmpeg import OUTPUT_STANDIN, SOURCE_STANDIN, run_ffmpeg, with_paths
 from videoprep.layout import Layout
 from videoprep.locations import check_output_file
 from videoprep.probe import probe_video
@@ -122,15 +122,16 @@ class FramesOutcome:
 
 def frames_args(source: str, folder: str, *, settings: FramesSettings, width: int, height: int) -> list[str]:
     """ffmpeg arguments writing every decoded frame (no rate change) as folder/img_00000.jpg, ..."""
-    stream = ffmpeg.input(source, threads=settings.threads)
+    stream = ffmpeg.input(SOURCE_STANDIN, threads=settings.threads)
     video = stream.video.filter("scale", width, height)
     out = ffmpeg.output(
-        video, os.path.join(folder, _FFMPEG_PATTERN),
+        video, OUTPUT_STANDIN,
         **{"f": "image2", "start_number": 0, "q:v": settings.quality, "fps_mode": "passthrough",
            "pix_fmt": "yuvj420p", "threads": settings.threads, "an": None},
     )
     compiled = ffmpeg.compile(out, cmd="ffmpeg")
-    return ["-y", "-filter_complex_threads", str(max(settings.threads, 1)), *compiled[1:]]
+    args = ["-y", "-filter_complex_threads", str(max(settings.threads, 1)), *compiled[1:]]
+    return with_paths(args, source=source, output=os.path.join(folder, _FFMPEG_PATTERN))
 
 
 def count_frames(folder: str | os.PathLike[str]) -> int:

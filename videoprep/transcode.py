@@ -21,7 +21,7 @@ import ffmpeg
 
 from videoprep.atomic import atomic_path
 from videoprep.errors import PathError, VideoprepError
-from videoprep.ffmpeg import run_ffmpeg
+from videoprep.ffmpeg import OUTPUT_STANDIN, SOURCE_STANDIN, run_ffmpeg, with_paths
 from videoprep.index import IndexConfig, IndexResult, run_index
 from videoprep.layout import Layout
 from videoprep.locations import check_output_dir, check_output_file
@@ -218,7 +218,7 @@ def transcode_args(
 ) -> list[str]:
     """The ffmpeg argument list (without the program name) for one video; no shell involved."""
     spec = settings.spec
-    stream = ffmpeg.input(source, threads=settings.threads)
+    stream = ffmpeg.input(SOURCE_STANDIN, threads=settings.threads)
     video = stream.video.filter("fps", fps=str(rate)).filter("scale", width, height)
     opts: dict[str, Any] = {
         "c:v": spec.encoder, "pix_fmt": spec.pix_fmt, "fps_mode": "cfr",
@@ -251,8 +251,9 @@ def transcode_args(
         opts.update({"c:a": "libopus" if spec.muxer == "webm" else "aac", "b:a": "128k"})
     else:
         opts["an"] = None
-    compiled = ffmpeg.compile(ffmpeg.output(*streams, output, **opts), cmd="ffmpeg")
-    return ["-y", "-filter_complex_threads", str(max(settings.threads, 1)), *compiled[1:]]
+    compiled = ffmpeg.compile(ffmpeg.output(*streams, OUTPUT_STANDIN, **opts), cmd="ffmpeg")
+    args = ["-y", "-filter_complex_threads", str(max(settings.threads, 1)), *compiled[1:]]
+    return with_paths(args, source=source, output=output)
 
 
 def check_output(
