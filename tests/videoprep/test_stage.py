@@ -243,7 +243,7 @@ def test_a_truncated_source_is_never_a_short_output(src, tmp_path):
 def test_kill_9_mid_stage_then_a_rerun_loses_and_duplicates_nothing(stage, tmp_path):
     one = write_video(tmp_path / "one.mp4", num_frames=12, width=64, height=48)
     src = tmp_path / "src"
-    total = 150 if stage in ("validate", "index") else 40
+    total = {"validate": 400, "index": 2500}.get(stage, 30)  # each run killed after its first flush (1 s)
     for i in range(total):
         path = src / "train" / f"c{i % 2}" / f"v{i:03d}.mp4"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -306,3 +306,30 @@ def test_every_stage_on_a_two_node_ray_cluster_gives_the_local_outputs(ray_clust
         assert remote["executor"] == "ray"
         assert (remote["done"], remote["failed"]) == (local["done"], local["failed"]), stage
         assert visible_files(tmp_path / f"{stage}-ray") == visible_files(tmp_path / f"{stage}-local"), stage
+
+
+def die_once_then_work(marker: str) -> str:
+    """Ray task: the first attempt kills its worker process (a lost worker); the retry succeeds."""
+    with open(marker, "a") as f:
+        f.write("attempt\n")
+    if Path(marker).read_text().count("attempt") == 1:
+        os._exit(1)
+    return "ok"
+
+
+def fail_like_a_bad_video(marker: str) -> str:
+    """Ray task: raises as a bad video does (recorded, never retried)."""
+    with open(marker, "a") as f:
+        f.write("attempt\n")
+    raise VideoprepError(f"{marker}: bad video")
+
+
+@pytest.mark.slow
+def test_ray_retries_a_lost_worker_but_not_a_bad_video(ray_cluster, tmp_path):
+    from videoprep.executors import run_tasks
+
+    lost, bad = str(tmp_path / "lost"), str(tmp_path / "bad")
+    [ok] = run_tasks(die_once_then_work, [lost], executor="ray")
+    assert ok.ok and ok.value == "ok" and Path(lost).read_text().count("attempt") == 2
+    [failed] = run_tasks(fail_like_a_bad_video, [bad], executor="ray")
+    assert not failed.ok and "bad video" in failed.error and Path(bad).read_text().count("attempt") == 1
