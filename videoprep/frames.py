@@ -19,32 +19,15 @@ from typing import Any
 
 import ffmpeg
 
+from videoprep import videotree
 from videoprep.atomic import atomic_dir
 from videoprep.errors import PathError, VideoprepError
 from videoprep.ffmpeg import OUTPUT_STANDIN, SOURCE_STANDIN, run_ffmpeg, with_paths
 from videoprep.layout import Layout
-from videoprep.locations import check_output_file
-from videoprep.probe import probe_video
 from videoprep.progress import ProgressFn, no_progress
 from videoprep.records import ListRecord, write_class_map, write_list
-from videoprep.stage import StageOptions, StageRun, StageSpec, run_stage, write_summary
-from videoprep.transcode import DEFAULT_TIMEOUT_S, SourceError, pool_timeout
-from videoprep.videotree import (
-    PlannedVideo,
-    StageResult,
-    check_roots,
-    output_record,
-    output_still_there,
-    plan_tree,
-    scaled_size,
-    source_annotations,
-    stable_digest,
-    stage_result,
-    state_dir,
-    video_items,
-    write_mapping,
-    write_report,
-)
+from videoprep.stage import StageOptions, StageRun, StageSpec, write_summary
+from videoprep.videotree import DEFAULT_TIMEOUT_S, PlannedVideo, StageResult
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +54,7 @@ class FramesSettings:
 
     def digest(self) -> str:
         """Short stable hash of the settings: a change re-extracts everything."""
-        return stable_digest({"stage": "frames", **asdict(self)})
+        return videotree.stable_digest({"stage": "frames", **asdict(self)})
 
 
 @dataclass(frozen=True)
@@ -146,10 +129,8 @@ def count_frames(folder: str | os.PathLike[str]) -> int:
 def frames_one(task: FramesTask) -> FramesOutcome:
     """Extract one video's frames into a temporary folder, check them, rename the folder into place."""
     started = time.perf_counter()
-    info = probe_video(task.source)
-    if info.truncated:
-        raise SourceError(task.source, info.truncated)
-    width, height = scaled_size(info.width, info.height, short_side=task.settings.short_side)
+    info = videotree.probe_source(task.source)
+    width, height = videotree.scaled_size(info.width, info.height, short_side=task.settings.short_side)
     with atomic_dir(task.output) as tmp:
         run_ffmpeg(frames_args(task.source, str(tmp), settings=task.settings, width=width, height=height),
                    target=task.source, timeout_s=task.timeout_s)
@@ -166,24 +147,19 @@ def frames_one(task: FramesTask) -> FramesOutcome:
 
 def run_frames(config: FramesConfig, *, on_progress: ProgressFn = no_progress) -> FramesResult:
     """Extract frames of every video under config.src into folders under config.dst, then the lists."""
-    src, dst = check_roots(config.src, config.dst)
-    if config.summary_json is not None:
-        check_output_file(config.summary_json, what="--summary-json")
-    annotations = source_annotations(src, config.annotations)
-    layout, planned = plan_tree(src, dst, annotations=annotations, suffix="")
-    spec = StageSpec("frames", frames_one, pool_timeout(config.timeout_s), record=output_record,
-                     still_valid=output_still_there)
-    items = video_items(planned, dst=dst, digest=config.settings.digest(), task_of=lambda p: FramesTask(
-        str(src / p.relpath), str(dst / p.output), config.settings, config.timeout_s))
-    run = run_stage(spec, items, state_dir=state_dir(dst), options=config, on_progress=on_progress, sweep_root=dst)
+    spec = StageSpec("frames", frames_one, videotree.pool_timeout(config.timeout_s))
+    tree = videotree.run_tree_stage(config, spec, suffix="", digest=config.settings.digest(), on_progress=on_progress,
+                          task_of=lambda p, src, dst: FramesTask(str(src / p.relpath), str(dst / p.output),
+                                                                 config.settings, config.timeout_s))
+    run, dst = tree.run, tree.dst
     mapping_path = report_path = None
     lists: dict[str, Path] = {}
     if config.shard is None:  # the plain run after all shards writes what covers the whole tree
-        mapping_path = write_mapping(dst, [p for p in planned if p.relpath in run.entries])
-        report_path = write_report(dst / "frames_report.json", settings=asdict(config.settings), run=run)
-        lists = write_rawframe_lists(dst, layout, planned, run) if config.lists else {}
+        mapping_path = videotree.write_mapping(dst, tree.done())
+        report_path = videotree.write_report(dst / "frames_report.json", settings=asdict(config.settings), run=run)
+        lists = write_rawframe_lists(dst, tree.layout, tree.planned, run) if config.lists else {}
     write_summary(config.summary_json, run.summary())
-    return FramesResult(**stage_result(run, mapping=mapping_path, report=report_path), lists=lists)
+    return FramesResult(**videotree.stage_result(run, mapping=mapping_path, report=report_path), lists=lists)
 
 
 def rawframe_records(

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from videoprep.atomic import atomic_write_text
-from videoprep.errors import EmptySourceError, ProbeError, VideoprepError
+from videoprep.errors import ProbeError, VideoprepError
 from videoprep.layout import (
     SAFE_VIEW_DIRNAME,
     Layout,
@@ -28,9 +28,10 @@ from videoprep.layout import (
     plan_safe_view,
     printable_path,
     raw_path,
+    require_videos,
 )
 from videoprep.locations import check_output_dir, check_output_file
-from videoprep.probe import VIDEO_EXTENSIONS, probe_video
+from videoprep.probe import probe_video
 from videoprep.progress import ProgressFn, no_progress
 from videoprep.records import ListRecord, write_class_map, write_list
 from videoprep.stage import STATE_DIR, Item, StageOptions, StageRun, StageSpec, run_stage, write_summary
@@ -146,9 +147,7 @@ def run_index(config: IndexConfig, *, on_progress: ProgressFn | None = None) -> 
     safe_dir = Path(config.safe_dir) if config.safe_dir is not None else root / SAFE_VIEW_DIRNAME
     layout = discover(root, annotations=config.annotations, split=config.split, skip_dirs=[safe_dir, out])
     layout = with_labels(layout, labels=config.labels, classes=config.classes)
-    if not layout.videos:
-        where = f" in split {config.split!r}" if config.split else ""
-        raise EmptySourceError(root, f"no videos found{where} (extensions: {' '.join(VIDEO_EXTENSIONS)})")
+    require_videos(layout, where=f" in split {config.split!r}" if config.split else "")
     probes, run = _probe_all(layout, out, config=config, progress=progress)
     if config.shard is not None:
         write_summary(config.summary_json, run.summary(_failed_counts(probes)))

@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from videoprep.errors import LayoutError
+from videoprep.errors import EmptySourceError, LayoutError
 from videoprep.kinetics import Clip, class_names, find_annotation_files, read_annotations, split_name
 from videoprep.probe import VIDEO_EXTENSIONS
 
@@ -346,3 +346,9 @@ def missing_clips(layout: Layout) -> list[Clip]:
     splits = set(layout.splits)
     named = {c.split for c in layout.clips} & splits
     return [c for c in layout.clips if (not named or c.split in named) and c.clip_id not in on_disk]
+
+
+def require_videos(layout: Layout, *, where: str = "") -> None:
+    """Every stage refuses a source without videos the same way (one line, exit 1, nothing written)."""
+    if not layout.videos:
+        raise EmptySourceError(layout.root, f"no videos found{where} (extensions: {' '.join(VIDEO_EXTENSIONS)})")

@@ -23,27 +23,23 @@ from videoprep.atomic import atomic_path
 from videoprep.errors import PathError, VideoprepError
 from videoprep.ffmpeg import OUTPUT_STANDIN, SOURCE_STANDIN, run_ffmpeg, with_paths
 from videoprep.index import IndexConfig, IndexResult, run_index
-from videoprep.layout import Layout
-from videoprep.locations import check_output_dir, check_output_file
+from videoprep.locations import check_output_dir
 from videoprep.probe import VideoInfo, probe_video
 from videoprep.progress import ProgressFn, no_progress
-from videoprep.stage import StageOptions, StageSpec, run_stage, write_summary
-from videoprep.videotree import (  # noqa: F401 - scaled_size, plan_outputs, read_mapping: this module's API too
-    PlannedVideo,
+from videoprep.stage import StageOptions, StageSpec, write_summary
+from videoprep.videotree import (  # noqa: F401 - plan_outputs, read_mapping, scaled_size: this module's API too
+    DEFAULT_TIMEOUT_S,
     StageResult,
-    check_roots,
+    TreeRun,
     copy_annotations,
-    output_record,
-    output_still_there,
     plan_outputs,
-    plan_tree,
+    pool_timeout,
+    probe_source,
     read_mapping,
+    run_tree_stage,
     scaled_size,
-    source_annotations,
     stable_digest,
     stage_result,
-    state_dir,
-    video_items,
     write_mapping,
     write_report,
 )
@@ -53,7 +49,6 @@ log = logging.getLogger(__name__)
 Codec = Literal["h264", "mjpeg", "vp9"]
 
 LISTS_DIRNAME = "lists"  # run_index skips its out_dir when walking, so it cannot be DST itself
-DEFAULT_TIMEOUT_S = 600.0
 
 
 @dataclass(frozen=True)
@@ -83,10 +78,6 @@ X264_TUNES = ("fastdecode", "film", "animation", "grain", "stillimage")
 # won 1.61x clips/s with the pyav reader for 1.10x the bytes at the same PSNR on GOP 16
 # (benchmarks/bench_loaders.py; README "Benchmark the loaders"), past the 1.3x / +30% rule.
 DEFAULT_TUNES: dict[str, str] = {"h264": "fastdecode"}
-
-
-class SourceError(PathError):
-    """A source video that cannot be transcoded as it is (cut short, unreadable)."""
 
 
 class OutputCheckError(PathError):
@@ -291,9 +282,7 @@ def transcode_one(task: TranscodeTask) -> TranscodeOutcome:
     """Encode one video to a temporary name, probe and check it, then rename it into place."""
     started = time.perf_counter()
     settings = task.settings
-    source_info = probe_video(task.source)
-    if source_info.truncated:
-        raise SourceError(task.source, source_info.truncated)
+    source_info = probe_source(task.source)
     rate = output_rate(settings.fps, source_info.fps)
     width, height = scaled_size(source_info.width, source_info.height, short_side=settings.short_side)
     with atomic_path(task.output) as tmp:
@@ -316,43 +305,25 @@ def transcode_one(task: TranscodeTask) -> TranscodeOutcome:
 def run_transcode(config: TranscodeConfig, *, on_progress: ProgressFn = no_progress) -> TranscodeResult:
     """Transcode every video under config.src into config.dst; see the module docstring."""
     settings = config.settings
-    src, dst = check_roots(config.src, config.dst)
-    lists_dir = check_output_dir(config.index_dir, what="--lists-dir") if config.index_dir else dst / LISTS_DIRNAME
-    if config.summary_json is not None:
-        check_output_file(config.summary_json, what="--summary-json")
-    annotations = source_annotations(src, config.annotations)
-    layout, planned = plan_tree(src, dst, annotations=annotations, suffix=settings.spec.suffix)
-    spec = StageSpec("transcode", transcode_one, pool_timeout(config.timeout_s), record=output_record,
-                     still_valid=output_still_there)
-    items = video_items(planned, dst=dst, digest=settings.digest(), task_of=lambda p: TranscodeTask(
-        str(src / p.relpath), str(dst / p.output), settings, config.timeout_s))
-    run = run_stage(spec, items, state_dir=state_dir(dst), options=config, on_progress=on_progress,
-                    sweep_root=dst)
+    if config.index_dir is not None:
+        check_output_dir(config.index_dir, what="--lists-dir")
+    spec = StageSpec("transcode", transcode_one, pool_timeout(config.timeout_s))
+    tree = run_tree_stage(config, spec, suffix=settings.spec.suffix, digest=settings.digest(), on_progress=on_progress,
+                          task_of=lambda p, src, dst: TranscodeTask(str(src / p.relpath), str(dst / p.output),
+                                                                    settings, config.timeout_s))
+    run, dst = tree.run, tree.dst
     mapping_path = report_path = index_result = None
     if config.shard is None:  # the plain run after all shards writes what covers the whole tree
-        done = [p for p in planned if p.relpath in run.entries]
-        mapping_path = write_mapping(dst, done)
+        mapping_path = write_mapping(dst, tree.done())
         report_path = write_report(dst / "transcode_report.json", settings=asdict(settings), run=run)
-        copy_annotations(layout.annotation_files.values(), dst=dst)
-        if config.index and done:
-            index_result = _index_outputs(dst, lists_dir, config, annotations=annotations, layout=layout,
-                                          done=done, entries=run.entries)
+        copy_annotations(tree.layout.annotation_files.values(), dst=dst)
+        if config.index and tree.done():
+            index_result = _index_outputs(tree, config)
     write_summary(config.summary_json, run.summary())
     return TranscodeResult(**stage_result(run, mapping=mapping_path, report=report_path), index=index_result)
 
 
-PROBE_MARGIN_S = 120.0  # the pool's per-item limit: ffmpeg's own limit plus time to probe twice
-
-
-def pool_timeout(ffmpeg_timeout_s: float | None) -> float | None:
-    """The executor's per-item limit: a backstop behind ffmpeg's own, never before it."""
-    return ffmpeg_timeout_s + PROBE_MARGIN_S if ffmpeg_timeout_s else None
-
-
-def _index_outputs(
-    dst: Path, lists_dir: Path, config: TranscodeConfig, *, annotations: Path | None, layout: Layout,
-    done: list[PlannedVideo], entries: dict[str, dict[str, Any]],
-) -> IndexResult:
+def _index_outputs(tree: TreeRun, config: TranscodeConfig) -> IndexResult:
     """Write the list files of the transcoded tree with the index stage (no second listing code).
 
     The source's class list and each video's original label go along, so the
@@ -361,9 +332,10 @@ def _index_outputs(
     Each output was probed once when it was checked: those facts go along too,
     so indexing probes nothing again.
     """
-    known = {p.output: {k: entries[p.relpath].get(k) for k in OUTPUT_FACTS} for p in done}
+    done = tree.done()
+    known = {p.output: {k: tree.run.entries[p.relpath].get(k) for k in OUTPUT_FACTS} for p in done}
     return run_index(IndexConfig(
-        video_root=dst, out_dir=lists_dir, annotations=annotations, jobs=config.jobs,
-        labels={p.output: p.label for p in done if p.label is not None}, classes=tuple(layout.classes),
-        known=known,
+        video_root=tree.dst, out_dir=config.index_dir or tree.dst / LISTS_DIRNAME, annotations=tree.annotations,
+        jobs=config.jobs, labels={p.output: p.label for p in done if p.label is not None},
+        classes=tuple(tree.layout.classes), known=known,
     ))

@@ -29,10 +29,10 @@ from typing import Any, Literal
 import av
 
 from videoprep.atomic import atomic_write_json, atomic_write_text
-from videoprep.errors import EmptySourceError, ProbeError, VideoprepError
-from videoprep.layout import Layout, discover, missing_clips, printable_path, raw_path
+from videoprep.errors import ProbeError, VideoprepError
+from videoprep.layout import Layout, discover, missing_clips, printable_path, raw_path, require_videos
 from videoprep.locations import check_output_dir, check_output_file
-from videoprep.probe import VIDEO_EXTENSIONS, feeds_decoder, ffmpeg_reason, probe_video
+from videoprep.probe import feeds_decoder, ffmpeg_reason, probe_video
 from videoprep.progress import ProgressFn, no_progress
 from videoprep.stage import STATE_DIR, Item, StageOptions, StageSpec, run_stage, write_summary
 from videoprep.stage import Failure as StageFailure
@@ -165,8 +165,7 @@ def run_validate(config: ValidateConfig, *, on_progress: ProgressFn | None = Non
     _check_outputs(config)
     skip = [config.quarantine] if config.quarantine is not None else []
     layout = discover(root, annotations=config.annotations, skip_dirs=skip)
-    if not layout.videos:
-        raise EmptySourceError(root, f"no videos found (extensions: {' '.join(VIDEO_EXTENSIONS)})")
+    require_videos(layout)
     check = functools.partial(
         check_video, full=config.full, min_frames=config.min_frames, sample_frames=config.sample_frames,
         seed=config.seed,

@@ -13,19 +13,34 @@ import io
 import json
 import os
 import shutil
-from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from videoprep.atomic import atomic_path, atomic_write_json, atomic_write_text
-from videoprep.errors import EmptySourceError, PathError, VideoprepError
-from videoprep.layout import ANNOTATIONS_DIRNAME, Layout, discover, printable_path, raw_path, safe_relpath
-from videoprep.locations import check_output_dir
-from videoprep.probe import VIDEO_EXTENSIONS
-from videoprep.stage import STATE_DIR, Item, StageRun
+from videoprep.errors import PathError, VideoprepError
+from videoprep.layout import (
+    ANNOTATIONS_DIRNAME,
+    Layout,
+    discover,
+    printable_path,
+    raw_path,
+    require_videos,
+    safe_relpath,
+)
+from videoprep.locations import check_output_dir, check_output_file
+from videoprep.probe import VideoInfo, probe_video
+from videoprep.progress import ProgressFn
+from videoprep.stage import STATE_DIR, Item, StageRun, StageSpec, run_stage
 
 MAPPING_FILE = "mapping.csv"
+DEFAULT_TIMEOUT_S = 600.0  # per ffmpeg run
+PROBE_MARGIN_S = 120.0  # the pool's per-item limit: ffmpeg's own limit plus time to probe twice
+
+
+class SourceError(PathError):
+    """A source video that cannot be processed as it is (cut short)."""
 
 
 @dataclass(frozen=True)
@@ -123,8 +138,7 @@ def source_annotations(src: Path, annotations: Path | None) -> Path | None:
 def plan_tree(src: Path, dst: Path, *, annotations: Path | None, suffix: str) -> tuple[Layout, list[PlannedVideo]]:
     """Find SRC's videos with split and label (`videoprep.layout.discover`) and name their outputs."""
     layout = discover(src, annotations=annotations, skip_dirs=[dst])
-    if not layout.videos:
-        raise EmptySourceError(src, f"no videos found (extensions: {' '.join(VIDEO_EXTENSIONS)})")
+    require_videos(layout)
     names = plan_outputs([v.relpath for v in layout.videos], suffix=suffix)
     planned = []
     for video in layout.videos:
@@ -134,14 +148,17 @@ def plan_tree(src: Path, dst: Path, *, annotations: Path | None, suffix: str) ->
     return layout, planned
 
 
-def video_items(planned: list[PlannedVideo], *, dst: Path, digest: str, task_of) -> list[Item]:
-    """Engine items: key = source relpath, stamp = (size, mtime, settings digest, output name)."""
-    return [
-        Item(key=p.relpath, stamp={"size": p.size_bytes, "mtime_ns": p.mtime_ns, "settings": digest,
-                                   "output": p.output},
-             task=task_of(p), output=dst / p.output)
-        for p in planned
-    ]
+def pool_timeout(ffmpeg_timeout_s: float | None) -> float | None:
+    """The executor's per-item limit: a backstop behind ffmpeg's own, never before it."""
+    return ffmpeg_timeout_s + PROBE_MARGIN_S if ffmpeg_timeout_s else None
+
+
+def probe_source(path: str) -> VideoInfo:
+    """The one probe of a source (in the worker); a truncated source is refused, never encoded short."""
+    info = probe_video(path)
+    if info.truncated:
+        raise SourceError(path, info.truncated)
+    return info
 
 
 def output_record(item: Item, outcome: Any) -> dict[str, Any]:
@@ -159,9 +176,45 @@ def output_still_there(item: Item, entry: dict[str, Any]) -> bool:
     return out.is_file() and out.stat().st_size == entry["output_size"]
 
 
-def state_dir(dst: Path) -> Path:
-    """Where DST's journals and locks live."""
-    return dst / STATE_DIR
+@dataclass(frozen=True)
+class TreeRun:
+    """A per-video stage run over SRC: roots, layout, each video's plan, and what the engine did."""
+
+    src: Path
+    dst: Path
+    annotations: Path | None
+    layout: Layout
+    planned: list[PlannedVideo]
+    run: StageRun
+
+    def done(self) -> list[PlannedVideo]:
+        """The planned videos whose output is now there (cached or made by this run)."""
+        return [p for p in self.planned if p.relpath in self.run.entries]
+
+
+def run_tree_stage(
+    config: Any, spec: StageSpec, *, suffix: str, digest: str, task_of: Callable[[PlannedVideo, Path, Path], Any],
+    on_progress: ProgressFn,
+) -> TreeRun:
+    """Check the outputs, plan SRC's videos and run `spec` over them on the engine (transcode, frames).
+
+    `config` has src, dst, annotations and the engine's options (StageOptions);
+    `task_of(planned, src, dst)` makes a video's task.
+    """
+    src, dst = check_roots(config.src, config.dst)
+    if config.summary_json is not None:
+        check_output_file(config.summary_json, what="--summary-json")
+    annotations = source_annotations(src, config.annotations)
+    layout, planned = plan_tree(src, dst, annotations=annotations, suffix=suffix)
+    items = [
+        Item(key=p.relpath, stamp={"size": p.size_bytes, "mtime_ns": p.mtime_ns, "settings": digest,
+                                   "output": p.output},
+             task=task_of(p, src, dst), output=dst / p.output)
+        for p in planned
+    ]
+    spec = replace(spec, record=output_record, still_valid=output_still_there)
+    run = run_stage(spec, items, state_dir=dst / STATE_DIR, options=config, on_progress=on_progress, sweep_root=dst)
+    return TreeRun(src, dst, annotations, layout, planned, run)
 
 
 # --- what the stages write ------------------------------------------------------------------
