@@ -148,9 +148,11 @@ def frames_one(task: FramesTask) -> FramesOutcome:
 def run_frames(config: FramesConfig, *, on_progress: ProgressFn = no_progress) -> FramesResult:
     """Extract frames of every video under config.src into folders under config.dst, then the lists."""
     spec = StageSpec("frames", frames_one, videotree.pool_timeout(config.timeout_s))
-    tree = videotree.run_tree_stage(config, spec, suffix="", digest=config.settings.digest(), on_progress=on_progress,
-                          task_of=lambda p, src, dst: FramesTask(str(src / p.relpath), str(dst / p.output),
-                                                                 config.settings, config.timeout_s))
+    tree = videotree.run_tree_stage(
+        config, spec, suffix="", digest=config.settings.digest(), on_progress=on_progress,
+        task_of=lambda p, src, dst: FramesTask(str(src / p.relpath), str(dst / p.output), config.settings,
+                                               config.timeout_s),
+    )
     run, dst = tree.run, tree.dst
     mapping_path = report_path = None
     lists: dict[str, Path] = {}
