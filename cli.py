@@ -369,7 +369,7 @@ def frames_cmd(src: Path, dst: Path, short_side: int, quality: int, threads: int
 
 @cli.command("download")
 @click.argument("dataset", type=click.Choice(["kinetics400"]))
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+@click.option("--out", "out_dir", required=True, type=click.Path(),
               help="Dataset root: {split}/ videos, annotations/, download_report.json.")
 @click.option("--split", "splits", default="train,val,test", show_default=True,
               help="Comma-separated splits to fetch.")
@@ -400,12 +400,15 @@ def frames_cmd(src: Path, dst: Path, short_side: int, quality: int, threads: int
               help="Base of the exponential backoff in seconds (doubles per retry, plus jitter).")
 @click.option("--timeout", "timeout_s", type=click.FloatRange(min=0, min_open=True), default=60.0,
               show_default=True, help="Seconds a connection may stall.")
-@click.option("--report", "report_path", type=click.Path(dir_okay=False), default=None,
+@click.option("--report", "report_path", type=click.Path(), default=None,
               help="Where the JSON report goes (default: OUT/download_report.json).")
+@click.option("--summary-json", type=click.Path(path_type=Path), default=None,
+              help="Mirror route: write the extraction's planned/cached/done/failed counts here (as every stage).")
 def download_cmd(dataset: str, out_dir: str, splits: str, source: str, jobs: int, base_url: str | None,
                  classes: str | None, limit_per_class: int | None, dry_run: bool, keep_archives: bool,
                  class_folders: bool, url_template: str | None, annotations_dir: str | None, retry_failed: bool,
-                 retries: int, backoff_base_s: float, timeout_s: float, report_path: str | None) -> None:
+                 retries: int, backoff_base_s: float, timeout_s: float, report_path: str | None,
+                 summary_json: Path | None) -> None:
     """Get Kinetics-400 onto disk from the CVDF mirror or YouTube, resumably.
 
     Re-run the same command to resume after Ctrl-C, kill or network trouble:
@@ -427,7 +430,8 @@ def download_cmd(dataset: str, out_dir: str, splits: str, source: str, jobs: int
         keep_archives=keep_archives, class_folders=class_folders,
         annotations_dir=Path(annotations_dir) if annotations_dir else None, retry_failed=retry_failed,
         retries=retries, backoff_base_s=backoff_base_s, timeout_s=timeout_s,
-        report_path=Path(report_path) if report_path else None, **options,  # type: ignore[arg-type]
+        report_path=Path(report_path) if report_path else None, summary_json=summary_json,
+        **options,  # type: ignore[arg-type]
     )
     if dry_run:
         report = run_download(config)

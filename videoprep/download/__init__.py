@@ -47,7 +47,9 @@ from videoprep.download.state import STATE_DIRNAME, DownloadState
 from videoprep.download.youtube import YOUTUBE_URL_TEMPLATE, clip_destination, run_youtube
 from videoprep.errors import LayoutError, VideoprepError
 from videoprep.kinetics import SPLITS, Clip, class_names, find_annotation_files, read_annotations
+from videoprep.locations import check_output_dir, check_output_file
 from videoprep.progress import ProgressFn, no_progress
+from videoprep.stage import write_summary
 
 __all__ = [
     "CVDF_BASE_URL", "DATASETS", "REPORT_NAME", "STATE_DIRNAME", "YOUTUBE_URL_TEMPLATE", "DownloadConfig",
@@ -85,6 +87,7 @@ class DownloadConfig:
     backoff_max_s: float = 60.0
     timeout_s: float = 60.0
     report_path: Path | None = None
+    summary_json: Path | None = None  # mirror route: the extraction stage's summary (videoprep.stage)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "splits", tuple(dict.fromkeys(self.splits)))  # "train,train" once
@@ -122,6 +125,10 @@ def run_download(config: DownloadConfig, *, on_progress: ProgressFn | None = Non
         report.plan = _dry_run_plan(config, out_dir)
         report.elapsed_s = round(time.monotonic() - started, 3)
         return report
+    check_output_dir(out_dir, what="--out")
+    for path, what in ((config.report_path, "--report"), (config.summary_json, "--summary-json")):
+        if path is not None:
+            check_output_file(path, what=what)
     state = DownloadState(out_dir)
     with state.locked():
         state.remove_stale_temp_files([out_dir / s for s in config.splits] + [out_dir / "by_class"])
@@ -167,6 +174,8 @@ def run_download(config: DownloadConfig, *, on_progress: ProgressFn | None = Non
         target = config.report_path or out_dir / REPORT_NAME
         report.report_path = str(target)
         atomic_write_json(target, report.as_dict())
+        if config.source == "mirror":
+            write_summary(config.summary_json, outcome.summary)  # type: ignore[union-attr]
     return report
 
 

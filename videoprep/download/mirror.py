@@ -17,6 +17,7 @@ import shutil
 import tarfile
 import threading
 import zlib
+from collections import Counter
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -331,6 +332,7 @@ class MirrorOutcome:
     unfinished_parts: dict[str, int] = field(default_factory=dict)
     bytes_downloaded: int = 0
     notes: list[str] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)  # the extraction's --summary-json record
 
 
 class _ByteProgress:
@@ -412,6 +414,7 @@ def run_mirror(
         # the archive passed the size check but does not extract: fetch it anew next run
         state.archive_path(part.split, part.name).unlink(missing_ok=True)
         outcome.failures.append(Failure(part.url, "extract", failure.error, part.split))
+    outcome.summary = run.summary(Counter([f.reason for f in run.failures] + [f.kind for f in outcome.failures]))
     if not keep_archives:
         for key in run.entries:
             state.archive_path(by_key[key].split, by_key[key].name).unlink(missing_ok=True)
