@@ -23,6 +23,7 @@ from videoprep.download.mirror import (
     CVDF_BASE_URL,
     annotations_url,
     build_class_view,
+    clip_hashes,
     pack_mirror,
     plan_mirror,
     planned_files,
@@ -170,6 +171,8 @@ def run_download(config: DownloadConfig, *, on_progress: ProgressFn | None = Non
             report.splits[split] = split_report(split, expected_ids=[c.clip_id for c in clips], on_disk=found,
                                                 reasons=outcome.reasons.get(split, {}), default_reason=default[split])
         report.fingerprint = dataset_fingerprint(on_disk_ids)
+        if config.source == "mirror":
+            report.clips = _clip_records(state, on_disk_ids)
         report.elapsed_s = round(time.monotonic() - started, 3)
         target = config.report_path or out_dir / REPORT_NAME
         report.report_path = str(target)
@@ -177,6 +180,19 @@ def run_download(config: DownloadConfig, *, on_progress: ProgressFn | None = Non
         if config.source == "mirror":
             write_summary(config.summary_json, outcome.summary)  # type: ignore[union-attr]
     return report
+
+
+def _clip_records(state: DownloadState, on_disk: dict[str, list[str]]) -> list[dict[str, object]]:
+    """{"id", "split", "size", "sha256"} of every clip on disk whose bytes were hashed as they were extracted."""
+    hashes = clip_hashes(state)
+    records = []
+    for split in sorted(on_disk):
+        known = hashes.get(split, {})
+        for clip in sorted(on_disk[split]):
+            if clip in known:
+                size, sha = known[clip]
+                records.append({"id": clip, "split": split, "size": size, "sha256": sha})
+    return records
 
 
 def _selected_clips(config: DownloadConfig, out_dir: Path) -> dict[str, list[Clip]]:

@@ -10,6 +10,7 @@ Extracted layout: `{out}/{split}/{clip}.mp4` (flat) and `{out}/annotations/{spli
 from __future__ import annotations
 
 import concurrent.futures
+import hashlib
 import logging
 import os
 import re
@@ -21,7 +22,7 @@ from collections import Counter
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 from urllib.parse import urljoin, urlsplit
 
 from videoprep.atomic import atomic_path, atomic_write_text
@@ -191,6 +192,7 @@ class ExtractResult:
     rejected: list[RejectedMember] = field(default_factory=list)
     filtered: int = 0
     replaced: list[str] = field(default_factory=list)
+    hashes: dict[str, tuple[int, str]] = field(default_factory=dict)  # clip -> (size, sha256), hashed as written
 
 
 def archive_format(path: str | os.PathLike[str]) -> ArchiveFormat:
@@ -288,10 +290,10 @@ def safe_extract(
                 target = dest / base
                 fixed = (replacements or {}).get(clip)
                 if fixed is not None:
-                    _copy_file(fixed, target)
+                    result.hashes[clip] = _copy_file(fixed, target)
                     result.replaced.append(clip)
                 else:
-                    _write_member(tar, info, target)
+                    result.hashes[clip] = _write_member(tar, info, target)
                 result.written.append(clip)
     except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
         raise PathError(source, f"corrupt or truncated archive after {len(result.written)} clips: "
@@ -299,25 +301,34 @@ def safe_extract(
     return result
 
 
-def _write_member(tar: tarfile.TarFile, info: tarfile.TarInfo, target: Path) -> None:
-    """Copy one member to a temporary sibling, check its size, rename it into place."""
+def _write_member(tar: tarfile.TarFile, info: tarfile.TarInfo, target: Path) -> tuple[int, str]:
+    """Copy one member to a temporary sibling, check its size, rename it into place; (size, sha256)."""
     stream = tar.extractfile(info)
     if stream is None:
         raise tarfile.ExtractError(f"{info.name}: no data")
     with atomic_path(target) as tmp:
-        written = 0
-        with open(tmp, "wb") as out:
-            while chunk := stream.read(_COPY_CHUNK):
-                out.write(chunk)
-                written += len(chunk)
+        written, digest = _copy_hashing(stream, tmp)
         if written != info.size:
             raise tarfile.ReadError(f"{info.name}: {written} of {info.size} bytes")
+    return written, digest
 
 
-def _copy_file(source: Path, target: Path) -> None:
-    """Atomically copy a file over `target`."""
-    with atomic_path(target) as tmp:
-        shutil.copyfile(source, tmp)
+def _copy_file(source: Path, target: Path) -> tuple[int, str]:
+    """Atomically copy a file over `target`; (size, sha256)."""
+    with atomic_path(target) as tmp, open(source, "rb") as stream:
+        return _copy_hashing(stream, tmp)
+
+
+def _copy_hashing(stream: BinaryIO, path: Path) -> tuple[int, str]:
+    """Write a stream to `path`, hashing the bytes on the way (no second read); (size, sha256)."""
+    sha = hashlib.sha256()
+    written = 0
+    with open(path, "wb") as out:
+        while chunk := stream.read(_COPY_CHUNK):
+            out.write(chunk)
+            sha.update(chunk)
+            written += len(chunk)
+    return written, sha.hexdigest()
 
 
 # --- the route ------------------------------------------------------------------
@@ -370,7 +381,7 @@ def extract_part(task: ExtractTask) -> dict[str, Any]:
     result = safe_extract(task.archive, dest_dir=task.dest_dir, keep=keep)
     return {
         "kind": "part", "split": task.split, "url": task.url, "bytes": os.path.getsize(task.archive),
-        "format": result.format, "clips": result.written, "filtered": result.filtered,
+        "format": result.format, "clips": result.written, "filtered": result.filtered, "hashes": result.hashes,
         "rejected": [{"member": r.member, "reason": r.reason} for r in result.rejected],
     }
 
@@ -523,19 +534,31 @@ def _apply_replacement(
         return
     fixed = {p.stem: p for p in sorted(cache.iterdir()) if p.is_file() and not p.name.startswith(".")}
     replaced = 0
+    hashes: dict[str, tuple[int, str]] = {}
     for split, expected in expected_by_split.items():
         split_dir = out_dir / split
         for clip, source in fixed.items():
             target = split_dir / source.name
             if target.exists() or clip in expected:
-                _copy_file(source, target)
+                hashes[clip] = _copy_file(source, target)
                 replaced += 1
     state.record({"kind": "replacement", "key": plan.replacement_url, "parts_done": parts_done,
-                  "replaced": replaced, "available": len(fixed)})
+                  "replaced": replaced, "available": len(fixed), "hashes": hashes})
     outcome.notes.append(f"replacement archive: {replaced} clip(s) replaced ({len(fixed)} in the archive)")
     if not keep_archives:
         archive.unlink(missing_ok=True)
     shutil.rmtree(cache, ignore_errors=True)
+
+
+def clip_hashes(state: DownloadState) -> dict[str, dict[str, tuple[int, str]]]:
+    """Split -> clip id -> (size, sha256) as extracted (the replacement's copies win), from the journals."""
+    found: dict[str, dict[str, tuple[int, str]]] = {}
+    for entry in state.latest("part").values():
+        found.setdefault(entry["split"], {}).update({k: tuple(v) for k, v in entry.get("hashes", {}).items()})
+    for entry in state.latest("replacement").values():
+        for clips in found.values():
+            clips.update({k: tuple(v) for k, v in entry.get("hashes", {}).items() if k in clips})
+    return found
 
 
 def write_annotations(*, plan: MirrorPlan, out_dir: Path, policy: RetryPolicy) -> dict[str, Path]:

@@ -70,6 +70,8 @@ class DownloadReport:
     fingerprint: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     report_path: str | None = None
+    # Mirror route: every clip on disk as {"id", "split", "size", "sha256"}, hashed while it was extracted.
+    clips: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def complete(self) -> bool:
