@@ -10,6 +10,7 @@ Extracted layout: `{out}/{split}/{clip}.mp4` (flat) and `{out}/annotations/{spli
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import hashlib
 import logging
 import os
@@ -19,7 +20,7 @@ import tarfile
 import threading
 import zlib
 from collections import Counter
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO, Literal
@@ -41,6 +42,15 @@ from videoprep.kinetics import find_annotation_files
 from videoprep.probe import VIDEO_EXTENSIONS
 from videoprep.progress import ProgressFn
 from videoprep.stage import Item, StageOptions, StageSpec, run_stage
+
+try:  # ISA-L's inflate: the fastest measured (see _open_tar)
+    from isal import igzip
+    from isal.isal_zlib import error as _isal_error
+
+    _INFLATE_ERRORS: tuple[type[Exception], ...] = (_isal_error,)
+except ImportError:
+    igzip = None
+    _INFLATE_ERRORS = ()
 
 log = logging.getLogger(__name__)
 
@@ -266,9 +276,8 @@ def safe_extract(
     dest.mkdir(parents=True, exist_ok=True)
     fmt = archive_format(source)
     result = ExtractResult(str(source), fmt)
-    mode = "r|" if fmt == "tar" else f"r|{fmt}"
     try:
-        with tarfile.open(source, mode=mode) as tar:
+        with _open_tar(source, fmt) as tar:
             for info in tar:
                 if stop is not None and stop.is_set():
                     raise PathError(source, "stopped")
@@ -295,10 +304,27 @@ def safe_extract(
                 else:
                     result.hashes[clip] = _write_member(tar, info, target)
                 result.written.append(clip)
-    except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
+    except (tarfile.TarError, EOFError, zlib.error, OSError, *_INFLATE_ERRORS) as exc:
         raise PathError(source, f"corrupt or truncated archive after {len(result.written)} clips: "
                                 f"{type(exc).__name__}: {exc}") from None
     return result
+
+
+@contextlib.contextmanager
+def _open_tar(source: Path, fmt: ArchiveFormat) -> Iterator[tarfile.TarFile]:
+    """A streaming tar reader with 1 MiB reads (tarfile's default is 10 KB).
+
+    gzip is inflated by ISA-L (`isal`) when installed: 2.4x zlib's speed on a
+    Kinetics-like part, ahead of zlib-ng (2.1x) and `gzip -dc` (0.8x); README
+    "Download" has the measurement.
+    """
+    if fmt == "gz" and igzip is not None:
+        with igzip.open(source, "rb") as raw, tarfile.open(fileobj=raw, mode="r|", bufsize=_COPY_CHUNK) as tar:
+            yield tar
+        return
+    mode = "r|" if fmt == "tar" else f"r|{fmt}"
+    with tarfile.open(source, mode=mode, bufsize=_COPY_CHUNK) as tar:
+        yield tar
 
 
 def _write_member(tar: tarfile.TarFile, info: tarfile.TarInfo, target: Path) -> tuple[int, str]:
