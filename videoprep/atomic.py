@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,33 +19,11 @@ def part_path(path: str | os.PathLike[str]) -> Path:
     return p.with_name(p.name + PART_SUFFIX)
 
 
-@functools.cache
-def process_umask() -> int:
-    """This process's umask (read once: setting it to read it back is not thread-safe)."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except OSError:
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def honour_umask(path: str | os.PathLike[str], *, folder: bool = False) -> None:
-    """Give a mkstemp/mkdtemp result (0600/0700) the mode a plain open/mkdir would have given it."""
-    os.chmod(path, (0o777 if folder else 0o666) & ~process_umask())
-
-
 def make_temp_dir(final: str | os.PathLike[str]) -> Path:
-    """A hidden temporary sibling folder `.NAME.XXXX.part` of `final`, with umask-honouring mode."""
+    """A new hidden sibling folder `.NAME.XXXXXXXX.part` of `final`, mode 0777 & ~umask (as mkdir gives)."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=PART_SUFFIX, dir=final.parent))
-    honour_umask(tmp, folder=True)
-    return tmp
+    return _create_temp(final, folder=True)
 
 
 @contextlib.contextmanager
@@ -65,15 +41,31 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _create_temp(final: Path, *, folder: bool = False) -> Path:
+    """Create a new hidden sibling `.NAME.XXXXXXXX.part`: an empty file (0666 & ~umask) or a folder (0777 & ~umask).
+
+    Unlike mkstemp/mkdtemp (0600/0700), the kernel applies the process umask, as
+    for any file the toolkit writes; the random part keeps writers on different
+    hosts of a shared filesystem apart.
+    """
+    while True:
+        tmp = final.with_name(f".{final.name}.{os.urandom(4).hex()}{PART_SUFFIX}")
+        try:
+            if folder:
+                os.mkdir(tmp, 0o777)
+            else:
+                os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666))
+        except FileExistsError:
+            continue
+        return tmp
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary sibling path; rename it onto `path` only if the block succeeds."""
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=PART_SUFFIX, dir=final.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    honour_umask(tmp)
+    tmp = _create_temp(final)
     try:
         yield tmp
         os.replace(tmp, final)
