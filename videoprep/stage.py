@@ -182,6 +182,9 @@ def journal_path(state_dir: Path, stage: str, shard: Shard | None) -> Path:
     return state_dir / (f"{stage}.{shard.tag}.jsonl" if shard else f"{stage}.jsonl")
 
 
+_LEGACY_STAMP = ("size", "mtime_ns", "settings", "output")
+
+
 def _journal_files(state_dir: Path, stage: str) -> list[Path]:
     """The shards' journals, then the stage's own (read in this order: later entries win)."""
     return sorted(state_dir.glob(f"{stage}.shard-*.jsonl")) + [state_dir / f"{stage}.jsonl"]
@@ -193,6 +196,8 @@ def load_records(state_dir: Path, stage: str) -> tuple[dict[str, dict[str, Any]]
     read = 0
     for path in _journal_files(state_dir, stage):
         for entry in read_journal(path):
+            if "key" not in entry and "source" in entry:  # transcode/frames before the engine: same facts
+                entry = {**entry, "key": entry["source"], "stamp": {k: entry.get(k) for k in _LEGACY_STAMP}}
             key = entry.get("key")
             if isinstance(key, str):
                 records[key] = entry

@@ -92,6 +92,18 @@ def test_journal_tolerates_a_torn_last_line_and_appends_after_it(tmp_path):
     assert read_journal(path)[-1] == {"key": odd}
 
 
+def test_a_transcode_journal_from_before_the_engine_still_counts(src, tmp_path):
+    """DSTs made by earlier versions are not re-encoded: their journal lines (no key/stamp) are read as such."""
+    out = tmp_path / "dst"
+    first = summary_of(stage_args("transcode", src, out), tmp_path / "a.json")
+    journal = out / ".videoprep" / "transcode.jsonl"
+    old = [{k: v for k, v in e.items() if k not in ("key", "stamp")} | e["stamp"] | {"source": e["key"]}
+           for e in read_journal(journal)]  # the old line: source, size, mtime_ns, settings, output, ...
+    journal.write_text("".join(json.dumps(e) + "\n" for e in old))
+    again = summary_of(stage_args("transcode", src, out), tmp_path / "b.json")
+    assert (first["done"], again["cached"], again["done"]) == (4, 4, 0)
+
+
 def test_shard_hash_is_stable_and_options_are_checked():
     # The same on every host and run (not Python's salted hash): these values must never change.
     assert [shard_of(k, 4) for k in ("train/a/x.mp4", "val/b/y.mp4", "z.mp4")] == [1, 0, 1]
