@@ -7,6 +7,7 @@ and one primary reason, the first of `REASONS` in order.
 
 from __future__ import annotations
 
+import bisect
 import csv
 import functools
 import io
@@ -15,6 +16,7 @@ import os
 import random
 import shutil
 import zlib
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Literal
@@ -23,9 +25,10 @@ import av
 
 from videoprep.atomic import atomic_write_json, atomic_write_text
 from videoprep.errors import ProbeError, VideoprepError
+from videoprep.h264 import h264_is_nonref, h264_nal_length_size
 from videoprep.layout import discover, missing_clips, printable_path
 from videoprep.parallel import init_plain_worker, run_isolated
-from videoprep.probe import feeds_decoder, ffmpeg_reason, probe_video
+from videoprep.probe import PacketTally, VideoInfo, ffmpeg_reason
 from videoprep.progress import ProgressFn, no_progress
 
 log = logging.getLogger(__name__)
@@ -63,6 +66,8 @@ REPORT_FORMATS = (".csv", ".json")
 _MP4_TOP_BOXES = {b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide", b"pnot", b"uuid", b"styp"}
 _EBML_ID = 0x1A45DFA3
 _SEGMENT_ID = 0x18538067
+_NO_VIDEO = "no video stream"
+_MAX_HELD_BYTES = 1 << 30  # larger files are decoded in full as they are read (bounded memory)
 
 
 @dataclass(frozen=True)
@@ -256,7 +261,7 @@ def check_video(
     sample_frames: int = 3,
     seed: int = 0,
 ) -> VideoCheck:
-    """Every problem of one video: container structure, probe, decoding, then training constraints."""
+    """Every problem of one video: container structure, then one read that probes and decodes, then rules."""
     path = os.fspath(path)
     try:
         size = os.path.getsize(path)
@@ -267,14 +272,14 @@ def check_video(
     findings = container_findings(path)
     if any(f.reason == "moov_missing" for f in findings):
         return VideoCheck(findings)  # nothing is readable without the moov atom
+    # Past this size the packets are not held in memory for the quick check: decode as they come.
+    full = full or size > _MAX_HELD_BYTES
+    rng = random.Random(seed ^ zlib.crc32(path.encode("utf-8", "surrogateescape")))
     try:
-        info = probe_video(path)
+        info, decoded = _read_and_decode(path, size, full=full, sample_frames=sample_frames, rng=rng)
     except ProbeError as exc:
         return VideoCheck([*findings, _probe_finding(path, exc)])
-    rng = random.Random(seed ^ zlib.crc32(path.encode("utf-8", "surrogateescape")))
-    findings += decode_findings(
-        path, expected_frames=info.frames, full=full, sample_frames=sample_frames, rng=rng
-    )
+    findings += decoded
     if info.frames < min_frames:
         findings.append(Finding("too_short", f"{info.frames} frames < --min-frames {min_frames}"))
     if not info.constant_frame_rate:
@@ -288,13 +293,13 @@ def check_video(
 
 def _probe_finding(path: str, exc: ProbeError) -> Finding:
     """Classify a probe failure: a readable container without video, or an unreadable file."""
-    try:
-        with av.open(path, metadata_errors="ignore") as container:
-            if not container.streams.video:
+    if exc.reason == _NO_VIDEO:
+        try:
+            with av.open(path, metadata_errors="ignore") as container:
                 kinds = sorted({s.type for s in container.streams}) or ["none"]
                 return Finding("no_video_stream", f"streams: {', '.join(kinds)}")
-    except av.error.FFmpegError:
-        pass  # the probe's own reason below says why it cannot be opened
+        except av.error.FFmpegError:
+            pass  # opened once already; if not now, the probe's reason below stands
     return Finding("unreadable", exc.reason)
 
 
@@ -418,82 +423,187 @@ def _matroska_findings(f: io.BufferedReader, size: int) -> list[Finding]:
     return []
 
 
-def decode_findings(
-    path: str, *, expected_frames: int, full: bool, sample_frames: int, rng: random.Random
-) -> list[Finding]:
-    """Decode every frame (`full`), or the first, the last and a few random ones by seeking."""
+def _read_and_decode(
+    path: str, size: int, *, full: bool, sample_frames: int, rng: random.Random
+) -> tuple[VideoInfo, list[Finding]]:
+    """Demux the video once: probe it (as probe_video does) and decode all of it or the picked spans.
+
+    ProbeError when it cannot be opened, holds no video stream, or its demuxing fails.
+    """
     try:
-        with av.open(path, metadata_errors="ignore") as container:
-            stream = container.streams.video[0]
-            # Report damaged bitstreams instead of letting the decoder conceal them.
-            stream.codec_context.options = {"err_detect": "explode"}
-            if not full:
-                pts = _presentation_pts(container, stream)
-                if len(pts) == expected_frames:
-                    picks = {0, expected_frames - 1}
-                    picks.update(rng.randrange(expected_frames) for _ in range(sample_frames))
-                    return _decode_at(container, stream, pts, sorted(picks))
-                container.seek(0)  # timestamps missing: decode everything instead
-            return _decode_every(container, stream, expected_frames)
+        container = av.open(path, metadata_errors="ignore")
     except av.error.FFmpegError as exc:
-        return [Finding("undecodable", ffmpeg_reason(exc))]
-
-
-def _presentation_pts(
-    container: av.container.InputContainer, stream: av.video.stream.VideoStream
-) -> list[int]:
-    """Sorted pts of the packets a decoder turns into frames."""
-    pts = [p.pts for p in container.demux(stream) if feeds_decoder(p) and p.pts is not None]
-    return sorted(pts)
-
-
-def _decode_every(
-    container: av.container.InputContainer, stream: av.video.stream.VideoStream, expected: int
-) -> list[Finding]:
-    """Decode all packets, going on after errors, and compare the count with the probe's."""
-    decoded, failed, first_error = 0, 0, ""
-    for number, packet in enumerate(container.demux(stream)):
+        raise ProbeError(path, f"cannot open: {ffmpeg_reason(exc)}") from None
+    with container:
+        if not container.streams.video:
+            raise ProbeError(path, _NO_VIDEO)
+        stream = container.streams.video[0]
+        ctx = stream.codec_context
+        # Damaged bitstreams are reported instead of concealed; pixels are never looked at, so the
+        # deblocking filter (a fifth of H.264 decoding) is skipped, and one thread per worker suffices.
+        ctx.options = {"err_detect": "explode", "skip_loop_filter": "all"}
+        ctx.thread_count = 1
+        tally = PacketTally()
+        held: list[av.Packet] = []
+        full_decode = _FullDecode(ctx)
         try:
-            decoded += len(stream.decode(packet))
+            for packet in container.demux(stream):
+                if tally.add(packet):
+                    if full:
+                        full_decode.feed(packet)
+                    else:
+                        held.append(packet)
         except av.error.FFmpegError as exc:
-            failed += 1
-            first_error = first_error or f"packet {number}: {ffmpeg_reason(exc)}"
-    findings = []
-    if failed:
-        findings.append(
-            Finding("undecodable", f"{failed} packet(s) failed to decode; first at {first_error}")
-        )
-    if decoded < expected:
-        findings.append(Finding("undecodable", f"decoder yielded {decoded} of {expected} frames"))
-    return findings
+            raise ProbeError(path, f"demux failed after {tally.frames} frames: {ffmpeg_reason(exc)}") from None
+        info = tally.info(path, size, stream)
+        if full:
+            return info, full_decode.finish(info.frames)
+        return info, quick_findings(ctx, held, tally.pts, sample_frames=sample_frames, rng=rng)
 
 
-def _decode_at(
-    container: av.container.InputContainer,
-    stream: av.video.stream.VideoStream,
-    pts: list[int],
-    picks: list[int],
+class _FullDecode:
+    """Decode every packet, going on after errors; then compare the frame count with the probe's."""
+
+    def __init__(self, ctx: av.CodecContext) -> None:
+        self.ctx, self.packets, self.decoded, self.failed, self.first_error = ctx, 0, 0, 0, ""
+
+    def feed(self, packet: av.Packet | None) -> None:
+        try:
+            self.decoded += len(self.ctx.decode(packet))
+        except av.error.FFmpegError as exc:
+            self.failed += 1
+            self.first_error = self.first_error or f"packet {self.packets}: {ffmpeg_reason(exc)}"
+        self.packets += 1
+
+    def finish(self, expected: int) -> list[Finding]:
+        """Flush the decoder and say what went wrong, if anything."""
+        self.feed(None)
+        findings = []
+        if self.failed:
+            findings.append(
+                Finding("undecodable", f"{self.failed} packet(s) failed to decode; first at {self.first_error}")
+            )
+        if self.decoded < expected:
+            findings.append(Finding("undecodable", f"decoder yielded {self.decoded} of {expected} frames"))
+        return findings
+
+
+def decode_all_findings(ctx: av.CodecContext, packets: list[av.Packet]) -> list[Finding]:
+    """What a full decode of `packets` from a fresh decoder state finds (the `--full` verdict)."""
+    ctx.flush_buffers()
+    full = _FullDecode(ctx)
+    for packet in packets:
+        full.feed(packet)
+    return full.finish(len(packets))
+
+
+def quick_findings(
+    ctx: av.CodecContext, packets: list[av.Packet], pts: list[int], *, sample_frames: int, rng: random.Random
 ) -> list[Finding]:
-    """Seek to the keyframe before each picked frame and decode forward until it comes out."""
-    findings = []
-    for index in picks:
-        target = pts[index]
-        container.seek(target, stream=stream, backward=True, any_frame=False)
-        problem = _decode_until(container, stream, target)
-        if problem:
-            findings.append(Finding("undecodable", f"frame {index}: {problem}"))
+    """Decode the first, the last and a few random frames, each span once and in order.
+
+    A problem seen this way is confirmed by a full decode of the same packets before it is
+    reported, so the quick check never reports a video that `--full` passes.
+    """
+    count = len(packets)
+    if len(pts) != count or len(set(pts)) != count:
+        return decode_all_findings(ctx, packets)  # frames cannot be told apart by timestamp
+    order = sorted(pts)
+    picks = {0, count - 1, *(rng.randrange(count) for _ in range(sample_frames))}
+    findings = SpanDecoder(ctx, packets).check({order[i]: i for i in picks})
+    if findings and not decode_all_findings(ctx, packets):
+        return []
     return findings
 
 
-def _decode_until(
-    container: av.container.InputContainer, stream: av.video.stream.VideoStream, target: int
-) -> str:
-    """Decode forward to the frame with pts `target`; '' when it decoded, else what went wrong."""
-    try:
-        for packet in container.demux(stream):
-            for frame in stream.decode(packet):
-                if frame.pts is None or frame.pts >= target:
-                    return ""
-    except av.error.FFmpegError as exc:
-        return ffmpeg_reason(exc)
-    return "not reached before the end of the stream"
+class SpanDecoder:
+    """Decodes the spans that lead to the wanted frames, walking the packets once in decode order.
+
+    Wanted frames that share a GOP share one forward pass from its keyframe. H.264 packets
+    that no frame refers to and nobody wants are left out (h264_is_nonref). In a long GOP of
+    H.264 without B-frames a span starts `window` packets before its frame, right after the
+    GOP's keyframe: the decoder conceals the references it skipped without an error, and what
+    is checked is that every packet of the span decodes. Should such a short span fail, the
+    whole span from the keyframe is decoded before anything is reported. (With B-frames the
+    decoder rejects the gap: their reference lists name the skipped frames.)
+    """
+
+    window = 12
+
+    def __init__(self, ctx: av.CodecContext, packets: list[av.Packet]) -> None:
+        self.ctx, self.packets = ctx, packets
+        self.keyframes = [i for i, p in enumerate(packets) if p.is_keyframe] or [0]
+        self.length_size = h264_nal_length_size(ctx.extradata) if ctx.name == "h264" else None
+        # Short spans only where the decoder takes a gap quietly: H.264 without reordered (B) frames.
+        self.windowed = ctx.name == "h264" and all(p.pts == p.dts for p in packets)
+
+    def check(self, wanted: dict[int, int]) -> list[Finding]:
+        """Findings for the wanted frames (pts -> frame number) that fail to decode or never come out."""
+        index = {p.pts: i for i, p in enumerate(self.packets)}
+        self.wanted, self.seen = wanted, set()
+        errors: dict[int, str] = {}
+        fed = -1  # the last packet fed since the decoder was last reset
+        for target in sorted(wanted, key=index.__getitem__):
+            end = index[target]
+            if end <= fed:
+                continue  # fed already; the frame comes out when later packets or the drain push it
+            keyframe = self.keyframes[bisect.bisect_right(self.keyframes, end) - 1]
+            starts = [keyframe]
+            if self.windowed and end - keyframe > self.window:
+                starts.insert(0, end - self.window)  # if the short span fails, the whole one decides
+            for start in starts:
+                fed, error = self._span(keyframe, start, end, fed, errors, index)
+                if not error:
+                    break
+                self.ctx.flush_buffers()
+                fed = -1  # the next span starts afresh
+            if error:
+                errors[target] = error
+        self._lose(errors, self._drain(), index, upto=len(self.packets))
+        return [
+            Finding("undecodable", f"frame {wanted[pts]}: {errors.get(pts, 'not reached before the end of the stream')}")
+            for pts in sorted(wanted, key=wanted.__getitem__)
+            if pts not in self.seen
+        ]
+
+    def _span(
+        self, keyframe: int, start: int, end: int, fed: int, errors: dict[int, str], index: dict[int, int]
+    ) -> tuple[int, str]:
+        """Feed packets up to `end`, continuing from `fed` or starting afresh at `start`; (end, error)."""
+        lead = []
+        if start > fed + 1:  # a new span: push out what the last one holds, then start afresh
+            self._lose(errors, self._drain(), index, upto=fed)
+            lead = [keyframe] if start != keyframe else []
+            fed = start - 1
+        return end, self._feed([*lead, *range(fed + 1, end + 1)])
+
+    def _feed(self, numbers: Iterable[int]) -> str:
+        """Decode packets by number, noting wanted frames that come out; '' or the decoder's error."""
+        try:
+            for number in numbers:
+                packet = self.packets[number]
+                if (self.length_size is not None and packet.pts not in self.wanted
+                        and h264_is_nonref(packet, length_size=self.length_size)):
+                    continue  # nobody wants it and no frame refers to it
+                self._note(self.ctx.decode(packet))
+        except av.error.FFmpegError as exc:
+            return ffmpeg_reason(exc)
+        return ""
+
+    def _drain(self) -> str:
+        """Flush out the frames the decoder still holds, then reset it for a new span."""
+        try:
+            self._note(self.ctx.decode(None))
+        except av.error.FFmpegError as exc:
+            return ffmpeg_reason(exc)
+        finally:
+            self.ctx.flush_buffers()
+        return ""
+
+    def _lose(self, errors: dict[int, str], error: str, index: dict[int, int], *, upto: int) -> None:
+        """Blame `error` (if any) on the wanted frames fed up to packet `upto` that never came out."""
+        if error:
+            errors.update({t: error for t in self.wanted if index[t] <= upto and t not in self.seen})
+
+    def _note(self, frames: list[av.VideoFrame]) -> None:
+        self.seen.update(f.pts for f in frames if f.pts in self.wanted)
