@@ -151,50 +151,65 @@ def index_cmd(video_root: str, out_dir: str, annotations: str | None, jobs: int 
 @click.option("--report", type=click.Path(dir_okay=False),
               help="Write one row per bad video; the extension picks the format: .csv or .json.")
 @click.option("--quarantine", type=click.Path(file_okay=False),
-              help="Move bad files here, keeping their relative paths (nothing is deleted).")
-@click.option("--allow-bad", is_flag=True, help="Exit 0 even when bad videos are found.")
+              help="Move unusable files here, keeping their relative paths (nothing is deleted).")
+@click.option("--quarantine-reasons", default="unusable", show_default=True,
+              help="What --quarantine moves: comma-separated classes (unusable, fixable, too_short) or reasons.")
+@click.option("--strict", is_flag=True, help="Exit 1 for any finding, not only unusable videos.")
+@click.option("--allow-bad", is_flag=True, help="Exit 0 even when unusable videos are found.")
 @click.option("-j", "--jobs", type=click.IntRange(min=1), help="Worker processes (default: all cores).")
 @click.option("--timeout", "timeout_s", type=click.FloatRange(min=0, min_open=True), default=120.0,
               show_default=True, help="Seconds one video may take to check.")
 def validate_cmd(video_root: str, annotations: str | None, full: bool, min_frames: int, report: str | None,
-                 quarantine: str | None, allow_bad: bool, jobs: int | None, timeout_s: float) -> None:
-    """Find the videos a trainer would choke on; exit 1 if there are any.
+                 quarantine: str | None, quarantine_reasons: str, strict: bool, allow_bad: bool, jobs: int | None,
+                 timeout_s: float) -> None:
+    """Find the videos a trainer would choke on; exit 1 if any is unusable.
 
-    Checks: 0-byte, truncated, moov atom missing, no video stream, undecodable
-    frames, too short, variable frame rate, non-4:2:0 pixels, odd size, and
-    (with annotations) clips missing on disk.
+    Unusable: 0-byte, moov atom missing, truncated, unreadable, no video stream,
+    undecodable frames, check failed, (with annotations) missing on disk.
+    Fixable by transcode: variable frame rate, non-4:2:0 pixels, odd size.
+    And too short. --strict fails on every finding.
     """
     from pathlib import Path
 
     from rich.table import Table
 
-    from videoprep.validate import REASONS, ValidateConfig, run_validate
+    from videoprep.validate import REASONS, ValidateConfig, finding_class, parse_reasons, run_validate
 
+    try:
+        reasons = parse_reasons(quarantine_reasons)
+    except VideoprepError as exc:
+        raise click.BadParameter(str(exc), param_hint="--quarantine-reasons") from None
     config = ValidateConfig(
         video_root=Path(video_root), annotations=Path(annotations) if annotations else None, full=full,
         min_frames=min_frames, report=Path(report) if report else None,
-        quarantine=Path(quarantine) if quarantine else None, jobs=jobs, timeout_s=timeout_s,
+        quarantine=Path(quarantine) if quarantine else None, quarantine_reasons=reasons, jobs=jobs,
+        timeout_s=timeout_s,
     )
     with progress_bar("validate") as update:
         result = run_validate(config, on_progress=update)
     err_console.print(f"videoprep validate: checked {result.checked} videos: {len(result.bad)} bad", markup=False)
     if result.bad:
         table = Table()
-        for column in ("reason", "videos", "meaning"):
+        for column in ("reason", "class", "videos", "meaning"):
             table.add_column(column)
         for reason, count in result.counts.items():
-            table.add_row(reason, str(count), REASONS[reason])
+            table.add_row(reason, finding_class(reason), str(count), REASONS[reason])
         err_console.print(table)
     for bad in result.bad[:20]:
-        err_console.print(f"  {bad.relpath}: {bad.reason}: {bad.message}", markup=False, highlight=False, soft_wrap=True)
+        err_console.print(f"  {bad.relpath}: {bad.reason} ({bad.finding_class}): {bad.message}", markup=False,
+                          highlight=False, soft_wrap=True)
     if len(result.bad) > 20:
         err_console.print(f"  ... and {len(result.bad) - 20} more" + ("" if report else " (use --report FILE)"))
     if result.report_path:
         err_console.print(f"report: {result.report_path}", markup=False)
     if result.quarantined:
-        err_console.print(f"moved {result.quarantined} bad file(s) to {quarantine}", markup=False)
-    if result.bad and not allow_bad:
-        raise click.ClickException(f"{len(result.bad)} bad video(s) found (use --allow-bad to exit 0)")
+        err_console.print(f"moved {result.quarantined} file(s) to {quarantine}", markup=False)
+    for label in result.classes_without_usable:
+        err_console.print(f"warning: class {label!r} has no usable training video left", markup=False)
+    failing = result.bad if strict else result.unusable
+    if failing and not allow_bad:
+        kind = "bad" if strict else "unusable"
+        raise click.ClickException(f"{len(failing)} {kind} video(s) found (use --allow-bad to exit 0)")
 
 
 # --- transcode / frames ---

@@ -26,7 +26,7 @@ import av
 from videoprep.atomic import atomic_write_json, atomic_write_text
 from videoprep.errors import ProbeError, VideoprepError
 from videoprep.h264 import h264_is_nonref, h264_nal_length_size
-from videoprep.layout import discover, missing_clips, printable_path
+from videoprep.layout import VideoFile, discover, missing_clips, printable_path
 from videoprep.parallel import init_plain_worker, run_isolated
 from videoprep.probe import PacketTally, VideoInfo, ffmpeg_reason
 from videoprep.progress import ProgressFn, no_progress
@@ -62,6 +62,34 @@ REASONS: dict[str, str] = {
     "odd_dimensions": "odd width or height",
     "missing": "annotated clip with no file on disk",
 }
+# What a finding means for the video: unusable as it is, fixed by `transcode`, or too short to train on.
+UNUSABLE = frozenset(
+    {"empty", "moov_missing", "truncated", "unreadable", "no_video_stream", "check_failed", "undecodable", "missing"}
+)
+FIXABLE = frozenset({"variable_frame_rate", "not_420", "odd_dimensions"})
+FindingClass = Literal["unusable", "fixable", "too_short"]
+
+
+def finding_class(reason: str) -> FindingClass:
+    """The class of a reason: unusable, fixable (by transcode) or too_short."""
+    if reason in UNUSABLE:
+        return "unusable"
+    return "fixable" if reason in FIXABLE else "too_short"
+
+
+def parse_reasons(text: str) -> frozenset[str]:
+    """Comma-separated reasons or class names (unusable, fixable, too_short) -> the reasons they name."""
+    by_class = {"unusable": UNUSABLE, "fixable": FIXABLE, "too_short": frozenset({"too_short"})}
+    out: set[str] = set()
+    for word in filter(None, (w.strip() for w in text.split(","))):
+        if word not in by_class and word not in REASONS:
+            raise VideoprepError(
+                f"reason {word!r} is unknown; use class names ({', '.join(by_class)}) or reasons ({', '.join(REASONS)})"
+            )
+        out |= by_class.get(word, {word})
+    return frozenset(out)
+
+
 REPORT_FORMATS = (".csv", ".json")
 _MP4_TOP_BOXES = {b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide", b"pnot", b"uuid", b"styp"}
 _EBML_ID = 0x1A45DFA3
@@ -92,10 +120,11 @@ class ValidateConfig:
 
     video_root: Path
     annotations: Path | None = None
-    full: bool = False  # decode every frame instead of first, last and a few random ones
+    full: bool = False  # decode every frame instead of the first, middle, last and a few random ones
     min_frames: int = 57  # one 8x8 clip: 8 frames at rate 8 span 57 frames
     report: Path | None = None
     quarantine: Path | None = None
+    quarantine_reasons: frozenset[str] = UNUSABLE  # which findings --quarantine moves
     jobs: int | None = None
     timeout_s: float = 120.0  # per video
     sample_frames: int = 3  # random frames decoded per video in quick mode, besides first and last
@@ -104,6 +133,11 @@ class ValidateConfig:
     def __post_init__(self) -> None:
         if self.min_frames < 1:
             raise VideoprepError(f"min_frames ({self.min_frames}) must be >= 1")
+        unknown = sorted(set(self.quarantine_reasons) - set(REASONS))
+        if unknown:
+            raise VideoprepError(
+                f"quarantine reasons {', '.join(unknown)}: not a reason; known reasons are {', '.join(REASONS)}"
+            )
         if self.timeout_s <= 0:
             raise VideoprepError(f"timeout_s ({self.timeout_s}) must be > 0")
         if self.report is not None and Path(self.report).suffix.lower() not in REPORT_FORMATS:
@@ -119,10 +153,15 @@ class BadVideo:
 
     relpath: str
     reason: Reason
+    finding_class: FindingClass  # of the primary reason: unusable, fixable or too_short
     message: str
     all_reasons: str  # ';'-separated reasons, primary first
-    details: str  # every finding's message, ' | '-separated
+    details: str  # every finding as 'reason (class): message', ' | '-separated
     quarantined_to: str = ""
+
+    @property
+    def unusable(self) -> bool:
+        return self.finding_class == "unusable"
 
 
 REPORT_COLUMNS = tuple(f.name for f in fields(BadVideo))
@@ -135,6 +174,20 @@ class ValidateResult:
     checked: int
     bad: list[BadVideo] = field(default_factory=list)
     report_path: Path | None = None
+    classes_without_usable: list[str] = field(default_factory=list)  # training classes left with none
+
+    @property
+    def unusable(self) -> list[BadVideo]:
+        """The bad videos nothing can fix (the ones that fail the run unless --strict counts all)."""
+        return [b for b in self.bad if b.unusable]
+
+    @property
+    def class_counts(self) -> dict[str, int]:
+        """Finding class -> number of bad videos whose primary reason is of that class."""
+        out = {"unusable": 0, "fixable": 0, "too_short": 0}
+        for b in self.bad:
+            out[b.finding_class] += 1
+        return out
 
     @property
     def counts(self) -> dict[str, int]:
@@ -190,8 +243,15 @@ def run_validate(config: ValidateConfig, *, on_progress: ProgressFn | None = Non
         )
     bad.sort(key=lambda b: b.relpath)
     if config.quarantine is not None:
-        bad = [_quarantine(b, root=root, quarantine=Path(config.quarantine)) for b in bad]
+        bad = [
+            _quarantine(b, root=root, quarantine=Path(config.quarantine))
+            if set(b.all_reasons.split(";")) & config.quarantine_reasons else b
+            for b in bad
+        ]
     result = ValidateResult(checked=total, bad=bad)
+    result.classes_without_usable = classes_without_usable(layout.videos, {b.relpath for b in result.unusable})
+    for label in result.classes_without_usable:
+        log.warning("class %r has no usable training video left", label)
     if config.report is not None:
         result.report_path = write_report(Path(config.report), result, video_root=root)
     log.info("checked %d videos: %d bad", total, len(bad))
@@ -205,10 +265,21 @@ def _bad_video(relpath: str, findings: list[Finding]) -> BadVideo:
     return BadVideo(
         relpath=relpath,
         reason=ranked[0].reason,
+        finding_class=finding_class(ranked[0].reason),
         message=ranked[0].message,
         all_reasons=";".join(dict.fromkeys(f.reason for f in ranked)),
-        details=" | ".join(f"{f.reason}: {f.message}" for f in ranked),
+        details=" | ".join(f"{f.reason} ({finding_class(f.reason)}): {f.message}" for f in ranked),
     )
+
+
+def classes_without_usable(videos: list[VideoFile], unusable: set[str]) -> list[str]:
+    """Labels whose training videos (split 'train', else every split) are all unusable."""
+    training = [v for v in videos if v.split == "train"] or videos
+    usable: dict[str, int] = {}
+    for video in training:
+        if video.label is not None:
+            usable[video.label] = usable.get(video.label, 0) + (video.relpath not in unusable)
+    return sorted(label for label, count in usable.items() if count == 0)
 
 
 def _quarantine(bad: BadVideo, *, root: Path, quarantine: Path) -> BadVideo:
@@ -238,6 +309,8 @@ def write_report(path: Path, result: ValidateResult, *, video_root: Path) -> Pat
                 "checked": result.checked,
                 "bad_count": len(rows),
                 "counts": result.counts,
+                "class_counts": result.class_counts,
+                "classes_without_usable": result.classes_without_usable,
                 "bad": rows,
             },
         )
@@ -500,7 +573,7 @@ def decode_all_findings(ctx: av.CodecContext, packets: list[av.Packet]) -> list[
 def quick_findings(
     ctx: av.CodecContext, packets: list[av.Packet], pts: list[int], *, sample_frames: int, rng: random.Random
 ) -> list[Finding]:
-    """Decode the first, the last and a few random frames, each span once and in order.
+    """Decode the first, the middle, the last and a few random frames, each span once and in order.
 
     A problem seen this way is confirmed by a full decode of the same packets before it is
     reported, so the quick check never reports a video that `--full` passes.
@@ -509,7 +582,7 @@ def quick_findings(
     if len(pts) != count or len(set(pts)) != count:
         return decode_all_findings(ctx, packets)  # frames cannot be told apart by timestamp
     order = sorted(pts)
-    picks = {0, count - 1, *(rng.randrange(count) for _ in range(sample_frames))}
+    picks = {0, count // 2, count - 1, *(rng.randrange(count) for _ in range(sample_frames))}
     findings = SpanDecoder(ctx, packets).check({order[i]: i for i in picks})
     if findings and not decode_all_findings(ctx, packets):
         return []
