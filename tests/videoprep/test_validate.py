@@ -21,8 +21,8 @@ from videoprep.probe import probe_video
 from videoprep.synth import write_video
 from videoprep.validate import (
     REPORT_COLUMNS,
-    ValidateConfig,
     UNUSABLE,
+    ValidateConfig,
     check_video,
     container_findings,
     finding_class,
