@@ -593,12 +593,14 @@ class SpanDecoder:
     """Decodes the spans that lead to the wanted frames, walking the packets once in decode order.
 
     Wanted frames that share a GOP share one forward pass from its keyframe. H.264 packets
-    that no frame refers to and nobody wants are left out (h264_is_nonref). In a long GOP of
-    H.264 without B-frames a span starts `window` packets before its frame, right after the
-    GOP's keyframe: the decoder conceals the references it skipped without an error, and what
-    is checked is that every packet of the span decodes. Should such a short span fail, the
-    whole span from the keyframe is decoded before anything is reported. (With B-frames the
-    decoder rejects the gap: their reference lists name the skipped frames.)
+    that no frame refers to and nobody wants are left out (h264_is_nonref). A wanted H.264
+    frame more than `window` packets past its keyframe (and past what was decoded already)
+    is first tried alone: a second decoder is given the keyframe, then the `window` packets
+    before the frame. It conceals the references it skipped; what is checked is that every
+    packet of the short span decodes. With B-frames, strict error detection would reject the
+    gap (reference lists name skipped frames), so there that decoder only fails on damaged
+    data (CABAC catches most damage; CAVLC streams rarely have B-frames). If it fails, or the
+    frame does not come out, the whole span from the keyframe decides, strictly.
     """
 
     window = 12
@@ -607,50 +609,56 @@ class SpanDecoder:
         self.ctx, self.packets = ctx, packets
         self.keyframes = [i for i, p in enumerate(packets) if p.is_keyframe] or [0]
         self.length_size = h264_nal_length_size(ctx.extradata) if ctx.name == "h264" else None
-        # Short spans only where the decoder takes a gap quietly: H.264 without reordered (B) frames.
-        self.windowed = ctx.name == "h264" and all(p.pts == p.dts for p in packets)
+        self._gap_ctx: av.CodecContext | None = None
+        self.wanted: dict[int, int] = {}
+        self.seen: set[int] = set()
 
     def check(self, wanted: dict[int, int]) -> list[Finding]:
         """Findings for the wanted frames (pts -> frame number) that fail to decode or never come out."""
         index = {p.pts: i for i, p in enumerate(self.packets)}
         self.wanted, self.seen = wanted, set()
         errors: dict[int, str] = {}
-        fed = -1  # the last packet fed since the decoder was last reset
+        fed = -1  # the last packet fed to the strict decoder since it was last reset
         for target in sorted(wanted, key=index.__getitem__):
             end = index[target]
-            if end <= fed:
+            if end <= fed or target in self.seen:
                 continue  # fed already; the frame comes out when later packets or the drain push it
             keyframe = self.keyframes[bisect.bisect_right(self.keyframes, end) - 1]
-            starts = [keyframe]
-            if self.windowed and end - keyframe > self.window:
-                starts.insert(0, end - self.window)  # if the short span fails, the whole one decides
-            for start in starts:
-                fed, error = self._span(keyframe, start, end, fed, errors, index)
-                if not error:
-                    break
-                self.ctx.flush_buffers()
-                fed = -1  # the next span starts afresh
+            if (self.length_size is not None and end - max(keyframe, fed) > self.window
+                    and self._short_span(keyframe, end, target)):
+                continue
+            if keyframe > fed + 1:  # a new span: push out what the last one holds, then start afresh
+                self._lose(errors, self._drain(self.ctx), index, upto=fed)
+                fed = keyframe - 1
+            error = self._feed(self.ctx, range(fed + 1, end + 1))
+            fed = end
             if error:
                 errors[target] = error
-        self._lose(errors, self._drain(), index, upto=len(self.packets))
+                self.ctx.flush_buffers()
+                fed = -1  # the next wanted frame starts its own span
+        self._lose(errors, self._drain(self.ctx), index, upto=len(self.packets))
         return [
             Finding("undecodable", f"frame {wanted[pts]}: {errors.get(pts, 'not reached before the end of the stream')}")
             for pts in sorted(wanted, key=wanted.__getitem__)
             if pts not in self.seen
         ]
 
-    def _span(
-        self, keyframe: int, start: int, end: int, fed: int, errors: dict[int, str], index: dict[int, int]
-    ) -> tuple[int, str]:
-        """Feed packets up to `end`, continuing from `fed` or starting afresh at `start`; (end, error)."""
-        lead = []
-        if start > fed + 1:  # a new span: push out what the last one holds, then start afresh
-            self._lose(errors, self._drain(), index, upto=fed)
-            lead = [keyframe] if start != keyframe else []
-            fed = start - 1
-        return end, self._feed([*lead, *range(fed + 1, end + 1)])
+    def _short_span(self, keyframe: int, end: int, target: int) -> bool:
+        """Decode the keyframe and the `window` packets up to `end` on the gap decoder; True if all went well."""
+        if self._gap_ctx is None:
+            self._gap_ctx = av.CodecContext.create(self.ctx.name, "r")
+            self._gap_ctx.extradata = self.ctx.extradata
+            # With B-frames, "explode" also rejects the references skipped on purpose: data errors only.
+            reorders = any(p.pts != p.dts for p in self.packets)
+            detect = "crccheck+bitstream+buffer" if reorders else "explode"
+            self._gap_ctx.options = {"err_detect": detect, "skip_loop_filter": "all"}
+            self._gap_ctx.thread_count = 1
+        gap = self._gap_ctx
+        error = self._feed(gap, [keyframe, *range(end - self.window, end + 1)])
+        error = self._drain(gap) or error  # the drain also resets it for the next short span
+        return not error and target in self.seen
 
-    def _feed(self, numbers: Iterable[int]) -> str:
+    def _feed(self, ctx: av.CodecContext, numbers: Iterable[int]) -> str:
         """Decode packets by number, noting wanted frames that come out; '' or the decoder's error."""
         try:
             for number in numbers:
@@ -658,19 +666,19 @@ class SpanDecoder:
                 if (self.length_size is not None and packet.pts not in self.wanted
                         and h264_is_nonref(packet, length_size=self.length_size)):
                     continue  # nobody wants it and no frame refers to it
-                self._note(self.ctx.decode(packet))
+                self._note(ctx.decode(packet))
         except av.error.FFmpegError as exc:
             return ffmpeg_reason(exc)
         return ""
 
-    def _drain(self) -> str:
+    def _drain(self, ctx: av.CodecContext) -> str:
         """Flush out the frames the decoder still holds, then reset it for a new span."""
         try:
-            self._note(self.ctx.decode(None))
+            self._note(ctx.decode(None))
         except av.error.FFmpegError as exc:
             return ffmpeg_reason(exc)
         finally:
-            self.ctx.flush_buffers()
+            ctx.flush_buffers()
         return ""
 
     def _lose(self, errors: dict[int, str], error: str, index: dict[int, int], *, upto: int) -> None:
