@@ -329,6 +329,17 @@ def frames_cmd(src: Path, dst: Path, short_side: int, quality: int, jobs: int | 
 # --- download ---
 
 
+def _checked_url(value: str | None, option: str) -> str | None:
+    """A usage error (exit 2) for a value that is not an http(s) URL."""
+    from videoprep.download.http import check_url
+
+    problem = check_url(value) if value else ""
+    if problem:
+        raise click.BadParameter(f"{problem}; give the mirror root, e.g. https://s3.amazonaws.com/kinetics/400",
+                                 param_hint=option)
+    return value
+
+
 @cli.command("download")
 @click.argument("dataset", type=click.Choice(["kinetics400"]))
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
@@ -339,7 +350,7 @@ def frames_cmd(src: Path, dst: Path, short_side: int, quality: int, jobs: int | 
               help="CVDF tarball mirror, or YouTube through yt-dlp + ffmpeg trimming.")
 @click.option("-j", "--jobs", type=click.IntRange(min=1), default=4, show_default=True,
               help="Parallel transfers (mirror parts or YouTube videos).")
-@click.option("--base-url", default=None,
+@click.option("--base-url", default=None, callback=lambda _c, _p, v: _checked_url(v, "--base-url"),
               help="Mirror root holding {split}/k400_{split}_path.txt, annotations/ and the replacement "
                    "archive (default: https://s3.amazonaws.com/kinetics/400).")
 @click.option("--classes", default=None,

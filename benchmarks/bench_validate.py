@@ -5,7 +5,7 @@
 Encodes ten-second 320x240 25 fps H.264 clips the way downloads come (x264 `medium`:
 B-frames, 250 or 16 frames per GOP) plus `ultrafast` ones (no B-frames), then times
 `check_video` in this process (CPU seconds, `time.process_time`) in interleaved rounds:
-quick, full, and with `--against REV` the quick check of that git revision's validate.py.
+quick, full, and with `--against REV` both modes of that git revision's validate.py.
 Prints the median CPU ms per video of each and the quick/full ratio.
 """
 
@@ -76,7 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     variants: dict[str, tuple[Callable, dict]] = {"quick": (check_video, {}), "full": (check_video, {"full": True})}
     if args.against:
-        variants[f"quick@{args.against}"] = (load_revision(args.against), {})
+        then = load_revision(args.against)
+        variants[f"quick@{args.against}"] = (then, {})
+        variants[f"full@{args.against}"] = (then, {"full": True})
     results = []
     with tempfile.TemporaryDirectory(prefix="bench-validate-") as scratch:
         for kind in args.kinds:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Literal
 
 from videoprep.atomic import atomic_path, atomic_write_json, atomic_write_text
-from videoprep.download.http import DownloadFailed, RetryPolicy, fetch_bytes
+from videoprep.download.http import DownloadFailed, RetryPolicy, check_url, fetch_bytes
 from videoprep.download.mirror import (
     CVDF_BASE_URL,
     annotations_url,
@@ -97,13 +97,16 @@ class DownloadConfig:
             raise VideoprepError(f"splits {list(self.splits)} must be a non-empty subset of {', '.join(SPLITS)}")
         if self.jobs < 1:
             raise VideoprepError(f"jobs ({self.jobs}) must be >= 1")
+        problem = check_url(self.base_url)
+        if problem:
+            raise VideoprepError(f"base_url {problem}; give the mirror root, e.g. {CVDF_BASE_URL}")
         if "{youtube_id}" not in self.url_template:
             raise VideoprepError(f"url_template {self.url_template!r} must contain {{youtube_id}}")
 
     @property
     def policy(self) -> RetryPolicy:
-        """Retry and backoff settings of every HTTP request."""
-        return RetryPolicy(retries=self.retries, backoff_base_s=self.backoff_base_s,
+        """Retry and backoff settings of every HTTP request (a dry run asks once: it only looks)."""
+        return RetryPolicy(retries=0 if self.dry_run else self.retries, backoff_base_s=self.backoff_base_s,
                            backoff_max_s=self.backoff_max_s, timeout_s=self.timeout_s)
 
 
