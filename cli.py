@@ -17,11 +17,31 @@ from rich.console import Console
 
 from train.config import BACKENDS, PRESET_NAMES
 from videoprep.errors import VideoprepError
-from videoprep.frames import FramesConfig, FramesSettings, run_frames
 from videoprep.progress import ProgressFn, rich_bar
-from videoprep.transcode import X264_PRESETS, X264_TUNES, EncodeSettings, TranscodeConfig, run_transcode
+
+# Heavy modules (torch, av, pandas and what imports them) are imported inside the commands
+# that use them: `videoprep --help` and no-op runs start fast.
 
 err_console = Console(stderr=True)
+
+
+class _LazyChoice(click.Choice):
+    """A click.Choice whose values live in a heavy module, imported only when the option is used or shown."""
+
+    def __init__(self, module: str, name: str, *, extra: tuple[str, ...] = ()) -> None:
+        self._source = (module, name, extra)
+        super().__init__(())
+
+    @property
+    def choices(self) -> tuple[str, ...]:  # type: ignore[override]
+        import importlib
+
+        module, name, extra = self._source
+        return (*getattr(importlib.import_module(module), name), *extra)
+
+    @choices.setter
+    def choices(self, _value: object) -> None:
+        pass  # click.Choice.__init__ assigns; the values come from the module
 
 
 class _Group(click.Group):
@@ -261,9 +281,9 @@ def _report_batch(kind: str, *, done: int, skipped: int, failures: list, report:
               help="A keyframe exactly every N frames (h264, vp9); scene-cut keyframes are off.")
 @click.option("--crf", type=click.IntRange(0, 63), default=None,
               help="Quality for h264 (default 23) and vp9 (default 32); lower is better and bigger.")
-@click.option("--preset", type=click.Choice(X264_PRESETS), default="veryfast", show_default=True,
+@click.option("--preset", type=_LazyChoice("videoprep.transcode", "X264_PRESETS"), default="veryfast", show_default=True,
               help="x264 speed/size trade-off (h264 only); veryfast encodes ~1.7x faster than medium.")
-@click.option("--tune", type=click.Choice((*X264_TUNES, "none")), default=None,
+@click.option("--tune", type=_LazyChoice("videoprep.transcode", "X264_TUNES", extra=("none",)), default=None,
               help="x264 tune (h264 only). Default fastdecode (no CABAC, no deblocking): CPU loaders decode it "
                    "~1.6x faster for ~10% more bytes; 'none' for x264's own default.")
 @click.option("--quality", type=click.IntRange(2, 31), default=None,
@@ -285,6 +305,8 @@ def transcode_cmd(src: Path, dst: Path, codec: str, short_side: int, fps: float 
     finished videos are skipped, an interrupted run continues. Failures are listed in
     DST/transcode_report.json. Then writes DST/lists/{split}.txt (unless --no-index).
     """
+    from videoprep.transcode import EncodeSettings, TranscodeConfig, run_transcode
+
     settings = EncodeSettings(codec=codec, short_side=short_side, fps=fps, gop=gop, crf=crf, preset=preset,
                               tune=_tune_setting(tune), quality=quality, keep_audio=keep_audio, threads=threads)
     config = TranscodeConfig(src=src, dst=dst, settings=settings, jobs=jobs, executor=executor, address=address,
@@ -315,6 +337,8 @@ def frames_cmd(src: Path, dst: Path, short_side: int, quality: int, jobs: int | 
     (0-based, every decoded frame). Writes the rawframe lists DST/{split}.txt (`dir frame_count
     label`, counted from the files) and DST/classes.txt. Resumable like transcode.
     """
+    from videoprep.frames import FramesConfig, FramesSettings, run_frames
+
     settings = FramesSettings(short_side=short_side, quality=quality, threads=threads)
     config = FramesConfig(src=src, dst=dst, settings=settings, jobs=jobs, executor=executor, address=address,
                           timeout_s=timeout_s, annotations=annotations)
@@ -331,7 +355,7 @@ def frames_cmd(src: Path, dst: Path, short_side: int, quality: int, jobs: int | 
 
 def _checked_url(value: str | None, option: str) -> str | None:
     """A usage error (exit 2) for a value that is not an http(s) URL."""
-    from videoprep.download.http import check_url
+    from videoprep.urls import check_url
 
     problem = check_url(value) if value else ""
     if problem:
@@ -386,9 +410,23 @@ def download_cmd(dataset: str, out_dir: str, splits: str, source: str, jobs: int
     Ends with a report (stderr and OUT/download_report.json) and exits 1 if
     anything failed in this run.
     """
+    chosen = tuple(s.strip() for s in splits.split(",") if s.strip())
+    from videoprep.completion import DownloadRecord  # standard library only: a no-op run stays light
+
+    record = DownloadRecord(Path(out_dir), chosen, report=report_path, classes=classes,
+                            annotations_dir=annotations_dir, class_folders=class_folders, options={
+        "dataset": dataset, "source": source, "base_url": base_url, "limit_per_class": limit_per_class,
+        "url_template": url_template, "keep_archives": keep_archives})
+    summary = None if dry_run else record.current()
+    if summary is not None:
+        err_console.print(f"nothing to do: {out_dir} already holds {summary['on_disk']} of {summary['expected']} "
+                          f"clips ({', '.join(chosen)}), fingerprint {summary['fingerprint']}; delete "
+                          f"{record.path} to check again", soft_wrap=True, markup=False)
+        click.echo(summary["report"])
+        return
+
     from videoprep.download import DownloadConfig, format_bytes, parse_classes, run_download, summary_table
 
-    chosen = tuple(s.strip() for s in splits.split(",") if s.strip())
     options: dict[str, object] = {}
     if base_url:
         options["base_url"] = base_url
@@ -423,6 +461,10 @@ def download_cmd(dataset: str, out_dir: str, splits: str, source: str, jobs: int
     if len(report.failures) > 10:
         err_console.print(f"... and {len(report.failures) - 10} more in {report.report_path}", soft_wrap=True)
     click.echo(report.report_path)
+    if not report.failures:
+        record.write(on_disk=sum(s.on_disk for s in report.splits.values()),
+                     expected=sum(s.expected for s in report.splits.values()),
+                     fingerprint=report.fingerprint.get("sha256", ""), report=report.report_path)
     if report.failures:
         raise click.ClickException(f"{len(report.failures)} failure(s) in this run; re-run the same command to "
                                    f"resume (details in {report.report_path})")

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from cli import cli
+from tests.videoprep.httpfaults import make_kinetics_folder, serve_mirror
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -47,3 +54,55 @@ def test_malformed_base_url_is_a_usage_error(tmp_path: Path) -> None:
         result = videoprep("download", "kinetics400", "--out", str(tmp_path / "k"), "--base-url", bad)
         assert result.returncode == 2, bad
         assert "Invalid value for --base-url" in result.stderr and "Traceback" not in result.stderr
+
+
+HEAVY = ("torch", "av", "pandas")
+
+
+def heavy_imports(*args: str) -> list[str]:
+    """Run the CLI with `args` in a fresh interpreter; the heavy modules it imported."""
+    code = ("import sys\nfrom cli import cli\ntry:\n    cli(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+            f"print('HEAVY', [m for m in {HEAVY!r} if m in sys.modules])")
+    result = subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, capture_output=True, text=True,
+                            timeout=120)
+    line = next(x for x in result.stdout.splitlines() if x.startswith("HEAVY"))
+    return eval(line.removeprefix("HEAVY "))  # a list literal we printed ourselves
+
+
+def test_help_imports_nothing_heavy() -> None:
+    assert heavy_imports("--help") == []
+    assert heavy_imports("download", "--help") == []
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("uxsrc")
+    make_kinetics_folder(root, per_class={"train": 2, "val": 1}, test_count=0, window=(0, 1), num_frames=10, fps=10)
+    return root
+
+
+def test_second_run_is_answered_from_the_completion_record(source: Path, tmp_path: Path) -> None:
+    out = tmp_path / "k400"
+    with serve_mirror(source, tmp_path / "mirror", clips_per_part=3) as server:
+        args = ("download", "kinetics400", "--out", str(out), "--base-url", server.url, "--split", "train,val")
+        first = CliRunner().invoke(cli, list(args))
+        assert first.exit_code == 0, first.output
+        requests = len(server.log)
+        assert (out / ".videoprep-download" / "complete.json").is_file()
+
+        again = videoprep(*args)  # the real process: nothing heavy imported, no request made
+        assert again.returncode == 0, again.stderr
+        assert "nothing to do" in again.stderr and again.stdout.strip() == first.stdout.strip()
+        assert len(server.log) == requests
+        assert heavy_imports(*args) == []
+
+        other = CliRunner().invoke(cli, [*args[:-1], "train"])  # other options: a real run (and a new record)
+        assert other.exit_code == 0 and "nothing to do" not in other.stderr
+        assert len(server.log) > requests
+
+        clip = next((out / "train").glob("*.mp4"))
+        clip.unlink()  # the tree changed: a real run checks again, and its report says so
+        requests = len(server.log)
+        checked = CliRunner().invoke(cli, list(args))
+        assert "nothing to do" not in checked.stderr and len(server.log) > requests
+        assert clip.stem in json.loads(Path(checked.stdout.strip()).read_text())["splits"]["train"]["missing"]

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Literal
 
 from videoprep.atomic import atomic_path, atomic_write_json, atomic_write_text
-from videoprep.download.http import DownloadFailed, RetryPolicy, check_url, fetch_bytes
+from videoprep.download.http import DownloadFailed, RetryPolicy, fetch_bytes
 from videoprep.download.mirror import (
     CVDF_BASE_URL,
     annotations_url,
@@ -48,6 +48,7 @@ from videoprep.download.youtube import YOUTUBE_URL_TEMPLATE, clip_destination, r
 from videoprep.errors import LayoutError, VideoprepError
 from videoprep.kinetics import SPLITS, Clip, class_names, find_annotation_files, read_annotations
 from videoprep.progress import ProgressFn, no_progress
+from videoprep.urls import check_url
 
 __all__ = [
     "CVDF_BASE_URL", "DATASETS", "REPORT_NAME", "STATE_DIRNAME", "YOUTUBE_URL_TEMPLATE", "DownloadConfig",

@@ -17,7 +17,6 @@ import socket
 import threading
 import time
 import urllib.error
-import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -71,19 +70,6 @@ def _network_transient(exc: Exception) -> _Transient:
         return _Transient(f"unknown host ({cause.strerror})", unreachable=True)
     return _Transient(f"{type(exc).__name__}: {exc}")
 
-
-def check_url(url: str) -> str:
-    """'' for an http(s) URL with a host, else why it is not one (for option checks before any work)."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme not in ("http", "https"):
-        return f"{url!r} is not an http:// or https:// URL"
-    if not parts.hostname:
-        return f"{url!r} has no host"
-    try:
-        parts.port  # noqa: B018 - raises on a bad port
-    except ValueError:
-        return f"{url!r} has an invalid port"
-    return ""
 
 
 class StopSignal(threading.Event):
