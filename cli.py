@@ -470,6 +470,44 @@ def download_cmd(dataset: str, out_dir: str, splits: str, source: str, jobs: int
                                    f"resume (details in {report.report_path})")
 
 
+@cli.command("fingerprint")
+@click.argument("copy", type=click.Path(exists=True, path_type=Path))
+@click.argument("other", required=False, type=click.Path(exists=True, path_type=Path))
+@click.option("-j", "--jobs", type=click.IntRange(min=1), default=4, show_default=True,
+              help="Files hashed at a time when a folder has no report with clip hashes.")
+@click.option("--list", "list_max", type=click.IntRange(min=0), default=20, show_default=True,
+              help="At most this many clip ids printed per kind of difference (0: all).")
+def fingerprint_cmd(copy: Path, other: Path | None, jobs: int, list_max: int) -> None:
+    """Print a dataset copy's content fingerprint, or compare two copies; exit 1 when they differ.
+
+    COPY and OTHER are dataset folders or download reports. The fingerprint covers
+    every clip's id, size and sha256 (from the report's clips, else by hashing the
+    folder's video files), so a replaced or re-encoded clip changes it.
+    """
+    from videoprep.fingerprint import compare, content_fingerprint, load_records
+
+    records, origin = load_records(copy, jobs=jobs)
+    click.echo(f"{content_fingerprint(records)}  {len(records)} clips, "
+               f"{sum(r.size for r in records)} bytes  {copy}")
+    err_console.print(f"({origin})", markup=False, soft_wrap=True)
+    if other is None:
+        return
+    theirs, origin = load_records(other, jobs=jobs)
+    click.echo(f"{content_fingerprint(theirs)}  {len(theirs)} clips, {sum(r.size for r in theirs)} bytes  {other}")
+    err_console.print(f"({origin})", markup=False, soft_wrap=True)
+    diff = compare(records, theirs)
+    for kind, ids in (("missing", diff.missing), ("extra", diff.extra), ("different", diff.different)):
+        shown = ids if list_max == 0 else ids[:list_max]
+        for clip_id in shown:
+            click.echo(f"{kind}\t{clip_id}")
+        if len(ids) > len(shown):
+            click.echo(f"{kind}\t... and {len(ids) - len(shown)} more")
+    if not diff.identical:
+        raise click.ClickException(f"the copies differ: {len(diff.missing)} missing from {other}, "
+                                   f"{len(diff.extra)} extra in it, {len(diff.different)} with different bytes")
+    err_console.print("the copies are identical", markup=False)
+
+
 # --- bench ---
 
 
