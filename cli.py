@@ -389,6 +389,10 @@ def _checked_url(value: str | None, option: str) -> str | None:
               help="YouTube route: URL of a video, with {youtube_id} (default: the youtube.com watch URL).")
 @click.option("--annotations", "annotations_dir", type=click.Path(exists=True, file_okay=False), default=None,
               help="YouTube route: folder of annotation CSVs to use instead of the mirror's.")
+@click.option("--cookies", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="YouTube route: Netscape cookies file for yt-dlp (when YouTube asks to confirm you are not a bot).")
+@click.option("--cookies-from-browser", default=None, metavar="NAME[:PROFILE]",
+              help="YouTube route: let yt-dlp read cookies from this browser (firefox, chrome, ...).")
 @click.option("--retry-failed", is_flag=True,
               help="YouTube route: try again clips that failed as unavailable/private/removed before.")
 @click.option("--retries", type=click.IntRange(min=0), default=6, show_default=True,
@@ -401,8 +405,9 @@ def _checked_url(value: str | None, option: str) -> str | None:
               help="Where the JSON report goes (default: OUT/download_report.json).")
 def download_cmd(dataset: str, out_dir: str, splits: str, source: str, jobs: int, base_url: str | None,
                  classes: str | None, limit_per_class: int | None, dry_run: bool, keep_archives: bool,
-                 class_folders: bool, url_template: str | None, annotations_dir: str | None, retry_failed: bool,
-                 retries: int, backoff_base_s: float, timeout_s: float, report_path: str | None) -> None:
+                 class_folders: bool, url_template: str | None, annotations_dir: str | None,
+                 cookies: Path | None, cookies_from_browser: str | None, retry_failed: bool, retries: int,
+                 backoff_base_s: float, timeout_s: float, report_path: str | None) -> None:
     """Get Kinetics-400 onto disk from the CVDF mirror or YouTube, resumably.
 
     Re-run the same command to resume after Ctrl-C, kill or network trouble:
@@ -411,6 +416,13 @@ def download_cmd(dataset: str, out_dir: str, splits: str, source: str, jobs: int
     anything failed in this run.
     """
     chosen = tuple(s.strip() for s in splits.split(",") if s.strip())
+    if (cookies or cookies_from_browser) and source != "youtube":
+        raise click.UsageError("--cookies and --cookies-from-browser are for --source youtube")
+    if cookies_from_browser:
+        from videoprep.download.youtube import check_browser
+
+        if check_browser(cookies_from_browser):
+            raise click.BadParameter(check_browser(cookies_from_browser), param_hint="--cookies-from-browser")
     from videoprep.completion import DownloadRecord  # standard library only: a no-op run stays light
 
     record = DownloadRecord(Path(out_dir), chosen, report=report_path, classes=classes,
@@ -425,8 +437,14 @@ def download_cmd(dataset: str, out_dir: str, splits: str, source: str, jobs: int
         click.echo(summary["report"])
         return
 
-    from videoprep.download import DownloadConfig, format_bytes, parse_classes, run_download, summary_table
-
+    from videoprep.download import (
+        DownloadConfig,
+        YoutubeAuth,
+        format_bytes,
+        parse_classes,
+        run_download,
+        summary_table,
+    )
     options: dict[str, object] = {}
     if base_url:
         options["base_url"] = base_url
@@ -438,7 +456,8 @@ def download_cmd(dataset: str, out_dir: str, splits: str, source: str, jobs: int
         keep_archives=keep_archives, class_folders=class_folders,
         annotations_dir=Path(annotations_dir) if annotations_dir else None, retry_failed=retry_failed,
         retries=retries, backoff_base_s=backoff_base_s, timeout_s=timeout_s,
-        report_path=Path(report_path) if report_path else None, **options,  # type: ignore[arg-type]
+        report_path=Path(report_path) if report_path else None,
+        auth=YoutubeAuth(cookies=cookies, cookies_from_browser=cookies_from_browser), **options,  # type: ignore[arg-type]
     )
     if dry_run:
         report = run_download(config)

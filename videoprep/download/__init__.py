@@ -44,7 +44,7 @@ from videoprep.download.report import (
 )
 from videoprep.download.selection import check_classes, parse_classes, select_clips
 from videoprep.download.state import STATE_DIRNAME, DownloadState
-from videoprep.download.youtube import YOUTUBE_URL_TEMPLATE, clip_destination, run_youtube
+from videoprep.download.youtube import YOUTUBE_URL_TEMPLATE, YoutubeAuth, clip_destination, run_youtube
 from videoprep.errors import LayoutError, VideoprepError
 from videoprep.kinetics import SPLITS, Clip, class_names, find_annotation_files, read_annotations
 from videoprep.progress import ProgressFn, no_progress
@@ -52,7 +52,7 @@ from videoprep.urls import check_url
 
 __all__ = [
     "CVDF_BASE_URL", "DATASETS", "REPORT_NAME", "STATE_DIRNAME", "YOUTUBE_URL_TEMPLATE", "DownloadConfig",
-    "DownloadFailed", "DownloadReport", "Failure", "PlannedFile", "SplitReport", "dataset_fingerprint", "format_bytes",
+    "DownloadFailed", "DownloadReport", "Failure", "YoutubeAuth", "PlannedFile", "SplitReport", "dataset_fingerprint", "format_bytes",
     "pack_mirror", "parse_classes", "run_download", "safe_extract", "summary_table",
 ]
 
@@ -86,6 +86,7 @@ class DownloadConfig:
     backoff_max_s: float = 60.0
     timeout_s: float = 60.0
     report_path: Path | None = None
+    auth: YoutubeAuth = YoutubeAuth()  # YouTube route: cookies for yt-dlp
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "splits", tuple(dict.fromkeys(self.splits)))  # "train,train" once
@@ -155,7 +156,7 @@ def run_download(config: DownloadConfig, *, on_progress: ProgressFn | None = Non
             outcome = run_youtube(  # type: ignore[assignment]
                 clips=[c for clips in selected.values() for c in clips], out_dir=out_dir, state=state,
                 url_template=config.url_template, policy=config.policy, jobs=config.jobs,
-                retry_failed=config.retry_failed, on_progress=progress)
+                retry_failed=config.retry_failed, on_progress=progress, auth=config.auth)
             default = dict.fromkeys(config.splits, "not downloaded yet")
         report.failures = outcome.failures
         report.notes = outcome.notes
