@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests.videoprep.httpfaults import serve_folder  # noqa: E402
+from videoprep.atomic import atomic_write_json  # noqa: E402
 from videoprep.download import pack_mirror  # noqa: E402
 from videoprep.synth import write_video  # noqa: E402
 
@@ -85,8 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         row["without_record_over_first"] = round(row["second_without_record_s"] / first, 4)
         print(json.dumps(row), flush=True)
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"results": [row]}, indent=2) + "\n")
+        atomic_write_json(args.json, {"results": [row]})
     return 0
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from videoprep.atomic import atomic_write_json  # noqa: E402
 from videoprep.synth import write_video  # noqa: E402
 from videoprep.validate import check_video  # noqa: E402
 
@@ -95,8 +96,7 @@ def main(argv: list[str] | None = None) -> int:
             results.append(row)
             print(json.dumps(row), flush=True)
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"results": results}, indent=2) + "\n")
+        atomic_write_json(args.json, {"results": results})
     return 0
 
 
