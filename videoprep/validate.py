@@ -521,7 +521,8 @@ def _read_and_decode(
         full_decode = _FullDecode(ctx)
         try:
             for packet in container.demux(stream):
-                if tally.add(packet):
+                tally.add(packet)
+                if packet.size:  # edit-list discarded packets too: later frames may refer to them
                     if full:
                         full_decode.feed(packet)
                     else:
@@ -531,7 +532,7 @@ def _read_and_decode(
         info = tally.info(path, size, stream)
         if full:
             return info, full_decode.finish(info.frames)
-        return info, quick_findings(ctx, held, tally.pts, sample_frames=sample_frames, rng=rng)
+        return info, quick_findings(ctx, held, tally.pts, frames=info.frames, sample_frames=sample_frames, rng=rng)
 
 
 class _FullDecode:
@@ -561,30 +562,31 @@ class _FullDecode:
         return findings
 
 
-def decode_all_findings(ctx: av.CodecContext, packets: list[av.Packet]) -> list[Finding]:
-    """What a full decode of `packets` from a fresh decoder state finds (the `--full` verdict)."""
+def decode_all_findings(ctx: av.CodecContext, packets: list[av.Packet], *, frames: int) -> list[Finding]:
+    """What a full decode of `packets` (expected to yield `frames`) from a fresh decoder state finds."""
     ctx.flush_buffers()
     full = _FullDecode(ctx)
     for packet in packets:
         full.feed(packet)
-    return full.finish(len(packets))
+    return full.finish(frames)
 
 
 def quick_findings(
-    ctx: av.CodecContext, packets: list[av.Packet], pts: list[int], *, sample_frames: int, rng: random.Random
+    ctx: av.CodecContext, packets: list[av.Packet], pts: list[int], *, frames: int, sample_frames: int,
+    rng: random.Random,
 ) -> list[Finding]:
     """Decode the first, the middle, the last and a few random frames, each span once and in order.
 
+    `packets`: every non-empty packet in decode order; `pts`: those of the `frames` that count.
     A problem seen this way is confirmed by a full decode of the same packets before it is
     reported, so the quick check never reports a video that `--full` passes.
     """
-    count = len(packets)
-    if len(pts) != count or len(set(pts)) != count:
-        return decode_all_findings(ctx, packets)  # frames cannot be told apart by timestamp
+    if len(pts) != frames or len(set(pts)) != frames:
+        return decode_all_findings(ctx, packets, frames=frames)  # frames cannot be told apart by timestamp
     order = sorted(pts)
-    picks = {0, count // 2, count - 1, *(rng.randrange(count) for _ in range(sample_frames))}
+    picks = {0, frames // 2, frames - 1, *(rng.randrange(frames) for _ in range(sample_frames))}
     findings = SpanDecoder(ctx, packets).check({order[i]: i for i in picks})
-    if findings and not decode_all_findings(ctx, packets):
+    if findings and not decode_all_findings(ctx, packets, frames=frames):
         return []
     return findings
 
@@ -615,7 +617,7 @@ class SpanDecoder:
 
     def check(self, wanted: dict[int, int]) -> list[Finding]:
         """Findings for the wanted frames (pts -> frame number) that fail to decode or never come out."""
-        index = {p.pts: i for i, p in enumerate(self.packets)}
+        index = {p.pts: i for i, p in enumerate(self.packets) if not p.is_discard}
         self.wanted, self.seen = wanted, set()
         errors: dict[int, str] = {}
         fed = -1  # the last packet fed to the strict decoder since it was last reset

@@ -212,6 +212,10 @@ def gop_fixtures(tmp_path_factory) -> dict[str, Path]:
         "one_gop": write_video(d / "one_gop.mp4", num_frames=120, gop=250),
         "mpeg2_ps": write_video(d / "mpeg2.mpg", num_frames=190, codec="mpeg2video", gop=15, bframes=2),
     }
+    # A stream copy cut mid-GOP: an edit list discards the packets before the cut, which later frames refer to.
+    whole = write_video(d / "whole.mp4", num_frames=120, gop=50, options={**b_frames, "x264-params": "keyint=50"})
+    run_ffmpeg(["-y", "-ss", "1.3", "-i", str(whole), "-c", "copy", str(d / "copy_cut.mp4")], target="copy_cut.mp4")
+    out["copy_cut"] = d / "copy_cut.mp4"
     out["one_gop_b_tail"] = corrupt_packets(write_video(d / "b_tail.mp4", num_frames=120, gop=250,
                                                         options=b_frames), first=115)
     out["one_gop_tail"] = corrupt_packets(write_video(d / "tail.mp4", num_frames=120, gop=250), first=117)
@@ -220,8 +224,9 @@ def gop_fixtures(tmp_path_factory) -> dict[str, Path]:
 
 
 def test_quick_mode_catches_damaged_tails_and_middle_gops(gop_fixtures):
-    for name in ("one_gop_b", "one_gop", "mpeg2_ps"):
+    for name in ("one_gop_b", "one_gop", "mpeg2_ps", "copy_cut"):
         assert check_video(gop_fixtures[name], min_frames=10).findings == [], name
+        assert check_video(gop_fixtures[name], min_frames=10, full=True).findings == [], name
     for name in ("one_gop_b_tail", "one_gop_tail", "middle_gop"):
         found = check_video(gop_fixtures[name], min_frames=10, sample_frames=0).findings
         assert found and {f.reason for f in found} == {"undecodable"}, name
