@@ -69,9 +69,12 @@ def heavy_imports(*args: str) -> list[str]:
     return eval(line.removeprefix("HEAVY "))  # a list literal we printed ourselves
 
 
-def test_help_imports_nothing_heavy() -> None:
+def test_help_imports_nothing_heavy(tmp_path: Path) -> None:
     assert heavy_imports("--help") == []
     assert heavy_imports("download", "--help") == []
+    (tmp_path / "train").mkdir()
+    (tmp_path / "train" / "a_000000_000010.mp4").write_bytes(b"clip")
+    assert heavy_imports("fingerprint", str(tmp_path)) == []
 
 
 @pytest.fixture(scope="module")
