@@ -165,7 +165,7 @@ def index_cmd(video_root: str, out_dir: str, annotations: str | None, jobs: int 
 @click.argument("video_root", type=click.Path(exists=True, file_okay=False))
 @click.option("--annotations", type=click.Path(exists=True, file_okay=False),
               help="Annotation CSVs: also report annotated clips missing on disk (default: VIDEO_ROOT/annotations).")
-@click.option("--full", is_flag=True, help="Decode every frame (default: first, last and a few random frames).")
+@click.option("--full", is_flag=True, help="Decode every frame (default: the first, middle, last and 3 random frames).")
 @click.option("--min-frames", type=click.IntRange(min=1), default=57, show_default=True,
               help="Shorter videos are bad (57 = 8 frames at sample rate 8).")
 @click.option("--report", type=click.Path(dir_okay=False),
