@@ -17,11 +17,31 @@ from rich.console import Console
 
 from train.config import BACKENDS, PRESET_NAMES
 from videoprep.errors import OutputLocationError, VideoprepError
-from videoprep.frames import FramesConfig, FramesSettings, run_frames
 from videoprep.progress import ProgressFn, rich_bar
-from videoprep.transcode import X264_PRESETS, X264_TUNES, EncodeSettings, TranscodeConfig, run_transcode
+
+# Heavy modules (torch, av, pandas and what imports them) are imported inside the commands
+# that use them: `videoprep --help` and no-op runs start fast.
 
 err_console = Console(stderr=True)
+
+
+class _LazyChoice(click.Choice):
+    """A click.Choice whose values live in a heavy module, imported only when the option is used or shown."""
+
+    def __init__(self, module: str, name: str, *, extra: tuple[str, ...] = ()) -> None:
+        self._source = (module, name, extra)
+        super().__init__(())
+
+    @property
+    def choices(self) -> tuple[str, ...]:  # type: ignore[override]
+        import importlib
+
+        module, name, extra = self._source
+        return (*getattr(importlib.import_module(module), name), *extra)
+
+    @choices.setter
+    def choices(self, _value: object) -> None:
+        pass  # click.Choice.__init__ assigns; the values come from the module
 
 
 class _Group(click.Group):
@@ -198,60 +218,74 @@ def index_cmd(video_root: str, out_dir: str, annotations: str | None, split: str
 @click.argument("video_root", type=click.Path(exists=True, file_okay=False))
 @click.option("--annotations", type=click.Path(exists=True, file_okay=False),
               help="Annotation CSVs: also report annotated clips missing on disk (default: VIDEO_ROOT/annotations).")
-@click.option("--full", is_flag=True, help="Decode every frame (default: first, last and a few random frames).")
+@click.option("--full", is_flag=True, help="Decode every frame (default: the first, middle, last and 3 random frames).")
 @click.option("--min-frames", type=click.IntRange(min=1), default=57, show_default=True,
               help="Shorter videos are bad (57 = 8 frames at sample rate 8).")
 @click.option("--report", type=click.Path(),
               help="Write one row per bad video; the extension picks the format: .csv or .json.")
 @click.option("--quarantine", type=click.Path(),
-              help="Move bad files here, keeping their relative paths (nothing is deleted).")
-@click.option("--allow-bad", is_flag=True, help="Exit 0 even when bad videos are found.")
+              help="Move unusable files here, keeping their relative paths (nothing is deleted).")
+@click.option("--quarantine-reasons", default="unusable", show_default=True,
+              help="What --quarantine moves: comma-separated classes (unusable, fixable, too_short) or reasons.")
+@click.option("--strict", is_flag=True, help="Exit 1 for any finding, not only unusable videos.")
+@click.option("--allow-bad", is_flag=True, help="Exit 0 even when unusable videos are found.")
 @click.option("--timeout", "timeout_s", type=click.FloatRange(min=0, min_open=True), default=120.0,
               show_default=True, help="Seconds one video may take to check.")
 @click.option("--state-dir", type=click.Path(path_type=Path), default=None,
               help="Journal of checked videos (default: VIDEO_ROOT/.videoprep when writable).")
 @stage_options
 def validate_cmd(video_root: str, annotations: str | None, full: bool, min_frames: int, report: str | None,
-                 quarantine: str | None, allow_bad: bool, timeout_s: float, state_dir: Path | None,
-                 jobs: int | None, executor: str, address: str | None, shard, summary_json: Path | None) -> None:
-    """Find the videos a trainer would choke on; exit 1 if there are any.
+                 quarantine: str | None, quarantine_reasons: str, strict: bool, allow_bad: bool, timeout_s: float,
+                 state_dir: Path | None, jobs: int | None, executor: str, address: str | None, shard,
+                 summary_json: Path | None) -> None:
+    """Find the videos a trainer would choke on; exit 1 if any is unusable.
 
-    Checks: 0-byte, truncated, moov atom missing, no video stream, undecodable
-    frames, too short, variable frame rate, non-4:2:0 pixels, odd size, and
-    (with annotations) clips missing on disk.
+    Unusable: 0-byte, moov atom missing, truncated, unreadable, no video stream,
+    undecodable frames, check failed, (with annotations) missing on disk.
+    Fixable by transcode: variable frame rate, non-4:2:0 pixels, odd size.
+    And too short. --strict fails on every finding.
     """
     from pathlib import Path
 
     from rich.table import Table
 
-    from videoprep.validate import REASONS, ValidateConfig, run_validate
+    from videoprep.validate import REASONS, ValidateConfig, finding_class, parse_reasons, run_validate
 
+    try:
+        reasons = parse_reasons(quarantine_reasons)
+    except VideoprepError as exc:
+        raise click.BadParameter(str(exc), param_hint="--quarantine-reasons") from None
     config = ValidateConfig(
         video_root=Path(video_root), annotations=Path(annotations) if annotations else None, full=full,
         min_frames=min_frames, report=Path(report) if report else None,
-        quarantine=Path(quarantine) if quarantine else None, timeout_s=timeout_s, state_dir=state_dir,
-        **_stage_kwargs(jobs, executor, address, shard, summary_json),
+        quarantine=Path(quarantine) if quarantine else None, quarantine_reasons=reasons, timeout_s=timeout_s,
+        state_dir=state_dir, **_stage_kwargs(jobs, executor, address, shard, summary_json),
     )
     with progress_bar("validate") as update:
         result = run_validate(config, on_progress=update)
     err_console.print(f"videoprep validate: checked {result.checked} videos: {len(result.bad)} bad", markup=False)
     if result.bad:
         table = Table()
-        for column in ("reason", "videos", "meaning"):
+        for column in ("reason", "class", "videos", "meaning"):
             table.add_column(column)
         for reason, count in result.counts.items():
-            table.add_row(reason, str(count), REASONS[reason])
+            table.add_row(reason, finding_class(reason), str(count), REASONS[reason])
         err_console.print(table)
     for bad in result.bad[:20]:
-        err_console.print(f"  {bad.relpath}: {bad.reason}: {bad.message}", markup=False, highlight=False, soft_wrap=True)
+        err_console.print(f"  {bad.relpath}: {bad.reason} ({bad.finding_class}): {bad.message}", markup=False,
+                          highlight=False, soft_wrap=True)
     if len(result.bad) > 20:
         err_console.print(f"  ... and {len(result.bad) - 20} more" + ("" if report else " (use --report FILE)"))
     if result.report_path:
         err_console.print(f"report: {result.report_path}", markup=False)
     if result.quarantined:
-        err_console.print(f"moved {result.quarantined} bad file(s) to {quarantine}", markup=False)
-    if result.bad and not allow_bad:
-        raise click.ClickException(f"{len(result.bad)} bad video(s) found (use --allow-bad to exit 0)")
+        err_console.print(f"moved {result.quarantined} file(s) to {quarantine}", markup=False)
+    for label in result.classes_without_usable:
+        err_console.print(f"warning: class {label!r} has no usable training video left", markup=False)
+    failing = result.bad if strict else result.unusable
+    if failing and not allow_bad:
+        kind = "bad" if strict else "unusable"
+        raise click.ClickException(f"{len(failing)} {kind} video(s) found (use --allow-bad to exit 0)")
 
 
 # --- transcode / frames ---
@@ -298,9 +332,9 @@ def _report_batch(kind: str, *, done: int, skipped: int, failures: list, report:
               help="A keyframe exactly every N frames (h264, vp9); scene-cut keyframes are off.")
 @click.option("--crf", type=click.IntRange(0, 63), default=None,
               help="Quality for h264 (default 23) and vp9 (default 32); lower is better and bigger.")
-@click.option("--preset", type=click.Choice(X264_PRESETS), default="veryfast", show_default=True,
+@click.option("--preset", type=_LazyChoice("videoprep.transcode", "X264_PRESETS"), default="veryfast", show_default=True,
               help="x264 speed/size trade-off (h264 only); veryfast encodes ~1.7x faster than medium.")
-@click.option("--tune", type=click.Choice((*X264_TUNES, "none")), default=None,
+@click.option("--tune", type=_LazyChoice("videoprep.transcode", "X264_TUNES", extra=("none",)), default=None,
               help="x264 tune (h264 only). Default fastdecode (no CABAC, no deblocking): CPU loaders decode it "
                    "~1.6x faster for ~10% more bytes; 'none' for x264's own default.")
 @click.option("--quality", type=click.IntRange(2, 31), default=None,
@@ -322,6 +356,8 @@ def transcode_cmd(src: Path, dst: Path, codec: str, short_side: int, fps: float 
     finished videos are skipped, an interrupted run continues. Failures are listed in
     DST/transcode_report.json. Then writes DST/lists/{split}.txt (unless --no-index).
     """
+    from videoprep.transcode import EncodeSettings, TranscodeConfig, run_transcode
+
     settings = EncodeSettings(codec=codec, short_side=short_side, fps=fps, gop=gop, crf=crf, preset=preset,
                               tune=_tune_setting(tune), quality=quality, keep_audio=keep_audio, threads=threads)
     config = TranscodeConfig(src=src, dst=dst, settings=settings, timeout_s=timeout_s, index=not no_index,
@@ -353,6 +389,8 @@ def frames_cmd(src: Path, dst: Path, short_side: int, quality: int, threads: int
     (0-based, every decoded frame). Writes the rawframe lists DST/{split}.txt (`dir frame_count
     label`, counted from the files) and DST/classes.txt. Resumable like transcode.
     """
+    from videoprep.frames import FramesConfig, FramesSettings, run_frames
+
     settings = FramesSettings(short_side=short_side, quality=quality, threads=threads)
     config = FramesConfig(src=src, dst=dst, settings=settings, timeout_s=timeout_s, annotations=annotations,
                           **_stage_kwargs(jobs, executor, address, shard, summary_json))
@@ -367,6 +405,17 @@ def frames_cmd(src: Path, dst: Path, short_side: int, quality: int, threads: int
 # --- download ---
 
 
+def _checked_url(value: str | None, option: str) -> str | None:
+    """A usage error (exit 2) for a value that is not an http(s) URL."""
+    from videoprep.urls import check_url
+
+    problem = check_url(value) if value else ""
+    if problem:
+        raise click.BadParameter(f"{problem}; give the mirror root, e.g. https://s3.amazonaws.com/kinetics/400",
+                                 param_hint=option)
+    return value
+
+
 @cli.command("download")
 @click.argument("dataset", type=click.Choice(["kinetics400"]))
 @click.option("--out", "out_dir", required=True, type=click.Path(),
@@ -377,7 +426,7 @@ def frames_cmd(src: Path, dst: Path, short_side: int, quality: int, threads: int
               help="CVDF tarball mirror, or YouTube through yt-dlp + ffmpeg trimming.")
 @click.option("-j", "--jobs", type=click.IntRange(min=1), default=4, show_default=True,
               help="Parallel transfers (mirror parts or YouTube videos).")
-@click.option("--base-url", default=None,
+@click.option("--base-url", default=None, callback=lambda _c, _p, v: _checked_url(v, "--base-url"),
               help="Mirror root holding {split}/k400_{split}_path.txt, annotations/ and the replacement "
                    "archive (default: https://s3.amazonaws.com/kinetics/400).")
 @click.option("--classes", default=None,
@@ -392,6 +441,10 @@ def frames_cmd(src: Path, dst: Path, short_side: int, quality: int, threads: int
               help="YouTube route: URL of a video, with {youtube_id} (default: the youtube.com watch URL).")
 @click.option("--annotations", "annotations_dir", type=click.Path(exists=True, file_okay=False), default=None,
               help="YouTube route: folder of annotation CSVs to use instead of the mirror's.")
+@click.option("--cookies", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="YouTube route: Netscape cookies file for yt-dlp (when YouTube asks to confirm you are not a bot).")
+@click.option("--cookies-from-browser", default=None, metavar="NAME[:PROFILE]",
+              help="YouTube route: let yt-dlp read cookies from this browser (firefox, chrome, ...).")
 @click.option("--retry-failed", is_flag=True,
               help="YouTube route: try again clips that failed as unavailable/private/removed before.")
 @click.option("--retries", type=click.IntRange(min=0), default=6, show_default=True,
@@ -403,11 +456,13 @@ def frames_cmd(src: Path, dst: Path, short_side: int, quality: int, threads: int
 @click.option("--report", "report_path", type=click.Path(), default=None,
               help="Where the JSON report goes (default: OUT/download_report.json).")
 @click.option("--summary-json", type=click.Path(path_type=Path), default=None,
-              help="Mirror route: write the extraction's planned/cached/done/failed counts here (as every stage).")
+              help="Mirror route: write the extraction's planned/cached/done/failed counts here (as every stage); "
+                   "the run then scans OUT even when a completion record says nothing changed.")
 def download_cmd(dataset: str, out_dir: str, splits: str, source: str, jobs: int, base_url: str | None,
                  classes: str | None, limit_per_class: int | None, dry_run: bool, keep_archives: bool,
-                 class_folders: bool, url_template: str | None, annotations_dir: str | None, retry_failed: bool,
-                 retries: int, backoff_base_s: float, timeout_s: float, report_path: str | None,
+                 class_folders: bool, url_template: str | None, annotations_dir: str | None,
+                 cookies: Path | None, cookies_from_browser: str | None, retry_failed: bool, retries: int,
+                 backoff_base_s: float, timeout_s: float, report_path: str | None,
                  summary_json: Path | None) -> None:
     """Get Kinetics-400 onto disk from the CVDF mirror or YouTube, resumably.
 
@@ -416,9 +471,37 @@ def download_cmd(dataset: str, out_dir: str, splits: str, source: str, jobs: int
     Ends with a report (stderr and OUT/download_report.json) and exits 1 if
     anything failed in this run.
     """
-    from videoprep.download import DownloadConfig, format_bytes, parse_classes, run_download, summary_table
-
     chosen = tuple(s.strip() for s in splits.split(",") if s.strip())
+    if (cookies or cookies_from_browser) and source != "youtube":
+        raise click.UsageError("--cookies and --cookies-from-browser are for --source youtube")
+    if cookies_from_browser:
+        from videoprep.download.youtube import check_browser
+
+        if check_browser(cookies_from_browser):
+            raise click.BadParameter(check_browser(cookies_from_browser), param_hint="--cookies-from-browser")
+    from videoprep.completion import DownloadRecord  # standard library only: a no-op run stays light
+
+    record = DownloadRecord(Path(out_dir), chosen, report=report_path, classes=classes,
+                            annotations_dir=annotations_dir, class_folders=class_folders, options={
+        "dataset": dataset, "source": source, "base_url": base_url, "limit_per_class": limit_per_class,
+        "url_template": url_template, "keep_archives": keep_archives})
+    # --summary-json asks for the extraction's counts: those need the scan the record would skip.
+    summary = None if dry_run or summary_json else record.current()
+    if summary is not None:
+        err_console.print(f"nothing to do: {out_dir} already holds {summary['on_disk']} of {summary['expected']} "
+                          f"clips ({', '.join(chosen)}), fingerprint {summary['fingerprint']}; delete "
+                          f"{record.path} to check again", soft_wrap=True, markup=False)
+        click.echo(summary["report"])
+        return
+
+    from videoprep.download import (
+        DownloadConfig,
+        YoutubeAuth,
+        format_bytes,
+        parse_classes,
+        run_download,
+        summary_table,
+    )
     options: dict[str, object] = {}
     if base_url:
         options["base_url"] = base_url
@@ -431,7 +514,7 @@ def download_cmd(dataset: str, out_dir: str, splits: str, source: str, jobs: int
         annotations_dir=Path(annotations_dir) if annotations_dir else None, retry_failed=retry_failed,
         retries=retries, backoff_base_s=backoff_base_s, timeout_s=timeout_s,
         report_path=Path(report_path) if report_path else None, summary_json=summary_json,
-        **options,  # type: ignore[arg-type]
+        auth=YoutubeAuth(cookies=cookies, cookies_from_browser=cookies_from_browser), **options,  # type: ignore[arg-type]
     )
     if dry_run:
         report = run_download(config)
@@ -454,9 +537,51 @@ def download_cmd(dataset: str, out_dir: str, splits: str, source: str, jobs: int
     if len(report.failures) > 10:
         err_console.print(f"... and {len(report.failures) - 10} more in {report.report_path}", soft_wrap=True)
     click.echo(report.report_path)
+    if not report.failures:
+        record.write(on_disk=sum(s.on_disk for s in report.splits.values()),
+                     expected=sum(s.expected for s in report.splits.values()),
+                     fingerprint=report.fingerprint.get("sha256", ""), report=report.report_path)
     if report.failures:
         raise click.ClickException(f"{len(report.failures)} failure(s) in this run; re-run the same command to "
                                    f"resume (details in {report.report_path})")
+
+
+@cli.command("fingerprint")
+@click.argument("copy", type=click.Path(exists=True, path_type=Path))
+@click.argument("other", required=False, type=click.Path(exists=True, path_type=Path))
+@click.option("-j", "--jobs", type=click.IntRange(min=1), default=4, show_default=True,
+              help="Files hashed at a time when a folder has no report with clip hashes.")
+@click.option("--list", "list_max", type=click.IntRange(min=0), default=20, show_default=True,
+              help="At most this many clip ids printed per kind of difference (0: all).")
+def fingerprint_cmd(copy: Path, other: Path | None, jobs: int, list_max: int) -> None:
+    """Print a dataset copy's content fingerprint, or compare two copies; exit 1 when they differ.
+
+    COPY and OTHER are dataset folders or download reports. The fingerprint covers
+    every clip's id, size and sha256 (from the report's clips, else by hashing the
+    folder's video files), so a replaced or re-encoded clip changes it.
+    """
+    from videoprep.fingerprint import compare, content_fingerprint, load_records
+
+    records, origin = load_records(copy, jobs=jobs)
+    click.echo(f"{content_fingerprint(records)}  {len(records)} clips, "
+               f"{sum(r.size for r in records)} bytes  {copy}")
+    err_console.print(f"({origin})", markup=False, soft_wrap=True)
+    if other is None:
+        return
+    theirs, origin = load_records(other, jobs=jobs)
+    click.echo(f"{content_fingerprint(theirs)}  {len(theirs)} clips, {sum(r.size for r in theirs)} bytes  {other}")
+    err_console.print(f"({origin})", markup=False, soft_wrap=True)
+    diff = compare(records, theirs)
+    for kind, ids in (("missing", diff.missing), ("extra", diff.extra), ("different", diff.different)):
+        shown = ids if list_max == 0 else ids[:list_max]
+        for clip_id in shown:
+            click.echo(f"{kind}\t{clip_id}")
+        if len(ids) > len(shown):
+            click.echo(f"{kind}\t... and {len(ids) - len(shown)} more")
+    if not diff.identical:
+        raise click.ClickException(f"the copies differ: {len(diff.missing)} missing from {other}, "
+                                   f"{len(diff.extra)} extra in it, {len(diff.different)} with different bytes")
+    err_console.print("the copies are identical", markup=False)
 
 
 # --- bench ---

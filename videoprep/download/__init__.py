@@ -45,16 +45,17 @@ from videoprep.download.report import (
 )
 from videoprep.download.selection import check_classes, parse_classes, select_clips
 from videoprep.download.state import STATE_DIRNAME, DownloadState
-from videoprep.download.youtube import YOUTUBE_URL_TEMPLATE, clip_destination, run_youtube
+from videoprep.download.youtube import YOUTUBE_URL_TEMPLATE, YoutubeAuth, clip_destination, run_youtube
 from videoprep.errors import LayoutError, VideoprepError
 from videoprep.kinetics import SPLITS, Clip, class_names, find_annotation_files, read_annotations
 from videoprep.locations import check_output_dir, check_output_file
 from videoprep.progress import ProgressFn, no_progress
 from videoprep.stage import write_summary
+from videoprep.urls import check_url
 
 __all__ = [
     "CVDF_BASE_URL", "DATASETS", "REPORT_NAME", "STATE_DIRNAME", "YOUTUBE_URL_TEMPLATE", "DownloadConfig",
-    "DownloadFailed", "DownloadReport", "Failure", "PlannedFile", "SplitReport", "dataset_fingerprint", "format_bytes",
+    "DownloadFailed", "DownloadReport", "Failure", "YoutubeAuth", "PlannedFile", "SplitReport", "dataset_fingerprint", "format_bytes",
     "pack_mirror", "parse_classes", "run_download", "safe_extract", "summary_table",
 ]
 
@@ -89,6 +90,7 @@ class DownloadConfig:
     timeout_s: float = 60.0
     report_path: Path | None = None
     summary_json: Path | None = None  # mirror route: the extraction stage's summary (videoprep.stage)
+    auth: YoutubeAuth = YoutubeAuth()  # YouTube route: cookies for yt-dlp
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "splits", tuple(dict.fromkeys(self.splits)))  # "train,train" once
@@ -101,13 +103,16 @@ class DownloadConfig:
             raise VideoprepError(f"splits {list(self.splits)} must be a non-empty subset of {', '.join(SPLITS)}")
         if self.jobs < 1:
             raise VideoprepError(f"jobs ({self.jobs}) must be >= 1")
+        problem = check_url(self.base_url)
+        if problem:
+            raise VideoprepError(f"base_url {problem}; give the mirror root, e.g. {CVDF_BASE_URL}")
         if "{youtube_id}" not in self.url_template:
             raise VideoprepError(f"url_template {self.url_template!r} must contain {{youtube_id}}")
 
     @property
     def policy(self) -> RetryPolicy:
-        """Retry and backoff settings of every HTTP request."""
-        return RetryPolicy(retries=self.retries, backoff_base_s=self.backoff_base_s,
+        """Retry and backoff settings of every HTTP request (a dry run asks once: it only looks)."""
+        return RetryPolicy(retries=0 if self.dry_run else self.retries, backoff_base_s=self.backoff_base_s,
                            backoff_max_s=self.backoff_max_s, timeout_s=self.timeout_s)
 
 
@@ -159,7 +164,7 @@ def run_download(config: DownloadConfig, *, on_progress: ProgressFn | None = Non
             outcome = run_youtube(  # type: ignore[assignment]
                 clips=[c for clips in selected.values() for c in clips], out_dir=out_dir, state=state,
                 url_template=config.url_template, policy=config.policy, jobs=config.jobs,
-                retry_failed=config.retry_failed, on_progress=progress)
+                retry_failed=config.retry_failed, on_progress=progress, auth=config.auth)
             default = dict.fromkeys(config.splits, "not downloaded yet")
         report.failures = outcome.failures
         report.notes = outcome.notes
