@@ -44,3 +44,7 @@ class FFmpegError(PathError):
 
 class LayoutError(PathError):
     """A dataset folder or annotation file that does not match a known layout."""
+
+
+class GpuUnavailableError(VideoprepError):
+    """A GPU path (NVDEC, NVENC) asked for on a machine or ffmpeg that cannot run it."""
