@@ -6,7 +6,8 @@ the ffmpeg the GPU path runs can really decode with NVDEC and encode with NVENC 
 What changes on the GPU path and what does not:
 - `-hwaccel cuda` decodes with NVDEC and hands the frames back to system memory, so the
   same `fps` and `scale` filters as on CPU run on them: frame selection, rate and size
-  stay exactly the CPU path's (H.264 decoding is bit-exact, so x264 outputs match).
+  stay exactly the CPU path's (H.264 decoding is exact; x264 outputs differ at most by the
+  rounding of scaling NVDEC's nv12 instead of yuv420p).
   A stream NVDEC cannot take (4:2:2, 4:4:4, some codecs) falls back to software decoding
   inside ffmpeg instead of failing; a full-GPU graph (`-hwaccel_output_format cuda`,
   `scale_cuda`) would refuse those, and scale differently from the CPU path.

@@ -134,7 +134,7 @@ class EncodeSettings:
         fields = asdict(self)
         if fields["tune"] is None:  # added later: outputs made before it keep their digest
             del fields["tune"]
-        del fields["hwaccel"]  # how frames are decoded does not change them (H.264 decoding is exact)
+        del fields["hwaccel"]  # NVDEC decodes the same frames (H.264 decoding is exact): outputs stay valid
         if fields["encoder"] == "x264":
             del fields["encoder"]
         return stable_digest(fields)
