@@ -380,6 +380,26 @@ TRANSCODE_PATHS: dict[str, list[str]] = {
 }
 
 
+def interleaved_transcodes(work: Path, src: Path, names: Sequence[str], *, rounds: int,
+                           count: int) -> tuple[dict[str, list[float]], dict[str, str]]:
+    """videos/s of each transcode path, paths interleaved within each round; a path that fails stops there."""
+    runs: dict[str, list[float]] = {n: [] for n in names}
+    errors: dict[str, str] = {}
+    for r in range(rounds):
+        for name in list(runs):
+            dst = work / f"out-{name}-{r}"
+            shutil.rmtree(dst, ignore_errors=True)
+            start = time.perf_counter()
+            run = run_limited(videoprep_cli("-q", "transcode", str(src), str(dst), "--no-index",
+                                            *TRANSCODE_PATHS[name]), timeout_s=60)
+            if run.returncode != 0:  # transcode checks every output: a wrong GOP, rate or format fails here
+                errors[name] = _transcode_error(dst, run.stderr)
+                del runs[name]
+                continue
+            runs[name].append(count / (time.perf_counter() - start))
+    return runs, errors
+
+
 def part_transcode_gpu(work: Path, *, rounds: int = 2, count: int = 32) -> dict[str, Any]:
     """`videoprep transcode` on CPU, with NVDEC + x264 and NVDEC + NVENC: videos/s, interleaved rounds."""
     need_modules("av")
@@ -395,21 +415,11 @@ def part_transcode_gpu(work: Path, *, rounds: int = 2, count: int = 32) -> dict[
         if flags:
             check = hwaccel.check_gpu(hwaccel="cuda", encoder="nvenc" if "nvenc" in flags else "x264")
             usable[name] = None if check.ok else "; ".join(check.problems)
-    runs: dict[str, list[float]] = {n: [] for n, why in usable.items() if why is None}
+    runs, errors = interleaved_transcodes(work, src, [n for n, why in usable.items() if why is None],
+                                          rounds=rounds, count=count)
     # NVDEC is on every NVIDIA GPU, so its probe failing is a finding; NVENC is absent on H100/H200/A100.
-    errors: dict[str, str] = {"nvdec_x264": usable["nvdec_x264"]} if usable["nvdec_x264"] else {}
-    for r in range(rounds):
-        for name in list(runs):
-            dst = work / f"out-{name}-{r}"
-            shutil.rmtree(dst, ignore_errors=True)
-            start = time.perf_counter()
-            run = run_limited(videoprep_cli("-q", "transcode", str(src), str(dst), "--no-index",
-                                            *TRANSCODE_PATHS[name]), timeout_s=60)
-            if run.returncode != 0:  # transcode checks every output: a wrong GOP, rate or format fails here
-                errors[name] = _transcode_error(dst, run.stderr)
-                del runs[name]
-                continue
-            runs[name].append(count / (time.perf_counter() - start))
+    if usable["nvdec_x264"]:
+        errors["nvdec_x264"] = usable["nvdec_x264"]
     figures: dict[str, Any] = {"videos": count, "source": "1280x720 H.264, 4 s at 30 fps", "rounds": rounds,
                                "skipped": {n: why for n, why in usable.items() if why and n not in errors},
                                "errors": errors}
