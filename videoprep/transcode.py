@@ -97,7 +97,7 @@ class EncodeSettings:
     # x264 --tune (h264 only). "default" picks the codec's default (DEFAULT_TUNES: fastdecode for
     # h264, which CPU loaders decode 1.6x faster for 1.1x the bytes); None: no tune.
     tune: str | None = "default"
-    hwaccel: str | None = None  # "cuda": decode with NVDEC (videoprep.hwaccel); the output is the same
+    hwaccel: str | None = None  # "cuda": decode with NVDEC (videoprep.hwaccel); same frames, same checks
     encoder: str = "x264"  # h264: "x264" (libx264, CPU) or "nvenc" (h264_nvenc, GPU)
 
     def __post_init__(self) -> None:
