@@ -340,15 +340,20 @@ def _report_batch(kind: str, *, done: int, skipped: int, failures: list, report:
 @click.option("--quality", type=click.IntRange(2, 31), default=None,
               help="mjpeg JPEG quality, ffmpeg -q:v (default 3); lower is better and bigger.")
 @click.option("--keep-audio", is_flag=True, help="Keep the audio track (dropped by default).")
+@click.option("--hwaccel", type=click.Choice(["cuda"]), default=None,
+              help="Decode with the GPU (NVDEC); frame selection, rate and size stay the CPU path's.")
+@click.option("--encoder", type=click.Choice(["x264", "nvenc"]), default="x264", show_default=True,
+              help="h264 encoder: x264 on CPU, or nvenc (h264_nvenc on the GPU: keyframe every --gop, "
+                   "no B-frames; --preset and x264 tunes other than fastdecode do not apply).")
 @click.option("--no-index", is_flag=True, help="Do not write the list files of DST afterwards.")
 @click.option("--lists-dir", type=click.Path(path_type=Path), default=None,
               help="Where the list files go (default DST/lists; their paths are relative to DST).")
 @_batch_options
 def transcode_cmd(src: Path, dst: Path, codec: str, short_side: int, fps: float | None, gop: int,
                   crf: int | None, preset: str, tune: str | None, quality: int | None, keep_audio: bool,
-                  no_index: bool, lists_dir: Path | None, threads: int, timeout_s: float,
-                  annotations: Path | None, jobs: int | None, executor: str, address: str | None, shard,
-                  summary_json: Path | None) -> None:
+                  hwaccel: str | None, encoder: str, no_index: bool, lists_dir: Path | None, threads: int,
+                  timeout_s: float, annotations: Path | None, jobs: int | None, executor: str, address: str | None,
+                  shard, summary_json: Path | None) -> None:
     """Re-encode every video under SRC into DST for fast loading.
 
     Keeps the folder layout with safe names (DST/mapping.csv: original -> new), resizes to
@@ -359,7 +364,8 @@ def transcode_cmd(src: Path, dst: Path, codec: str, short_side: int, fps: float 
     from videoprep.transcode import EncodeSettings, TranscodeConfig, run_transcode
 
     settings = EncodeSettings(codec=codec, short_side=short_side, fps=fps, gop=gop, crf=crf, preset=preset,
-                              tune=_tune_setting(tune), quality=quality, keep_audio=keep_audio, threads=threads)
+                              tune=_tune_setting(tune), quality=quality, keep_audio=keep_audio, threads=threads,
+                              hwaccel=hwaccel, encoder=encoder)
     config = TranscodeConfig(src=src, dst=dst, settings=settings, timeout_s=timeout_s, index=not no_index,
                              annotations=annotations, index_dir=lists_dir,
                              **_stage_kwargs(jobs, executor, address, shard, summary_json))

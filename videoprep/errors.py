@@ -55,3 +55,7 @@ class OutputLocationError(PathError):
 
 class EmptySourceError(PathError):
     """A source folder with no video in it: every stage refuses it the same way."""
+
+
+class GpuUnavailableError(VideoprepError):
+    """A GPU path (NVDEC, NVENC) asked for on a machine or ffmpeg that cannot run it."""

@@ -37,13 +37,13 @@ def ffmpeg_exe() -> str:
     return imageio_ffmpeg.get_ffmpeg_exe()
 
 
-def run_ffmpeg(args: Sequence[str], *, target: str, timeout_s: float | None = None) -> None:
+def run_ffmpeg(args: Sequence[str], *, target: str, timeout_s: float | None = None, exe: str | None = None) -> None:
     """Run ffmpeg with an argument list (no shell), await it, kill it on timeout or Ctrl-C.
 
-    `target` names the file the error is about. Raises FFmpegError with the
+    `target` names the file the error is about; `exe` replaces `ffmpeg_exe()`. Raises FFmpegError with the
     tail of ffmpeg's stderr when it fails.
     """
-    cmd = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", *args]
+    cmd = [exe or ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", *args]
     proc = subprocess.Popen(
         cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         start_new_session=True, preexec_fn=die_with_parent_hook(),

@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 import ffmpeg
 
+from videoprep import hwaccel
 from videoprep.atomic import atomic_path
 from videoprep.errors import PathError, VideoprepError
 from videoprep.ffmpeg import OUTPUT_STANDIN, SOURCE_STANDIN, run_ffmpeg, with_paths
@@ -100,6 +101,8 @@ class EncodeSettings:
     # x264 --tune (h264 only). "default" picks the codec's default (DEFAULT_TUNES: fastdecode for
     # h264, which CPU loaders decode 1.6x faster for 1.1x the bytes); None: no tune.
     tune: str | None = "default"
+    hwaccel: str | None = None  # "cuda": decode with NVDEC (videoprep.hwaccel); same frames, same checks
+    encoder: str = "x264"  # h264: "x264" (libx264, CPU) or "nvenc" (h264_nvenc, GPU)
 
     def __post_init__(self) -> None:
         if self.codec not in CODECS:
@@ -124,6 +127,7 @@ class EncodeSettings:
             raise VideoprepError(f"tune {self.tune!r} is not one of: {', '.join(X264_TUNES)}")
         if self.tune is not None and self.codec != "h264":
             raise VideoprepError(f"tune ({self.tune}) is an x264 option; codec {self.codec} has none")
+        hwaccel.check_gpu_settings(codec=self.codec, hwaccel=self.hwaccel, encoder=self.encoder, tune=self.tune)
 
     @property
     def spec(self) -> CodecSpec:
@@ -134,6 +138,9 @@ class EncodeSettings:
         fields = asdict(self)
         if fields["tune"] is None:  # added later: outputs made before it keep their digest
             del fields["tune"]
+        del fields["hwaccel"]  # NVDEC decodes the same frames (H.264 decoding is exact): outputs stay valid
+        if fields["encoder"] == "x264":
+            del fields["encoder"]
         return stable_digest(fields)
 
 
@@ -209,13 +216,16 @@ def transcode_args(
 ) -> list[str]:
     """The ffmpeg argument list (without the program name) for one video; no shell involved."""
     spec = settings.spec
-    stream = ffmpeg.input(SOURCE_STANDIN, threads=settings.threads)
+    stream = ffmpeg.input(SOURCE_STANDIN, threads=settings.threads, **hwaccel.input_options(settings.hwaccel))
     video = stream.video.filter("fps", fps=str(rate)).filter("scale", width, height)
     opts: dict[str, Any] = {
         "c:v": spec.encoder, "pix_fmt": spec.pix_fmt, "fps_mode": "cfr",
         "threads": settings.threads, "f": spec.muxer, "map_metadata": -1,
     }
-    if settings.codec == "h264":
+    if settings.encoder == "nvenc":
+        quality = settings.crf if settings.crf is not None else spec.default_quality
+        opts.update(hwaccel.nvenc_options(gop=settings.gop, quality=quality, tune=settings.tune))
+    elif settings.codec == "h264":
         opts.update({
             "preset": settings.preset,
             **({"tune": settings.tune} if settings.tune else {}),
@@ -287,7 +297,7 @@ def transcode_one(task: TranscodeTask) -> TranscodeOutcome:
     width, height = scaled_size(source_info.width, source_info.height, short_side=settings.short_side)
     with atomic_path(task.output) as tmp:
         args = transcode_args(task.source, str(tmp), settings=settings, rate=rate, width=width, height=height)
-        run_ffmpeg(args, target=task.source, timeout_s=task.timeout_s)
+        run_ffmpeg(args, target=task.source, timeout_s=task.timeout_s, exe=hwaccel.ffmpeg_for(settings))
         info = probe_video(tmp)
         problems = check_output(info, settings=settings, width=width, height=height)
         if problems:
@@ -305,6 +315,7 @@ def transcode_one(task: TranscodeTask) -> TranscodeOutcome:
 def run_transcode(config: TranscodeConfig, *, on_progress: ProgressFn = no_progress) -> TranscodeResult:
     """Transcode every video under config.src into config.dst; see the module docstring."""
     settings = config.settings
+    hwaccel.require_gpu(hwaccel=settings.hwaccel, encoder=settings.encoder)  # refuse before any work (DST too)
     if config.index_dir is not None:
         check_output_dir(config.index_dir, what="--lists-dir")
     spec = StageSpec("transcode", transcode_one, pool_timeout(config.timeout_s))
