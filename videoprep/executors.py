@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Sized
 from typing import Literal, TypeVar
 
@@ -157,7 +158,7 @@ def _run_ray(
         cpus = int(ray.cluster_resources().get("CPU", 1))
         in_flight_max = max(1, 2 * (min(jobs, cpus) if jobs else cpus))
         remote = ray.remote(num_cpus=1, max_retries=RAY_RETRIES, retry_exceptions=False)(_call)
-        pending: dict[object, T] = {}
+        pending: dict[object, tuple[T, float]] = {}  # ref -> (item, when it was submitted)
         queue = iter(items)
         try:
             while True:
@@ -165,21 +166,15 @@ def _run_ray(
                     item = next(queue, _DONE)
                     if item is _DONE:
                         break
-                    pending[remote.remote(fn, item)] = item
+                    pending[remote.remote(fn, item)] = (item, time.monotonic())
                 if not pending:
                     break
-                ready, _ = ray.wait(list(pending), num_returns=1, timeout=timeout_s)
-                if not ready:
-                    raise VideoprepError(f"no Ray task finished within {timeout_s:g} s")
+                poll = min(1.0, timeout_s) if timeout_s else None
+                ready, _ = ray.wait(list(pending), num_returns=1, timeout=poll)
                 for ref in ready:
-                    item = pending.pop(ref)
-                    try:
-                        yield TaskResult(item, ray.get(ref), None)
-                    except ray.exceptions.RayTaskError as exc:
-                        cause = exc.cause if exc.cause is not None else exc
-                        yield TaskResult(item, None, f"{type(cause).__name__}: {cause}", type(cause).__name__)
-                    except ray.exceptions.RayError as exc:  # lost past its retries: this item only
-                        yield TaskResult(item, None, f"{type(exc).__name__}: {exc}", type(exc).__name__)
+                    yield _ray_outcome(ray, ref, pending.pop(ref)[0])
+                if not ready and timeout_s:
+                    yield from _cancel_overdue(ray, pending, timeout_s)
         finally:
             for ref in pending:
                 with contextlib.suppress(Exception):  # best effort: the task may have just finished
@@ -187,6 +182,28 @@ def _run_ray(
     finally:
         if started_here:
             ray.shutdown()
+
+
+def _ray_outcome(ray, ref: object, item: T) -> TaskResult:
+    """A finished Ray task as a TaskResult: its value, its own exception, or a loss past its retries."""
+    try:
+        return TaskResult(item, ray.get(ref), None)
+    except ray.exceptions.RayTaskError as exc:
+        cause = exc.cause if exc.cause is not None else exc
+        return TaskResult(item, None, f"{type(cause).__name__}: {cause}", type(cause).__name__)
+    except ray.exceptions.RayError as exc:  # lost past its retries: this item only
+        return TaskResult(item, None, f"{type(exc).__name__}: {exc}", type(exc).__name__)
+
+
+def _cancel_overdue(ray, pending: dict[object, tuple[T, float]], timeout_s: float) -> Iterator[TaskResult]:
+    """Cancel the tasks submitted longer than `timeout_s` ago: each is a timed-out item (the per-item limit)."""
+    now = time.monotonic()
+    for ref, (item, submitted) in list(pending.items()):
+        if now - submitted > timeout_s:
+            del pending[ref]
+            with contextlib.suppress(Exception):  # best effort: it may have just finished
+                ray.cancel(ref, force=True)
+            yield TaskResult(item, None, f"timed out after {timeout_s:g} s", "Timeout")
 
 
 def _call(fn: Callable[[T], R], item: T) -> R:

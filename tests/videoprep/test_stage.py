@@ -331,6 +331,12 @@ def die_once_then_work(marker: str) -> str:
     return "ok"
 
 
+def sleep_for(seconds: float) -> float:
+    """Ray task: a hung item when `seconds` is long."""
+    time.sleep(seconds)
+    return seconds
+
+
 def fail_like_a_bad_video(marker: str) -> str:
     """Ray task: raises as a bad video does (recorded, never retried)."""
     with open(marker, "a") as f:
@@ -339,7 +345,7 @@ def fail_like_a_bad_video(marker: str) -> str:
 
 
 @pytest.mark.slow
-def test_ray_retries_a_lost_worker_but_not_a_bad_video(ray_cluster, tmp_path):
+def test_ray_retries_a_lost_worker_not_a_bad_video_and_limits_each_item(ray_cluster, tmp_path):
     from videoprep.executors import run_tasks
 
     lost, bad = str(tmp_path / "lost"), str(tmp_path / "bad")
@@ -347,3 +353,5 @@ def test_ray_retries_a_lost_worker_but_not_a_bad_video(ray_cluster, tmp_path):
     assert ok.ok and ok.value == "ok" and Path(lost).read_text().count("attempt") == 2
     [failed] = run_tasks(fail_like_a_bad_video, [bad], executor="ray")
     assert not failed.ok and "bad video" in failed.error and Path(bad).read_text().count("attempt") == 1
+    results = {r.item: r for r in run_tasks(sleep_for, [0.1, 120.0], executor="ray", timeout_s=3)}
+    assert results[0.1].ok and results[120.0].error == "timed out after 3 s"  # the per-item limit
