@@ -546,7 +546,8 @@ def download_cmd(dataset: str, out_dir: str, splits: str, source: str, jobs: int
     if not report.failures:
         record.write(on_disk=sum(s.on_disk for s in report.splits.values()),
                      expected=sum(s.expected for s in report.splits.values()),
-                     fingerprint=report.fingerprint.get("sha256", ""), report=report.report_path)
+                     fingerprint=report.fingerprint.get("content_sha256") or report.fingerprint.get("sha256", ""),
+                     report=report.report_path)
     if report.failures:
         raise click.ClickException(f"{len(report.failures)} failure(s) in this run; re-run the same command to "
                                    f"resume (details in {report.report_path})")

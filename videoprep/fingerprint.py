@@ -13,10 +13,10 @@ import concurrent.futures
 import hashlib
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from videoprep.errors import PathError
 
@@ -111,9 +111,14 @@ def records_from_report(path: Path) -> list[ClipRecord] | None:
     if clips is None:
         return None
     try:
-        return [ClipRecord(str(c["id"]), int(c["size"]), str(c["sha256"])) for c in clips]
+        return records_from_clips(clips)
     except (TypeError, KeyError, ValueError):
         raise PathError(path, "its clips list needs an id, size and sha256 per clip") from None
+
+
+def records_from_clips(clips: Iterable[Mapping[str, Any]]) -> list[ClipRecord]:
+    """ClipRecords of a report's `clips` entries ({"id", "size", "sha256"}, other keys ignored)."""
+    return [ClipRecord(str(c["id"]), int(c["size"]), str(c["sha256"])) for c in clips]
 
 
 def clip_files(root: Path) -> dict[str, Path]:

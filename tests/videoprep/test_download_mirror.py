@@ -26,6 +26,7 @@ from tests.videoprep.httpfaults import (
 from videoprep.download import STATE_DIRNAME, DownloadConfig, pack_mirror, run_download, safe_extract
 from videoprep.download.mirror import archive_format
 from videoprep.errors import PathError, VideoprepError
+from videoprep.fingerprint import content_fingerprint, hash_folder
 from videoprep.synth import write_video
 
 REPO = Path(__file__).resolve().parents[2]
@@ -108,6 +109,8 @@ def test_mirror_with_faults_ends_complete_and_correct(mirror: FaultServer, tmp_p
     for record in written["clips"]:
         clip = out / record["split"] / f"{record['id']}.mp4"
         assert (record["size"], record["sha256"]) == (clip.stat().st_size, _sha(clip))
+    # the report's content fingerprint is what hashing the folder's files gives (`videoprep fingerprint`)
+    assert written["fingerprint"]["content_sha256"] == content_fingerprint(hash_folder(out))
     assert report.fingerprint["splits"]["train"]["count"] == 6
     assert any("1 clip(s) replaced" in n for n in report.notes)
 

@@ -47,6 +47,7 @@ from videoprep.download.selection import check_classes, parse_classes, select_cl
 from videoprep.download.state import STATE_DIRNAME, DownloadState
 from videoprep.download.youtube import YOUTUBE_URL_TEMPLATE, YoutubeAuth, clip_destination, run_youtube
 from videoprep.errors import LayoutError, VideoprepError
+from videoprep.fingerprint import content_fingerprint, records_from_clips
 from videoprep.kinetics import SPLITS, Clip, class_names, find_annotation_files, read_annotations
 from videoprep.locations import check_output_dir, check_output_file
 from videoprep.progress import ProgressFn, no_progress
@@ -178,6 +179,8 @@ def run_download(config: DownloadConfig, *, on_progress: ProgressFn | None = Non
         report.fingerprint = dataset_fingerprint(on_disk_ids)
         if config.source == "mirror":
             report.clips = _clip_records(state, on_disk_ids)
+            if len(report.clips) == report.fingerprint["count"]:  # every clip's bytes hashed: the content too
+                report.fingerprint["content_sha256"] = content_fingerprint(records_from_clips(report.clips))
         report.elapsed_s = round(time.monotonic() - started, 3)
         target = config.report_path or out_dir / REPORT_NAME
         report.report_path = str(target)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import hashlib
 import logging
 import os
 import re
@@ -38,6 +37,7 @@ from videoprep.download.http import (
 from videoprep.download.report import Failure, PlannedFile
 from videoprep.download.state import EXTRACT_STAGE, DownloadState, as_completed_interruptible
 from videoprep.errors import LayoutError, PathError
+from videoprep.fingerprint import HashingWriter
 from videoprep.kinetics import find_annotation_files
 from videoprep.probe import VIDEO_EXTENSIONS
 from videoprep.progress import ProgressFn
@@ -347,14 +347,10 @@ def _copy_file(source: Path, target: Path) -> tuple[int, str]:
 
 def _copy_hashing(stream: BinaryIO, path: Path) -> tuple[int, str]:
     """Write a stream to `path`, hashing the bytes on the way (no second read); (size, sha256)."""
-    sha = hashlib.sha256()
-    written = 0
     with open(path, "wb") as out:
-        while chunk := stream.read(_COPY_CHUNK):
-            out.write(chunk)
-            sha.update(chunk)
-            written += len(chunk)
-    return written, sha.hexdigest()
+        writer = HashingWriter(out)
+        shutil.copyfileobj(stream, writer, _COPY_CHUNK)
+    return writer.result()
 
 
 # --- the route ------------------------------------------------------------------
