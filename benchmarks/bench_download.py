@@ -35,16 +35,21 @@ from videoprep.download import DownloadConfig, pack_mirror, run_download  # noqa
 from videoprep.synth import write_video  # noqa: E402
 
 
-def make_source(root: Path, *, clips: int, frames: int = 300) -> None:
-    """`root/videos/train/{clip}.mp4` and `root/annotations/train.csv` with `clips` rows."""
-    encodes = [write_video(root / "enc" / f"e{i}.mp4", num_frames=frames, width=340, height=256, fps=30, gop=32,
-                           seed=i) for i in range(4)]
+def make_source(root: Path, *, clips: int, frames: int = 300, size: tuple[int, int] = (340, 256), encodes: int = 4,
+                classes: int = 10) -> None:
+    """`root/videos/train/{clip}.mp4` and `root/annotations/train.csv` with `clips` rows.
+
+    The clips are copies of `encodes` distinct encodes under different ids (sources are cheap to make).
+    """
+    width, height = size
+    files = [write_video(root / "enc" / f"e{i}.mp4", num_frames=frames, width=width, height=height, fps=30, gop=32,
+                         seed=i) for i in range(encodes)]
     rows = ["label,youtube_id,time_start,time_end,split,is_cc"]
     (root / "videos" / "train").mkdir(parents=True)
     for i in range(clips):
         ytid = f"bench{i:06d}"
-        shutil.copyfile(encodes[i % 4], root / "videos" / "train" / f"{ytid}_000000_000010.mp4")
-        rows.append(f"class {i % 10},{ytid},0,10,train,0")
+        shutil.copyfile(files[i % encodes], root / "videos" / "train" / f"{ytid}_000000_000010.mp4")
+        rows.append(f"class {i % classes},{ytid},0,10,train,0")
     (root / "annotations").mkdir()
     (root / "annotations" / "train.csv").write_text("\n".join(rows) + "\n")
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import statistics
 import subprocess
 import sys
@@ -26,25 +25,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench_download import make_source  # noqa: E402  (this folder is on sys.path when run as a script)
+
 from tests.videoprep.httpfaults import serve_folder  # noqa: E402
 from videoprep.atomic import atomic_write_json  # noqa: E402
 from videoprep.download import pack_mirror  # noqa: E402
-from videoprep.synth import write_video  # noqa: E402
 
 RECORD = Path(".videoprep-download") / "complete.json"
-
-
-def make_source(root: Path, *, clips: int) -> None:
-    """`root/videos/train/{clip}.mp4` (tiny clips) and `root/annotations/train.csv` with `clips` rows."""
-    encodes = [write_video(root / "enc" / f"e{i}.mp4", num_frames=10, width=64, height=48, seed=i) for i in range(2)]
-    rows = ["label,youtube_id,time_start,time_end,split,is_cc"]
-    (root / "videos" / "train").mkdir(parents=True)
-    for i in range(clips):
-        ytid = f"bench{i:06d}"
-        shutil.copyfile(encodes[i % 2], root / "videos" / "train" / f"{ytid}_000000_000010.mp4")
-        rows.append(f"class {i % 400},{ytid},0,10,train,0")
-    (root / "annotations").mkdir()
-    (root / "annotations" / "train.csv").write_text("\n".join(rows) + "\n")
 
 
 def timed_download(out: Path, url: str) -> float:
@@ -68,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bench-download-rerun-") as scratch:
         tmp = Path(scratch)
-        make_source(tmp / "src", clips=args.clips)
+        make_source(tmp / "src", clips=args.clips, frames=10, size=(64, 48), encodes=2, classes=400)
         with serve_folder(tmp / "mirror") as server:
             packed = pack_mirror(videos_dir=tmp / "src" / "videos", annotations_dir=tmp / "src" / "annotations",
                                  out_dir=tmp / "mirror", base_url=server.url, clips_per_part=args.clips_per_part)
