@@ -5,7 +5,7 @@ PYTEST_ARGS ?=
 TESTS  ?= tests
 STAMP  := $(VENV)/.setup-stamp
 
-.PHONY: help setup test test-all lint bench demo clean
+.PHONY: help setup test test-all lint bench gpu-check demo clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 12
@@ -35,8 +35,11 @@ lint: setup  ## Ruff over the whole tree
 bench: setup  ## Run the benchmarks under benchmarks/ (figures go to bench-out/)
 	$(PY) benchmarks/run_all.py --out bench-out
 
+gpu-check: setup  ## Prove every GPU path (<= 8 min on a CUDA machine; CPU parts only elsewhere); report in gpu-check/
+	$(PY) benchmarks/gpu_check.py --out gpu-check
+
 demo: setup  ## The whole toolkit end to end on generated data (outputs in demo-out/)
 	$(VENV)/bin/videoprep demo --out demo-out
 
 clean:  ## Remove build and demo outputs (keeps .venv)
-	rm -rf demo-out bench-out .pytest_cache .ruff_cache *.egg-info
+	rm -rf demo-out bench-out gpu-check .pytest_cache .ruff_cache *.egg-info

@@ -16,12 +16,32 @@ import click
 from rich.console import Console
 
 from train.config import PRESET_NAMES
-from videoprep.errors import VideoprepError
-from videoprep.frames import FramesConfig, FramesSettings, run_frames
+from videoprep.errors import OutputLocationError, VideoprepError
 from videoprep.progress import ProgressFn, rich_bar
-from videoprep.transcode import X264_PRESETS, X264_TUNES, EncodeSettings, TranscodeConfig, run_transcode
+
+# Heavy modules (torch, av, pandas and what imports them) are imported inside the commands
+# that use them: `videoprep --help` and no-op runs start fast.
 
 err_console = Console(stderr=True)
+
+
+class _LazyChoice(click.Choice):
+    """A click.Choice whose values live in a heavy module, imported only when the option is used or shown."""
+
+    def __init__(self, module: str, name: str, *, extra: tuple[str, ...] = ()) -> None:
+        self._source = (module, name, extra)
+        super().__init__(())
+
+    @property
+    def choices(self) -> tuple[str, ...]:  # type: ignore[override]
+        import importlib
+
+        module, name, extra = self._source
+        return (*getattr(importlib.import_module(module), name), *extra)
+
+    @choices.setter
+    def choices(self, _value: object) -> None:
+        pass  # click.Choice.__init__ assigns; the values come from the module
 
 
 class _Group(click.Group):
@@ -30,8 +50,16 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context):  # type: ignore[override]
         try:
             return super().invoke(ctx)
+        except OutputLocationError as exc:  # checked before any work: a usage error
+            raise _UsageExit(str(exc)) from exc
         except VideoprepError as exc:
             raise click.ClickException(str(exc)) from exc
+
+
+class _UsageExit(click.ClickException):
+    """One line and exit 2: a bad option value found before any work started."""
+
+    exit_code = 2
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "VIDEOPREP"})
@@ -76,16 +104,58 @@ def _log_progress(description: str) -> ProgressFn:
 # Each feature adds its command below; keep option parsing here and the work in the library.
 
 
+# --- options every preparation stage takes (videoprep.stage) ---
+
+
+def _parse_shard(ctx: click.Context, param: click.Parameter, value: str | None):
+    """--shard I/N as a videoprep.stage.Shard."""
+    if value is None:
+        return None
+    from videoprep.stage import Shard
+
+    try:
+        return Shard.parse(value)
+    except VideoprepError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def stage_options(fn):
+    """-j, --executor, --ray-address, --shard and --summary-json: the same on every stage (StageOptions)."""
+    for option in reversed([
+        click.option("-j", "--jobs", type=click.IntRange(min=1), default=None,
+                     help="Items processed in parallel (default: every core; Ray: the cluster's CPUs)."),
+        click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+                     help="Run on this machine's processes, or as Ray tasks (files by path on shared storage)."),
+        click.option("--ray-address", "address", envvar="RAY_ADDRESS", default=None,
+                     help="Ray cluster to join (e.g. auto or ray://head:10001; env RAY_ADDRESS); "
+                          "default: start Ray here."),
+        click.option("--shard", callback=_parse_shard, default=None, metavar="I/N",
+                     help="Only the items whose stable path hash is I mod N (Slurm arrays); a plain run "
+                          "afterwards merges the shards and writes the outputs."),
+        click.option("--summary-json", type=click.Path(path_type=Path), default=None,
+                     help="Write planned/cached/done/failed counts, wall_s and executor as JSON here."),
+    ]):
+        fn = option(fn)
+    return fn
+
+
+def _stage_kwargs(jobs, executor, address, shard, summary_json) -> dict:
+    """The StageOptions fields from the shared options (a RAY_ADDRESS in the environment is for --executor ray)."""
+    source = click.get_current_context().get_parameter_source("address")
+    if executor != "ray" and source is click.core.ParameterSource.ENVIRONMENT:
+        address = None
+    return {"jobs": jobs, "executor": executor, "address": address, "shard": shard, "summary_json": summary_json}
+
+
 # --- index / validate ---
 
 
 @cli.command("index")
 @click.argument("video_root", type=click.Path(exists=True, file_okay=False))
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+@click.option("--out", "out_dir", required=True, type=click.Path(),
               help="Folder for {split}.txt, classes.txt and manifest.csv.")
 @click.option("--annotations", type=click.Path(exists=True, file_okay=False),
               help="Folder of Kinetics annotation CSVs (default: VIDEO_ROOT/annotations if present).")
-@click.option("-j", "--jobs", type=click.IntRange(min=1), help="Worker processes (default: all cores).")
 @click.option("--split", help="Index only this split; or the split name of a tree without split folders.")
 @click.option("--safe-dir", type=click.Path(file_okay=False),
               help="Where the safe-named symlink view goes (default: VIDEO_ROOT/_videoprep_safe).")
@@ -94,8 +164,10 @@ def _log_progress(description: str) -> ProgressFn:
 @click.option("--timeout", "timeout_s", type=click.FloatRange(min=0, min_open=True), default=60.0,
               show_default=True, help="Seconds one video may take to probe.")
 @click.option("--fresh", is_flag=True, help="Ignore the journal of earlier runs and probe every video again.")
-def index_cmd(video_root: str, out_dir: str, annotations: str | None, jobs: int | None, split: str | None,
-              safe_dir: str | None, exports: str, timeout_s: float, fresh: bool) -> None:
+@stage_options
+def index_cmd(video_root: str, out_dir: str, annotations: str | None, split: str | None,
+              safe_dir: str | None, exports: str, timeout_s: float, fresh: bool, jobs: int | None, executor: str,
+              address: str | None, shard, summary_json: Path | None) -> None:
     """Count the frames of every video and write BAT lists (`path frame_num label`).
 
     Understands {split}/{label}/clip.mp4, flat {split}/clip.mp4 with annotation
@@ -116,14 +188,15 @@ def index_cmd(video_root: str, out_dir: str, annotations: str | None, jobs: int 
         )
     config = IndexConfig(
         video_root=Path(video_root), out_dir=Path(out_dir),
-        annotations=Path(annotations) if annotations else None, jobs=jobs, split=split,
+        annotations=Path(annotations) if annotations else None, split=split,
         safe_dir=Path(safe_dir) if safe_dir else None, exports=chosen, timeout_s=timeout_s, fresh=fresh,
+        **_stage_kwargs(jobs, executor, address, shard, summary_json),
     )
     with progress_bar("index") as update:
         result = run_index(config, on_progress=update)
-    if result.total == 0:
-        where = f" in split {split!r}" if split else ""
-        raise click.ClickException(f"{video_root}: no videos found{where}")
+    if result is None:
+        err_console.print(f"videoprep index: shard {shard} journaled; run without --shard to write the lists")
+        return
     err_console.print(f"videoprep index: {result.total} videos ({result.probed} probed, "
                       f"{result.reused} from the journal)", markup=False)
     table = Table()
@@ -145,56 +218,74 @@ def index_cmd(video_root: str, out_dir: str, annotations: str | None, jobs: int 
 @click.argument("video_root", type=click.Path(exists=True, file_okay=False))
 @click.option("--annotations", type=click.Path(exists=True, file_okay=False),
               help="Annotation CSVs: also report annotated clips missing on disk (default: VIDEO_ROOT/annotations).")
-@click.option("--full", is_flag=True, help="Decode every frame (default: first, last and a few random frames).")
+@click.option("--full", is_flag=True, help="Decode every frame (default: the first, middle, last and 3 random frames).")
 @click.option("--min-frames", type=click.IntRange(min=1), default=57, show_default=True,
               help="Shorter videos are bad (57 = 8 frames at sample rate 8).")
-@click.option("--report", type=click.Path(dir_okay=False),
+@click.option("--report", type=click.Path(),
               help="Write one row per bad video; the extension picks the format: .csv or .json.")
-@click.option("--quarantine", type=click.Path(file_okay=False),
-              help="Move bad files here, keeping their relative paths (nothing is deleted).")
-@click.option("--allow-bad", is_flag=True, help="Exit 0 even when bad videos are found.")
-@click.option("-j", "--jobs", type=click.IntRange(min=1), help="Worker processes (default: all cores).")
+@click.option("--quarantine", type=click.Path(),
+              help="Move unusable files here, keeping their relative paths (nothing is deleted).")
+@click.option("--quarantine-reasons", default="unusable", show_default=True,
+              help="What --quarantine moves: comma-separated classes (unusable, fixable, too_short) or reasons.")
+@click.option("--strict", is_flag=True, help="Exit 1 for any finding, not only unusable videos.")
+@click.option("--allow-bad", is_flag=True, help="Exit 0 even when unusable videos are found.")
 @click.option("--timeout", "timeout_s", type=click.FloatRange(min=0, min_open=True), default=120.0,
               show_default=True, help="Seconds one video may take to check.")
+@click.option("--state-dir", type=click.Path(path_type=Path), default=None,
+              help="Journal of checked videos (default: VIDEO_ROOT/.videoprep when writable).")
+@stage_options
 def validate_cmd(video_root: str, annotations: str | None, full: bool, min_frames: int, report: str | None,
-                 quarantine: str | None, allow_bad: bool, jobs: int | None, timeout_s: float) -> None:
-    """Find the videos a trainer would choke on; exit 1 if there are any.
+                 quarantine: str | None, quarantine_reasons: str, strict: bool, allow_bad: bool, timeout_s: float,
+                 state_dir: Path | None, jobs: int | None, executor: str, address: str | None, shard,
+                 summary_json: Path | None) -> None:
+    """Find the videos a trainer would choke on; exit 1 if any is unusable.
 
-    Checks: 0-byte, truncated, moov atom missing, no video stream, undecodable
-    frames, too short, variable frame rate, non-4:2:0 pixels, odd size, and
-    (with annotations) clips missing on disk.
+    Unusable: 0-byte, moov atom missing, truncated, unreadable, no video stream,
+    undecodable frames, check failed, (with annotations) missing on disk.
+    Fixable by transcode: variable frame rate, non-4:2:0 pixels, odd size.
+    And too short. --strict fails on every finding.
     """
     from pathlib import Path
 
     from rich.table import Table
 
-    from videoprep.validate import REASONS, ValidateConfig, run_validate
+    from videoprep.validate import REASONS, ValidateConfig, finding_class, parse_reasons, run_validate
 
+    try:
+        reasons = parse_reasons(quarantine_reasons)
+    except VideoprepError as exc:
+        raise click.BadParameter(str(exc), param_hint="--quarantine-reasons") from None
     config = ValidateConfig(
         video_root=Path(video_root), annotations=Path(annotations) if annotations else None, full=full,
         min_frames=min_frames, report=Path(report) if report else None,
-        quarantine=Path(quarantine) if quarantine else None, jobs=jobs, timeout_s=timeout_s,
+        quarantine=Path(quarantine) if quarantine else None, quarantine_reasons=reasons, timeout_s=timeout_s,
+        state_dir=state_dir, **_stage_kwargs(jobs, executor, address, shard, summary_json),
     )
     with progress_bar("validate") as update:
         result = run_validate(config, on_progress=update)
     err_console.print(f"videoprep validate: checked {result.checked} videos: {len(result.bad)} bad", markup=False)
     if result.bad:
         table = Table()
-        for column in ("reason", "videos", "meaning"):
+        for column in ("reason", "class", "videos", "meaning"):
             table.add_column(column)
         for reason, count in result.counts.items():
-            table.add_row(reason, str(count), REASONS[reason])
+            table.add_row(reason, finding_class(reason), str(count), REASONS[reason])
         err_console.print(table)
     for bad in result.bad[:20]:
-        err_console.print(f"  {bad.relpath}: {bad.reason}: {bad.message}", markup=False, highlight=False, soft_wrap=True)
+        err_console.print(f"  {bad.relpath}: {bad.reason} ({bad.finding_class}): {bad.message}", markup=False,
+                          highlight=False, soft_wrap=True)
     if len(result.bad) > 20:
         err_console.print(f"  ... and {len(result.bad) - 20} more" + ("" if report else " (use --report FILE)"))
     if result.report_path:
         err_console.print(f"report: {result.report_path}", markup=False)
     if result.quarantined:
-        err_console.print(f"moved {result.quarantined} bad file(s) to {quarantine}", markup=False)
-    if result.bad and not allow_bad:
-        raise click.ClickException(f"{len(result.bad)} bad video(s) found (use --allow-bad to exit 0)")
+        err_console.print(f"moved {result.quarantined} file(s) to {quarantine}", markup=False)
+    for label in result.classes_without_usable:
+        err_console.print(f"warning: class {label!r} has no usable training video left", markup=False)
+    failing = result.bad if strict else result.unusable
+    if failing and not allow_bad:
+        kind = "bad" if strict else "unusable"
+        raise click.ClickException(f"{len(failing)} {kind} video(s) found (use --allow-bad to exit 0)")
 
 
 # --- transcode / frames ---
@@ -206,35 +297,30 @@ def _tune_setting(tune: str | None) -> str | None:
 
 
 def _batch_options(fn):
-    """Options shared by transcode and frames: parallelism, executor, time limit, labels."""
+    """Options shared by transcode and frames: ffmpeg threads, time limit, labels, and the stage options."""
     for option in reversed([
-        click.option("-j", "--jobs", type=click.IntRange(min=1), default=None,
-                     help="Videos processed in parallel (default: every core; Ray: its CPUs)."),
         click.option("--threads", type=click.IntRange(min=0), default=1, show_default=True,
                      help="ffmpeg threads per video (0: ffmpeg decides). Parallel videos scale better."),
-        click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
-                     help="Run on this machine's process pool, or as Ray tasks (same task function)."),
-        click.option("--address", default=None,
-                     help="Ray cluster to join (e.g. ray://head:10001 or auto); default: start Ray here."),
         click.option("--timeout", "timeout_s", type=click.FloatRange(min=1), default=600, show_default=True,
                      help="Seconds one ffmpeg run may take before it is killed and the video recorded as failed."),
         click.option("--annotations", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
                      help="Folder of annotation CSVs labelling a flat (CVDF) layout (default: SRC/annotations)."),
     ]):
         fn = option(fn)
-    return fn
+    return stage_options(fn)
 
 
-def _report_batch(kind: str, *, done: int, skipped: int, failures: list, report: Path) -> None:
+def _report_batch(kind: str, *, done: int, skipped: int, failures: list, report: Path | None) -> None:
     """One summary line on stderr (each failure was logged as it happened); exit 1 when any failed."""
     err_console.print(f"{kind}: {done} done, {skipped} already up to date, {len(failures)} failed")
     if failures:
-        raise click.ClickException(f"{len(failures)} video(s) failed; every error is in {report}")
+        where = f"every error is in {report}" if report else "each was logged above; re-run to retry"
+        raise click.ClickException(f"{len(failures)} video(s) failed; {where}")
 
 
 @cli.command("transcode")
 @click.argument("src", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.argument("dst", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("dst", type=click.Path(path_type=Path))
 @click.option("--codec", type=click.Choice(["h264", "mjpeg", "vp9"]), default="h264", show_default=True,
               help="h264: small, GPU decode in DALI; mjpeg: intra-only, exact random access on CPU; "
                    "vp9: small and decoded by DALI on CPU.")
@@ -246,23 +332,28 @@ def _report_batch(kind: str, *, done: int, skipped: int, failures: list, report:
               help="A keyframe exactly every N frames (h264, vp9); scene-cut keyframes are off.")
 @click.option("--crf", type=click.IntRange(0, 63), default=None,
               help="Quality for h264 (default 23) and vp9 (default 32); lower is better and bigger.")
-@click.option("--preset", type=click.Choice(X264_PRESETS), default="veryfast", show_default=True,
+@click.option("--preset", type=_LazyChoice("videoprep.transcode", "X264_PRESETS"), default="veryfast", show_default=True,
               help="x264 speed/size trade-off (h264 only); veryfast encodes ~1.7x faster than medium.")
-@click.option("--tune", type=click.Choice((*X264_TUNES, "none")), default=None,
+@click.option("--tune", type=_LazyChoice("videoprep.transcode", "X264_TUNES", extra=("none",)), default=None,
               help="x264 tune (h264 only). Default fastdecode (no CABAC, no deblocking): CPU loaders decode it "
                    "~1.6x faster for ~10% more bytes; 'none' for x264's own default.")
 @click.option("--quality", type=click.IntRange(2, 31), default=None,
               help="mjpeg JPEG quality, ffmpeg -q:v (default 3); lower is better and bigger.")
 @click.option("--keep-audio", is_flag=True, help="Keep the audio track (dropped by default).")
+@click.option("--hwaccel", type=click.Choice(["cuda"]), default=None,
+              help="Decode with the GPU (NVDEC); frame selection, rate and size stay the CPU path's.")
+@click.option("--encoder", type=click.Choice(["x264", "nvenc"]), default="x264", show_default=True,
+              help="h264 encoder: x264 on CPU, or nvenc (h264_nvenc on the GPU: keyframe every --gop, "
+                   "no B-frames; --preset and x264 tunes other than fastdecode do not apply).")
 @click.option("--no-index", is_flag=True, help="Do not write the list files of DST afterwards.")
-@click.option("--lists-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+@click.option("--lists-dir", type=click.Path(path_type=Path), default=None,
               help="Where the list files go (default DST/lists; their paths are relative to DST).")
 @_batch_options
 def transcode_cmd(src: Path, dst: Path, codec: str, short_side: int, fps: float | None, gop: int,
                   crf: int | None, preset: str, tune: str | None, quality: int | None, keep_audio: bool,
-                  no_index: bool,
-                  lists_dir: Path | None, jobs: int | None, threads: int, executor: str, address: str | None,
-                  timeout_s: float, annotations: Path | None) -> None:
+                  hwaccel: str | None, encoder: str, no_index: bool, lists_dir: Path | None, threads: int,
+                  timeout_s: float, annotations: Path | None, jobs: int | None, executor: str, address: str | None,
+                  shard, summary_json: Path | None) -> None:
     """Re-encode every video under SRC into DST for fast loading.
 
     Keeps the folder layout with safe names (DST/mapping.csv: original -> new), resizes to
@@ -270,11 +361,14 @@ def transcode_cmd(src: Path, dst: Path, codec: str, short_side: int, fps: float 
     finished videos are skipped, an interrupted run continues. Failures are listed in
     DST/transcode_report.json. Then writes DST/lists/{split}.txt (unless --no-index).
     """
+    from videoprep.transcode import EncodeSettings, TranscodeConfig, run_transcode
+
     settings = EncodeSettings(codec=codec, short_side=short_side, fps=fps, gop=gop, crf=crf, preset=preset,
-                              tune=_tune_setting(tune), quality=quality, keep_audio=keep_audio, threads=threads)
-    config = TranscodeConfig(src=src, dst=dst, settings=settings, jobs=jobs, executor=executor, address=address,
-                             timeout_s=timeout_s, index=not no_index, annotations=annotations,
-                             index_dir=lists_dir)
+                              tune=_tune_setting(tune), quality=quality, keep_audio=keep_audio, threads=threads,
+                              hwaccel=hwaccel, encoder=encoder)
+    config = TranscodeConfig(src=src, dst=dst, settings=settings, timeout_s=timeout_s, index=not no_index,
+                             annotations=annotations, index_dir=lists_dir,
+                             **_stage_kwargs(jobs, executor, address, shard, summary_json))
     with progress_bar("transcode") as on_progress:
         result = run_transcode(config, on_progress=on_progress)
     if result.index is not None:
@@ -286,23 +380,26 @@ def transcode_cmd(src: Path, dst: Path, codec: str, short_side: int, fps: float 
 
 @cli.command("frames")
 @click.argument("src", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.argument("dst", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("dst", type=click.Path(path_type=Path))
 @click.option("--short-side", type=click.IntRange(min=2), default=256, show_default=True,
               help="Resize so the shorter side has this many pixels (even), keeping the aspect ratio.")
 @click.option("--quality", type=click.IntRange(2, 31), default=2, show_default=True,
               help="JPEG quality, ffmpeg -q:v; lower is better and bigger.")
 @_batch_options
-def frames_cmd(src: Path, dst: Path, short_side: int, quality: int, jobs: int | None, threads: int,
-               executor: str, address: str | None, timeout_s: float, annotations: Path | None) -> None:
+def frames_cmd(src: Path, dst: Path, short_side: int, quality: int, threads: int, timeout_s: float,
+               annotations: Path | None, jobs: int | None, executor: str, address: str | None, shard,
+               summary_json: Path | None) -> None:
     """Extract JPEG frames of every video under SRC for BAT's --read_mode img.
 
     One folder per video (safe name, SRC's layout) holding img_00000.jpg, img_00001.jpg, ...
     (0-based, every decoded frame). Writes the rawframe lists DST/{split}.txt (`dir frame_count
     label`, counted from the files) and DST/classes.txt. Resumable like transcode.
     """
+    from videoprep.frames import FramesConfig, FramesSettings, run_frames
+
     settings = FramesSettings(short_side=short_side, quality=quality, threads=threads)
-    config = FramesConfig(src=src, dst=dst, settings=settings, jobs=jobs, executor=executor, address=address,
-                          timeout_s=timeout_s, annotations=annotations)
+    config = FramesConfig(src=src, dst=dst, settings=settings, timeout_s=timeout_s, annotations=annotations,
+                          **_stage_kwargs(jobs, executor, address, shard, summary_json))
     with progress_bar("frames") as on_progress:
         result = run_frames(config, on_progress=on_progress)
     for split, path in sorted(result.lists.items()):
@@ -314,9 +411,20 @@ def frames_cmd(src: Path, dst: Path, short_side: int, quality: int, jobs: int | 
 # --- download ---
 
 
+def _checked_url(value: str | None, option: str) -> str | None:
+    """A usage error (exit 2) for a value that is not an http(s) URL."""
+    from videoprep.urls import check_url
+
+    problem = check_url(value) if value else ""
+    if problem:
+        raise click.BadParameter(f"{problem}; give the mirror root, e.g. https://s3.amazonaws.com/kinetics/400",
+                                 param_hint=option)
+    return value
+
+
 @cli.command("download")
 @click.argument("dataset", type=click.Choice(["kinetics400"]))
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+@click.option("--out", "out_dir", required=True, type=click.Path(),
               help="Dataset root: {split}/ videos, annotations/, download_report.json.")
 @click.option("--split", "splits", default="train,val,test", show_default=True,
               help="Comma-separated splits to fetch.")
@@ -324,7 +432,7 @@ def frames_cmd(src: Path, dst: Path, short_side: int, quality: int, jobs: int | 
               help="CVDF tarball mirror, or YouTube through yt-dlp + ffmpeg trimming.")
 @click.option("-j", "--jobs", type=click.IntRange(min=1), default=4, show_default=True,
               help="Parallel transfers (mirror parts or YouTube videos).")
-@click.option("--base-url", default=None,
+@click.option("--base-url", default=None, callback=lambda _c, _p, v: _checked_url(v, "--base-url"),
               help="Mirror root holding {split}/k400_{split}_path.txt, annotations/ and the replacement "
                    "archive (default: https://s3.amazonaws.com/kinetics/400).")
 @click.option("--classes", default=None,
@@ -339,6 +447,10 @@ def frames_cmd(src: Path, dst: Path, short_side: int, quality: int, jobs: int | 
               help="YouTube route: URL of a video, with {youtube_id} (default: the youtube.com watch URL).")
 @click.option("--annotations", "annotations_dir", type=click.Path(exists=True, file_okay=False), default=None,
               help="YouTube route: folder of annotation CSVs to use instead of the mirror's.")
+@click.option("--cookies", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="YouTube route: Netscape cookies file for yt-dlp (when YouTube asks to confirm you are not a bot).")
+@click.option("--cookies-from-browser", default=None, metavar="NAME[:PROFILE]",
+              help="YouTube route: let yt-dlp read cookies from this browser (firefox, chrome, ...).")
 @click.option("--retry-failed", is_flag=True,
               help="YouTube route: try again clips that failed as unavailable/private/removed before.")
 @click.option("--retries", type=click.IntRange(min=0), default=6, show_default=True,
@@ -347,12 +459,17 @@ def frames_cmd(src: Path, dst: Path, short_side: int, quality: int, jobs: int | 
               help="Base of the exponential backoff in seconds (doubles per retry, plus jitter).")
 @click.option("--timeout", "timeout_s", type=click.FloatRange(min=0, min_open=True), default=60.0,
               show_default=True, help="Seconds a connection may stall.")
-@click.option("--report", "report_path", type=click.Path(dir_okay=False), default=None,
+@click.option("--report", "report_path", type=click.Path(), default=None,
               help="Where the JSON report goes (default: OUT/download_report.json).")
+@click.option("--summary-json", type=click.Path(path_type=Path), default=None,
+              help="Mirror route: write the extraction's planned/cached/done/failed counts here (as every stage); "
+                   "the run then scans OUT even when a completion record says nothing changed.")
 def download_cmd(dataset: str, out_dir: str, splits: str, source: str, jobs: int, base_url: str | None,
                  classes: str | None, limit_per_class: int | None, dry_run: bool, keep_archives: bool,
-                 class_folders: bool, url_template: str | None, annotations_dir: str | None, retry_failed: bool,
-                 retries: int, backoff_base_s: float, timeout_s: float, report_path: str | None) -> None:
+                 class_folders: bool, url_template: str | None, annotations_dir: str | None,
+                 cookies: Path | None, cookies_from_browser: str | None, retry_failed: bool, retries: int,
+                 backoff_base_s: float, timeout_s: float, report_path: str | None,
+                 summary_json: Path | None) -> None:
     """Get Kinetics-400 onto disk from the CVDF mirror or YouTube, resumably.
 
     Re-run the same command to resume after Ctrl-C, kill or network trouble:
@@ -360,9 +477,37 @@ def download_cmd(dataset: str, out_dir: str, splits: str, source: str, jobs: int
     Ends with a report (stderr and OUT/download_report.json) and exits 1 if
     anything failed in this run.
     """
-    from videoprep.download import DownloadConfig, format_bytes, parse_classes, run_download, summary_table
-
     chosen = tuple(s.strip() for s in splits.split(",") if s.strip())
+    if (cookies or cookies_from_browser) and source != "youtube":
+        raise click.UsageError("--cookies and --cookies-from-browser are for --source youtube")
+    if cookies_from_browser:
+        from videoprep.download.youtube import check_browser
+
+        if check_browser(cookies_from_browser):
+            raise click.BadParameter(check_browser(cookies_from_browser), param_hint="--cookies-from-browser")
+    from videoprep.completion import DownloadRecord  # standard library only: a no-op run stays light
+
+    record = DownloadRecord(Path(out_dir), chosen, report=report_path, classes=classes,
+                            annotations_dir=annotations_dir, class_folders=class_folders, options={
+        "dataset": dataset, "source": source, "base_url": base_url, "limit_per_class": limit_per_class,
+        "url_template": url_template, "keep_archives": keep_archives})
+    # --summary-json asks for the extraction's counts: those need the scan the record would skip.
+    summary = None if dry_run or summary_json else record.current()
+    if summary is not None:
+        err_console.print(f"nothing to do: {out_dir} already holds {summary['on_disk']} of {summary['expected']} "
+                          f"clips ({', '.join(chosen)}), fingerprint {summary['fingerprint']}; delete "
+                          f"{record.path} to check again", soft_wrap=True, markup=False)
+        click.echo(summary["report"])
+        return
+
+    from videoprep.download import (
+        DownloadConfig,
+        YoutubeAuth,
+        format_bytes,
+        parse_classes,
+        run_download,
+        summary_table,
+    )
     options: dict[str, object] = {}
     if base_url:
         options["base_url"] = base_url
@@ -374,7 +519,8 @@ def download_cmd(dataset: str, out_dir: str, splits: str, source: str, jobs: int
         keep_archives=keep_archives, class_folders=class_folders,
         annotations_dir=Path(annotations_dir) if annotations_dir else None, retry_failed=retry_failed,
         retries=retries, backoff_base_s=backoff_base_s, timeout_s=timeout_s,
-        report_path=Path(report_path) if report_path else None, **options,  # type: ignore[arg-type]
+        report_path=Path(report_path) if report_path else None, summary_json=summary_json,
+        auth=YoutubeAuth(cookies=cookies, cookies_from_browser=cookies_from_browser), **options,  # type: ignore[arg-type]
     )
     if dry_run:
         report = run_download(config)
@@ -397,9 +543,52 @@ def download_cmd(dataset: str, out_dir: str, splits: str, source: str, jobs: int
     if len(report.failures) > 10:
         err_console.print(f"... and {len(report.failures) - 10} more in {report.report_path}", soft_wrap=True)
     click.echo(report.report_path)
+    if not report.failures:
+        record.write(on_disk=sum(s.on_disk for s in report.splits.values()),
+                     expected=sum(s.expected for s in report.splits.values()),
+                     fingerprint=report.fingerprint.get("content_sha256") or report.fingerprint.get("sha256", ""),
+                     report=report.report_path)
     if report.failures:
         raise click.ClickException(f"{len(report.failures)} failure(s) in this run; re-run the same command to "
                                    f"resume (details in {report.report_path})")
+
+
+@cli.command("fingerprint")
+@click.argument("copy", type=click.Path(exists=True, path_type=Path))
+@click.argument("other", required=False, type=click.Path(exists=True, path_type=Path))
+@click.option("-j", "--jobs", type=click.IntRange(min=1), default=4, show_default=True,
+              help="Files hashed at a time when a folder has no report with clip hashes.")
+@click.option("--list", "list_max", type=click.IntRange(min=0), default=20, show_default=True,
+              help="At most this many clip ids printed per kind of difference (0: all).")
+def fingerprint_cmd(copy: Path, other: Path | None, jobs: int, list_max: int) -> None:
+    """Print a dataset copy's content fingerprint, or compare two copies; exit 1 when they differ.
+
+    COPY and OTHER are dataset folders or download reports. The fingerprint covers
+    every clip's id, size and sha256 (from the report's clips, else by hashing the
+    folder's video files), so a replaced or re-encoded clip changes it.
+    """
+    from videoprep.fingerprint import compare, content_fingerprint, load_records
+
+    records, origin = load_records(copy, jobs=jobs)
+    click.echo(f"{content_fingerprint(records)}  {len(records)} clips, "
+               f"{sum(r.size for r in records)} bytes  {copy}")
+    err_console.print(f"({origin})", markup=False, soft_wrap=True)
+    if other is None:
+        return
+    theirs, origin = load_records(other, jobs=jobs)
+    click.echo(f"{content_fingerprint(theirs)}  {len(theirs)} clips, {sum(r.size for r in theirs)} bytes  {other}")
+    err_console.print(f"({origin})", markup=False, soft_wrap=True)
+    diff = compare(records, theirs)
+    for kind, ids in (("missing", diff.missing), ("extra", diff.extra), ("different", diff.different)):
+        shown = ids if list_max == 0 else ids[:list_max]
+        for clip_id in shown:
+            click.echo(f"{kind}\t{clip_id}")
+        if len(ids) > len(shown):
+            click.echo(f"{kind}\t... and {len(ids) - len(shown)} more")
+    if not diff.identical:
+        raise click.ClickException(f"the copies differ: {len(diff.missing)} missing from {other}, "
+                                   f"{len(diff.extra)} extra in it, {len(diff.different)} with different bytes")
+    err_console.print("the copies are identical", markup=False)
 
 
 # --- bench ---

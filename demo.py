@@ -309,7 +309,8 @@ def step_notes(facts: dict) -> dict[str, str]:
         notes["download"] = f"{on_disk}/{expected} clips on disk, fingerprint {fingerprint}; " + "; ".join(
             download.get("notes", []))
     bad = facts.get("validate_bad", {}).get("bad", [])
-    notes["validate"] = f"{len(bad)} bad: " + ", ".join(f"{b['relpath']} ({b['reason']})" for b in bad) + " - quarantined"
+    notes["validate"] = f"{len(bad)} bad: " + ", ".join(
+        f"{b['relpath']} ({b['reason']}{', quarantined' if b.get('quarantined_to') else ''})" for b in bad)
     transcode = facts.get("transcode", {})
     if transcode:
         settings = transcode.get("settings", {})

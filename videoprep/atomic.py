@@ -1,11 +1,11 @@
-"""Atomic outputs and append-only journals: no partial file ever looks finished."""
+"""Atomic outputs: no partial file ever looks finished; modes follow the umask like any other file."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
-import tempfile
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,14 +19,53 @@ def part_path(path: str | os.PathLike[str]) -> Path:
     return p.with_name(p.name + PART_SUFFIX)
 
 
+def make_temp_dir(final: str | os.PathLike[str]) -> Path:
+    """A new hidden sibling folder `.NAME.XXXXXXXX.part` of `final`, mode 0777 & ~umask (as mkdir gives)."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    return _create_temp(final, folder=True)
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary sibling folder; it replaces `path` (whole) only if the block succeeds."""
+    final = Path(path)
+    tmp = make_temp_dir(final)
+    try:
+        yield tmp
+        if final.exists():  # a folder no journal knows of: replace it whole
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _create_temp(final: Path, *, folder: bool = False) -> Path:
+    """Create a new hidden sibling `.NAME.XXXXXXXX.part`: an empty file (0666 & ~umask) or a folder (0777 & ~umask).
+
+    Unlike mkstemp/mkdtemp (0600/0700), the kernel applies the process umask, as
+    for any file the toolkit writes; the random part keeps writers on different
+    hosts of a shared filesystem apart.
+    """
+    while True:
+        tmp = final.with_name(f".{final.name}.{os.urandom(4).hex()}{PART_SUFFIX}")
+        try:
+            if folder:
+                os.mkdir(tmp, 0o777)
+            else:
+                os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666))
+        except FileExistsError:
+            continue
+        return tmp
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary sibling path; rename it onto `path` only if the block succeeds."""
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=PART_SUFFIX, dir=final.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = _create_temp(final)
     try:
         yield tmp
         os.replace(tmp, final)
@@ -46,43 +85,3 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
 def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
     """Atomically write `obj` as indented JSON."""
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
-
-
-class Journal:
-    """Append-only JSONL record of finished items; a torn last line (kill -9) is ignored."""
-
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
-
-    def load(self) -> list[dict[str, Any]]:
-        """Every complete entry, in the order written."""
-        if not self.path.exists():
-            return []
-        entries = []
-        with open(self.path, encoding="utf-8") as f:
-            for line in f:
-                if not line.endswith("\n"):
-                    break  # torn write from a killed run
-                try:
-                    entries.append(json.loads(line))
-                except json.JSONDecodeError:
-                    continue
-        return entries
-
-    def append(self, entry: dict[str, Any]) -> None:
-        """Record one finished item durably, after the work it records is done."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._repair_tail()
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(entry, sort_keys=True, default=str) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-
-    def _repair_tail(self) -> None:
-        """Terminate a torn last line so the next entry starts on a line of its own."""
-        if not self.path.exists() or self.path.stat().st_size == 0:
-            return
-        with open(self.path, "rb+") as f:
-            f.seek(-1, os.SEEK_END)
-            if f.read(1) != b"\n":
-                f.write(b"\n")

@@ -11,13 +11,11 @@ import concurrent.futures
 import json
 import logging
 import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from videoprep.atomic import atomic_path, atomic_write_json
+from videoprep.atomic import atomic_dir, atomic_path, atomic_write_json
 from videoprep.errors import PathError, VideoprepError
 from videoprep.ffmpeg import run_ffmpeg
 from videoprep.parallel import default_jobs
@@ -194,15 +192,10 @@ def _encode_one(config: SampleConfig, encoding: Encoding, index: int, source: Pa
         final = out_dir / name
         if final.is_dir():
             return final
-        tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".part", dir=out_dir))
-        try:
+        with atomic_dir(final) as tmp:
             args = frames_args(str(source), str(tmp), settings=FramesSettings(short_side=min(width, height)), width=width,
                                height=height)
             run_ffmpeg(_with_output_options(args, [*trim, *encoding.extra]), target=str(final))
-            os.replace(tmp, final)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp)
         return final
     suffix = f".{encoding.container}" if encoding.container else CODECS[encoding.codec].suffix
     final = out_dir / f"{name}{suffix}"

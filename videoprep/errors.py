@@ -48,3 +48,18 @@ class LayoutError(PathError):
 
 class BackendError(VideoprepError, ValueError):
     """A loader backend that is unknown, or not usable here (package, FFmpeg libraries or GPU missing)."""
+
+
+class OutputLocationError(PathError):
+    """An output location that cannot be used (not creatable, not a folder, read-only, inside the source).
+
+    Raised before any work starts; the CLI exits 2 with the one line.
+    """
+
+
+class EmptySourceError(PathError):
+    """A source folder with no video in it: every stage refuses it the same way."""
+
+
+class GpuUnavailableError(VideoprepError):
+    """A GPU path (NVDEC, NVENC) asked for on a machine or ffmpeg that cannot run it."""

@@ -13,12 +13,13 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Callable, Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator, Sized
 from typing import Literal, TypeVar
 
 from videoprep.errors import VideoprepError
 from videoprep.ffmpeg import die_with_parent_hook
-from videoprep.parallel import TaskResult, default_jobs, run_isolated
+from videoprep.parallel import TaskResult, default_jobs, init_plain_worker, run_isolated
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -40,13 +41,16 @@ def run_tasks(
     jobs: int | None = None,
     address: str | None = None,
     timeout_s: float | None = None,
+    plain: bool = False,
 ) -> Iterator[TaskResult[T, R]]:
     """Yield each item's result as it completes, on the chosen executor.
 
     `jobs` is the number of parallel tasks (local workers, or the CPUs of a Ray
     cluster started here); `address` joins an existing Ray cluster instead.
     SIGTERM is treated like Ctrl-C while tasks run, so workers and their ffmpeg
-    children are stopped before this returns.
+    children are stopped before this returns. `plain`: the task holds no
+    resources (probing, decoding checks), so a local worker past its time
+    limit is ended at once instead of unwinding.
     """
     try:
         backend = EXECUTORS[executor]
@@ -58,11 +62,10 @@ def run_tasks(
         raise VideoprepError(f"address {address!r} is only used by the ray executor")
     if jobs is not None and jobs < 1:
         raise VideoprepError(f"jobs ({jobs}) must be >= 1")
-    items = list(items)
-    if not items:
-        return
+    if isinstance(items, Sized) and not len(items):
+        return  # nothing to do: no pool, no Ray
     with sigterm_as_interrupt():
-        yield from backend(fn, items, jobs=jobs, address=address, timeout_s=timeout_s)
+        yield from backend(fn, items, jobs=jobs, address=address, timeout_s=timeout_s, plain=plain)
 
 
 @contextlib.contextmanager
@@ -117,20 +120,27 @@ def _call_in_worker(fn: Callable[[T], R], item: T) -> R:
 
 
 def _run_local(
-    fn: Callable[[T], R], items: list[T], *, jobs: int | None, address: str | None, timeout_s: float | None
+    fn: Callable[[T], R], items: list[T], *, jobs: int | None, address: str | None, timeout_s: float | None,
+    plain: bool,
 ) -> Iterator[TaskResult[T, R]]:
     """A pebble process pool on this machine (`videoprep.parallel.run_isolated`)."""
+    if plain:
+        yield from run_isolated(fn, items, jobs=jobs, timeout_s=timeout_s, initializer=init_plain_worker)
+        return
     task = functools.partial(_call_in_worker, fn)
     yield from run_isolated(task, items, jobs=jobs, timeout_s=timeout_s, initializer=_init_local_worker)
 
 
 def _run_ray(
-    fn: Callable[[T], R], items: list[T], *, jobs: int | None, address: str | None, timeout_s: float | None
+    fn: Callable[[T], R], items: list[T], *, jobs: int | None, address: str | None, timeout_s: float | None,
+    plain: bool,
 ) -> Iterator[TaskResult[T, R]]:
     """Ray tasks, one CPU each; a local Ray is started (and shut down) when none is running.
 
-    At most twice the cluster's CPUs are in flight, so a 240k-item run does not
-    queue 240k tasks. A worker that dies costs only its item (no retries).
+    Items travel by path (shared storage); no video bytes go through the object
+    store. At most twice the cluster's CPUs are in flight, so a 240k-item run
+    does not queue 240k tasks. A lost worker or node is retried (RAY_RETRIES
+    times); an exception the task raises (a bad video) is its recorded result.
     """
     try:
         import ray
@@ -147,8 +157,8 @@ def _run_ray(
     try:
         cpus = int(ray.cluster_resources().get("CPU", 1))
         in_flight_max = max(1, 2 * (min(jobs, cpus) if jobs else cpus))
-        remote = ray.remote(num_cpus=1, max_retries=0)(fn)
-        pending: dict[object, T] = {}
+        remote = ray.remote(num_cpus=1, max_retries=RAY_RETRIES, retry_exceptions=False)(_call)
+        pending: dict[object, tuple[T, float]] = {}  # ref -> (item, when it was submitted)
         queue = iter(items)
         try:
             while True:
@@ -156,21 +166,15 @@ def _run_ray(
                     item = next(queue, _DONE)
                     if item is _DONE:
                         break
-                    pending[remote.remote(item)] = item
+                    pending[remote.remote(fn, item)] = (item, time.monotonic())
                 if not pending:
                     break
-                ready, _ = ray.wait(list(pending), num_returns=1, timeout=timeout_s)
-                if not ready:
-                    raise VideoprepError(f"no Ray task finished within {timeout_s:g} s")
+                poll = min(1.0, timeout_s) if timeout_s else None
+                ready, _ = ray.wait(list(pending), num_returns=1, timeout=poll)
                 for ref in ready:
-                    item = pending.pop(ref)
-                    try:
-                        yield TaskResult(item, ray.get(ref), None)
-                    except ray.exceptions.RayTaskError as exc:
-                        cause = exc.cause if exc.cause is not None else exc
-                        yield TaskResult(item, None, f"{type(cause).__name__}: {cause}")
-                    except ray.exceptions.RayError as exc:  # worker died, node lost: this item only
-                        yield TaskResult(item, None, f"{type(exc).__name__}: {exc}")
+                    yield _ray_outcome(ray, ref, pending.pop(ref)[0])
+                if not ready and timeout_s:
+                    yield from _cancel_overdue(ray, pending, timeout_s)
         finally:
             for ref in pending:
                 with contextlib.suppress(Exception):  # best effort: the task may have just finished
@@ -180,6 +184,34 @@ def _run_ray(
             ray.shutdown()
 
 
+def _ray_outcome(ray, ref: object, item: T) -> TaskResult:
+    """A finished Ray task as a TaskResult: its value, its own exception, or a loss past its retries."""
+    try:
+        return TaskResult(item, ray.get(ref), None)
+    except ray.exceptions.RayTaskError as exc:
+        cause = exc.cause if exc.cause is not None else exc
+        return TaskResult(item, None, f"{type(cause).__name__}: {cause}", type(cause).__name__)
+    except ray.exceptions.RayError as exc:  # lost past its retries: this item only
+        return TaskResult(item, None, f"{type(exc).__name__}: {exc}", type(exc).__name__)
+
+
+def _cancel_overdue(ray, pending: dict[object, tuple[T, float]], timeout_s: float) -> Iterator[TaskResult]:
+    """Cancel the tasks submitted longer than `timeout_s` ago: each is a timed-out item (the per-item limit)."""
+    now = time.monotonic()
+    for ref, (item, submitted) in list(pending.items()):
+        if now - submitted > timeout_s:
+            del pending[ref]
+            with contextlib.suppress(Exception):  # best effort: it may have just finished
+                ray.cancel(ref, force=True)
+            yield TaskResult(item, None, f"timed out after {timeout_s:g} s", "Timeout")
+
+
+def _call(fn: Callable[[T], R], item: T) -> R:
+    """A Ray task: any picklable callable (a functools.partial too) applied to one item."""
+    return fn(item)
+
+
 _DONE = object()
+RAY_RETRIES = 3  # a task whose worker or node died is run again this many times
 
 EXECUTORS: dict[str, Callable[..., Iterator[TaskResult]]] = {"local": _run_local, "ray": _run_ray}

@@ -37,13 +37,13 @@ def ffmpeg_exe() -> str:
     return imageio_ffmpeg.get_ffmpeg_exe()
 
 
-def run_ffmpeg(args: Sequence[str], *, target: str, timeout_s: float | None = None) -> None:
+def run_ffmpeg(args: Sequence[str], *, target: str, timeout_s: float | None = None, exe: str | None = None) -> None:
     """Run ffmpeg with an argument list (no shell), await it, kill it on timeout or Ctrl-C.
 
-    `target` names the file the error is about. Raises FFmpegError with the
+    `target` names the file the error is about; `exe` replaces `ffmpeg_exe()`. Raises FFmpegError with the
     tail of ffmpeg's stderr when it fails.
     """
-    cmd = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", *args]
+    cmd = [exe or ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", *args]
     proc = subprocess.Popen(
         cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         start_new_session=True, preexec_fn=die_with_parent_hook(),
@@ -91,3 +91,15 @@ def _kill(proc: subprocess.Popen[bytes]) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+
+
+# ffmpeg-python hashes every argument as UTF-8, which a non-UTF-8 file name (kept by os as
+# surrogates) cannot be: graphs are built with these stand-ins, swapped for the real paths after.
+SOURCE_STANDIN = "@videoprep-source@"
+OUTPUT_STANDIN = "@videoprep-output@"
+
+
+def with_paths(args: Sequence[str], *, source: str, output: str) -> list[str]:
+    """Compiled arguments with the stand-ins replaced by the real source and output paths."""
+    return [a.replace(SOURCE_STANDIN, source).replace(OUTPUT_STANDIN, output) for a in args]
+

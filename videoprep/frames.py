@@ -12,8 +12,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,30 +19,15 @@ from typing import Any
 
 import ffmpeg
 
-from videoprep.atomic import PART_SUFFIX
+from videoprep import videotree
+from videoprep.atomic import atomic_dir
 from videoprep.errors import PathError, VideoprepError
-from videoprep.executors import ExecutorName
-from videoprep.ffmpeg import run_ffmpeg
+from videoprep.ffmpeg import OUTPUT_STANDIN, SOURCE_STANDIN, run_ffmpeg, with_paths
 from videoprep.layout import Layout
-from videoprep.probe import probe_video
 from videoprep.progress import ProgressFn, no_progress
 from videoprep.records import ListRecord, write_class_map, write_list
-from videoprep.transcode import (
-    DEFAULT_TIMEOUT_S,
-    PlannedVideo,
-    StageResult,
-    StageRun,
-    check_roots,
-    plan_stage,
-    pool_timeout,
-    run_stage,
-    scaled_size,
-    source_annotations,
-    stable_digest,
-    stage_lock,
-    write_mapping,
-    write_report,
-)
+from videoprep.stage import StageOptions, StageRun, StageSpec, write_summary
+from videoprep.videotree import DEFAULT_TIMEOUT_S, PlannedVideo, StageResult
 
 log = logging.getLogger(__name__)
 
@@ -71,19 +54,16 @@ class FramesSettings:
 
     def digest(self) -> str:
         """Short stable hash of the settings: a change re-extracts everything."""
-        return stable_digest({"stage": "frames", **asdict(self)})
+        return videotree.stable_digest({"stage": "frames", **asdict(self)})
 
 
 @dataclass(frozen=True)
-class FramesConfig:
-    """One `videoprep frames SRC DST` run."""
+class FramesConfig(StageOptions):
+    """One `videoprep frames SRC DST` run (the engine's options: `StageOptions`)."""
 
     src: Path
     dst: Path
     settings: FramesSettings = field(default_factory=FramesSettings)
-    jobs: int | None = None
-    executor: ExecutorName = "local"
-    address: str | None = None
     timeout_s: float | None = DEFAULT_TIMEOUT_S  # per ffmpeg run; None: no limit
     annotations: Path | None = None
     lists: bool = True  # write {DST}/{split}.txt and {DST}/classes.txt
@@ -125,15 +105,16 @@ class FramesOutcome:
 
 def frames_args(source: str, folder: str, *, settings: FramesSettings, width: int, height: int) -> list[str]:
     """ffmpeg arguments writing every decoded frame (no rate change) as folder/img_00000.jpg, ..."""
-    stream = ffmpeg.input(source, threads=settings.threads)
+    stream = ffmpeg.input(SOURCE_STANDIN, threads=settings.threads)
     video = stream.video.filter("scale", width, height)
     out = ffmpeg.output(
-        video, os.path.join(folder, _FFMPEG_PATTERN),
+        video, OUTPUT_STANDIN,
         **{"f": "image2", "start_number": 0, "q:v": settings.quality, "fps_mode": "passthrough",
            "pix_fmt": "yuvj420p", "threads": settings.threads, "an": None},
     )
     compiled = ffmpeg.compile(out, cmd="ffmpeg")
-    return ["-y", "-filter_complex_threads", str(max(settings.threads, 1)), *compiled[1:]]
+    args = ["-y", "-filter_complex_threads", str(max(settings.threads, 1)), *compiled[1:]]
+    return with_paths(args, source=source, output=os.path.join(folder, _FFMPEG_PATTERN))
 
 
 def count_frames(folder: str | os.PathLike[str]) -> int:
@@ -148,56 +129,39 @@ def count_frames(folder: str | os.PathLike[str]) -> int:
 def frames_one(task: FramesTask) -> FramesOutcome:
     """Extract one video's frames into a temporary folder, check them, rename the folder into place."""
     started = time.perf_counter()
-    info = probe_video(task.source)
-    width, height = scaled_size(info.width, info.height, short_side=task.settings.short_side)
-    final = Path(task.output)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=PART_SUFFIX, dir=final.parent))
-    try:
+    info = videotree.probe_source(task.source)
+    width, height = videotree.scaled_size(info.width, info.height, short_side=task.settings.short_side)
+    with atomic_dir(task.output) as tmp:
         run_ffmpeg(frames_args(task.source, str(tmp), settings=task.settings, width=width, height=height),
                    target=task.source, timeout_s=task.timeout_s)
         count = count_frames(tmp)
-        if count != info.frames:
-            # The list is written from the files, so it stays consistent; the source decodes short.
-            if count == 0:
-                raise PathError(task.source, "ffmpeg wrote no frames")
+        if count == 0:
+            raise PathError(task.source, "ffmpeg wrote no frames")
+        if count != info.frames:  # the list is written from the files, so it stays consistent
             log.warning("%s: %d frames written, %d packets in the stream", task.source, count, info.frames)
-        if final.exists():  # a folder from a run that was not journaled: replace it whole
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return FramesOutcome(
-        output=str(final), frames=count, source_frames=info.frames, width=width, height=height,
+        output=task.output, frames=count, source_frames=info.frames, width=width, height=height,
         seconds=time.perf_counter() - started,
     )
 
 
 def run_frames(config: FramesConfig, *, on_progress: ProgressFn = no_progress) -> FramesResult:
     """Extract frames of every video under config.src into folders under config.dst, then the lists."""
-    started = time.perf_counter()
-    src, dst = check_roots(config.src, config.dst)
-    annotations = source_annotations(src, config.annotations)
-    with stage_lock(dst, "frames"):
-        layout, planned = plan_stage(src, dst, annotations=annotations, suffix="")
-        tasks = {
-            p.source.relpath: FramesTask(str(src / p.source.relpath), str(dst / p.output), config.settings,
-                                         config.timeout_s)
-            for p in planned
-        }
-        run = run_stage(
-            "frames", frames_one, planned, tasks, dst=dst, digest=config.settings.digest(),
-            executor=config.executor, jobs=config.jobs, address=config.address,
-            timeout_s=pool_timeout(config.timeout_s), on_progress=on_progress,
-        )
-        mapping_path = write_mapping(dst, [p for p in planned if p.source.relpath in run.entries])
-        report_path = write_report(dst / "frames_report.json", settings=asdict(config.settings), run=run)
-        lists = write_rawframe_lists(dst, layout, planned, run) if config.lists else {}
-    return FramesResult(
-        total=run.total, done=run.done, skipped=run.skipped, failures=run.failures, lists=lists,
-        mapping_path=mapping_path, report_path=report_path, seconds=time.perf_counter() - started,
+    spec = StageSpec("frames", frames_one, videotree.pool_timeout(config.timeout_s))
+    tree = videotree.run_tree_stage(
+        config, spec, suffix="", digest=config.settings.digest(), on_progress=on_progress,
+        task_of=lambda p, src, dst: FramesTask(str(src / p.relpath), str(dst / p.output), config.settings,
+                                               config.timeout_s),
     )
+    run, dst = tree.run, tree.dst
+    mapping_path = report_path = None
+    lists: dict[str, Path] = {}
+    if config.shard is None:  # the plain run after all shards writes what covers the whole tree
+        mapping_path = videotree.write_mapping(dst, tree.done())
+        report_path = videotree.write_report(dst / "frames_report.json", settings=asdict(config.settings), run=run)
+        lists = write_rawframe_lists(dst, tree.layout, tree.planned, run) if config.lists else {}
+    write_summary(config.summary_json, run.summary())
+    return FramesResult(**videotree.stage_result(run, mapping=mapping_path, report=report_path), lists=lists)
 
 
 def rawframe_records(
@@ -207,7 +171,7 @@ def rawframe_records(
     index = layout.class_index()
     records: dict[str, list[ListRecord]] = {split: [] for split in layout.splits}
     for p in sorted(planned, key=lambda p: p.output):
-        entry = entries.get(p.source.relpath)
+        entry = entries.get(p.relpath)
         if entry is None or p.label is None:
             continue
         records[p.split].append(ListRecord(path=p.output, frame_num=int(entry["frames"]), label=index[p.label]))

@@ -1,23 +1,24 @@
 """`videoprep index`: probe every video once and write BAT lists, the class map and a manifest.
 
-Resumable: each probe result is appended to `{out}/.index-journal.jsonl`
-keyed by (relpath, size, mtime_ns) as soon as it is known, so a killed run
-re-run probes only what is left and an unchanged tree is not probed again.
+Runs on the stage engine (`videoprep.stage`): each probe result is journaled in
+`{out}/.videoprep/index.jsonl` keyed by relpath and stamped with (size, mtime_ns),
+so a killed run re-run probes only what is left and an unchanged tree is not
+probed again; `--shard I/N` probes a share and a plain run afterwards merges.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 import os
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from videoprep.atomic import Journal, atomic_write_text
+from videoprep.atomic import atomic_write_text
 from videoprep.errors import ProbeError, VideoprepError
 from videoprep.layout import (
     SAFE_VIEW_DIRNAME,
@@ -26,15 +27,18 @@ from videoprep.layout import (
     link_safe_view,
     plan_safe_view,
     printable_path,
+    raw_path,
+    require_videos,
 )
-from videoprep.parallel import init_plain_worker, run_isolated
-from videoprep.probe import VIDEO_EXTENSIONS, probe_video
+from videoprep.locations import check_output_dir, check_output_file
+from videoprep.probe import probe_video
 from videoprep.progress import ProgressFn, no_progress
 from videoprep.records import ListRecord, write_class_map, write_list
+from videoprep.stage import STATE_DIR, Item, StageOptions, StageRun, StageSpec, run_stage, write_summary
 
 log = logging.getLogger(__name__)
 
-JOURNAL_NAME = ".index-journal.jsonl"
+JOURNAL_NAME = f"{STATE_DIR}/index.jsonl"  # under --out
 MANIFEST_NAME = "manifest.csv"
 CLASSES_NAME = "classes.txt"
 Status = Literal["ok", "unlabelled", "error"]
@@ -43,13 +47,12 @@ _INFO_KEYS = ("frames", "fps", "duration_s", "width", "height", "codec", "pix_fm
 
 
 @dataclass(frozen=True)
-class IndexConfig:
-    """What to index and where the lists go."""
+class IndexConfig(StageOptions):
+    """What to index and where the lists go (the engine's options: `StageOptions`)."""
 
     video_root: Path
     out_dir: Path
     annotations: Path | None = None
-    jobs: int | None = None
     split: str | None = None
     safe_dir: Path | None = None
     exports: tuple[str, ...] = ()
@@ -59,6 +62,8 @@ class IndexConfig:
     # list, so the lists keep the source's label indices and original class names.
     labels: Mapping[str, str] | None = None
     classes: Sequence[str] | None = None
+    # relpath -> the manifest fields (_INFO_KEYS) already known from probing it (transcode's own check)
+    known: Mapping[str, Mapping[str, Any]] | None = None
 
     def __post_init__(self) -> None:
         unknown = [name for name in self.exports if name not in EXPORTS]
@@ -90,6 +95,7 @@ class ManifestRow:
     size_bytes: int
     status: Status
     reason: str
+    relpath_raw: str = ""  # the original bytes of a non-UTF-8 name, percent-encoded (layout.raw_path)
 
 
 MANIFEST_COLUMNS = tuple(f.name for f in fields(ManifestRow))
@@ -116,6 +122,7 @@ class IndexResult:
     probed: int = 0  # probed in this run
     reused: int = 0  # taken from the journal
     safe_links: int = 0  # videos listed through the safe-named symlink view
+    summary: dict[str, Any] = field(default_factory=dict)  # the --summary-json record
 
     @property
     def total(self) -> int:
@@ -126,24 +133,40 @@ class IndexResult:
         return sum(c.errors for c in self.counts.values())
 
 
-def run_index(config: IndexConfig, *, on_progress: ProgressFn | None = None) -> IndexResult:
-    """Index every video under `config.video_root` into lists under `config.out_dir`."""
+def run_index(config: IndexConfig, *, on_progress: ProgressFn | None = None) -> IndexResult | None:
+    """Index every video under `config.video_root` into lists under `config.out_dir`.
+
+    A --shard run only probes and journals its share (returns None); the
+    plain run after it writes the lists of the whole tree.
+    """
     progress = on_progress or no_progress
     root = Path(config.video_root)
-    out = Path(config.out_dir)
+    out = check_output_dir(config.out_dir, what="--out")
+    if config.summary_json is not None:
+        check_output_file(config.summary_json, what="--summary-json")
     safe_dir = Path(config.safe_dir) if config.safe_dir is not None else root / SAFE_VIEW_DIRNAME
     layout = discover(root, annotations=config.annotations, split=config.split, skip_dirs=[safe_dir, out])
     layout = with_labels(layout, labels=config.labels, classes=config.classes)
-    if not layout.videos:
-        where = f" in split {config.split!r}" if config.split else ""
-        log.warning("%s: no videos found%s (extensions: %s)", root, where, " ".join(VIDEO_EXTENSIONS))
+    require_videos(layout, where=f" in split {config.split!r}" if config.split else "")
+    probes, run = _probe_all(layout, out, config=config, progress=progress)
+    if config.shard is not None:
+        write_summary(config.summary_json, run.summary(_failed_counts(probes)))
+        return None
     list_paths = link_safe_view(
         video_root=root, safe_dir=safe_dir, plan=plan_safe_view(v.relpath for v in layout.videos)
     )
-
-    probes, probed, reused = _probe_all(layout, out / JOURNAL_NAME, config=config, progress=progress)
     rows = _manifest_rows(layout, probes, list_paths)
+    result = _write_index(config, layout, rows, out=out)
+    result.probed, result.reused, result.safe_links = run.done + len(run.failures), run.cached, len(list_paths)
+    result.summary = run.summary(_failed_counts(probes))
+    write_summary(config.summary_json, result.summary)
+    log.info("indexed %d videos (%d probed, %d from the journal, %d errors)",
+             result.total, result.probed, result.reused, result.errors)
+    return result
 
+
+def _write_index(config: IndexConfig, layout: Layout, rows: list[ManifestRow], *, out: Path) -> IndexResult:
+    """Write classes.txt, manifest.csv, each split's list and the exports."""
     out.mkdir(parents=True, exist_ok=True)
     classes_path = out / CLASSES_NAME
     write_class_map(classes_path, layout.classes)
@@ -164,24 +187,8 @@ def run_index(config: IndexConfig, *, on_progress: ProgressFn | None = None) -> 
             log.warning("split %s: no labelled, readable video; %s is empty", split, lists[split])
         for name in config.exports:
             exported.append(EXPORTS[name](good, out, split))
-    result = IndexResult(
-        lists=lists,
-        counts=counts,
-        classes_path=classes_path,
-        manifest_path=manifest_path,
-        exports=exported,
-        probed=probed,
-        reused=reused,
-        safe_links=len(list_paths),
-    )
-    log.info(
-        "indexed %d videos (%d probed, %d from the journal, %d errors)",
-        result.total,
-        probed,
-        reused,
-        result.errors,
-    )
-    return result
+    return IndexResult(lists=lists, counts=counts, classes_path=classes_path, manifest_path=manifest_path,
+                       exports=exported)
 
 
 def with_labels(
@@ -203,103 +210,51 @@ def with_labels(
 
 
 def probe_for_index(path: str) -> dict[str, Any]:
-    """Worker: the manifest fields of one video, or the reason it cannot be probed."""
+    """Worker: the manifest fields of one video, or the reason it cannot be listed (unreadable, truncated)."""
     try:
         info = probe_video(path)
     except ProbeError as exc:
         return {"info": None, "error": exc.reason}
+    if info.truncated:
+        return {"info": None, "error": info.truncated}
     return {"info": {k: getattr(info, k) for k in _INFO_KEYS}, "error": None}
 
 
-class _JournalAppender(Journal):
-    """The index journal, appended through one open handle.
-
-    Each entry is flushed to the OS as it is written (survives kill -9); one
-    fsync at close instead of one per entry keeps a 300 videos/s run cheap.
-    """
-
-    def __enter__(self) -> _JournalAppender:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._repair_tail()
-        self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in __exit__
-        return self
-
-    def write(self, entry: dict[str, Any]) -> None:
-        """Append one finished item."""
-        self._file.write(json.dumps(entry, sort_keys=True) + "\n")
-        self._file.flush()
-
-    def __exit__(self, *exc_info: object) -> None:
-        os.fsync(self._file.fileno())
-        self._file.close()
-
-
-def _journal_key(entry: dict[str, Any]) -> tuple[str, int, int]:
-    return entry["relpath"], entry["size"], entry["mtime_ns"]
-
-
 def _probe_all(
-    layout: Layout, journal_path: Path, *, config: IndexConfig, progress: ProgressFn
-) -> tuple[dict[str, dict[str, Any]], int, int]:
-    """relpath -> journal entry for every video; probes only those the journal lacks."""
-    journal = _JournalAppender(journal_path)
-    done: dict[tuple[str, int, int], dict[str, Any]] = {}
-    if not config.fresh:
-        for entry in journal.load():
-            try:
-                done[_journal_key(entry)] = entry
-            except (KeyError, TypeError):
-                log.warning("%s: skipping a malformed journal entry", journal_path)
-
+    layout: Layout, out: Path, *, config: IndexConfig, progress: ProgressFn
+) -> tuple[dict[str, dict[str, Any]], StageRun]:
+    """relpath -> probe entry for every video of this run; the engine probes only what its journal lacks."""
     results: dict[str, dict[str, Any]] = {}
-    todo: dict[str, tuple[str, int, int]] = {}
-    current: set[tuple[str, int, int]] = set()
-    reused = 0
+    items = []
+    known = config.known or {}
     for video in layout.videos:
         full = os.path.join(layout.root, video.relpath)
         try:
             st = os.stat(full)
         except OSError as exc:  # vanished since discovery: recorded, not journaled
-            results[video.relpath] = {
-                "relpath": video.relpath,
-                "size": 0,
-                "mtime_ns": 0,
-                "info": None,
-                "error": f"cannot stat: {exc.strerror}",
-            }
+            results[video.relpath] = {"size": 0, "info": None, "error": f"cannot stat: {exc.strerror}"}
             continue
-        key = (video.relpath, st.st_size, st.st_mtime_ns)
-        current.add(key)
-        if key in done:
-            results[video.relpath] = done[key]
-            reused += 1
-        else:
-            todo[full] = key
-    total = len(layout.videos)
-    listed = {v.relpath for v in layout.videos}
-    stale = [k for k in done if k[0] in listed and k not in current]
-    if config.fresh or stale:
-        # Rewrite without the entries of files that changed, so the journal does not grow forever;
-        # entries of videos outside this run (another --split) are kept.
-        kept = [e for k, e in done.items() if k not in stale]
-        atomic_write_text(journal_path, "".join(json.dumps(e, sort_keys=True) + "\n" for e in kept))
-    progress(len(results), total)
-    if not todo:
-        return results, 0, reused
+        if video.relpath in known:
+            results[video.relpath] = {"size": st.st_size, "info": dict(known[video.relpath]), "error": None}
+            continue
+        items.append(Item(key=video.relpath, stamp={"size": st.st_size, "mtime_ns": st.st_mtime_ns}, task=full))
+    spec = StageSpec("index", probe_for_index, config.timeout_s, plain_workers=True,
+                     failure_record=lambda f: {"info": None, "error": f.error})
+    run = run_stage(spec, items, state_dir=out / STATE_DIR, options=config, on_progress=progress, fresh=config.fresh)
+    for key, entry in run.entries.items():
+        results[key] = {**entry, "size": entry["stamp"]["size"]}
+    return results, run
 
-    log.info("probing %d videos (%d known from the journal)", len(todo), reused)
-    with journal:
-        tasks = run_isolated(
-            probe_for_index, todo, jobs=config.jobs, timeout_s=config.timeout_s, initializer=init_plain_worker
-        )
-        for task in tasks:
-            relpath, size, mtime_ns = todo[task.item]
-            outcome = task.value if task.ok else {"info": None, "error": task.error}
-            entry = {"relpath": relpath, "size": size, "mtime_ns": mtime_ns, **outcome}
-            journal.write(entry)
-            results[relpath] = entry
-            progress(len(results), total)
-    return results, len(todo), reused
+
+def _failed_counts(probes: dict[str, dict[str, Any]]) -> Counter[str]:
+    """Reason class -> videos that cannot be listed (summary-json's `failed`)."""
+    counts: Counter[str] = Counter()
+    for entry in probes.values():
+        if entry.get("error"):
+            error = entry["error"]
+            counts["truncated" if error.startswith("truncated") else
+                   "timeout" if error.startswith("timed out") else "unreadable"] += 1
+    return counts
 
 
 def _manifest_rows(
@@ -309,7 +264,9 @@ def _manifest_rows(
     index = layout.class_index()
     rows = []
     for video in layout.videos:
-        entry = probes[video.relpath]
+        entry = probes.get(video.relpath)
+        if entry is None:  # another shard's video, not probed by anyone yet
+            continue
         info = entry.get("info") or {}
         if entry.get("error"):
             status, reason = "error", entry["error"]
@@ -335,6 +292,7 @@ def _manifest_rows(
                 size_bytes=entry["size"],
                 status=status,
                 reason=reason,
+                relpath_raw=raw_path(video.relpath),
             )
         )
     rows.sort(key=lambda r: r.list_path)
@@ -354,6 +312,7 @@ def write_manifest(path: Path, rows: list[ManifestRow]) -> None:
     for row in rows:
         cells = asdict(row)
         cells["relpath"] = printable_path(row.relpath)
+        cells["label"] = printable_path(row.label)
         writer.writerow({k: ("" if v is None else v) for k, v in cells.items()})
     atomic_write_text(path, buf.getvalue())
 

@@ -15,11 +15,12 @@ import hashlib
 import logging
 import os
 import re
+import urllib.parse
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from videoprep.errors import LayoutError
+from videoprep.errors import EmptySourceError, LayoutError
 from videoprep.kinetics import Clip, class_names, find_annotation_files, read_annotations, split_name
 from videoprep.probe import VIDEO_EXTENSIONS
 
@@ -55,6 +56,19 @@ def safe_name(name: str) -> str:
 def printable_path(path: str) -> str:
     """A path as writable UTF-8 text: bytes that are not UTF-8 (kept by os as surrogates) become U+FFFD."""
     return path.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def raw_path(path: str) -> str:
+    """'' for a path that is valid UTF-8; else its original bytes percent-encoded (lossless, '/' kept).
+
+    Reports and manifests record non-UTF-8 names this way beside the printable
+    form; `urllib.parse.unquote_to_bytes` gives the bytes back.
+    """
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return urllib.parse.quote_from_bytes(path.encode("utf-8", "surrogateescape"), safe="/")
+    return ""
 
 
 def safe_relpath(relpath: str) -> str:
@@ -332,3 +346,9 @@ def missing_clips(layout: Layout) -> list[Clip]:
     splits = set(layout.splits)
     named = {c.split for c in layout.clips} & splits
     return [c for c in layout.clips if (not named or c.split in named) and c.clip_id not in on_disk]
+
+
+def require_videos(layout: Layout, *, where: str = "") -> None:
+    """Every stage refuses a source without videos the same way (one line, exit 1, nothing written)."""
+    if not layout.videos:
+        raise EmptySourceError(layout.root, f"no videos found{where} (extensions: {' '.join(VIDEO_EXTENSIONS)})")

@@ -7,7 +7,7 @@ import itertools
 import os
 import queue
 import signal
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sized
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -29,6 +29,7 @@ class TaskResult(Generic[T, R]):
     item: T
     value: R | None
     error: str | None
+    error_type: str = ""  # the exception's class name ("Timeout", "WorkerDied" for the pool's own)
 
     @property
     def ok(self) -> bool:
@@ -72,11 +73,14 @@ def run_isolated(
     worker before re-raising. `initializer` runs once in each new worker.
     Only a few items per worker are in flight at a time, so memory does not
     grow with the item count (scheduling 100k items at once held ~200 MB).
+    `items` may be lazy (a generator): each is taken when a worker can use it.
     """
-    items = list(items)
-    if not items:
-        return
-    workers = max(1, min(jobs or default_jobs(), len(items)))
+    if isinstance(items, Sized):
+        if not len(items):
+            return
+        workers = max(1, min(jobs or default_jobs(), len(items)))
+    else:  # a lazy iterable (items that become ready over time): taken as they come
+        workers = max(1, jobs or default_jobs())
     pending = iter(items)
     finished: queue.SimpleQueue[tuple[T, concurrent.futures.Future]] = queue.SimpleQueue()
     pool = pebble.ProcessPool(max_workers=workers, initializer=initializer)
@@ -90,6 +94,8 @@ def run_isolated(
         for item in itertools.islice(pending, workers * _IN_FLIGHT_PER_WORKER):
             schedule(item)
             in_flight += 1
+        if not in_flight:
+            return
         while in_flight:
             item, future = finished.get()
             in_flight -= 1
@@ -108,8 +114,8 @@ def _outcome(item: T, future: concurrent.futures.Future, timeout_s: float | None
     try:
         return TaskResult(item, future.result(), None)
     except concurrent.futures.TimeoutError:
-        return TaskResult(item, None, f"timed out after {timeout_s:g} s")
+        return TaskResult(item, None, f"timed out after {timeout_s:g} s", "Timeout")
     except pebble.ProcessExpired as exc:
-        return TaskResult(item, None, f"worker died (exit code {exc.exitcode})")
+        return TaskResult(item, None, f"worker died (exit code {exc.exitcode})", "WorkerDied")
     except Exception as exc:  # an item's own failure is its result, never the batch's
-        return TaskResult(item, None, f"{type(exc).__name__}: {exc}")
+        return TaskResult(item, None, f"{type(exc).__name__}: {exc}", type(exc).__name__)

@@ -35,6 +35,8 @@ class VideoInfo:
     constant_frame_rate: bool
     keyframes: int
     max_gop: int
+    # Non-empty when the container declares more frames than the file holds (a download cut short).
+    truncated: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         """Plain dict for manifests and JSON reports."""
@@ -54,6 +56,58 @@ def _stream_rate(stream: av.video.stream.VideoStream) -> float:
         if rate:
             return float(rate)
     return 0.0
+
+
+class PacketTally:
+    """Frame count, keyframes, longest GOP and pts of the packets a decoder is fed, one packet at a time.
+
+    Lets a caller that demuxes anyway (validate) learn what `probe_video` learns without a second read.
+    """
+
+    def __init__(self) -> None:
+        self.frames = self.keyframes = self._gop = self.max_gop = 0
+        self.stored = 0  # packets with data, fed to a decoder or not (for the truncation check)
+        self.pts: list[int] = []
+
+    def add(self, packet: av.Packet) -> bool:
+        """Count `packet`; False (and no frame counted) when it feeds no decoder."""
+        self.stored += bool(packet.size)
+        if not feeds_decoder(packet):
+            return False
+        self.frames += 1
+        if packet.pts is not None:
+            self.pts.append(packet.pts)
+        if packet.is_keyframe:
+            self.keyframes += 1
+            self.max_gop = max(self.max_gop, self._gop)
+            self._gop = 1
+        else:
+            self._gop += 1
+        return True
+
+    def info(self, path: str, size: int, stream: av.video.stream.VideoStream) -> VideoInfo:
+        """The VideoInfo of everything added; ProbeError when no packet fed a decoder."""
+        if self.frames == 0:
+            raise ProbeError(path, "video stream has no frames")
+        ctx = stream.codec_context
+        fps = _stream_rate(stream)
+        time_base = stream.time_base or Fraction(1, 1)
+        cfr, duration = _timing(self.pts, time_base, fps, self.frames)
+        return VideoInfo(
+            path=path,
+            size_bytes=size,
+            frames=self.frames,
+            fps=round(fps, 6),
+            duration_s=round(duration, 6),
+            width=ctx.width,
+            height=ctx.height,
+            codec=ctx.name or "unknown",
+            pix_fmt=ctx.format.name if ctx.format else "unknown",
+            constant_frame_rate=cfr,
+            keyframes=self.keyframes,
+            max_gop=max(self.max_gop, self._gop),
+            truncated=truncation(declared=stream.frames or 0, stored=self.stored),
+        )
 
 
 def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
@@ -78,46 +132,22 @@ def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
         if not container.streams.video:
             raise ProbeError(path, "no video stream")
         stream = container.streams.video[0]
-        ctx = stream.codec_context
-        frames = keyframes = gop = max_gop = 0
-        pts_list: list[int] = []
+        tally = PacketTally()
         try:
             for packet in container.demux(stream):
-                if not feeds_decoder(packet):
-                    continue
-                frames += 1
-                if packet.pts is not None:
-                    pts_list.append(packet.pts)
-                if packet.is_keyframe:
-                    keyframes += 1
-                    max_gop = max(max_gop, gop)
-                    gop = 1
-                else:
-                    gop += 1
+                tally.add(packet)
         except av.error.FFmpegError as exc:
-            raise ProbeError(path, f"demux failed after {frames} frames: {ffmpeg_reason(exc)}") from None
-        max_gop = max(max_gop, gop)
-        if frames == 0:
-            raise ProbeError(path, "video stream has no frames")
-        fps = _stream_rate(stream)
-        time_base = stream.time_base or Fraction(1, 1)
-        cfr, duration = _timing(pts_list, time_base, fps, frames)
-        return VideoInfo(
-            path=path,
-            size_bytes=size,
-            frames=frames,
-            fps=round(fps, 6),
-            duration_s=round(duration, 6),
-            width=ctx.width,
-            height=ctx.height,
-            codec=ctx.name or "unknown",
-            pix_fmt=ctx.format.name if ctx.format else "unknown",
-            constant_frame_rate=cfr,
-            keyframes=keyframes,
-            max_gop=max_gop,
-        )
+            raise ProbeError(path, f"demux failed after {tally.frames} frames: {ffmpeg_reason(exc)}") from None
+        return tally.info(path, size, stream)
     finally:
         container.close()
+
+
+def truncation(*, declared: int, stored: int) -> str:
+    """Why a stream is cut short ('' when it is not): the container declares more frames than it holds."""
+    if declared > stored:
+        return f"truncated: the container declares {declared} frames, the file holds {stored}"
+    return ""
 
 
 def _timing(pts: list[int], time_base: Fraction, fps: float, frames: int) -> tuple[bool, float]:

@@ -11,7 +11,7 @@ from typing import Literal
 import av
 import numpy as np
 
-Codec = Literal["h264", "mpeg4", "mjpeg", "vp9", "vp8", "mpeg1video", "hevc"]
+Codec = Literal["h264", "mpeg4", "mjpeg", "vp9", "vp8", "mpeg1video", "mpeg2video", "hevc"]
 
 # Encoder name and pixel format for each codec we write.
 ENCODERS: dict[str, tuple[str, str]] = {
@@ -22,6 +22,7 @@ ENCODERS: dict[str, tuple[str, str]] = {
     "vp9": ("libvpx-vp9", "yuv420p"),
     "vp8": ("libvpx", "yuv420p"),
     "mpeg1video": ("mpeg1video", "yuv420p"),
+    "mpeg2video": ("mpeg2video", "yuv420p"),
 }
 
 

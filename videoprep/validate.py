@@ -1,12 +1,17 @@
 """`videoprep validate`: find the videos a trainer would choke on, before training does.
 
 Each video is checked in its own worker with a time limit (a decoder that
-hangs or crashes costs only that video). A bad video gets every reason found
-and one primary reason, the first of `REASONS` in order.
+hangs or crashes costs only that video), on the stage engine
+(`videoprep.stage`): verdicts are journaled in `{state_dir}` (default
+`VIDEO_ROOT/.videoprep`), so a re-run checks only new or changed videos and
+`--shard I/N` splits the work. A bad video gets every reason found and one
+primary reason, the first of `REASONS` in order.
 """
 
 from __future__ import annotations
 
+import bisect
+import contextlib
 import csv
 import functools
 import io
@@ -14,19 +19,33 @@ import logging
 import os
 import random
 import shutil
+import tempfile
 import zlib
+from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import av
 
 from videoprep.atomic import atomic_write_json, atomic_write_text
 from videoprep.errors import ProbeError, VideoprepError
-from videoprep.layout import discover, missing_clips, printable_path
-from videoprep.parallel import init_plain_worker, run_isolated
-from videoprep.probe import feeds_decoder, ffmpeg_reason, probe_video
+from videoprep.h264 import h264_is_nonref, h264_nal_length_size
+from videoprep.layout import (
+    Layout,
+    VideoFile,
+    discover,
+    missing_clips,
+    printable_path,
+    raw_path,
+    require_videos,
+)
+from videoprep.locations import check_output_dir, check_output_file
+from videoprep.probe import PacketTally, VideoInfo, ffmpeg_reason
 from videoprep.progress import ProgressFn, no_progress
+from videoprep.stage import STATE_DIR, Item, StageOptions, StageSpec, run_stage, write_summary
+from videoprep.stage import Failure as StageFailure
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +78,40 @@ REASONS: dict[str, str] = {
     "odd_dimensions": "odd width or height",
     "missing": "annotated clip with no file on disk",
 }
+# What a finding means for the video: unusable as it is, fixed by `transcode`, or too short to train on.
+UNUSABLE = frozenset(
+    {"empty", "moov_missing", "truncated", "unreadable", "no_video_stream", "check_failed", "undecodable", "missing"}
+)
+FIXABLE = frozenset({"variable_frame_rate", "not_420", "odd_dimensions"})
+FindingClass = Literal["unusable", "fixable", "too_short"]
+
+
+def finding_class(reason: str) -> FindingClass:
+    """The class of a reason: unusable, fixable (by transcode) or too_short."""
+    if reason in UNUSABLE:
+        return "unusable"
+    return "fixable" if reason in FIXABLE else "too_short"
+
+
+def parse_reasons(text: str) -> frozenset[str]:
+    """Comma-separated reasons or class names (unusable, fixable, too_short) -> the reasons they name."""
+    by_class = {"unusable": UNUSABLE, "fixable": FIXABLE, "too_short": frozenset({"too_short"})}
+    out: set[str] = set()
+    for word in filter(None, (w.strip() for w in text.split(","))):
+        if word not in by_class and word not in REASONS:
+            raise VideoprepError(
+                f"reason {word!r} is unknown; use class names ({', '.join(by_class)}) or reasons ({', '.join(REASONS)})"
+            )
+        out |= by_class.get(word, {word})
+    return frozenset(out)
+
+
 REPORT_FORMATS = (".csv", ".json")
 _MP4_TOP_BOXES = {b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide", b"pnot", b"uuid", b"styp"}
 _EBML_ID = 0x1A45DFA3
 _SEGMENT_ID = 0x18538067
+_NO_VIDEO = "no video stream"
+_MAX_HELD_BYTES = 1 << 30  # larger files are decoded in full as they are read (bounded memory)
 
 
 @dataclass(frozen=True)
@@ -82,16 +131,17 @@ class VideoCheck:
 
 
 @dataclass(frozen=True)
-class ValidateConfig:
-    """What to check and how hard."""
+class ValidateConfig(StageOptions):
+    """What to check and how hard (the engine's options: `StageOptions`)."""
 
     video_root: Path
     annotations: Path | None = None
-    full: bool = False  # decode every frame instead of first, last and a few random ones
+    full: bool = False  # decode every frame instead of the first, middle, last and a few random ones
     min_frames: int = 57  # one 8x8 clip: 8 frames at rate 8 span 57 frames
     report: Path | None = None
     quarantine: Path | None = None
-    jobs: int | None = None
+    quarantine_reasons: frozenset[str] = UNUSABLE  # which findings --quarantine moves
+    state_dir: Path | None = None  # journal and lock; None: VIDEO_ROOT/.videoprep when writable
     timeout_s: float = 120.0  # per video
     sample_frames: int = 3  # random frames decoded per video in quick mode, besides first and last
     seed: int = 0
@@ -99,6 +149,11 @@ class ValidateConfig:
     def __post_init__(self) -> None:
         if self.min_frames < 1:
             raise VideoprepError(f"min_frames ({self.min_frames}) must be >= 1")
+        unknown = sorted(set(self.quarantine_reasons) - set(REASONS))
+        if unknown:
+            raise VideoprepError(
+                f"quarantine reasons {', '.join(unknown)}: not a reason; known reasons are {', '.join(REASONS)}"
+            )
         if self.timeout_s <= 0:
             raise VideoprepError(f"timeout_s ({self.timeout_s}) must be > 0")
         if self.report is not None and Path(self.report).suffix.lower() not in REPORT_FORMATS:
@@ -114,13 +169,19 @@ class BadVideo:
 
     relpath: str
     reason: Reason
+    finding_class: FindingClass  # of the primary reason: unusable, fixable or too_short
     message: str
     all_reasons: str  # ';'-separated reasons, primary first
-    details: str  # every finding's message, ' | '-separated
+    details: str  # every finding as 'reason (class): message', ' | '-separated
     quarantined_to: str = ""
 
+    @property
+    def unusable(self) -> bool:
+        return self.finding_class == "unusable"
 
-REPORT_COLUMNS = tuple(f.name for f in fields(BadVideo))
+
+# relpath_raw: the original bytes of a non-UTF-8 name, percent-encoded (layout.raw_path); else empty
+REPORT_COLUMNS = (*(f.name for f in fields(BadVideo)), "relpath_raw")
 
 
 @dataclass
@@ -130,6 +191,21 @@ class ValidateResult:
     checked: int
     bad: list[BadVideo] = field(default_factory=list)
     report_path: Path | None = None
+    summary: dict[str, Any] = field(default_factory=dict)  # the --summary-json record
+    classes_without_usable: list[str] = field(default_factory=list)  # training classes left with none
+
+    @property
+    def unusable(self) -> list[BadVideo]:
+        """The bad videos nothing can fix (the ones that fail the run unless --strict counts all)."""
+        return [b for b in self.bad if b.unusable]
+
+    @property
+    def class_counts(self) -> dict[str, int]:
+        """Finding class -> number of bad videos whose primary reason is of that class."""
+        out = {"unusable": 0, "fixable": 0, "too_short": 0}
+        for b in self.bad:
+            out[b.finding_class] += 1
+        return out
 
     @property
     def counts(self) -> dict[str, int]:
@@ -145,52 +221,106 @@ class ValidateResult:
 
 
 def run_validate(config: ValidateConfig, *, on_progress: ProgressFn | None = None) -> ValidateResult:
-    """Check every video under `config.video_root`; write the report; quarantine if asked."""
-    progress = on_progress or no_progress
+    """Check every video under `config.video_root`; write the report; quarantine if asked.
+
+    A --shard run checks and journals its share only (no report, no
+    quarantine); the plain run after all shards reports the whole tree.
+    """
     root = Path(config.video_root)
+    _check_outputs(config)
     skip = [config.quarantine] if config.quarantine is not None else []
     layout = discover(root, annotations=config.annotations, skip_dirs=skip)
-    relpaths = [v.relpath for v in layout.videos]
-    total = len(relpaths)
-    progress(0, total)
+    require_videos(layout)
     check = functools.partial(
-        check_video,
-        full=config.full,
-        min_frames=config.min_frames,
-        sample_frames=config.sample_frames,
+        check_video, full=config.full, min_frames=config.min_frames, sample_frames=config.sample_frames,
         seed=config.seed,
     )
-    by_path = {os.path.join(root, rel): rel for rel in relpaths}
-    bad: list[BadVideo] = []
-    tasks = run_isolated(
-        check, by_path, jobs=config.jobs, timeout_s=config.timeout_s, initializer=init_plain_worker
-    )
-    for done, task in enumerate(tasks, start=1):
-        rel = by_path[task.item]
-        if task.ok:
-            findings = task.value.findings
-        else:
-            findings = [Finding("check_failed", task.error or "unknown failure")]
-        if findings:
-            bad.append(_bad_video(rel, findings))
-        progress(done, total)
+    settings = {"full": config.full, "min_frames": config.min_frames, "sample_frames": config.sample_frames,
+                "seed": config.seed}
+    items = [Item(key=v.relpath, stamp={**_stat_stamp(root / v.relpath), **settings}, task=str(root / v.relpath))
+             for v in layout.videos]
+    spec = StageSpec("validate", check, config.timeout_s, record=lambda item, value: asdict(value),
+                     plain_workers=True, failure_record=_check_failed)
+    with _state_dir(config) as state:
+        run = run_stage(spec, items, state_dir=state, options=config, on_progress=on_progress or no_progress)
+    bad = [_bad_video(key, [Finding(**f) for f in entry["findings"]])
+           for key, entry in run.entries.items() if entry["findings"]]
+    if config.shard is None:
+        bad += _missing(layout)
+    bad.sort(key=lambda b: b.relpath)
+    if config.quarantine is not None and config.shard is None:
+        bad = [
+            _quarantine(b, root=root, quarantine=Path(config.quarantine))
+            if set(b.all_reasons.split(";")) & config.quarantine_reasons else b
+            for b in bad
+        ]
+    result = ValidateResult(checked=run.planned, bad=bad)
+    if config.shard is None:  # a shard sees only its share of each class
+        result.classes_without_usable = classes_without_usable(layout.videos, {b.relpath for b in result.unusable})
+    for label in result.classes_without_usable:
+        log.warning("class %r has no usable training video left", label)
+    result.summary = run.summary(Counter(b.reason for b in bad))
+    if config.report is not None and config.shard is None:
+        result.report_path = write_report(Path(config.report), result, video_root=root)
+    write_summary(config.summary_json, result.summary)
+    log.info("checked %d videos: %d bad", run.planned, len(bad))
+    return result
+
+
+def _check_outputs(config: ValidateConfig) -> None:
+    """Every place validate writes, checked before any video is."""
+    if config.report is not None:
+        check_output_file(config.report, what="--report")
+    if config.summary_json is not None:
+        check_output_file(config.summary_json, what="--summary-json")
+    if config.quarantine is not None:
+        check_output_dir(config.quarantine, what="--quarantine")
+    if config.state_dir is not None:
+        check_output_dir(config.state_dir, what="--state-dir")
+
+
+def _stat_stamp(path: Path) -> dict[str, int]:
+    """(size, mtime_ns) of a file: what says it changed since it was checked."""
+    try:
+        st = path.stat()
+    except OSError:
+        return {"size": -1, "mtime_ns": -1}
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def _check_failed(failure: StageFailure) -> dict[str, Any]:
+    """The journal record of a check that timed out or whose worker died: that video's verdict."""
+    return {"findings": [{"reason": "check_failed", "message": failure.error}], "frames": None}
+
+
+@contextlib.contextmanager
+def _state_dir(config: ValidateConfig) -> Iterator[Path]:
+    """The journal folder: --state-dir, else VIDEO_ROOT/.videoprep, else (read-only tree) a throwaway one."""
+    if config.state_dir is not None:
+        yield Path(config.state_dir)
+        return
+    default = Path(config.video_root) / STATE_DIR
+    if os.access(default if default.exists() else config.video_root, os.W_OK):
+        yield default
+        return
+    if config.shard is not None:
+        raise VideoprepError(f"{config.video_root} is read-only: a --shard run needs --state-dir on shared storage")
+    log.info("%s is read-only: no journal kept (pass --state-dir to resume later runs)", config.video_root)
+    with tempfile.TemporaryDirectory(prefix="videoprep-validate-") as scratch:
+        yield Path(scratch) / STATE_DIR
+
+
+def _missing(layout: Layout) -> list[BadVideo]:
+    """A bad-video row for every annotated clip with no file on disk."""
+    rows = []
     for clip in missing_clips(layout):
         csv_path = layout.annotation_files.get(clip.split)
         where = f" in {csv_path.name}" if csv_path else ""
-        bad.append(
-            _bad_video(
-                f"{clip.split}/{clip.clip_id}",
-                [Finding("missing", f"annotated{where} ({clip.label or 'no label'}) but no file on disk")],
-            )
-        )
-    bad.sort(key=lambda b: b.relpath)
-    if config.quarantine is not None:
-        bad = [_quarantine(b, root=root, quarantine=Path(config.quarantine)) for b in bad]
-    result = ValidateResult(checked=total, bad=bad)
-    if config.report is not None:
-        result.report_path = write_report(Path(config.report), result, video_root=root)
-    log.info("checked %d videos: %d bad", total, len(bad))
-    return result
+        rows.append(_bad_video(
+            f"{clip.split}/{clip.clip_id}",
+            [Finding("missing", f"annotated{where} ({clip.label or 'no label'}) but no file on disk")],
+        ))
+    return rows
 
 
 def _bad_video(relpath: str, findings: list[Finding]) -> BadVideo:
@@ -200,10 +330,21 @@ def _bad_video(relpath: str, findings: list[Finding]) -> BadVideo:
     return BadVideo(
         relpath=relpath,
         reason=ranked[0].reason,
+        finding_class=finding_class(ranked[0].reason),
         message=ranked[0].message,
         all_reasons=";".join(dict.fromkeys(f.reason for f in ranked)),
-        details=" | ".join(f"{f.reason}: {f.message}" for f in ranked),
+        details=" | ".join(f"{f.reason} ({finding_class(f.reason)}): {f.message}" for f in ranked),
     )
+
+
+def classes_without_usable(videos: list[VideoFile], unusable: set[str]) -> list[str]:
+    """Labels whose training videos (split 'train', else every split) are all unusable."""
+    training = [v for v in videos if v.split == "train"] or videos
+    usable: dict[str, int] = {}
+    for video in training:
+        if video.label is not None:
+            usable[video.label] = usable.get(video.label, 0) + (video.relpath not in unusable)
+    return sorted(label for label, count in usable.items() if count == 0)
 
 
 def _quarantine(bad: BadVideo, *, root: Path, quarantine: Path) -> BadVideo:
@@ -224,7 +365,8 @@ def _quarantine(bad: BadVideo, *, root: Path, quarantine: Path) -> BadVideo:
 
 def write_report(path: Path, result: ValidateResult, *, video_root: Path) -> Path:
     """Atomically write one row per bad video: CSV or JSON, picked by the extension."""
-    rows = [{**asdict(b), "relpath": printable_path(b.relpath)} for b in result.bad]
+    rows = [{**asdict(b), "relpath": printable_path(b.relpath), "quarantined_to": printable_path(b.quarantined_to),
+             "relpath_raw": raw_path(b.relpath)} for b in result.bad]
     if path.suffix.lower() == ".json":
         atomic_write_json(
             path,
@@ -233,6 +375,8 @@ def write_report(path: Path, result: ValidateResult, *, video_root: Path) -> Pat
                 "checked": result.checked,
                 "bad_count": len(rows),
                 "counts": result.counts,
+                "class_counts": result.class_counts,
+                "classes_without_usable": result.classes_without_usable,
                 "bad": rows,
             },
         )
@@ -256,7 +400,7 @@ def check_video(
     sample_frames: int = 3,
     seed: int = 0,
 ) -> VideoCheck:
-    """Every problem of one video: container structure, probe, decoding, then training constraints."""
+    """Every problem of one video: container structure, then one read that probes and decodes, then rules."""
     path = os.fspath(path)
     try:
         size = os.path.getsize(path)
@@ -267,14 +411,14 @@ def check_video(
     findings = container_findings(path)
     if any(f.reason == "moov_missing" for f in findings):
         return VideoCheck(findings)  # nothing is readable without the moov atom
+    # Past this size the packets are not held in memory for the quick check: decode as they come.
+    full = full or size > _MAX_HELD_BYTES
+    rng = random.Random(seed ^ zlib.crc32(path.encode("utf-8", "surrogateescape")))
     try:
-        info = probe_video(path)
+        info, decoded = _read_and_decode(path, size, full=full, sample_frames=sample_frames, rng=rng)
     except ProbeError as exc:
         return VideoCheck([*findings, _probe_finding(path, exc)])
-    rng = random.Random(seed ^ zlib.crc32(path.encode("utf-8", "surrogateescape")))
-    findings += decode_findings(
-        path, expected_frames=info.frames, full=full, sample_frames=sample_frames, rng=rng
-    )
+    findings += decoded
     if info.frames < min_frames:
         findings.append(Finding("too_short", f"{info.frames} frames < --min-frames {min_frames}"))
     if not info.constant_frame_rate:
@@ -288,13 +432,13 @@ def check_video(
 
 def _probe_finding(path: str, exc: ProbeError) -> Finding:
     """Classify a probe failure: a readable container without video, or an unreadable file."""
-    try:
-        with av.open(path, metadata_errors="ignore") as container:
-            if not container.streams.video:
+    if exc.reason == _NO_VIDEO:
+        try:
+            with av.open(path, metadata_errors="ignore") as container:
                 kinds = sorted({s.type for s in container.streams}) or ["none"]
                 return Finding("no_video_stream", f"streams: {', '.join(kinds)}")
-    except av.error.FFmpegError:
-        pass  # the probe's own reason below says why it cannot be opened
+        except av.error.FFmpegError:
+            pass  # opened once already; if not now, the probe's reason below stands
     return Finding("unreadable", exc.reason)
 
 
@@ -418,82 +562,197 @@ def _matroska_findings(f: io.BufferedReader, size: int) -> list[Finding]:
     return []
 
 
-def decode_findings(
-    path: str, *, expected_frames: int, full: bool, sample_frames: int, rng: random.Random
-) -> list[Finding]:
-    """Decode every frame (`full`), or the first, the last and a few random ones by seeking."""
+def _read_and_decode(
+    path: str, size: int, *, full: bool, sample_frames: int, rng: random.Random
+) -> tuple[VideoInfo, list[Finding]]:
+    """Demux the video once: probe it (as probe_video does) and decode all of it or the picked spans.
+
+    ProbeError when it cannot be opened, holds no video stream, or its demuxing fails.
+    """
     try:
-        with av.open(path, metadata_errors="ignore") as container:
-            stream = container.streams.video[0]
-            # Report damaged bitstreams instead of letting the decoder conceal them.
-            stream.codec_context.options = {"err_detect": "explode"}
-            if not full:
-                pts = _presentation_pts(container, stream)
-                if len(pts) == expected_frames:
-                    picks = {0, expected_frames - 1}
-                    picks.update(rng.randrange(expected_frames) for _ in range(sample_frames))
-                    return _decode_at(container, stream, pts, sorted(picks))
-                container.seek(0)  # timestamps missing: decode everything instead
-            return _decode_every(container, stream, expected_frames)
+        container = av.open(path, metadata_errors="ignore")
     except av.error.FFmpegError as exc:
-        return [Finding("undecodable", ffmpeg_reason(exc))]
-
-
-def _presentation_pts(
-    container: av.container.InputContainer, stream: av.video.stream.VideoStream
-) -> list[int]:
-    """Sorted pts of the packets a decoder turns into frames."""
-    pts = [p.pts for p in container.demux(stream) if feeds_decoder(p) and p.pts is not None]
-    return sorted(pts)
-
-
-def _decode_every(
-    container: av.container.InputContainer, stream: av.video.stream.VideoStream, expected: int
-) -> list[Finding]:
-    """Decode all packets, going on after errors, and compare the count with the probe's."""
-    decoded, failed, first_error = 0, 0, ""
-    for number, packet in enumerate(container.demux(stream)):
+        raise ProbeError(path, f"cannot open: {ffmpeg_reason(exc)}") from None
+    with container:
+        if not container.streams.video:
+            raise ProbeError(path, _NO_VIDEO)
+        stream = container.streams.video[0]
+        ctx = stream.codec_context
+        # Damaged bitstreams are reported instead of concealed; pixels are never looked at, so the
+        # deblocking filter (a fifth of H.264 decoding) is skipped, and one thread per worker suffices.
+        ctx.options = {"err_detect": "explode", "skip_loop_filter": "all"}
+        ctx.thread_count = 1
+        tally = PacketTally()
+        held: list[av.Packet] = []
+        full_decode = _FullDecode(ctx)
         try:
-            decoded += len(stream.decode(packet))
+            for packet in container.demux(stream):
+                tally.add(packet)
+                if packet.size:  # edit-list discarded packets too: later frames may refer to them
+                    if full:
+                        full_decode.feed(packet)
+                    else:
+                        held.append(packet)
         except av.error.FFmpegError as exc:
-            failed += 1
-            first_error = first_error or f"packet {number}: {ffmpeg_reason(exc)}"
-    findings = []
-    if failed:
-        findings.append(
-            Finding("undecodable", f"{failed} packet(s) failed to decode; first at {first_error}")
-        )
-    if decoded < expected:
-        findings.append(Finding("undecodable", f"decoder yielded {decoded} of {expected} frames"))
-    return findings
+            raise ProbeError(path, f"demux failed after {tally.frames} frames: {ffmpeg_reason(exc)}") from None
+        info = tally.info(path, size, stream)
+        if full:
+            return info, full_decode.finish(info.frames)
+        return info, quick_findings(ctx, held, tally.pts, frames=info.frames, sample_frames=sample_frames, rng=rng)
 
 
-def _decode_at(
-    container: av.container.InputContainer,
-    stream: av.video.stream.VideoStream,
-    pts: list[int],
-    picks: list[int],
+class _FullDecode:
+    """Decode every packet, going on after errors; then compare the frame count with the probe's."""
+
+    def __init__(self, ctx: av.CodecContext) -> None:
+        self.ctx, self.packets, self.decoded, self.failed, self.first_error = ctx, 0, 0, 0, ""
+
+    def feed(self, packet: av.Packet | None) -> None:
+        try:
+            self.decoded += len(self.ctx.decode(packet))
+        except av.error.FFmpegError as exc:
+            self.failed += 1
+            self.first_error = self.first_error or f"packet {self.packets}: {ffmpeg_reason(exc)}"
+        self.packets += 1
+
+    def finish(self, expected: int) -> list[Finding]:
+        """Flush the decoder and say what went wrong, if anything."""
+        self.feed(None)
+        findings = []
+        if self.failed:
+            findings.append(
+                Finding("undecodable", f"{self.failed} packet(s) failed to decode; first at {self.first_error}")
+            )
+        if self.decoded < expected:
+            findings.append(Finding("undecodable", f"decoder yielded {self.decoded} of {expected} frames"))
+        return findings
+
+
+def decode_all_findings(ctx: av.CodecContext, packets: list[av.Packet], *, frames: int) -> list[Finding]:
+    """What a full decode of `packets` (expected to yield `frames`) from a fresh decoder state finds."""
+    ctx.flush_buffers()
+    full = _FullDecode(ctx)
+    for packet in packets:
+        full.feed(packet)
+    return full.finish(frames)
+
+
+def quick_findings(
+    ctx: av.CodecContext, packets: list[av.Packet], pts: list[int], *, frames: int, sample_frames: int,
+    rng: random.Random,
 ) -> list[Finding]:
-    """Seek to the keyframe before each picked frame and decode forward until it comes out."""
-    findings = []
-    for index in picks:
-        target = pts[index]
-        container.seek(target, stream=stream, backward=True, any_frame=False)
-        problem = _decode_until(container, stream, target)
-        if problem:
-            findings.append(Finding("undecodable", f"frame {index}: {problem}"))
+    """Decode the first, the middle, the last and a few random frames, each span once and in order.
+
+    `packets`: every non-empty packet in decode order; `pts`: those of the `frames` that count.
+    A problem seen this way is confirmed by a full decode of the same packets before it is
+    reported, so the quick check never reports a video that `--full` passes.
+    """
+    if len(pts) != frames or len(set(pts)) != frames:
+        return decode_all_findings(ctx, packets, frames=frames)  # frames cannot be told apart by timestamp
+    order = sorted(pts)
+    picks = {0, frames // 2, frames - 1, *(rng.randrange(frames) for _ in range(sample_frames))}
+    findings = SpanDecoder(ctx, packets).check({order[i]: i for i in picks})
+    if findings and not decode_all_findings(ctx, packets, frames=frames):
+        return []
     return findings
 
 
-def _decode_until(
-    container: av.container.InputContainer, stream: av.video.stream.VideoStream, target: int
-) -> str:
-    """Decode forward to the frame with pts `target`; '' when it decoded, else what went wrong."""
-    try:
-        for packet in container.demux(stream):
-            for frame in stream.decode(packet):
-                if frame.pts is None or frame.pts >= target:
-                    return ""
-    except av.error.FFmpegError as exc:
-        return ffmpeg_reason(exc)
-    return "not reached before the end of the stream"
+class SpanDecoder:
+    """Decodes the spans that lead to the wanted frames, walking the packets once in decode order.
+
+    Wanted frames that share a GOP share one forward pass from its keyframe. H.264 packets
+    that no frame refers to and nobody wants are left out (h264_is_nonref). A wanted H.264
+    frame more than `window` packets past its keyframe (and past what was decoded already)
+    is first tried alone: a second decoder is given the keyframe, then the `window` packets
+    before the frame. It conceals the references it skipped; what is checked is that every
+    packet of the short span decodes. With B-frames, strict error detection would reject the
+    gap (reference lists name skipped frames), so there that decoder only fails on damaged
+    data (CABAC catches most damage; CAVLC streams rarely have B-frames). If it fails, or the
+    frame does not come out, the whole span from the keyframe decides, strictly.
+    """
+
+    window = 12
+
+    def __init__(self, ctx: av.CodecContext, packets: list[av.Packet]) -> None:
+        self.ctx, self.packets = ctx, packets
+        self.keyframes = [i for i, p in enumerate(packets) if p.is_keyframe] or [0]
+        self.length_size = h264_nal_length_size(ctx.extradata) if ctx.name == "h264" else None
+        self._gap_ctx: av.CodecContext | None = None
+        self.wanted: dict[int, int] = {}
+        self.seen: set[int] = set()
+
+    def check(self, wanted: dict[int, int]) -> list[Finding]:
+        """Findings for the wanted frames (pts -> frame number) that fail to decode or never come out."""
+        index = {p.pts: i for i, p in enumerate(self.packets) if not p.is_discard}
+        self.wanted, self.seen = wanted, set()
+        errors: dict[int, str] = {}
+        fed = -1  # the last packet fed to the strict decoder since it was last reset
+        for target in sorted(wanted, key=index.__getitem__):
+            end = index[target]
+            if end <= fed or target in self.seen:
+                continue  # fed already; the frame comes out when later packets or the drain push it
+            keyframe = self.keyframes[bisect.bisect_right(self.keyframes, end) - 1]
+            if (self.length_size is not None and end - max(keyframe, fed) > self.window
+                    and self._short_span(keyframe, end, target)):
+                continue
+            if keyframe > fed + 1:  # a new span: push out what the last one holds, then start afresh
+                self._lose(errors, self._drain(self.ctx), index, upto=fed)
+                fed = keyframe - 1
+            error = self._feed(self.ctx, range(fed + 1, end + 1))
+            fed = end
+            if error:
+                errors[target] = error
+                self.ctx.flush_buffers()
+                fed = -1  # the next wanted frame starts its own span
+        self._lose(errors, self._drain(self.ctx), index, upto=len(self.packets))
+        return [
+            Finding("undecodable", f"frame {wanted[pts]}: {errors.get(pts, 'not reached before the end of the stream')}")
+            for pts in sorted(wanted, key=wanted.__getitem__)
+            if pts not in self.seen
+        ]
+
+    def _short_span(self, keyframe: int, end: int, target: int) -> bool:
+        """Decode the keyframe and the `window` packets up to `end` on the gap decoder; True if all went well."""
+        if self._gap_ctx is None:
+            self._gap_ctx = av.CodecContext.create(self.ctx.name, "r")
+            self._gap_ctx.extradata = self.ctx.extradata
+            # With B-frames, "explode" also rejects the references skipped on purpose: data errors only.
+            reorders = any(p.pts != p.dts for p in self.packets)
+            detect = "crccheck+bitstream+buffer" if reorders else "explode"
+            self._gap_ctx.options = {"err_detect": detect, "skip_loop_filter": "all"}
+            self._gap_ctx.thread_count = 1
+        gap = self._gap_ctx
+        error = self._feed(gap, [keyframe, *range(end - self.window, end + 1)])
+        error = self._drain(gap) or error  # the drain also resets it for the next short span
+        return not error and target in self.seen
+
+    def _feed(self, ctx: av.CodecContext, numbers: Iterable[int]) -> str:
+        """Decode packets by number, noting wanted frames that come out; '' or the decoder's error."""
+        try:
+            for number in numbers:
+                packet = self.packets[number]
+                if (self.length_size is not None and packet.pts not in self.wanted
+                        and h264_is_nonref(packet, length_size=self.length_size)):
+                    continue  # nobody wants it and no frame refers to it
+                self._note(ctx.decode(packet))
+        except av.error.FFmpegError as exc:
+            return ffmpeg_reason(exc)
+        return ""
+
+    def _drain(self, ctx: av.CodecContext) -> str:
+        """Flush out the frames the decoder still holds, then reset it for a new span."""
+        try:
+            self._note(ctx.decode(None))
+        except av.error.FFmpegError as exc:
+            return ffmpeg_reason(exc)
+        finally:
+            ctx.flush_buffers()
+        return ""
+
+    def _lose(self, errors: dict[int, str], error: str, index: dict[int, int], *, upto: int) -> None:
+        """Blame `error` (if any) on the wanted frames fed up to packet `upto` that never came out."""
+        if error:
+            errors.update({t: error for t in self.wanted if index[t] <= upto and t not in self.seen})
+
+    def _note(self, frames: list[av.VideoFrame]) -> None:
+        self.seen.update(f.pts for f in frames if f.pts in self.wanted)

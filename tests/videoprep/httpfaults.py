@@ -55,6 +55,7 @@ class LoggedRequest:
     path: str
     range: str | None
     status: int
+    cookie: str | None = None  # the Cookie header, if any
 
 
 class FaultServer:
@@ -121,7 +122,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def _record(self, status: int) -> None:
         state = self.server_state
         with state.lock:
-            state.log.append(LoggedRequest(self.command, self.path.split("?")[0], self.headers.get("Range"), status))
+            state.log.append(LoggedRequest(self.command, self.path.split("?")[0], self.headers.get("Range"), status,
+                                           self.headers.get("Cookie")))
 
     def _serve(self, *, head: bool) -> None:
         state = self.server_state

@@ -52,11 +52,14 @@ def test_dry_run_prints_the_plan_and_downloads_nothing(mirror: FaultServer, tmp_
 def test_mirror_download_reports_and_writes_json(mirror: FaultServer, tmp_path: Path) -> None:
     out = tmp_path / "k400"
     result = _invoke("--out", str(out), "--base-url", mirror.url, "--split", "train,test", "-j", "2",
-                     "--class-folders")
+                     "--class-folders", "--summary-json", str(tmp_path / "summary.json"))
     assert result.exit_code == 0, result.output
     report_path = Path(result.stdout.strip())
     report = json.loads(report_path.read_text())
     assert report["complete"] and report["splits"]["train"]["on_disk"] == 4
+    summary = json.loads((tmp_path / "summary.json").read_text())  # the extraction stage's, as every stage's
+    assert (summary["stage"], summary["cached"], summary["failed"]) == ("extract", 0, {})
+    assert summary["done"] == summary["planned"] >= 2
     assert "expected" in result.stderr and "fingerprint" in result.stderr
     assert len(list((out / "by_class" / "train").rglob("*.mp4"))) == 4
 
@@ -82,6 +85,16 @@ def test_youtube_failures_exit_1_with_a_resume_hint(mirror: FaultServer, tmp_pat
     assert "1 failure(s) in this run; re-run the same command to resume" in result.stderr
     label = made["val"][1].label
     assert (out / "val" / label / f"{made['val'][1].clip_id}.mp4").exists()
+
+
+def test_bad_output_locations_are_one_line_and_exit_2(tmp_path: Path) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    for args in (["--out", str(afile / "k400")], ["--out", str(tmp_path / "k"), "--report", str(afile / "r.json")],
+                 ["--out", str(tmp_path / "k"), "--summary-json", str(tmp_path)]):
+        result = _invoke(*args, "--base-url", "http://127.0.0.1:9/")
+        assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1, result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
 
 
 def test_bad_split_is_a_clear_error(tmp_path: Path) -> None:

@@ -26,6 +26,7 @@ from tests.videoprep.httpfaults import (
 from videoprep.download import STATE_DIRNAME, DownloadConfig, pack_mirror, run_download, safe_extract
 from videoprep.download.mirror import archive_format
 from videoprep.errors import PathError, VideoprepError
+from videoprep.fingerprint import content_fingerprint, hash_folder
 from videoprep.synth import write_video
 
 REPO = Path(__file__).resolve().parents[2]
@@ -103,6 +104,13 @@ def test_mirror_with_faults_ends_complete_and_correct(mirror: FaultServer, tmp_p
     assert seen[-1][0] == seen[-1][1] and seen[-1][1] > 50_000
     written = json.loads((out / "download_report.json").read_text())
     assert written["complete"] and written["fingerprint"] == report.fingerprint
+    # every clip's bytes were hashed while extracted: the report's sha256 is the file's
+    assert len(written["clips"]) == 10 and set(written["clips"][0]) == {"id", "split", "size", "sha256"}
+    for record in written["clips"]:
+        clip = out / record["split"] / f"{record['id']}.mp4"
+        assert (record["size"], record["sha256"]) == (clip.stat().st_size, _sha(clip))
+    # the report's content fingerprint is what hashing the folder's files gives (`videoprep fingerprint`)
+    assert written["fingerprint"]["content_sha256"] == content_fingerprint(hash_folder(out))
     assert report.fingerprint["splits"]["train"]["count"] == 6
     assert any("1 clip(s) replaced" in n for n in report.notes)
 
@@ -160,9 +168,11 @@ def test_replacement_wins_over_a_part_extracted_in_a_later_run(mirror: FaultServ
     first = run_download(cfg)
     assert [f.kind for f in first.failures] == ["download"]
     mirror.set_always("train/part_0.tar.gz", None)
-    run_download(cfg)
+    second = run_download(cfg)
     assert _sha(out / "train" / f"{fixed_clip.clip_id}.mp4") == _sha(
         source[0] / "replacements" / f"{fixed_clip.clip_id}.mp4")
+    hashes = {r["id"]: r["sha256"] for r in second.clips}  # the replacement's bytes, not the archived ones
+    assert hashes[fixed_clip.clip_id] == _sha(out / "train" / f"{fixed_clip.clip_id}.mp4")
 
 
 def test_filters_keep_selected_clips_and_class_view_links_them(mirror: FaultServer, tmp_path: Path,
@@ -242,7 +252,7 @@ def test_malicious_part_in_a_mirror_is_reported_not_fatal(mirror: FaultServer, t
     report = run_download(_config(mirror, out, splits=("val",)))
     assert sorted(os.listdir(out / "val")) == [f"{good.clip_id}.mp4"]
     assert not list(tmp_path.glob("evil*")) and not list(out.glob("evil*"))
-    entry = [json.loads(line) for line in (out / STATE_DIRNAME / "journal.jsonl").read_text().splitlines()
+    entry = [json.loads(line) for line in (out / STATE_DIRNAME / "extract.jsonl").read_text().splitlines()
              if '"part"' in line][0]
     assert len(entry["rejected"]) == 7
     missing = report.splits["val"].missing

@@ -6,12 +6,14 @@ import shutil
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from yt_dlp.utils import DownloadError, ExtractorError
 
+from cli import cli
 from tests.videoprep.httpfaults import Fault, FaultServer, SourceClip, make_kinetics_folder, serve_folder
-from videoprep.download import DownloadConfig, run_download
+from videoprep.download import DownloadConfig, YoutubeAuth, run_download
 from videoprep.download.http import RetryPolicy
-from videoprep.download.youtube import AdaptiveLimiter, classify_error
+from videoprep.download.youtube import AdaptiveLimiter, check_browser, classify_error
 from videoprep.probe import probe_video
 
 
@@ -127,3 +129,37 @@ def test_limiter_halves_on_429_and_recovers() -> None:
         limiter.acquire()
         limiter.release()
     assert limiter.limit == 3
+
+
+def test_bot_check_is_its_own_failure_kind() -> None:
+    for text in ("Sign in to confirm you\u2019re not a bot. Use --cookies-from-browser or --cookies",
+                 "Sign in to confirm you're not a bot"):
+        wrapped = DownloadError(f"ERROR: [youtube] abc: {text}", exc_info=(None, ExtractorError(text), None))
+        assert classify_error(wrapped) == ("bot_check", None)
+    assert classify_error(ExtractorError("Sign in to confirm your age"))[0] == "private"
+    assert classify_error(ExtractorError("HTTP Error 429: Too Many Requests"))[0] == "throttled"
+
+
+def test_cookies_reach_ytdlp(youtube: FaultServer, tmp_path: Path, clips) -> None:
+    cookies = tmp_path / "cookies.txt"
+    cookies.write_text("# Netscape HTTP Cookie File\n127.0.0.1\tFALSE\t/\tFALSE\t4102444800\tsession\tabc123\n")
+    _, made = clips
+    clip = made["test"][0]
+    report = run_download(_config(youtube, tmp_path / "k400", splits=("test",), auth=YoutubeAuth(cookies=cookies)))
+    assert report.complete, report.as_dict()
+    sent = {r.cookie for r in youtube.requests_for(f"videos/{clip.youtube_id}.mp4")}
+    assert sent == {"session=abc123"}
+    assert YoutubeAuth(cookies_from_browser="Firefox:work").ytdlp_options() == {
+        "cookiesfrombrowser": ("firefox", "work", None, None)}
+    assert check_browser("firefox") == "" and "not a browser" in check_browser("netscape4")
+
+
+def test_cli_cookie_options_are_checked_first(tmp_path: Path) -> None:
+    runner = CliRunner()
+    base = ["download", "kinetics400", "--out", str(tmp_path / "k"), "--base-url", "http://127.0.0.1:9"]
+    wrong_source = runner.invoke(cli, [*base, "--cookies-from-browser", "firefox"])
+    assert wrong_source.exit_code == 2 and "for --source youtube" in wrong_source.output
+    bad = runner.invoke(cli, [*base, "--source", "youtube", "--cookies-from-browser", "netscape4"])
+    assert bad.exit_code == 2 and "--cookies-from-browser" in bad.output
+    missing = runner.invoke(cli, [*base, "--source", "youtube", "--cookies", str(tmp_path / "none.txt")])
+    assert missing.exit_code == 2 and "does not exist" in missing.output

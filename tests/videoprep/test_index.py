@@ -195,7 +195,7 @@ def test_rerun_reuses_journal_and_reprobes_only_changed_files(class_tree, tmp_pa
         "train/abseiling/aaaaaaaaaaa_000001_000011.mp4 44 0" in (out / "train.txt").read_text().splitlines()
     )
     entries = [json.loads(line) for line in (out / JOURNAL_NAME).read_text().splitlines()]
-    assert len(entries) == 6 and len({e["relpath"] for e in entries}) == 6  # the stale entry is gone
+    assert len(entries) == 6 and len({e["key"] for e in entries}) == 6  # the stale entry is gone
     assert first.total == third.total == 6
 
     fresh = run_index(IndexConfig(video_root=class_tree, out_dir=out, jobs=2, fresh=True))
@@ -245,7 +245,7 @@ def test_kill_9_mid_run_then_rerun_finishes_the_rest(tmp_path):
 
     result = run_index(IndexConfig(video_root=root, out_dir=out, jobs=2))
     assert result.reused == done_before and result.probed == total - done_before
-    keys = [json.loads(line)["relpath"] for line in journal.read_text().splitlines() if line.strip()]
+    keys = [json.loads(line)["key"] for line in journal.read_text().splitlines() if line.strip()]
     assert len(keys) == len(set(keys)) == total
     assert len(read_list(out / "train.txt")) == total
     assert {r.frame_num for r in read_list(out / "train.txt")} == {250}

@@ -360,22 +360,6 @@ def test_interrupted_run_leaves_no_ffmpeg_and_no_partial_output_then_resumes(tmp
     assert all(probe_video(p).frames == 40 for p in dst.rglob("*.mp4"))
 
 
-@pytest.mark.slow  # starting a local Ray takes 10-20 s on a shared 2-core machine
-def test_ray_executor_on_a_local_cluster_gives_the_same_outputs(src_tree, tmp_path):
-    dst = tmp_path / "dst"
-    (src_tree / "train" / "class a" / "broken.mp4").write_bytes(b"junk" * 64)
-    result = run_transcode(TranscodeConfig(
-        src=src_tree, dst=dst, settings=EncodeSettings(short_side=32, gop=8), jobs=2, executor="ray", index=False,
-    ))
-    assert result.transcoded == len(SOURCES)
-    assert [f.source for f in result.failures] == ["train/class a/broken.mp4"]
-    assert "ProbeError" in result.failures[0].error
-    for rel, (w, h, _, n) in SOURCES.items():
-        info = probe_video(dst / _outputs(dst)[rel]["output"])
-        assert (info.frames, info.max_gop) == (n, 8)
-        assert (info.width, info.height) == scaled_size(w, h, short_side=32)
-
-
 @pytest.mark.slow  # keeps DALI (its import, its threads) out of the default test process
 @pytest.mark.parametrize("codec", ["mjpeg", "vp9"])
 def test_dali_reads_mjpeg_and_vp9_outputs_on_cpu(tmp_path, codec):

@@ -21,10 +21,13 @@ from videoprep.probe import probe_video
 from videoprep.synth import write_video
 from videoprep.validate import (
     REPORT_COLUMNS,
+    UNUSABLE,
     ValidateConfig,
     check_video,
     container_findings,
+    finding_class,
     is_420,
+    parse_reasons,
     run_validate,
 )
 
@@ -94,6 +97,8 @@ def broken_tree(tmp_path_factory) -> Path:
     write_video(t / "aaaaaaaaaaa_000001_000011.mp4", num_frames=FRAMES, gop=10)
     write_video(t / "good_vp9.webm", num_frames=FRAMES, codec="vp9")
     write_video(t / "good_mjpeg_yuvj420p.avi", num_frames=FRAMES, codec="mjpeg")
+    # MPEG-2 program stream with B-frames: its last frame comes out only when the decoder is drained.
+    write_video(t / "good_mpeg2_ps.mpg", num_frames=FRAMES, codec="mpeg2video", gop=15, bframes=2)
     (t / "empty.mp4").write_bytes(b"")
     moov_at_end = write_video(t / "no_moov.mp4", num_frames=FRAMES)
     cut(moov_at_end, moov_at_end.read_bytes().rfind(b"moov") - 4)
@@ -152,7 +157,7 @@ def quick_result(broken_tree, tmp_path_factory):
 
 def test_every_failure_kind_found_with_one_primary_reason(quick_result):
     result, _ = quick_result
-    assert result.checked == 16
+    assert result.checked == 17
     assert {b.relpath: b.reason for b in result.bad} == EXPECTED
     by = {b.relpath: b for b in result.bad}
     assert by["train/no_moov.mp4"].message == "moov atom not found"
@@ -197,6 +202,48 @@ def test_quick_mode_decodes_first_and_last_frames(tmp_path):
     assert [f.message.split(":")[0] for f in check_video(first_bad, sample_frames=0).findings] == ["frame 0"]
 
 
+@pytest.fixture(scope="module")
+def gop_fixtures(tmp_path_factory) -> dict[str, Path]:
+    """Long and short GOPs, with and without B-frames, clean and damaged in the tail or one middle GOP."""
+    d = tmp_path_factory.mktemp("gops")
+    b_frames = {"preset": "medium", "x264-params": "keyint=250:min-keyint=250:scenecut=0"}
+    out = {
+        "one_gop_b": write_video(d / "one_gop_b.mp4", num_frames=120, gop=250, options=b_frames),
+        "one_gop": write_video(d / "one_gop.mp4", num_frames=120, gop=250),
+        "mpeg2_ps": write_video(d / "mpeg2.mpg", num_frames=190, codec="mpeg2video", gop=15, bframes=2),
+    }
+    # A stream copy cut mid-GOP: an edit list discards the packets before the cut, which later frames refer to.
+    whole = write_video(d / "whole.mp4", num_frames=120, gop=50, options={**b_frames, "x264-params": "keyint=50"})
+    run_ffmpeg(["-y", "-ss", "1.3", "-i", str(whole), "-c", "copy", str(d / "copy_cut.mp4")], target="copy_cut.mp4")
+    out["copy_cut"] = d / "copy_cut.mp4"
+    out["one_gop_b_tail"] = corrupt_packets(write_video(d / "b_tail.mp4", num_frames=120, gop=250,
+                                                        options=b_frames), first=115)
+    out["one_gop_tail"] = corrupt_packets(write_video(d / "tail.mp4", num_frames=120, gop=250), first=117)
+    out["middle_gop"] = corrupt_packets(write_video(d / "middle.mp4", num_frames=FRAMES, gop=10), first=30, last=40)
+    return out
+
+
+def test_quick_mode_catches_damaged_tails_and_middle_gops(gop_fixtures):
+    for name in ("one_gop_b", "one_gop", "mpeg2_ps", "copy_cut"):
+        assert check_video(gop_fixtures[name], min_frames=10).findings == [], name
+        assert check_video(gop_fixtures[name], min_frames=10, full=True).findings == [], name
+    for name in ("one_gop_b_tail", "one_gop_tail", "middle_gop"):
+        found = check_video(gop_fixtures[name], min_frames=10, sample_frames=0).findings
+        assert found and {f.reason for f in found} == {"undecodable"}, name
+
+
+def test_quick_mode_never_reports_what_full_passes(broken_tree, gop_fixtures):
+    videos = [p for p in broken_tree.rglob("*") if p.is_file() and p.parent.name == "train"]
+    videos += gop_fixtures.values()
+    for video in videos:
+        full = check_video(video, full=True, min_frames=10)
+        if not full.findings:
+            for seed in range(3):
+                assert check_video(video, min_frames=10, seed=seed).findings == [], video
+        else:
+            assert check_video(video, min_frames=10).findings, video  # and catches what --full catches
+
+
 def test_container_findings_and_pixel_formats(tmp_path):
     good = write_video(tmp_path / "g.mp4", num_frames=10)
     assert container_findings(good) == []
@@ -232,20 +279,48 @@ def test_quarantine_moves_bad_files_and_json_report(broken_tree, tmp_path):
     report = tmp_path / "report.json"
     result = run_validate(ValidateConfig(video_root=root, quarantine=quarantine, report=report, jobs=2))
     moved = {b.relpath: b.quarantined_to for b in result.bad if b.quarantined_to}
-    assert set(moved) == set(EXPECTED) - {"train/zzzzzzzzzzz_000005_000015"}
+    unusable = {rel for rel, reason in EXPECTED.items() if reason in UNUSABLE}
+    assert set(moved) == unusable - {"train/zzzzzzzzzzz_000005_000015"}  # by default: only unusable ones
     for rel, dest in moved.items():
         assert not (root / rel).exists() and Path(dest).exists()
+    assert (root / "train" / "vfr.mp4").exists() and (root / "train" / "short.mp4").exists()
+
+    data = json.loads(report.read_text())
+    assert data["checked"] == 17 and data["bad_count"] == len(EXPECTED)
+    assert {r["relpath"]: (r["reason"], r["finding_class"]) for r in data["bad"]} == {
+        rel: (reason, finding_class(reason)) for rel, reason in EXPECTED.items()
+    }
+    assert data["counts"]["truncated"] == 3
+    assert data["class_counts"] == {"unusable": 9, "fixable": 4, "too_short": 1}
+
+    wider = parse_reasons("fixable,too_short")
+    again = run_validate(ValidateConfig(video_root=root, quarantine=quarantine, quarantine_reasons=wider, jobs=2))
+    moved = {b.relpath: b.quarantined_to for b in again.bad if b.quarantined_to}
+    assert set(moved) == {"train/short.mp4", "train/vfr.mp4", "train/yuv444.mp4", "train/mjpeg422.avi",
+                          "train/odd.webm"}
     assert moved["train/short.mp4"] == str(quarantine / "train" / "short.mp4.1")
     assert dest_clash.read_bytes() == b"an earlier quarantined file"  # never overwritten
     assert probe_video(quarantine / "train" / "yuv444.mp4").pix_fmt == "yuv444p"
 
-    data = json.loads(report.read_text())
-    assert data["checked"] == 16 and data["bad_count"] == len(EXPECTED)
-    assert {r["relpath"]: r["reason"] for r in data["bad"]} == EXPECTED
-    assert data["counts"]["truncated"] == 3
+    last = run_validate(ValidateConfig(video_root=root, quarantine=quarantine, jobs=2))
+    assert [b.reason for b in last.bad] == ["missing"] and last.checked == 4
 
-    again = run_validate(ValidateConfig(video_root=root, quarantine=quarantine, jobs=2))
-    assert [b.reason for b in again.bad] == ["missing"] and again.checked == 3
+
+def test_finding_classes_and_empty_class_warning(tmp_path, caplog):
+    assert [finding_class(r) for r in ("truncated", "missing", "not_420", "too_short")] == [
+        "unusable", "unusable", "fixable", "too_short"]
+    assert parse_reasons("unusable") == UNUSABLE
+    assert parse_reasons("too_short, not_420") == {"too_short", "not_420"}
+    with pytest.raises(VideoprepError, match="reason 'vfr' is unknown"):
+        parse_reasons("vfr")
+    root = tmp_path / "root"
+    write_video(root / "train" / "cats" / "good.mp4", num_frames=FRAMES)
+    (root / "train" / "dogs").mkdir(parents=True)
+    (root / "train" / "dogs" / "broken.mp4").write_bytes(b"")
+    write_video(root / "train" / "owls" / "short.mp4", num_frames=20)  # too short, but transcode keeps it
+    result = run_validate(ValidateConfig(video_root=root, jobs=1))
+    assert result.classes_without_usable == ["dogs"]
+    assert "class 'dogs' has no usable training video left" in caplog.text
 
 
 def test_bad_config_values_are_refused(tmp_path):
@@ -259,8 +334,8 @@ def test_cli_validate(broken_tree, tmp_path):
     runner = CliRunner()
     bad = runner.invoke(cli, ["validate", str(broken_tree), "-j", "2", "--report", str(tmp_path / "r.json")])
     assert bad.exit_code == 1
-    assert f"{len(EXPECTED)} bad video(s) found" in bad.output
-    assert "moov_missing" in bad.stderr and "train/odd.webm: odd_dimensions: 65x49" in bad.stderr
+    assert "9 unusable video(s) found" in bad.output
+    assert "moov_missing" in bad.stderr and "train/odd.webm: odd_dimensions (fixable): 65x49" in bad.stderr
     assert json.loads((tmp_path / "r.json").read_text())["bad_count"] == len(EXPECTED)
 
     allowed = runner.invoke(
@@ -271,6 +346,14 @@ def test_cli_validate(broken_tree, tmp_path):
 
     clean = tmp_path / "clean"
     write_video(clean / "a" / "x.mp4", num_frames=FRAMES)
+    write_video(clean / "a" / "short.mp4", num_frames=20)
+    only_short = runner.invoke(cli, ["validate", str(clean)])
+    assert only_short.exit_code == 0 and "short.mp4: too_short (too_short)" in only_short.stderr
+    strict = runner.invoke(cli, ["validate", str(clean), "--strict"])
+    assert strict.exit_code == 1 and "1 bad video(s) found" in strict.output
+    wrong = runner.invoke(cli, ["validate", str(clean), "--quarantine-reasons", "vfr"])
+    assert wrong.exit_code == 2 and "--quarantine-reasons" in wrong.output
+    (clean / "a" / "short.mp4").unlink()
     ok = runner.invoke(cli, ["validate", str(clean), "--full"])
     assert ok.exit_code == 0 and "checked 1 videos: 0 bad" in ok.stderr
 

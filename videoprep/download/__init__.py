@@ -23,6 +23,7 @@ from videoprep.download.mirror import (
     CVDF_BASE_URL,
     annotations_url,
     build_class_view,
+    clip_hashes,
     pack_mirror,
     plan_mirror,
     planned_files,
@@ -44,14 +45,18 @@ from videoprep.download.report import (
 )
 from videoprep.download.selection import check_classes, parse_classes, select_clips
 from videoprep.download.state import STATE_DIRNAME, DownloadState
-from videoprep.download.youtube import YOUTUBE_URL_TEMPLATE, clip_destination, run_youtube
+from videoprep.download.youtube import YOUTUBE_URL_TEMPLATE, YoutubeAuth, clip_destination, run_youtube
 from videoprep.errors import LayoutError, VideoprepError
+from videoprep.fingerprint import content_fingerprint, records_from_clips
 from videoprep.kinetics import SPLITS, Clip, class_names, find_annotation_files, read_annotations
+from videoprep.locations import check_output_dir, check_output_file
 from videoprep.progress import ProgressFn, no_progress
+from videoprep.stage import write_summary
+from videoprep.urls import check_url
 
 __all__ = [
     "CVDF_BASE_URL", "DATASETS", "REPORT_NAME", "STATE_DIRNAME", "YOUTUBE_URL_TEMPLATE", "DownloadConfig",
-    "DownloadFailed", "DownloadReport", "Failure", "PlannedFile", "SplitReport", "dataset_fingerprint", "format_bytes",
+    "DownloadFailed", "DownloadReport", "Failure", "YoutubeAuth", "PlannedFile", "SplitReport", "dataset_fingerprint", "format_bytes",
     "pack_mirror", "parse_classes", "run_download", "safe_extract", "summary_table",
 ]
 
@@ -85,6 +90,8 @@ class DownloadConfig:
     backoff_max_s: float = 60.0
     timeout_s: float = 60.0
     report_path: Path | None = None
+    summary_json: Path | None = None  # mirror route: the extraction stage's summary (videoprep.stage)
+    auth: YoutubeAuth = YoutubeAuth()  # YouTube route: cookies for yt-dlp
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "splits", tuple(dict.fromkeys(self.splits)))  # "train,train" once
@@ -97,13 +104,16 @@ class DownloadConfig:
             raise VideoprepError(f"splits {list(self.splits)} must be a non-empty subset of {', '.join(SPLITS)}")
         if self.jobs < 1:
             raise VideoprepError(f"jobs ({self.jobs}) must be >= 1")
+        problem = check_url(self.base_url)
+        if problem:
+            raise VideoprepError(f"base_url {problem}; give the mirror root, e.g. {CVDF_BASE_URL}")
         if "{youtube_id}" not in self.url_template:
             raise VideoprepError(f"url_template {self.url_template!r} must contain {{youtube_id}}")
 
     @property
     def policy(self) -> RetryPolicy:
-        """Retry and backoff settings of every HTTP request."""
-        return RetryPolicy(retries=self.retries, backoff_base_s=self.backoff_base_s,
+        """Retry and backoff settings of every HTTP request (a dry run asks once: it only looks)."""
+        return RetryPolicy(retries=0 if self.dry_run else self.retries, backoff_base_s=self.backoff_base_s,
                            backoff_max_s=self.backoff_max_s, timeout_s=self.timeout_s)
 
 
@@ -122,6 +132,10 @@ def run_download(config: DownloadConfig, *, on_progress: ProgressFn | None = Non
         report.plan = _dry_run_plan(config, out_dir)
         report.elapsed_s = round(time.monotonic() - started, 3)
         return report
+    check_output_dir(out_dir, what="--out")
+    for path, what in ((config.report_path, "--report"), (config.summary_json, "--summary-json")):
+        if path is not None:
+            check_output_file(path, what=what)
     state = DownloadState(out_dir)
     with state.locked():
         state.remove_stale_temp_files([out_dir / s for s in config.splits] + [out_dir / "by_class"])
@@ -151,7 +165,7 @@ def run_download(config: DownloadConfig, *, on_progress: ProgressFn | None = Non
             outcome = run_youtube(  # type: ignore[assignment]
                 clips=[c for clips in selected.values() for c in clips], out_dir=out_dir, state=state,
                 url_template=config.url_template, policy=config.policy, jobs=config.jobs,
-                retry_failed=config.retry_failed, on_progress=progress)
+                retry_failed=config.retry_failed, on_progress=progress, auth=config.auth)
             default = dict.fromkeys(config.splits, "not downloaded yet")
         report.failures = outcome.failures
         report.notes = outcome.notes
@@ -163,11 +177,30 @@ def run_download(config: DownloadConfig, *, on_progress: ProgressFn | None = Non
             report.splits[split] = split_report(split, expected_ids=[c.clip_id for c in clips], on_disk=found,
                                                 reasons=outcome.reasons.get(split, {}), default_reason=default[split])
         report.fingerprint = dataset_fingerprint(on_disk_ids)
+        if config.source == "mirror":
+            report.clips = _clip_records(state, on_disk_ids)
+            if len(report.clips) == report.fingerprint["count"]:  # every clip's bytes hashed: the content too
+                report.fingerprint["content_sha256"] = content_fingerprint(records_from_clips(report.clips))
         report.elapsed_s = round(time.monotonic() - started, 3)
         target = config.report_path or out_dir / REPORT_NAME
         report.report_path = str(target)
         atomic_write_json(target, report.as_dict())
+        if config.source == "mirror":
+            write_summary(config.summary_json, outcome.summary)  # type: ignore[union-attr]
     return report
+
+
+def _clip_records(state: DownloadState, on_disk: dict[str, list[str]]) -> list[dict[str, object]]:
+    """{"id", "split", "size", "sha256"} of every clip on disk whose bytes were hashed as they were extracted."""
+    hashes = clip_hashes(state)
+    records = []
+    for split in sorted(on_disk):
+        known = hashes.get(split, {})
+        for clip in sorted(on_disk[split]):
+            if clip in known:
+                size, sha = known[clip]
+                records.append({"id": clip, "split": split, "size": size, "sha256": sha})
+    return records
 
 
 def _selected_clips(config: DownloadConfig, out_dir: Path) -> dict[str, list[Clip]]:

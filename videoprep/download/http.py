@@ -49,11 +49,27 @@ class DownloadFailed(VideoprepError):
 
 
 class _Transient(Exception):
-    """One attempt failed in a way a retry may fix; carries the server's Retry-After if any."""
+    """One attempt failed in a way a retry may fix; carries the server's Retry-After if any.
 
-    def __init__(self, reason: str, *, retry_after_s: float | None = None) -> None:
+    `unreachable`: nothing answered at all (connection refused, unknown host); such
+    retries come quickly, so a dead or mistyped mirror fails within seconds.
+    """
+
+    def __init__(self, reason: str, *, retry_after_s: float | None = None, unreachable: bool = False) -> None:
         super().__init__(reason)
         self.retry_after_s = retry_after_s
+        self.unreachable = unreachable
+
+
+def _network_transient(exc: Exception) -> _Transient:
+    """A network error as a retryable failure, with a plain reason for the ones users hit most."""
+    cause = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+    if isinstance(cause, ConnectionRefusedError):
+        return _Transient("connection refused (nothing listens there: is the URL right?)", unreachable=True)
+    if isinstance(cause, socket.gaierror):
+        return _Transient(f"unknown host ({cause.strerror})", unreachable=True)
+    return _Transient(f"{type(exc).__name__}: {exc}")
+
 
 
 class StopSignal(threading.Event):
@@ -118,13 +134,19 @@ class RetryPolicy:
     backoff_max_s: float = 60.0
     timeout_s: float = 60.0
     retry_after_max_s: float = 600.0
+    unreachable_max_s: float = 0.5  # longest wait between retries when nothing answered at all
 
-    def delay_s(self, attempt: int, *, retry_after_s: float | None = None) -> float:
-        """Seconds to wait before attempt `attempt + 1`: Retry-After wins, else base*2^n plus jitter."""
+    def delay_s(self, attempt: int, *, retry_after_s: float | None = None, unreachable: bool = False) -> float:
+        """Seconds to wait before attempt `attempt + 1`: Retry-After wins, else base*2^n plus jitter.
+
+        Unreachable hosts (refused, unknown) are retried at most `unreachable_max_s` apart:
+        at the default 6 retries a dead mirror is reported within seconds.
+        """
         if retry_after_s is not None:
             return min(max(retry_after_s, 0.0), self.retry_after_max_s)
         exp = self.backoff_base_s * (2**attempt)
-        return min(exp + random.uniform(0, self.backoff_base_s), self.backoff_max_s)
+        delay = min(exp + random.uniform(0, self.backoff_base_s), self.backoff_max_s)
+        return min(delay, self.unreachable_max_s) if unreachable else delay
 
 
 @dataclass(frozen=True)
@@ -177,8 +199,8 @@ def _with_retries(url: str, policy: RetryPolicy, attempt_fn: Callable[[int], obj
             last = str(exc)
             if attempt == policy.retries:
                 break
-            delay = policy.delay_s(attempt, retry_after_s=exc.retry_after_s)
-            log.info("%s: %s; retry %d/%d in %.2f s", url, last, attempt + 1, policy.retries, delay)
+            delay = policy.delay_s(attempt, retry_after_s=exc.retry_after_s, unreachable=exc.unreachable)
+            log.warning("%s: %s; retry %d/%d in %.1f s", url, last, attempt + 1, policy.retries, delay)
             if stop is not None:
                 if stop.wait(delay):
                     raise DownloadFailed(url, "stopped") from None
@@ -201,7 +223,7 @@ def fetch_bytes(url: str, *, policy: RetryPolicy = RetryPolicy(), max_bytes: int
         except urllib.error.HTTPError as exc:
             raise _classify_http_error(url, exc) from None
         except _NETWORK_ERRORS as exc:
-            raise _Transient(f"{type(exc).__name__}: {exc}") from None
+            raise _network_transient(exc) from None
         if len(body) > max_bytes:
             raise DownloadFailed(url, f"larger than {max_bytes} bytes", permanent=True)
         if declared is not None and int(declared) != len(body):
@@ -223,7 +245,7 @@ def head_size(url: str, *, policy: RetryPolicy = RetryPolicy()) -> int | None:
         except urllib.error.HTTPError as exc:
             raise _classify_http_error(url, exc) from None
         except _NETWORK_ERRORS as exc:
-            raise _Transient(f"{type(exc).__name__}: {exc}") from None
+            raise _network_transient(exc) from None
         return int(value) if value is not None and value.isdigit() else None
 
     value, _ = _with_retries(url, policy, attempt)
@@ -277,7 +299,7 @@ def fetch_file(
                 raise _Transient("range not satisfiable; restarted") from None
             raise _classify_http_error(url, exc) from None
         except _NETWORK_ERRORS as exc:
-            raise _Transient(f"{type(exc).__name__}: {exc}") from None
+            raise _network_transient(exc) from None
         token = stop.watch(resp) if isinstance(stop, StopSignal) else None
         with resp:
             start, total = _response_span(url, resp, have)

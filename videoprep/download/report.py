@@ -67,9 +67,13 @@ class DownloadReport:
     plan: list[PlannedFile] = field(default_factory=list)
     bytes_downloaded: int = 0
     elapsed_s: float = 0.0
+    # Clip ids: count, sha256, per split; plus content_sha256 (what `videoprep fingerprint` prints) when
+    # every clip on disk was hashed as it was extracted.
     fingerprint: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     report_path: str | None = None
+    # Mirror route: every clip on disk as {"id", "split", "size", "sha256"}, hashed while it was extracted.
+    clips: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def complete(self) -> bool:
@@ -170,7 +174,8 @@ def summary_table(report: DownloadReport) -> Table:
                       reasons or "-", format_bytes(split.bytes_on_disk))
     fp = report.fingerprint
     if fp:
-        table.caption = (f"fingerprint {fp['sha256'][:16]} ({fp['count']} clips); "
+        content = f", content {fp['content_sha256'][:16]}" if "content_sha256" in fp else ""
+        table.caption = (f"fingerprint {fp['sha256'][:16]}{content} ({fp['count']} clips); "
                          f"{format_bytes(report.bytes_downloaded)} downloaded in {report.elapsed_s:.1f} s; "
                          f"{len(report.failures)} failure(s)")
     return table

@@ -4,53 +4,57 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import fcntl
-import logging
 import os
 import threading
 from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any
 
-from videoprep.atomic import PART_SUFFIX, Journal
-from videoprep.errors import PathError
-
-log = logging.getLogger(__name__)
+from videoprep.stage import JournalWriter, load_records, read_journal, stage_lock, sweep_partials
 
 STATE_DIRNAME = ".videoprep-download"
+EXTRACT_STAGE = "extract"  # the engine's journal of extracted parts: {state}/extract.jsonl
 
 
 class DownloadState:
-    """The state folder `{out}/.videoprep-download`: a journal of finished work, archives, a lock.
+    """The state folder `{out}/.videoprep-download`: journals of finished work, archives, the lock.
 
     Journal entries are appended only after the work they record is complete
     and verified, so a missing entry means "do it again" and never "half done".
+    Extracted parts are journaled by the stage engine (`extract.jsonl`); other
+    records (YouTube clips, the replacement archive) go to `journal.jsonl`, in
+    the engine's journal format, while `locked()` holds.
     """
 
     def __init__(self, out_dir: str | os.PathLike[str]) -> None:
         self.out_dir = Path(out_dir)
         self.root = self.out_dir / STATE_DIRNAME
-        self.journal = Journal(self.root / "journal.jsonl")
+        self.journal_path = self.root / "journal.jsonl"
         self._lock = threading.Lock()
         self._entries: list[dict[str, Any]] | None = None
+        self._writer: JournalWriter | None = None
 
     def entries(self) -> list[dict[str, Any]]:
-        """Every finished-work record, oldest first (read once, then kept in step with appends)."""
+        """Every finished-work record of journal.jsonl, oldest first (read once, then kept in step)."""
         with self._lock:
             if self._entries is None:
-                self._entries = self.journal.load()
+                self._entries = read_journal(self.journal_path)
             return list(self._entries)
 
     def record(self, entry: dict[str, Any]) -> None:
-        """Append one record durably (thread-safe)."""
+        """Append one record (thread-safe; on disk within a second, fsync'd when the lock is released)."""
+        if self._writer is None:
+            raise RuntimeError("DownloadState.record needs locked()")
+        self.entries()
         with self._lock:
-            if self._entries is None:
-                self._entries = self.journal.load()
-            self.journal.append(entry)
+            self._writer.append(entry)
+            assert self._entries is not None
             self._entries.append(entry)
 
     def latest(self, kind: str) -> dict[str, dict[str, Any]]:
-        """The last record of each key for one kind of record."""
+        """The last record of each key for one kind of record ("part": the engine's extraction journal)."""
+        if kind == "part":
+            return load_records(self.root, EXTRACT_STAGE)[0]
         found: dict[str, dict[str, Any]] = {}
         for entry in self.entries():
             if entry.get("kind") == kind:
@@ -63,31 +67,17 @@ class DownloadState:
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
-        """Hold an exclusive lock on the state folder: two downloads into one folder would collide."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        handle = open(self.root / "lock", "w")  # noqa: SIM115 - closed in finally
-        try:
+        """Hold the download lock (two downloads into one folder would collide) and the journal open."""
+        with stage_lock(self.root, "download", holder=self.root), JournalWriter(self.journal_path) as writer:
+            self._writer = writer
             try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise PathError(self.root, "another download is running into this folder") from None
-            yield
-        finally:
-            handle.close()
+                yield
+            finally:
+                self._writer = None
 
     def remove_stale_temp_files(self, folders: list[Path]) -> int:
-        """Delete half-written `.name.*.part` files a killed run left behind; return how many."""
-        removed = 0
-        for folder in folders:
-            if not folder.is_dir():
-                continue
-            for path in folder.rglob(f".*{PART_SUFFIX}"):
-                if path.is_file() and not path.is_symlink():
-                    path.unlink()
-                    removed += 1
-        if removed:
-            log.info("removed %d half-written file(s) left by an interrupted run", removed)
-        return removed
+        """Delete half-written temporaries a killed run left in these folders (the engine's sweep)."""
+        return sum(sweep_partials(folder) for folder in folders if folder.is_dir())
 
 
 def as_completed_interruptible(

@@ -32,10 +32,38 @@ from videoprep.progress import ProgressFn
 log = logging.getLogger(__name__)
 
 YOUTUBE_URL_TEMPLATE = "https://www.youtube.com/watch?v={youtube_id}"
-FailureKind = Literal["unavailable", "private", "removed", "throttled", "trim_failed", "other"]
+FailureKind = Literal["unavailable", "private", "removed", "throttled", "bot_check", "trim_failed", "other"]
 # Failures a retry will not fix; re-runs skip these clips unless asked to retry them.
 PERMANENT_KINDS: frozenset[str] = frozenset({"unavailable", "private", "removed"})
 _TRIM_TIMEOUT_S = 600.0
+
+
+@dataclass(frozen=True)
+class YoutubeAuth:
+    """Cookies for yt-dlp: a Netscape cookies file and/or a browser to read them from ("NAME[:PROFILE]")."""
+
+    cookies: Path | None = None
+    cookies_from_browser: str | None = None
+
+    def ytdlp_options(self) -> dict[str, Any]:
+        """The YoutubeDL options that carry these cookies."""
+        options: dict[str, Any] = {}
+        if self.cookies is not None:
+            options["cookiefile"] = str(self.cookies)
+        if self.cookies_from_browser:
+            browser, _, profile = self.cookies_from_browser.partition(":")
+            options["cookiesfrombrowser"] = (browser.lower(), profile or None, None, None)
+        return options
+
+
+def check_browser(name: str) -> str:
+    """'' when yt-dlp can read cookies from browser `name` ("NAME[:PROFILE]"), else why not."""
+    from yt_dlp.cookies import SUPPORTED_BROWSERS
+
+    browser = name.partition(":")[0].lower()
+    if browser not in SUPPORTED_BROWSERS:
+        return f"{browser!r} is not a browser yt-dlp reads cookies from; one of {', '.join(sorted(SUPPORTED_BROWSERS))}"
+    return ""
 
 
 def clip_destination(out_dir: Path, clip: Clip) -> Path:
@@ -74,7 +102,9 @@ def _exception_chain(exc: BaseException) -> list[BaseException]:
 
 # Fallback only: YouTube's refusals arrive as ExtractorError with no status, just text.
 _TEXT_KINDS: tuple[tuple[FailureKind, tuple[str, ...]], ...] = (
-    ("throttled", ("http error 429", "too many requests", "sign in to confirm you")),
+    # "Sign in to confirm you're not a bot": only cookies (--cookies, --cookies-from-browser) help.
+    ("bot_check", ("not a bot",)),
+    ("throttled", ("http error 429", "too many requests")),
     ("private", ("private video", "members-only", "sign in to confirm your age")),
     ("removed", ("removed", "terminated", "copyright", "violat")),
     ("unavailable", ("unavailable", "not available", "does not exist", "http error 404")),
@@ -189,7 +219,7 @@ class _QuietLogger:
 
 
 def fetch_video(url: str, *, work_dir: Path, name: str, policy: RetryPolicy,
-                stop: threading.Event | None = None) -> Path:
+                stop: threading.Event | None = None, auth: YoutubeAuth = YoutubeAuth()) -> Path:
     """Download one whole video with yt-dlp into `work_dir/name.<ext>`; raise ClipFailure."""
     from yt_dlp import YoutubeDL
     from yt_dlp.utils import DownloadCancelled, YoutubeDLError
@@ -216,6 +246,7 @@ def fetch_video(url: str, *, work_dir: Path, name: str, policy: RetryPolicy,
         "cachedir": False,
         "logger": _QuietLogger(),
         "progress_hooks": [abort_when_stopped],
+        **auth.ytdlp_options(),
     }
     try:
         with YoutubeDL(options) as ydl:
@@ -277,6 +308,7 @@ def run_youtube(
     jobs: int,
     retry_failed: bool,
     on_progress: ProgressFn,
+    auth: YoutubeAuth = YoutubeAuth(),
 ) -> YoutubeOutcome:
     """Fetch and cut every selected clip not yet on disk; one video download per YouTube id."""
     outcome = YoutubeOutcome()
@@ -330,7 +362,7 @@ def run_youtube(
         results: list[tuple[Clip, ClipFailure | None]] = []
         try:
             source = _fetch_with_backoff(url, work_dir=work_dir, name=youtube_id, limiter=limiter,
-                                         policy=policy, stop=stop)
+                                         policy=policy, stop=stop, auth=auth)
         except ClipFailure as failure:
             if failure.kind in PERMANENT_KINDS:
                 shutil.rmtree(work_dir, ignore_errors=True)  # else keep yt-dlp's .part for the next try
@@ -364,6 +396,10 @@ def run_youtube(
             stop.set()
             pool.shutdown(wait=True, cancel_futures=True)
             raise
+    bots = sum(f.kind == "bot_check" for f in outcome.failures)
+    if bots:
+        outcome.notes.append(f"YouTube asked {bots} clip(s) to sign in to confirm they are not a bot; re-run with "
+                             "--cookies FILE or --cookies-from-browser NAME")
     if limiter.throttle_events:
         outcome.notes.append(f"HTTP 429 seen {limiter.throttle_events} time(s); concurrency went down to "
                              f"{limiter.min_limit_seen}")
@@ -375,12 +411,12 @@ def run_youtube(
 
 
 def _fetch_with_backoff(url: str, *, work_dir: Path, name: str, limiter: AdaptiveLimiter,
-                        policy: RetryPolicy, stop: threading.Event) -> Path:
+                        policy: RetryPolicy, stop: threading.Event, auth: YoutubeAuth) -> Path:
     """fetch_video under the limiter; a 429 tightens the limiter and the video is tried again."""
     for attempt in range(policy.retries + 1):
         limiter.acquire(stop)
         try:
-            path = fetch_video(url, work_dir=work_dir, name=name, policy=policy, stop=stop)
+            path = fetch_video(url, work_dir=work_dir, name=name, policy=policy, stop=stop, auth=auth)
         except ClipFailure as failure:
             throttled = failure.kind == "throttled"
             limiter.release(throttled=throttled, retry_after_s=failure.retry_after_s)

@@ -1,0 +1,303 @@
+"""GPU proof kit: one command that proves every GPU path of the toolkit on the first machine that has one.
+
+    make gpu-check                                   # = .venv/bin/python benchmarks/gpu_check.py --out gpu-check
+    python3 benchmarks/gpu_check.py --out gpu-check  # with a Python that already has a CUDA torch
+    .venv/bin/python benchmarks/gpu_check.py --only dali_gpu transcode_gpu
+
+On a CUDA machine, on generated data, within --budget seconds (default 480) in all:
+  1. gpu_tests          every `gpu`-marked test (pytest -m gpu)
+  2. dali_gpu           DALI on NVDEC vs the pyav reader, same indices: H.264 GOP 16, GOP 250, HEVC
+  3. torchcodec_cuda    torchcodec's VideoDecoder(device="cuda") the same way, when installed
+  4. transcode_gpu      `videoprep transcode --hwaccel cuda`, x264 and nvenc: videos/s vs the CPU path
+  5. train_throughput   c2d_resnet50 3-D BAT, 8x8 clips, 224 px, batch 16: official setup vs ours, data wait
+  6. bench_gpu          `videoprep bench` with the GPU backends
+and on any machine: transcode_args (the ffmpeg arguments each path builds), refusals (the NVDEC/NVENC
+probes and the one-line refusals without a GPU), dali_cpu_vp9 (DALI on CPU vs pyav on VP9).
+
+Each part runs in its own process under its own time limit; a part that fails or times
+out is recorded and the kit goes on. Writes OUT/report.json and OUT/report.md (machine,
+driver, versions, every figure, every skipped part with its reason). Exit status 1 when
+a part failed, else 0 (also on a machine without a GPU, where the GPU parts are skipped).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(HERE))
+
+from _gpu_parts import PARTS, PartFailed, Skip  # noqa: E402
+
+from videoprep.atomic import atomic_write_json, atomic_write_text  # noqa: E402
+
+
+@dataclass(frozen=True)
+class PartSpec:
+    """One part of the kit: what it proves, what it needs (torch on CUDA, an NVIDIA GPU, nothing), its limit."""
+
+    name: str
+    title: str
+    needs: str  # "cuda": torch sees a CUDA GPU; "nvidia": a /dev/nvidia* node (ffmpeg alone); "": any machine
+    timeout_s: float
+
+
+# In the issue's order, then the parts any machine runs. Limits sum past the budget on purpose:
+# each part gets min(its limit, what is left of the budget).
+SPECS: tuple[PartSpec, ...] = (
+    PartSpec("gpu_tests", "every gpu-marked test", "cuda", 75),
+    PartSpec("dali_gpu", "DALI on NVDEC vs pyav (H.264 GOP 16, GOP 250, HEVC)", "cuda", 50),
+    PartSpec("torchcodec_cuda", "torchcodec on CUDA vs pyav", "cuda", 35),
+    PartSpec("transcode_gpu", "videoprep transcode --hwaccel cuda, x264 and nvenc, vs CPU", "nvidia", 70),
+    PartSpec("train_throughput", "training clips/s per GPU: official setup vs ours, data wait", "cuda", 170),
+    PartSpec("bench_gpu", "videoprep bench with the GPU backends", "cuda", 60),
+    PartSpec("transcode_args", "the ffmpeg arguments of each transcode path", "", 20),
+    PartSpec("refusals", "NVDEC/NVENC probes; one-line refusals without a GPU", "", 30),
+    PartSpec("dali_cpu_vp9", "DALI on CPU vs pyav on VP9", "", 45),
+)
+DEFAULT_BUDGET_S = 480.0
+MIN_PART_S = 5.0  # a part is not started with less than this left of the budget
+
+
+@dataclass
+class PartResult:
+    """How one part ended: ok, failed or skipped, why, its figures and its wall time."""
+
+    name: str
+    title: str
+    status: str
+    reason: str = ""
+    seconds: float = 0.0
+    figures: dict[str, Any] = field(default_factory=dict)
+
+
+# --- the machine ----------------------------------------------------------------------------------
+
+
+def _command_output(cmd: list[str]) -> str | None:
+    try:
+        run = subprocess.run(cmd, capture_output=True, text=True, timeout=20, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return run.stdout.strip() if run.returncode == 0 else None
+
+
+def _version(module: str) -> str | None:
+    try:
+        return str(importlib.import_module(module).__version__)
+    except ImportError:
+        return None
+    except Exception as exc:  # installed but broken: worth recording, never fatal
+        return f"unloadable: {type(exc).__name__}: {exc}"
+
+
+def gpu_status(needs: str = "cuda") -> tuple[bool, str]:
+    """(this machine has what a part needs, why not): torch on CUDA, or just an NVIDIA device node."""
+    devices = sorted(str(p) for p in Path("/dev").glob("nvidia[0-9]*"))
+    if needs == "nvidia":
+        return bool(devices), "" if devices else "no NVIDIA GPU on this machine (no /dev/nvidia0)"
+    try:
+        import torch
+    except ImportError:
+        return False, "torch is not installed"
+    if torch.cuda.is_available():
+        return True, ""
+    if devices:
+        return False, f"torch {torch.__version__} sees no CUDA GPU although {devices[0]} exists (CPU build?)"
+    return False, f"no CUDA GPU on this machine (torch {torch.__version__}: cuda not available; no /dev/nvidia0)"
+
+
+def machine() -> dict[str, Any]:
+    """Host, GPU, driver and versions of everything the parts use."""
+    smi = _command_output(["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"])
+    info: dict[str, Any] = {
+        "host": platform.node(), "platform": platform.platform(), "python": sys.version.split()[0],
+        "cpu_count": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "gpus": smi.splitlines() if smi else [],
+        "versions": {m: _version(m) for m in ("torch", "av", "nvidia.dali", "torchcodec", "numpy", "decord")},
+    }
+    with contextlib.suppress(ImportError):
+        import torch
+
+        info["torch_cuda"] = torch.version.cuda
+        if torch.cuda.is_available():
+            info["cuda_device"] = torch.cuda.get_device_name(0)
+    with contextlib.suppress(Exception):
+        from videoprep.ffmpeg import ffmpeg_exe
+        from videoprep.hwaccel import gpu_ffmpeg_exe
+
+        for key, exe in (("ffmpeg", ffmpeg_exe()), ("gpu_ffmpeg", gpu_ffmpeg_exe())):
+            head = _command_output([exe, "-hide_banner", "-version"]) or ""
+            info[key] = f"{exe}: {head.splitlines()[0] if head else 'does not run'}"
+    return info
+
+
+# --- running parts --------------------------------------------------------------------------------
+
+
+def run_part_here(name: str, work: Path, result_path: Path) -> int:
+    """Child side: run one part, write {status, reason, figures} to result_path."""
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        out = {"status": "ok", "reason": "", "figures": PARTS[name](work)}
+    except Skip as exc:
+        out = {"status": "skipped", "reason": str(exc), "figures": {}}
+    except PartFailed as exc:
+        out = {"status": "failed", "reason": str(exc), "figures": exc.figures}
+    except Exception as exc:  # the part broke: record it; the parent goes on with the next part
+        out = {"status": "failed", "reason": f"{type(exc).__name__}: {exc}",
+               "figures": {"traceback": traceback.format_exc()[-2000:]}}
+    atomic_write_json(result_path, out)
+    return 0
+
+
+def stop_group(proc: subprocess.Popen) -> None:
+    """SIGTERM the part's process group (torchrun then stops its workers), SIGKILL what is left after 15 s."""
+    for sig, grace in ((signal.SIGTERM, 15), (signal.SIGKILL, None)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        try:
+            proc.wait(timeout=grace)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def run_part(spec: PartSpec, *, work: Path, timeout_s: float) -> PartResult:
+    """Parent side: the part in its own process group, killed with its children at the time limit."""
+    work.mkdir(parents=True, exist_ok=True)
+    result_path = work / f"{spec.name}.result.json"
+    result_path.unlink(missing_ok=True)
+    log_path = work / f"{spec.name}.log"
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--run-part", spec.name, "--work", str(work / spec.name),
+           "--result", str(result_path)]
+    start = time.perf_counter()
+    with open(log_path, "w", encoding="utf-8") as log:
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            stop_group(proc)
+            return PartResult(spec.name, spec.title, "failed", f"timed out after {timeout_s:.0f} s (log: {log_path})",
+                              time.perf_counter() - start)
+    seconds = time.perf_counter() - start
+    if not result_path.is_file():
+        tail = log_path.read_text(encoding="utf-8", errors="replace").strip()[-600:]
+        return PartResult(spec.name, spec.title, "failed", f"exited {proc.returncode} without a result: {tail}",
+                          seconds)
+    data = json.loads(result_path.read_text(encoding="utf-8"))
+    return PartResult(spec.name, spec.title, data["status"], data["reason"], seconds, data["figures"])
+
+
+def run_kit(*, out: Path, budget_s: float, only: list[str] | None) -> list[PartResult]:
+    """Every part in order: GPU parts skipped without a GPU, each within what is left of the budget."""
+    results = []
+    started = time.perf_counter()
+    for spec in SPECS:
+        if only and spec.name not in only:
+            continue
+        left = budget_s - (time.perf_counter() - started)
+        usable, why_not = gpu_status(spec.needs) if spec.needs else (True, "")
+        if not usable:
+            results.append(PartResult(spec.name, spec.title, "skipped", why_not))
+        elif left < MIN_PART_S:
+            results.append(PartResult(spec.name, spec.title, "failed", f"not started: {max(left, 0):.0f} s left "
+                                      f"of the {budget_s:.0f} s budget"))
+        else:
+            print(f"== {spec.name}: {spec.title} (limit {min(spec.timeout_s, left):.0f} s)", file=sys.stderr, flush=True)
+            results.append(run_part(spec, work=out / "work", timeout_s=min(spec.timeout_s, left)))
+        r = results[-1]
+        print(f"   {r.name}: {r.status} in {r.seconds:.1f} s{': ' + r.reason if r.reason else ''}", file=sys.stderr,
+              flush=True)
+    return results
+
+
+# --- the report -----------------------------------------------------------------------------------
+
+
+def _flat(prefix: str, value: Any) -> list[tuple[str, str]]:
+    """Nested figures -> (dotted key, text) rows for the Markdown report."""
+    if isinstance(value, dict) and value:
+        return [row for k, v in value.items() for row in _flat(f"{prefix}.{k}" if prefix else str(k), v)]
+    if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        return [row for i, v in enumerate(value) for row in _flat(f"{prefix}[{i}]", v)]
+    text = json.dumps(value) if not isinstance(value, str) else value
+    return [(prefix, text.replace("|", "\\|").replace("\n", " "))]
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    """report.md: machine, then one row per part, then every figure of each part that ran."""
+    m = report["machine"]
+    lines = [
+        "# GPU proof kit report", "",
+        f"- when: {report['finished']} (took {report['seconds']:.0f} s of a {report['budget_s']:.0f} s budget)",
+        f"- command: `{report['command']}`",
+        f"- machine: {m['host']}, {m['cpu_count']} cores, {m['platform']}",
+        f"- GPU: {'; '.join(m['gpus']) or 'none'} (torch sees CUDA: {report['cuda']})",
+        f"- versions: {', '.join(f'{k} {v}' for k, v in m['versions'].items())}; torch CUDA {m.get('torch_cuda')}",
+        f"- ffmpeg: {m.get('ffmpeg')}; GPU path: {m.get('gpu_ffmpeg')}",
+        f"- result: {report['summary']}", "",
+        "| part | what | status | s | reason |", "| --- | --- | --- | ---: | --- |",
+    ]
+    for p in report["parts"]:
+        reason = p["reason"].replace("|", "\\|").replace("\n", " ")
+        lines.append(f"| {p['name']} | {p['title']} | {p['status']} | {p['seconds']:.1f} | {reason} |")
+    for p in report["parts"]:
+        if not p["figures"]:
+            continue
+        lines += ["", f"## {p['name']}", "", "| figure | value |", "| --- | --- |"]
+        lines += [f"| {k} | {v} |" for k, v in _flat("", p["figures"]) if k != "traceback"]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(out: Path, results: list[PartResult], *, budget_s: float, seconds: float) -> dict[str, Any]:
+    """OUT/report.json and OUT/report.md (written last, atomically)."""
+    counts = {s: sum(r.status == s for r in results) for s in ("ok", "failed", "skipped")}
+    report = {
+        "schema": 1, "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "finished": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "seconds": round(seconds, 1),
+        "budget_s": budget_s, "cuda": gpu_status()[0], "machine": machine(),
+        "summary": f"{counts['ok']} ok, {counts['failed']} failed, {counts['skipped']} skipped",
+        "parts": [asdict(r) | {"seconds": round(r.seconds, 1)} for r in results],
+    }
+    atomic_write_json(out / "report.json", report)
+    atomic_write_text(out / "report.md", render_markdown(report))
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, default=Path("gpu-check"), help="where report.json/.md and work/ go")
+    parser.add_argument("--budget", type=float, default=DEFAULT_BUDGET_S, help="seconds for all parts together")
+    parser.add_argument("--only", nargs="+", choices=[s.name for s in SPECS], default=None, help="run these parts")
+    parser.add_argument("--run-part", choices=sorted(PARTS), help=argparse.SUPPRESS)
+    parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.run_part:
+        return run_part_here(args.run_part, args.work, args.result)
+    start = time.perf_counter()
+    args.out.mkdir(parents=True, exist_ok=True)
+    results = run_kit(out=args.out.resolve(), budget_s=args.budget, only=args.only)
+    report = write_report(args.out, results, budget_s=args.budget, seconds=time.perf_counter() - start)
+    print(f"gpu-check: {report['summary']}; report in {args.out / 'report.md'}", file=sys.stderr)
+    return 1 if any(r.status == "failed" for r in results) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
