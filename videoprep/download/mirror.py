@@ -26,7 +26,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO, Literal
 from urllib.parse import urljoin, urlsplit
 
-from videoprep.atomic import atomic_path, atomic_write_text
+from videoprep.atomic import atomic_path, atomic_write_text, open_temp
 from videoprep.download.http import (
     DownloadFailed,
     RetryPolicy,
@@ -312,18 +312,20 @@ def safe_extract(
 
 @contextlib.contextmanager
 def _open_tar(source: Path, fmt: ArchiveFormat) -> Iterator[tarfile.TarFile]:
-    """A streaming tar reader with 1 MiB reads (tarfile's default is 10 KB).
+    """A forward-reading tar reader whose members are read straight from the inflater.
 
     gzip is inflated by ISA-L (`isal`) when installed: 2.4x zlib's speed on a
     Kinetics-like part, ahead of zlib-ng (2.1x) and `gzip -dc` (0.8x); README
-    "Download" has the measurement.
+    "Download" has the measurement. The seekable mode ("r:") is used and not
+    the stream mode ("r|"): members are read in order, so every seek is to the
+    current offset, and the stream mode's buffer copies the rest of its 1 MiB
+    buffer on every read (0.64 s vs 0.32 s for a 500-clip part).
     """
     if fmt == "gz" and igzip is not None:
-        with igzip.open(source, "rb") as raw, tarfile.open(fileobj=raw, mode="r|", bufsize=_COPY_CHUNK) as tar:
+        with igzip.open(source, "rb") as raw, tarfile.open(fileobj=raw, mode="r:") as tar:
             yield tar
         return
-    mode = "r|" if fmt == "tar" else f"r|{fmt}"
-    with tarfile.open(source, mode=mode, bufsize=_COPY_CHUNK) as tar:
+    with tarfile.open(source, mode=f"r:{'' if fmt == 'tar' else fmt}") as tar:
         yield tar
 
 
@@ -332,28 +334,37 @@ def _write_member(tar: tarfile.TarFile, info: tarfile.TarInfo, target: Path) -> 
     stream = tar.extractfile(info)
     if stream is None:
         raise tarfile.ExtractError(f"{info.name}: no data")
-    with atomic_path(target) as tmp:
-        written, digest = _copy_hashing(stream, tmp)
-        if written != info.size:
-            raise tarfile.ReadError(f"{info.name}: {written} of {info.size} bytes")
-    return written, digest
+    return _write_atomically(stream, target, expected_size=info.size)
 
 
 def _copy_file(source: Path, target: Path) -> tuple[int, str]:
     """Atomically copy a file over `target`; (size, sha256)."""
-    with atomic_path(target) as tmp, open(source, "rb") as stream:
-        return _copy_hashing(stream, tmp)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(source, "rb") as stream:
+        return _write_atomically(stream, target)
 
 
-def _copy_hashing(stream: BinaryIO, path: Path) -> tuple[int, str]:
-    """Write a stream to `path`, hashing the bytes on the way (no second read); (size, sha256)."""
-    sha = hashlib.sha256()
-    written = 0
-    with open(path, "wb") as out:
-        while chunk := stream.read(_COPY_CHUNK):
-            out.write(chunk)
-            sha.update(chunk)
-            written += len(chunk)
+def _write_atomically(stream: BinaryIO, target: Path, *, expected_size: int | None = None) -> tuple[int, str]:
+    """Write a stream to a new temporary sibling of `target`, hashing it on the way, then rename it over `target`.
+
+    One open and one rename per file (the parent folder exists); no fsync: the journal records a part only once all its clips are
+    renamed, and a part not journaled is extracted again. (size, sha256).
+    """
+    tmp, fd = open_temp(target)
+    try:
+        sha = hashlib.sha256()
+        written = 0
+        with open(fd, "wb") as out:  # 1 MiB chunks bypass its buffer
+            while chunk := stream.read(_COPY_CHUNK):
+                out.write(chunk)
+                sha.update(chunk)
+                written += len(chunk)
+        if expected_size is not None and written != expected_size:
+            raise tarfile.ReadError(f"{target.name}: {written} of {expected_size} bytes")
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return written, sha.hexdigest()
 
 
