@@ -297,6 +297,29 @@ def test_interrupted_download_resumes(mirror: FaultServer, tmp_path: Path, sourc
     assert resumed is not None and int(resumed.removeprefix("bytes=").rstrip("-")) >= had
 
 
+def test_a_part_is_extracted_while_the_next_downloads(mirror: FaultServer, tmp_path: Path) -> None:
+    """Extraction overlaps the transfers: part 0's clips are in place while part 1 is still arriving."""
+    slow = "train/part_1.tar.gz"
+    mirror.set_always(slow, Fault("slow", rate_bytes_s=max(1000, (mirror.root / slow).stat().st_size // 30)))
+    out = tmp_path / "k400"
+    partial = out / STATE_DIRNAME / "archives" / "train" / "part_1.tar.gz.part"
+    first = [out / "train" / f"{clip}.mp4" for clip in mirror.packed.part_clips["train"][0]]
+    cmd = [sys.executable, "-c", "import cli; cli.main()", "-q", "download", "kinetics400", "--out", str(out),
+           "--base-url", mirror.url, "--split", "train", "-j", "2"]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 25
+        while time.monotonic() < deadline and not all(p.exists() for p in first):
+            time.sleep(0.02)
+        extracted = all(p.exists() for p in first)
+        still_downloading = partial.exists() and proc.poll() is None
+    finally:
+        proc.kill()
+        proc.wait()
+    assert extracted, "part 0 was not extracted"
+    assert still_downloading, "part 0 was extracted only after part 1 had downloaded"
+
+
 def test_stale_temp_files_of_a_killed_extraction_are_removed(mirror: FaultServer, tmp_path: Path) -> None:
     out = tmp_path / "k400"
     (out / "val").mkdir(parents=True)

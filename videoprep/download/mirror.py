@@ -437,9 +437,10 @@ def run_mirror(
 ) -> MirrorOutcome:
     """Download every unfinished part while extracting those already fetched, then apply the replacement.
 
-    Transfers run in `jobs` threads; then the fetched parts are extracted on
-    the stage engine (worker processes, one part each, journaled in
-    `{state}/extract.jsonl`).
+    Transfers run in `jobs` threads; each part is extracted on the stage
+    engine (worker processes, one part each, journaled in
+    `{state}/extract.jsonl`) as soon as its transfer ends, while the next
+    parts download.
     """
     outcome = MirrorOutcome()
     done_parts = state.latest("part")
@@ -454,9 +455,14 @@ def run_mirror(
     items = [Item(key=p.key, stamp={"split": p.split, "url": p.url}, task=ExtractTask(
         p.split, p.url, str(state.archive_path(p.split, p.name)), str(out_dir / p.split),
         _keep_set(keep_by_split.get(p.split)))) for p in plan.parts]
-    fetched = _Fetcher(state=state, policy=policy, jobs=jobs, progress=progress, outcome=outcome).fetch_all(todo)
-    run = run_stage(EXTRACT_SPEC, items, state_dir=state.root, options=StageOptions(),
-                    feed=lambda ready: [item for item in ready if item.key in fetched])
+    fetcher = _Fetcher(state=state, policy=policy, jobs=jobs, progress=progress, outcome=outcome)
+
+    def feed(ready: list[Item]) -> Iterator[Item]:
+        """The parts to extract, each as soon as its transfer ends (extraction overlaps the next transfers)."""
+        todo_items = {item.key: item for item in ready}
+        return (todo_items[key] for key in fetcher.fetched([by_key[k] for k in todo_items]))
+
+    run = run_stage(EXTRACT_SPEC, items, state_dir=state.root, options=StageOptions(), feed=feed)
     for failure in run.failures:
         part = by_key[failure.source]
         # the archive passed the size check but does not extract: fetch it anew next run
@@ -504,9 +510,12 @@ class _Fetcher:
         fetch_file(part.url, self.state.archive_path(part.split, part.name), policy=self.policy,
                    expected_size=part.size_bytes, on_bytes=self.progress.add, stop=self.stop)
 
-    def fetch_all(self, parts: list[PartPlan]) -> set[str]:
-        """Download the parts in threads; the keys of those now on disk (failed transfers recorded)."""
-        fetched: set[str] = set()
+    def fetched(self, parts: list[PartPlan]) -> Iterator[str]:
+        """Download the parts in threads; yield each part's key as it lands on disk (failed transfers recorded).
+
+        Lazy: the transfers start at the first `next()`, so the extraction pool forks its
+        workers before these threads exist, and each part is extracted while the next downloads.
+        """
         with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, self.jobs), thread_name_prefix="part") as pool:
             futures = {pool.submit(self._fetch, part): part for part in parts}
             try:
@@ -522,13 +531,12 @@ class _Fetcher:
                         self.outcome.failures.append(
                             Failure(part.url, "io", f"{type(exc).__name__}: {exc}", part.split))
                         continue
-                    fetched.add(part.key)
-            except BaseException:
+                    yield part.key
+            except BaseException:  # Ctrl-C, or the extraction stopped early (GeneratorExit)
                 log.warning("interrupted: stopping transfers (partial downloads are kept for resume)")
-                self.stop.set()  # Ctrl-C: transfers stop at their next chunk; .part files stay for resume
+                self.stop.set()  # transfers stop at their next chunk; .part files stay for resume
                 pool.shutdown(wait=True, cancel_futures=True)
                 raise
-        return fetched
 
 
 def _apply_replacement(
