@@ -59,7 +59,7 @@ def init_plain_worker() -> None:
 
 def run_isolated(
     fn: Callable[[T], R],
-    items: Iterable[T],
+    items: Iterable[T | None],
     *,
     jobs: int | None = None,
     timeout_s: float | None = None,
@@ -74,7 +74,8 @@ def run_isolated(
     grow with the item count (scheduling 100k items at once held ~200 MB).
     `items` may be lazy (a generator that blocks until its next item is ready): the
     workers are started before the first is asked for, each item is scheduled as it
-    comes, and results that finished meanwhile are handed back after each.
+    comes, and results that finished meanwhile are handed back after each; the
+    producer may yield None now and then ("nothing ready yet") to get them back sooner.
     """
     if isinstance(items, Sized):
         if not len(items):
@@ -99,8 +100,9 @@ def run_isolated(
             pool.schedule(os.getpid)
         in_flight = 0
         for item in pending:  # a lazy producer blocks here until its next item is ready
-            schedule(item)
-            in_flight += 1
+            if item is not None:  # None: "nothing ready yet" from a lazy producer
+                schedule(item)
+                in_flight += 1
             while in_flight >= cap or (in_flight and not finished.empty()):  # hand back what has finished
                 in_flight -= 1
                 yield _outcome(*finished.get(), timeout_s)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import os
@@ -457,21 +458,23 @@ def run_mirror(
         _keep_set(keep_by_split.get(p.split)))) for p in plan.parts]
     fetcher = _Fetcher(state=state, policy=policy, jobs=jobs, progress=progress, outcome=outcome)
 
-    def feed(ready: list[Item]) -> Iterator[Item]:
+    def feed(ready: list[Item]) -> Iterator[Item | None]:
         """The parts to extract, each as soon as its transfer ends (extraction overlaps the next transfers)."""
         todo_items = {item.key: item for item in ready}
-        return (todo_items[key] for key in fetcher.fetched([by_key[k] for k in todo_items]))
+        return (None if key is None else todo_items[key] for key in fetcher.fetched([by_key[k] for k in todo_items]))
 
-    run = run_stage(EXTRACT_SPEC, items, state_dir=state.root, options=StageOptions(), feed=feed)
+    def remove_archive(item: Item, entry: dict[str, Any]) -> None:
+        """Once a part is journaled as extracted its archive is not needed: disk holds one copy, not two."""
+        Path(item.task.archive).unlink(missing_ok=True)
+
+    spec = EXTRACT_SPEC if keep_archives else dataclasses.replace(EXTRACT_SPEC, after_record=remove_archive)
+    run = run_stage(spec, items, state_dir=state.root, options=StageOptions(), feed=feed)
     for failure in run.failures:
         part = by_key[failure.source]
         # the archive passed the size check but does not extract: fetch it anew next run
         state.archive_path(part.split, part.name).unlink(missing_ok=True)
         outcome.failures.append(Failure(part.url, "extract", failure.error, part.split))
     outcome.summary = run.summary(Counter([f.reason for f in run.failures] + [f.kind for f in outcome.failures]))
-    if not keep_archives:
-        for key in run.entries:
-            state.archive_path(by_key[key].split, by_key[key].name).unlink(missing_ok=True)
     outcome.bytes_downloaded = progress.moved
     done_parts = state.latest("part")
     for split in {p.split for p in plan.parts}:
@@ -510,16 +513,20 @@ class _Fetcher:
         fetch_file(part.url, self.state.archive_path(part.split, part.name), policy=self.policy,
                    expected_size=part.size_bytes, on_bytes=self.progress.add, stop=self.stop)
 
-    def fetched(self, parts: list[PartPlan]) -> Iterator[str]:
+    def fetched(self, parts: list[PartPlan]) -> Iterator[str | None]:
         """Download the parts in threads; yield each part's key as it lands on disk (failed transfers recorded).
 
+        None is yielded every 0.2 s while no transfer ends, so finished extractions are journaled meanwhile.
         Lazy: the transfers start at the first `next()`, so the extraction pool forks its
         workers before these threads exist, and each part is extracted while the next downloads.
         """
         with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, self.jobs), thread_name_prefix="part") as pool:
             futures = {pool.submit(self._fetch, part): part for part in parts}
             try:
-                for future in as_completed_interruptible(futures):
+                for future in as_completed_interruptible(futures, idle=True):
+                    if future is None:  # nothing landed: let the extraction journal what it finished
+                        yield None
+                        continue
                     part = futures[future]
                     try:
                         future.result()
