@@ -6,11 +6,12 @@ import contextlib
 import json
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 PART_SUFFIX = ".part"
+T = TypeVar("T")
 
 
 def part_path(path: str | os.PathLike[str]) -> Path:
@@ -48,16 +49,30 @@ def _create_temp(final: Path, *, folder: bool = False) -> Path:
     for any file the toolkit writes; the random part keeps writers on different
     hosts of a shared filesystem apart.
     """
+    if folder:
+        return _unique_sibling(final, lambda tmp: os.mkdir(tmp, 0o777))[0]
+    tmp, fd = open_temp(final)
+    os.close(fd)
+    return tmp
+
+
+def open_temp(final: Path) -> tuple[Path, int]:
+    """Create a new hidden sibling file of `final` (0666 & ~umask); the path and its open write descriptor.
+
+    The hot path of extraction: one open per file, where `atomic_path` opens it twice.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+    return _unique_sibling(final, lambda tmp: os.open(tmp, flags, 0o666))
+
+
+def _unique_sibling(final: Path, create: Callable[[Path], T]) -> tuple[Path, T]:
+    """Create `.NAME.XXXXXXXX.part` beside `final` with `create`, drawing another name if it exists."""
     while True:
         tmp = final.with_name(f".{final.name}.{os.urandom(4).hex()}{PART_SUFFIX}")
         try:
-            if folder:
-                os.mkdir(tmp, 0o777)
-            else:
-                os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666))
+            return tmp, create(tmp)
         except FileExistsError:
             continue
-        return tmp
 
 
 @contextlib.contextmanager

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import concurrent.futures
-import itertools
 import os
 import queue
 import signal
@@ -60,7 +59,7 @@ def init_plain_worker() -> None:
 
 def run_isolated(
     fn: Callable[[T], R],
-    items: Iterable[T],
+    items: Iterable[T | None],
     *,
     jobs: int | None = None,
     timeout_s: float | None = None,
@@ -73,7 +72,10 @@ def run_isolated(
     worker before re-raising. `initializer` runs once in each new worker.
     Only a few items per worker are in flight at a time, so memory does not
     grow with the item count (scheduling 100k items at once held ~200 MB).
-    `items` may be lazy (a generator): each is taken when a worker can use it.
+    `items` may be lazy (a generator that blocks until its next item is ready): the
+    workers are started before the first is asked for, each item is scheduled as it
+    comes, and results that finished meanwhile are handed back after each; the
+    producer may yield None now and then ("nothing ready yet") to get them back sooner.
     """
     if isinstance(items, Sized):
         if not len(items):
@@ -84,25 +86,29 @@ def run_isolated(
     pending = iter(items)
     finished: queue.SimpleQueue[tuple[T, concurrent.futures.Future]] = queue.SimpleQueue()
     pool = pebble.ProcessPool(max_workers=workers, initializer=initializer)
+    cap = workers * _IN_FLIGHT_PER_WORKER
 
     def schedule(item: T) -> None:
         future = pool.schedule(fn, args=(item,), timeout=timeout_s)
         future.add_done_callback(lambda done, item=item: finished.put((item, done)))
 
     try:
+        if not isinstance(items, Sized):
+            # Fork the workers now, from this thread, before a lazy producer starts threads of its
+            # own: a fork (and a Ctrl-C landing in its at-fork hooks) while they log could leave
+            # the logging lock held. Later forks (replacing a dead worker) come from pebble's thread.
+            pool.schedule(os.getpid)
         in_flight = 0
-        for item in itertools.islice(pending, workers * _IN_FLIGHT_PER_WORKER):
-            schedule(item)
-            in_flight += 1
-        if not in_flight:
-            return
-        while in_flight:
-            item, future = finished.get()
-            in_flight -= 1
-            for following in itertools.islice(pending, 1):  # keep the workers busy while the caller works
-                schedule(following)
+        for item in pending:  # a lazy producer blocks here until its next item is ready
+            if item is not None:  # None: "nothing ready yet" from a lazy producer
+                schedule(item)
                 in_flight += 1
-            yield _outcome(item, future, timeout_s)
+            while in_flight >= cap or (in_flight and not finished.empty()):  # hand back what has finished
+                in_flight -= 1
+                yield _outcome(*finished.get(), timeout_s)
+        while in_flight:
+            in_flight -= 1
+            yield _outcome(*finished.get(), timeout_s)
         pool.close()
     finally:
         pool.stop()

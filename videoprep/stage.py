@@ -334,6 +334,9 @@ class StageSpec:
     # Journal failures too (as this record) when retrying cannot help: a probe past its time limit
     # is that video's verdict. None: failures are not journaled and a re-run tries them again.
     failure_record: Callable[[Failure], dict[str, Any]] | None = None
+    # Called once an item's record is written to the journal (flushed to the OS first), e.g. to
+    # delete an input that the journal now makes unnecessary. None: nothing to do.
+    after_record: Callable[[Item, dict[str, Any]], None] | None = None
 
 
 def failure_reason(error_type: str, message: str) -> str:
@@ -359,14 +362,14 @@ def run_stage(
     on_progress: ProgressFn = no_progress,
     sweep_root: Path | None = None,
     fresh: bool = False,
-    feed: Callable[[list[Item]], Iterable[Item]] | None = None,
+    feed: Callable[[list[Item]], Iterable[Item | None]] | None = None,
 ) -> StageRun:
     """Lock, sweep, skip what is journaled, run the rest, journal each result; see the module docstring.
 
     `items` are every item of the source; the shard keeps its own. `fresh`
     ignores the journal (newer entries then win over the old ones). `feed`
     yields the items to run in the order they become ready (the download's
-    parts as their transfers finish); an item it does not yield is not run.
+    parts as their transfers finish; None while none is ready); an item it does not yield is not run.
     """
     started = time.monotonic()
     shard = options.shard
@@ -403,14 +406,16 @@ def run_stage(
 
 def _run_todo(
     spec: StageSpec, todo: dict[str, Item], run: StageRun, *, journal: Path, on_progress: ProgressFn,
-    feed: Callable[[list[Item]], Iterable[Item]] | None,
+    feed: Callable[[list[Item]], Iterable[Item | None]] | None,
 ) -> None:
     """Run the items not done yet on the executor; journal each success as it lands."""
     if not todo:
         return
     by_task = {id(item.task): item for item in todo.values()}
     ready = feed(list(todo.values())) if feed is not None else todo.values()
-    tasks = (item.task for item in ready) if feed is not None else [item.task for item in ready]
+    # a feed may yield None for "nothing ready yet", so results that finished meanwhile are journaled
+    tasks = (None if item is None else item.task for item in ready) if feed is not None else [
+        item.task for item in ready]
     opts = run.options
     results = run_tasks(spec.fn, tasks, executor=opts.executor, jobs=opts.jobs, address=opts.address,
                         timeout_s=spec.timeout_s, plain=spec.plain_workers)
@@ -422,6 +427,9 @@ def _run_todo(
                 writer.append(entry)
                 run.entries[item.key] = entry
                 run.done += 1
+                if spec.after_record is not None:
+                    writer.flush()  # the record survives a kill -9 before the input it replaces is gone
+                    spec.after_record(item, entry)
             else:
                 error = result.error or "unknown error"
                 failure = Failure(item.key, failure_reason(result.error_type, error), error)

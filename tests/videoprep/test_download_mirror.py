@@ -27,6 +27,7 @@ from videoprep.download import STATE_DIRNAME, DownloadConfig, pack_mirror, run_d
 from videoprep.download.mirror import archive_format
 from videoprep.errors import PathError, VideoprepError
 from videoprep.fingerprint import content_fingerprint, hash_folder
+from videoprep.stage import read_journal
 from videoprep.synth import write_video
 
 REPO = Path(__file__).resolve().parents[2]
@@ -298,6 +299,38 @@ def test_interrupted_download_resumes(mirror: FaultServer, tmp_path: Path, sourc
     _assert_complete(out, source, splits=("train",))
     resumed = [r.range for r in mirror.requests_for(slow)][-1]
     assert resumed is not None and int(resumed.removeprefix("bytes=").rstrip("-")) >= had
+
+
+def test_a_part_is_extracted_while_the_next_downloads(mirror: FaultServer, tmp_path: Path) -> None:
+    """Extraction overlaps the transfers: part 0 is extracted, journaled and its archive deleted while part 1
+    is still arriving (so a Ctrl-C then keeps part 0, and the disk holds one copy of it)."""
+    slow = "train/part_1.tar.gz"
+    mirror.set_always(slow, Fault("slow", rate_bytes_s=max(1000, (mirror.root / slow).stat().st_size // 30)))
+    out = tmp_path / "k400"
+    state = out / STATE_DIRNAME
+    partial = state / "archives" / "train" / "part_1.tar.gz.part"
+    first = [out / "train" / f"{clip}.mp4" for clip in mirror.packed.part_clips["train"][0]]
+    journal = state / "extract.jsonl"
+
+    def part_0_done() -> bool:
+        journaled = journal.exists() and any(e["url"].endswith("/train/part_0.tar.gz") for e in read_journal(journal))
+        return journaled and all(p.exists() for p in first)
+
+    cmd = [sys.executable, "-c", "import cli; cli.main()", "-q", "download", "kinetics400", "--out", str(out),
+           "--base-url", mirror.url, "--split", "train", "-j", "2"]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 25
+        while time.monotonic() < deadline and not part_0_done():
+            time.sleep(0.02)
+        extracted = part_0_done()
+        still_downloading = partial.exists() and proc.poll() is None
+    finally:
+        proc.kill()
+        proc.wait()
+    assert extracted, "part 0 was not extracted and journaled"
+    assert still_downloading, "part 0 was extracted only after part 1 had downloaded"
+    assert not (state / "archives" / "train" / "part_0.tar.gz").exists()
 
 
 def test_stale_temp_files_of_a_killed_extraction_are_removed(mirror: FaultServer, tmp_path: Path) -> None:

@@ -81,15 +81,19 @@ class DownloadState:
 
 
 def as_completed_interruptible(
-    futures: Collection[concurrent.futures.Future[Any]], *, poll_s: float = 0.2
-) -> Iterator[concurrent.futures.Future[Any]]:
+    futures: Collection[concurrent.futures.Future[Any]], *, poll_s: float = 0.2, idle: bool = False
+) -> Iterator[concurrent.futures.Future[Any] | None]:
     """Yield futures as they finish, waking every `poll_s` so Ctrl-C reaches the main thread at once.
 
     (SIGINT may land on a worker thread; a main thread blocked without a
-    timeout would only see it when the next future completes.)
+    timeout would only see it when the next future completes.) `idle`: also
+    yield None after each wake-up with nothing finished, so the caller can do
+    other work meanwhile.
     """
     pending = set(futures)
     while pending:
         done, pending = concurrent.futures.wait(pending, timeout=poll_s,
                                                 return_when=concurrent.futures.FIRST_COMPLETED)
         yield from done
+        if idle and not done:
+            yield None
