@@ -206,15 +206,17 @@ def compare_with_pyav(decode: Callable[[list[tuple[str, list[int]]]], list[np.nd
 
 def dali_decoder(device: str, *, batch_size: int = 8) -> Callable[[list[tuple[str, list[int]]]], list[np.ndarray]]:
     """pipelines.dali's own decode pipeline (fn.decoders.video), fed batches of the plan."""
-    from pipelines.dali import SamplePlan, build_decode_pipeline, run_decode
+    from pipelines.dali import DaliSample, build_decode_pipeline, run_decode
+    from pipelines.planning import ClipPlan
 
-    pipe = build_decode_pipeline(batch_size=batch_size, device=device, device_id=0 if device == "gpu" else None,
-                                 num_threads=min(4, os.cpu_count() or 1))
+    pipe = build_decode_pipeline(None, batch_size=batch_size, device=device,
+                                 device_id=0 if device == "gpu" else None,
+                                 num_threads=min(4, os.cpu_count() or 1), prefetch=1)
 
     def decode(plan: list[tuple[str, list[int]]]) -> list[np.ndarray]:
         out = []
         for start in range(0, len(plan), batch_size):
-            plans = [SamplePlan(start + i, path, 0, (tuple(idx),), Path(path).read_bytes())
+            plans = [DaliSample(ClipPlan(start + i, path, 0, ((tuple(idx),),)), Path(path).read_bytes())
                      for i, (path, idx) in enumerate(plan[start : start + batch_size])]
             out += [t.cpu().numpy() for t in run_decode(pipe, plans, device=device)]  # on GPU: feed_ndarray to CUDA
         return out
