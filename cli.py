@@ -712,12 +712,6 @@ class _RunnerCommand(click.Command):
             formatter.write_dl(flag_rows(build_test_parser() if self.test else build_train_parser()))
 
 
-class _OutputError(click.ClickException):
-    """A bad output location: one line, exit 2 like a usage error, before any work."""
-
-    exit_code = 2
-
-
 def _preset_option(what: str):
     return click.option("--preset", type=click.Choice(PRESET_NAMES), default=None,
                         help=f"Flags of an official script ({what}); flags after it override.")
@@ -742,16 +736,6 @@ def _runner_config(ctx: click.Context, *, test: bool, preset: str | None, args: 
         ctx.exit(exc.code if isinstance(exc.code, int) else 2)
 
 
-@contextlib.contextmanager
-def _outputs_exit_two() -> Iterator[None]:
-    from train.outputs import OutputPathError
-
-    try:
-        yield
-    except OutputPathError as exc:
-        raise _OutputError(str(exc)) from exc
-
-
 @cli.command("train", cls=_RunnerCommand, test=False, context_settings=_PASS_THROUGH)
 @_preset_option("--read_mode video, 8x8 clips, lr 0.01, steps 40 80, 100 epochs, batch 64, dropout 0.5")
 @_runner_args("TRAIN_LIST VAL_LIST [RUNNER FLAGS]...")
@@ -768,8 +752,7 @@ def train_cmd(ctx: click.Context, preset: str | None, runner_args: tuple[str, ..
     from train.main import run_training
 
     cfg = _runner_config(ctx, test=False, preset=preset, args=runner_args)
-    with _outputs_exit_two():
-        result = run_training(cfg)
+    result = run_training(cfg)  # a bad output location is exit 2 (the group's OutputLocationError rule)
     click.echo(f"done: {result.epochs_done} epochs, best Prec@1 {result.best_prec1:.3f}"
                + (f", checkpoint {result.checkpoint}" if result.checkpoint else ""), err=True)
 
@@ -788,8 +771,7 @@ def test_cmd(ctx: click.Context, preset: str | None, runner_args: tuple[str, ...
     from train.test_models import run_test
 
     cfg = _runner_config(ctx, test=True, preset=preset, args=runner_args)
-    with _outputs_exit_two():
-        run_test(cfg)
+    run_test(cfg)
 
 
 # --- backends ---

@@ -49,7 +49,6 @@ from train.engine import (
 from train.logging_utils import RunLog, epoch_progress, progress_wanted
 from train.models import build_model
 from train.optim import LRSchedule, build_optimizer, drop_running_stats, freeze_batchnorm
-from train.outputs import check_output_dir
 from train.runtime import (
     RunnerConfigError,
     adopt_recorded_model,
@@ -61,6 +60,7 @@ from train.runtime import (
 from train.weights import load_checkpoint, load_weights
 from videoprep.atomic import atomic_write_json
 from videoprep.errors import VideoprepError
+from videoprep.locations import check_output_dir
 
 log = logging.getLogger(__name__)
 
@@ -118,8 +118,8 @@ def prepare(cfg: TrainConfig) -> Prepared:
     and class count when the flags do not. `said` holds a line for each thing inferred.
     """
     _check(cfg)
-    check_output_dir(cfg.snapshot_dir, flag="--snapshot_dir")
-    check_output_dir(cfg.log_dir, flag="--log_dir")
+    check_output_dir(cfg.snapshot_dir, what="--snapshot_dir")
+    check_output_dir(cfg.log_dir, what="--log_dir")
     checkpoint = None
     if cfg.resume:
         checkpoint = load_checkpoint(cfg.resume, trusted_legacy=cfg.trusted_legacy_checkpoint, given_as="--resume")

@@ -31,11 +31,11 @@ from train.distributed import DistContext, all_gather_objects, setup_distributed
 from train.engine import StepOptions, video_logits
 from train.logging_utils import RunLog, epoch_progress, progress_wanted
 from train.models import build_model
-from train.outputs import check_output_file
 from train.runtime import RunnerConfigError, adopt_recorded_model, check_arch, check_channel_order
 from train.weights import load_checkpoint, load_weights
 from videoprep.atomic import atomic_path
 from videoprep.errors import VideoprepError
+from videoprep.locations import check_output_file
 from videoprep.records import read_list
 
 log = logging.getLogger(__name__)
@@ -101,7 +101,7 @@ def prepare_test(cfg: TestConfig) -> tuple[dict, list[str]]:
         raise RunnerConfigError("--tsm: temporal shift is not part of the released BAT models (the official "
                                 "script passes it to a model that does not accept it); drop the flag")
     if cfg.save_scores:
-        check_output_file(scores_path(cfg.save_scores), flag="--save_scores")
+        check_output_file(scores_path(cfg.save_scores), what="--save_scores")
     checkpoint = load_checkpoint(cfg.weights, trusted_legacy=cfg.trusted_legacy_checkpoint,
                                  given_as="WEIGHTS (the second argument)")
     taken, line = adopt_recorded_model(cfg, checkpoint, source=cfg.weights)

@@ -1,4 +1,7 @@
-"""Check every output location before a stage does any work: creatable, the right kind, writable, outside SRC."""
+"""Check every output location before any work (a stage's or a runner's): creatable, the right kind, writable, outside SRC.
+
+Each failure is one OutputLocationError line naming the option, the reason and the fix; the CLI exits 2 on it.
+"""
 
 from __future__ import annotations
 
@@ -19,9 +22,9 @@ def _check_creatable(path: Path, what: str) -> None:
     """The nearest existing ancestor must be a writable folder, so everything below can be made."""
     anchor = _first_existing(path.parent)
     if not anchor.is_dir():
-        raise OutputLocationError(path, f"{what} cannot be created: {anchor} is a file, not a folder")
+        raise OutputLocationError(path, f"{what} cannot be created: {anchor} is a file, not a folder; pass another {what}")
     if not os.access(anchor, os.W_OK | os.X_OK):
-        raise OutputLocationError(path, f"{what} cannot be created: {anchor} is not writable (pick another place)")
+        raise OutputLocationError(path, f"{what} cannot be created: {anchor} is not writable; pass another {what}")
 
 
 def _check_outside(path: Path, source: Path | None, what: str) -> None:
@@ -40,9 +43,9 @@ def check_output_dir(path: str | os.PathLike[str], *, what: str, source: Path | 
     _check_outside(out, source, what)
     if os.path.lexists(out):
         if not out.is_dir():
-            raise OutputLocationError(out, f"{what} is a file, not a folder")
+            raise OutputLocationError(out, f"{what} is a file, not a folder; pass another {what}")
         if not os.access(out, os.W_OK | os.X_OK):
-            raise OutputLocationError(out, f"{what} is not writable (fix its permissions or pick another)")
+            raise OutputLocationError(out, f"{what} is not writable; fix its permissions or pass another {what}")
     else:
         _check_creatable(out, what)
     return out
@@ -53,12 +56,12 @@ def check_output_file(path: str | os.PathLike[str], *, what: str, source: Path |
     out = Path(path).resolve()
     _check_outside(out, source, what)
     if out.is_dir():
-        raise OutputLocationError(out, f"{what} is a folder, not a file")
+        raise OutputLocationError(out, f"{what} is a folder, not a file; pass a file path to {what}")
     if os.path.lexists(out.parent):
         if not out.parent.is_dir():
-            raise OutputLocationError(out, f"{what} cannot be created: {out.parent} is a file, not a folder")
+            raise OutputLocationError(out, f"{what} cannot be created: {out.parent} is a file, not a folder; pass another {what}")
         if not os.access(out.parent, os.W_OK | os.X_OK):
-            raise OutputLocationError(out, f"{what} cannot be written: {out.parent} is not writable")
+            raise OutputLocationError(out, f"{what} cannot be written: {out.parent} is not writable; pass another {what}")
     else:
         _check_creatable(out.parent, what)
     return out

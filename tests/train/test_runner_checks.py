@@ -18,10 +18,10 @@ from train.data import inspect_lists
 from train.logging_utils import read_metrics
 from train.main import run_training
 from train.models import build_model
-from train.outputs import OutputPathError
 from train.runtime import RunnerConfigError
 from train.test_models import run_test
 from train.weights import CheckpointError
+from videoprep.errors import OutputLocationError
 
 BAT = {"nonlocal_mod": [2], "nltype": "bat", "k": 4, "tk": 0, "ts": 4}
 # What every test run here needs whatever the checkpoint says: where the videos are, and a CPU-sized run.
@@ -211,7 +211,8 @@ def test_output_locations_are_checked_before_anything_runs(tiny_data: TinyData, 
     snap = afile / "ckpt"
     result = CliRunner().invoke(_cli(), ["train", *tiny_flags(tiny_data, tmp_path), "--snapshot_dir", str(snap)])
     assert result.exit_code == 2
-    assert result.output == f"Error: {snap}: --snapshot_dir cannot be created: {afile} is a file; pass another --snapshot_dir\n"
+    assert result.output == (f"Error: {snap}: --snapshot_dir cannot be created: {afile} is a file, not a folder; "
+                             "pass another --snapshot_dir\n")
     result = CliRunner().invoke(_cli(), ["train", *tiny_flags(tiny_data, tmp_path), "--log_dir", str(afile)])
     assert result.exit_code == 2
     assert result.output == f"Error: {afile}: --log_dir is a file, not a folder; pass another --log_dir\n"
@@ -219,12 +220,12 @@ def test_output_locations_are_checked_before_anything_runs(tiny_data: TinyData, 
     result = CliRunner().invoke(_cli(), ["test", str(tiny_data.val_list), str(trained_checkpoint), "--root_path",
                                          str(tiny_data.root), *TEST_RUN, "--save_scores", str(scores)])
     assert result.exit_code == 2
-    assert result.output == (f"Error: {scores}: --save_scores cannot be created: {afile} is a file; "
+    assert result.output == (f"Error: {scores}: --save_scores cannot be created: {afile} is a file, not a folder; "
                              "pass another --save_scores\n")
     assert "model epoch" not in result.output  # nothing was loaded or run
     folder = tmp_path / "d.npz"
     folder.mkdir()
-    with pytest.raises(OutputPathError) as caught:
+    with pytest.raises(OutputLocationError) as caught:
         _test(tiny_data, trained_checkpoint, "--save_scores", str(folder))
     assert str(caught.value) == f"{folder}: --save_scores is a folder, not a file; pass a file path to --save_scores"
 
@@ -233,10 +234,10 @@ def test_output_locations_are_checked_before_anything_runs(tiny_data: TinyData, 
 def test_read_only_snapshot_dir_is_refused_before_training(tiny_data: TinyData, tmp_path: Path):
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o500)
-    with pytest.raises(OutputPathError) as caught:
+    with pytest.raises(OutputLocationError) as caught:
         run_training(parse_train_args(tiny_flags(tiny_data, tmp_path) + ["--snapshot_dir", str(locked / "ckpt")]))
-    assert str(caught.value) == (f"{locked / 'ckpt'}: --snapshot_dir cannot be written: {locked} is not writable; "
-                                 "pass a writable --snapshot_dir")
+    assert str(caught.value) == (f"{locked / 'ckpt'}: --snapshot_dir cannot be created: {locked} is not writable; "
+                                 "pass another --snapshot_dir")
 
 
 # ---------------------------------------------------------------- help
