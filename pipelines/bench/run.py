@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -149,6 +150,13 @@ def _rotate(items: list[Measure], k: int) -> list[Measure]:
     return items[k:] + items[:k]
 
 
+def _shuffled(items: list[Measure], seed: int) -> list[Measure]:
+    """items in an order drawn from `seed`: no measure always runs right after the same one."""
+    order = list(items)
+    random.Random(seed).shuffle(order)
+    return order
+
+
 def _attempt(m: Measure, samples: Sequence[Sample]) -> tuple[int, float] | None:
     """Run one measure; a failure is recorded on it (and it is dropped from later rounds), never raised."""
     try:
@@ -166,9 +174,11 @@ def _run_group(
     """One repetition of one view over every file set, interleaved as finely as each measure allows.
 
     Per-sample measures of every file set take turns on the i-th sample (the same
-    video and frames in each encoding; the order rotates with the sample and the
-    repetition), so a burst of load from elsewhere hits backends and encodings
-    alike; loader runs follow, in an order rotated per repetition. rep < 0 is the
+    video and frames in each encoding; the order is shuffled per sample and
+    repetition, from a fixed seed), so a burst of load from elsewhere hits backends
+    and encodings alike, and no measure always runs right after the one that just
+    read the same sample (a rotation kept that neighbour, and with it warm caches:
+    identical code measured 10% apart); loader runs follow, in an order rotated per repetition. rep < 0 is the
     warm-up: a few samples per measure, nothing recorded, loaders skipped (their
     timing already starts after the pipeline has filled).
     """
@@ -182,7 +192,7 @@ def _run_group(
         if limit is not None:
             limit.decoded = limit.delivered = 0
     for i in range(count):
-        for m in _rotate(per_sample, i + max(rep, 0)):
+        for m in _shuffled(per_sample, (max(rep, 0) << 16) + i):
             own = samples[m.encoding]
             if m.status != "ok" or i >= len(own):
                 continue

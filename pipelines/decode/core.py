@@ -37,6 +37,16 @@ log = logging.getLogger(__name__)
 _decoder_threads = 0
 
 
+# Opening a file probes its streams, and FFmpeg's probe decodes frames to learn what the
+# decoder will say anyway (pixel format, colours): VP9 in WebM 1.5 ms, H.264 in MKV 1.2 ms per
+# open, at 340x256. These options reach only the probe's own decoder (ours is opened apart,
+# with defaults), which then decodes nothing: an open costs 0.1-0.2 ms, and every frame we
+# decode is unchanged (full decodes hash equal: VP9, H.264 with and without B-frames, AV1,
+# MPEG-4, MJPEG). Container-level fields the probe reads from packets (rate, duration, size,
+# extradata, B-frame delay) are unchanged too; only the pixel format is unknown until a decode.
+_PROBE_OPTIONS = {"skip_frame": "nonkey"}
+
+
 def set_decoder_threads(count: int) -> None:
     """Threads each PyAV decoder opened by this process may use (0: FFmpeg's automatic choice)."""
     global _decoder_threads
@@ -95,7 +105,7 @@ def open_video(source: str | BinaryIO, label: str) -> av.container.InputContaine
     if not isinstance(source, str):
         source.seek(0)
     try:
-        container = av.open(source, metadata_errors="ignore")
+        container = av.open(source, metadata_errors="ignore", options=_PROBE_OPTIONS)
     except av.error.FFmpegError as exc:
         raise DecodeError(label, f"cannot open: {ffmpeg_reason(exc)}") from None
     if not container.streams.video:
