@@ -18,8 +18,9 @@ from pathlib import Path
 from videoprep.atomic import atomic_dir, atomic_path, atomic_write_json
 from videoprep.errors import PathError, VideoprepError
 from videoprep.ffmpeg import run_ffmpeg
+from videoprep.formats import VIDEO_EXTENSIONS
 from videoprep.parallel import default_jobs
-from videoprep.probe import VIDEO_EXTENSIONS, probe_video
+from videoprep.probe import probe_video
 from videoprep.progress import ProgressFn, no_progress
 from videoprep.records import ListRecord, read_list, write_list
 

@@ -19,13 +19,11 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from videoprep.errors import PathError
+from videoprep.formats import VIDEO_EXTENSIONS
 
 REPORT_NAME = "download_report.json"  # what `videoprep download` writes at the dataset root
 _CHUNK = 1 << 20
 # Container suffixes a clip can have (as in videoprep.probe, without importing PyAV).
-_VIDEO_SUFFIXES = (".mp4", ".webm", ".mkv", ".avi", ".mov", ".mpg", ".mpeg", ".ogv", ".m4v")
-
-
 @dataclass(frozen=True, order=True)
 class ClipRecord:
     """One clip of a copy: its id (the file name without extension), size in bytes and sha256."""
@@ -129,7 +127,7 @@ def clip_files(root: Path) -> dict[str, Path]:
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
             path = Path(dirpath) / name
-            if name.startswith(".") or not name.lower().endswith(_VIDEO_SUFFIXES) or path.is_symlink():
+            if name.startswith(".") or not name.lower().endswith(VIDEO_EXTENSIONS) or path.is_symlink():
                 continue
             if path.stem in found:
                 duplicates.append(str(path))

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from videoprep.errors import EmptySourceError, LayoutError
+from videoprep.formats import VIDEO_EXTENSIONS
 from videoprep.kinetics import Clip, class_names, find_annotation_files, read_annotations, split_name
-from videoprep.probe import VIDEO_EXTENSIONS
 
 log = logging.getLogger(__name__)
 

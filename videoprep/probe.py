@@ -12,8 +12,6 @@ import av
 
 from videoprep.errors import ProbeError
 
-VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".avi", ".mov", ".mpg", ".mpeg", ".ogv", ".m4v")
-
 # Relative spread of frame durations tolerated before a stream counts as variable rate
 # (container timestamps are rounded to the time base, so exact equality is too strict).
 _VFR_TOLERANCE = 0.02

@@ -39,8 +39,8 @@ from videoprep.download.report import Failure, PlannedFile
 from videoprep.download.state import EXTRACT_STAGE, DownloadState, as_completed_interruptible
 from videoprep.errors import LayoutError, PathError
 from videoprep.fingerprint import HashingWriter
+from videoprep.formats import VIDEO_EXTENSIONS
 from videoprep.kinetics import find_annotation_files
-from videoprep.probe import VIDEO_EXTENSIONS
 from videoprep.progress import ProgressFn
 from videoprep.stage import Item, StageOptions, StageSpec, run_stage
 

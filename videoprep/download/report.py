@@ -12,7 +12,7 @@ from typing import Any
 
 from rich.table import Table
 
-from videoprep.probe import VIDEO_EXTENSIONS
+from videoprep.formats import VIDEO_EXTENSIONS
 
 REPORT_NAME = "download_report.json"
 
