@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from videoprep.errors import PathError
-from videoprep.formats import VIDEO_EXTENSIONS
+from videoprep.formats import video_files
 
 REPORT_NAME = "download_report.json"  # what `videoprep download` writes at the dataset root
 _CHUNK = 1 << 20
@@ -123,16 +123,13 @@ def clip_files(root: Path) -> dict[str, Path]:
     """clip id -> file of every video under `root`, hidden names and symlinks (class-folder views) left out."""
     found: dict[str, Path] = {}
     duplicates: list[str] = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(filenames):
-            path = Path(dirpath) / name
-            if name.startswith(".") or not name.lower().endswith(VIDEO_EXTENSIONS) or path.is_symlink():
-                continue
-            if path.stem in found:
-                duplicates.append(str(path))
-                continue
-            found[path.stem] = path
+    for path in video_files(root):
+        if path.is_symlink():
+            continue
+        if path.stem in found:
+            duplicates.append(str(path))
+            continue
+        found[path.stem] = path
     if duplicates:
         raise PathError(root, f"{len(duplicates)} clip id(s) appear twice, e.g. {duplicates[0]}; "
                               "fingerprint one copy (one folder) at a time")

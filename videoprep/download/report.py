@@ -12,7 +12,7 @@ from typing import Any
 
 from rich.table import Table
 
-from videoprep.formats import VIDEO_EXTENSIONS
+from videoprep.formats import video_files
 
 REPORT_NAME = "download_report.json"
 
@@ -96,14 +96,8 @@ def scan_clips(split_dir: str | os.PathLike[str]) -> dict[str, Path]:
     """
     root = Path(split_dir)
     found: dict[str, Path] = {}
-    if not root.is_dir():
-        return found
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(filenames):
-            if name.startswith(".") or not name.lower().endswith(VIDEO_EXTENSIONS):
-                continue
-            path = Path(dirpath) / name
+    if root.is_dir():
+        for path in video_files(root):
             found.setdefault(path.stem, path)
     return found
 
