@@ -17,7 +17,7 @@ from rich.console import Console
 
 from train.config import PRESET_NAMES
 from videoprep.errors import OutputLocationError, VideoprepError
-from videoprep.progress import ProgressFn, rich_bar
+from videoprep.progress import ProgressFn, log_lines, no_progress, rich_bar
 
 # Heavy modules (torch, av, pandas and what imports them) are imported inside the commands
 # that use them: `videoprep --help` and no-op runs start fast.
@@ -79,25 +79,46 @@ def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
 
 @contextlib.contextmanager
 def progress_bar(description: str, *, unit: str = "items") -> Iterator[ProgressFn]:
-    """A rich progress bar on stderr driven by the stages' on_progress(done, total) callback."""
-    quiet = bool((click.get_current_context().obj or {}).get("quiet"))
-    if quiet or not err_console.is_terminal:
-        yield _log_progress(description)
-        return
-    with rich_bar(description, unit=unit) as update:
-        yield update
+    """The stages' on_progress(done, total) as --progress chose: a rich bar, log lines or nothing.
+
+    auto: a bar on a terminal, lines (at least every --progress-interval s, then a summary) when stderr
+    is a file or a pipe (Slurm, nohup, CI), nothing with -q.
+    """
+    ctx = click.get_current_context()
+    mode = ctx.meta.get(_PROGRESS_KEY, "auto")
+    if mode == "auto":
+        quiet = bool((ctx.obj or {}).get("quiet"))
+        mode = "none" if quiet else "bar" if err_console.is_terminal else "log"
+    if mode == "none":
+        yield no_progress
+    elif mode == "log":
+        with log_lines(description, interval_s=ctx.meta.get(_INTERVAL_KEY, 30.0), unit=unit) as update:
+            yield update
+    else:
+        with rich_bar(description, unit=unit) as update:
+            yield update
 
 
-def _log_progress(description: str) -> ProgressFn:
-    """Non-interactive progress: a line every 10% instead of a bar (CI logs stay short)."""
-    state = {"next": 0.0}
+_PROGRESS_KEY = "videoprep.progress"
+_INTERVAL_KEY = "videoprep.progress_interval"
 
-    def update(done: int, total: int) -> None:
-        if total and done / total >= state["next"]:
-            logging.getLogger("videoprep.progress").info("%s: %d/%d", description, done, total)
-            state["next"] = done / total + 0.1
 
-    return update
+def progress_options(fn):
+    """--progress and --progress-interval: how a long command shows progress (read by progress_bar)."""
+    def remember(key: str):
+        def callback(ctx: click.Context, param: click.Parameter, value):
+            if value is not None:
+                ctx.meta[key] = value
+            return value
+        return callback
+
+    fn = click.option("--progress-interval", type=click.FloatRange(min=0, min_open=True), default=None,
+                      envvar="VIDEOPREP_PROGRESS_INTERVAL", expose_value=False, callback=remember(_INTERVAL_KEY),
+                      help="Seconds between progress lines in log mode (default 30; env VIDEOPREP_PROGRESS_INTERVAL).")(fn)
+    return click.option("--progress", type=click.Choice(["auto", "bar", "log", "none"]), default="auto",
+                        show_default=True, expose_value=False, callback=remember(_PROGRESS_KEY),
+                        help="bar: a live bar; log: a line at least every 30 s (done/planned, rate, time left) and "
+                             "a summary, for Slurm/nohup/CI logs; auto: bar on a terminal, else log.")(fn)
 
 
 # --- subcommands ----------------------------------------------------------------
@@ -136,7 +157,7 @@ def stage_options(fn):
                      help="Write planned/cached/done/failed counts, wall_s and executor as JSON here."),
     ]):
         fn = option(fn)
-    return fn
+    return progress_options(fn)
 
 
 def _stage_kwargs(jobs, executor, address, shard, summary_json) -> dict:
@@ -491,6 +512,7 @@ def _checked_url(value: str | None, option: str) -> str | None:
 @click.option("--ffmpeg", "ffmpeg_path", envvar="VIDEOPREP_FFMPEG", default=None, callback=_checked_ffmpeg,
               metavar="PATH", help="YouTube route: the ffmpeg that cuts the clips (env VIDEOPREP_FFMPEG; default: "
                                    "the pinned static one of imageio-ffmpeg). Its version goes into the report.")
+@progress_options
 def download_cmd(dataset: str, out_dir: str, splits: str, source: str, jobs: int, base_url: str | None,
                  classes: str | None, limit_per_class: int | None, dry_run: bool, keep_archives: bool,
                  class_folders: bool, url_template: str | None, annotations_dir: str | None,
@@ -594,6 +616,7 @@ def download_cmd(dataset: str, out_dir: str, splits: str, source: str, jobs: int
               help="Files read and hashed at a time.")
 @click.option("--list", "list_max", type=click.IntRange(min=0), default=20, show_default=True,
               help="At most this many clip ids printed per kind of difference (0: all).")
+@progress_options
 def fingerprint_cmd(copy: Path, other: Path | None, verify: bool, from_report: bool, jobs: int,
                     list_max: int) -> None:
     """Print a dataset copy's content fingerprint, or compare two copies; exit 1 when they differ.
