@@ -1,6 +1,6 @@
 """Hashing throughput of `videoprep fingerprint` against `find | xargs -P N sha256sum` on the same tree.
 
-    .venv/bin/python benchmarks/bench_fingerprint.py --files 96 --size-mb 4 --jobs 2 --rounds 5 [--drop-caches]
+    .venv/bin/python benchmarks/bench_fingerprint.py --files 96 --size-mb 4 --jobs 2 --rounds 5 [--drop-caches] [--out DIR]
 
 Writes a dataset-like tree (train/{class}/{id}.mp4 of random bytes), then in interleaved rounds
 (the order alternates) times `videoprep fingerprint TREE -j N` (a fresh process, as a user runs it)
@@ -66,7 +66,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--drop-caches", action="store_true")
     parser.add_argument("--root", type=Path, default=None, help="where the tree goes (default: a temporary folder)")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench-out" / "bench_fingerprint.json")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench-out" / "bench_fingerprint",
+                        help="folder for result.json")
     args = parser.parse_args()
     tree = Path(args.root or tempfile.mkdtemp(prefix="bench-fingerprint-"))
     total = make_tree(tree, files=args.files, size_mb=args.size_mb)
@@ -98,8 +99,8 @@ def main() -> None:
         "loadavg_start": load_start, "loadavg_end": os.getloadavg(),
     }
     result["met"] = result["ratio_of_medians"] >= GOAL
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(args.out, result)
+    args.out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(args.out / "result.json", result)
     print(json.dumps({k: result[k] for k in ("median_mb_per_s", "ratio_of_medians", "median_round_ratio", "met",
                                              "loadavg_start", "loadavg_end", "cache")}))
     if args.root is None:
