@@ -347,7 +347,7 @@ def _checked_ffmpeg(ctx: click.Context, param: click.Parameter, value: str | Non
     try:
         return select_ffmpeg(value).path
     except VideoprepError as exc:
-        raise click.BadParameter(str(exc), param_hint="--ffmpeg / VIDEOPREP_FFMPEG") from None
+        raise _UsageExit(f"--ffmpeg / VIDEOPREP_FFMPEG: {exc}") from None
 
 
 def _report_batch(kind: str, *, done: int, skipped: int, failures: list, report: Path | None,
