@@ -7,6 +7,7 @@ STAMP  := $(VENV)/.setup-stamp
 # Whether FFmpeg's shared libraries are here (torchcodec loads them): checked on every run and rewritten only
 # when the answer changes, so `apt-get install ffmpeg` then `make setup` installs torchcodec.
 FFLIBS := $(VENV)/.ffmpeg-libs
+BOOTSTRAP_PYTHON ?= python3
 
 .PHONY: help setup test test-all lint bench gpu-check demo clean
 
@@ -23,7 +24,7 @@ $(FFLIBS): FORCE
 FORCE:
 
 $(STAMP): pyproject.toml Makefile $(FFLIBS)
-	python3 -m venv $(VENV)
+	$(BOOTSTRAP_PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
 	# The local CPU wheel; a bare `torch` would pull several GB of CUDA packages.
 	$(PY) -m pip install torch==2.13.0

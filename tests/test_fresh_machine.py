@@ -7,6 +7,10 @@ call on a path no test takes yet is caught too.
 from __future__ import annotations
 
 import ast
+import ctypes.util
+import os
+import subprocess
+import time
 from pathlib import Path
 
 TESTS = Path(__file__).resolve().parent
@@ -56,3 +60,30 @@ def test_no_test_shells_out_to_a_bare_ffmpeg():
     for path in sorted(TESTS.rglob("*.py")):
         found += bare_ffmpeg_calls(path.read_text(encoding="utf-8"), str(path.relative_to(TESTS.parent)))
     assert found == [], "run videoprep.ffmpeg.run_ffmpeg / ffmpeg_exe() instead of PATH's ffmpeg: " + ", ".join(found)
+
+
+def _setup(venv: Path) -> str:
+    """`make setup` into `venv` with every install step a no-op (`true`): the steps make would run."""
+    proc = subprocess.run(["make", "-C", str(TESTS.parent), "setup", f"VENV={venv}", "PY=true", "BOOTSTRAP_PYTHON=true"],
+                          capture_output=True, text=True, timeout=60, check=True)
+    return proc.stdout
+
+
+def test_setup_installs_again_when_ffmpegs_libraries_appear_or_go(tmp_path):
+    venv = tmp_path / "venv"
+    venv.mkdir()
+    found = ctypes.util.find_library("avcodec")
+    libs = venv / ".ffmpeg-libs"
+    libs.write_text("libavcodec: none\n" if found else "libavcodec: libavcodec.so.59\n")  # not today's answer
+    stamp = venv / ".setup-stamp"
+    stamp.touch()
+    # set up after the Makefile and pyproject.toml were last changed, and after the libraries were looked for
+    base = max(p.stat().st_mtime for p in (TESTS.parent / "Makefile", TESTS.parent / "pyproject.toml"))
+    base = min(base + 1, time.time() - 2)
+    os.utime(libs, (base, base))
+    os.utime(stamp, (base + 1, base + 1))
+    first = _setup(venv)
+    assert "pip install" in first  # the answer changed since the last setup: everything is installed again
+    assert stamp.stat().st_mtime > base + 1
+    assert (venv / ".ffmpeg-libs").read_text() == f"libavcodec: {found or 'none'}\n"
+    assert "pip install" not in _setup(venv)  # the same answer: nothing to do
