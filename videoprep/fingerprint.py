@@ -76,16 +76,16 @@ def hash_files(files: Mapping[str, Path], *, jobs: int = DEFAULT_JOBS,
 
     on_progress(bytes hashed, bytes planned). A file that cannot be read raises PathError naming it.
     """
-    sizes = {cid: _stat_size(path) for cid, path in files.items()}
-    total = sum(sizes.values())
+    total = sum(_stat_size(path) for path in files.values())
     todo = iter(files.items())
     lock = threading.Lock()
+    stop = threading.Event()  # a file failed, or Ctrl-C: the other threads finish their file and end
     records: list[ClipRecord] = []
     errors: list[PathError] = []
     done = {"bytes": 0}
 
     def worker() -> None:
-        while not errors:
+        while not stop.is_set():
             with lock:
                 nxt = next(todo, None)
             if nxt is None:
@@ -95,6 +95,7 @@ def hash_files(files: Mapping[str, Path], *, jobs: int = DEFAULT_JOBS,
                 size, digest = hash_file(path)
             except OSError as exc:
                 errors.append(PathError(path, f"cannot read: {exc.strerror}"))
+                stop.set()
                 return
             with lock:
                 records.append(ClipRecord(cid, size, digest))
@@ -105,8 +106,12 @@ def hash_files(files: Mapping[str, Path], *, jobs: int = DEFAULT_JOBS,
     threads = [threading.Thread(target=worker, name=f"hash-{i}", daemon=True) for i in range(max(1, jobs))]
     for thread in threads:
         thread.start()
-    for thread in threads:
-        thread.join()
+    try:
+        for thread in threads:
+            thread.join()
+    except BaseException:
+        stop.set()
+        raise
     if errors:
         raise errors[0]
     return sorted(records)
