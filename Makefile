@@ -4,6 +4,10 @@ PY     := $(VENV)/bin/python
 PYTEST_ARGS ?=
 TESTS  ?= tests
 STAMP  := $(VENV)/.setup-stamp
+# Whether FFmpeg's shared libraries are here (torchcodec loads them): checked on every run and rewritten only
+# when the answer changes, so `apt-get install ffmpeg` then `make setup` installs torchcodec.
+FFLIBS := $(VENV)/.ffmpeg-libs
+BOOTSTRAP_PYTHON ?= python3
 
 .PHONY: help setup test test-all lint bench gpu-check demo clean
 
@@ -12,8 +16,15 @@ help:  ## List the targets
 
 setup: $(STAMP)  ## Create .venv and install everything the project needs
 
-$(STAMP): pyproject.toml Makefile
-	python3 -m venv $(VENV)
+$(FFLIBS): FORCE
+	@mkdir -p $(VENV)
+	@found=$$(python3 -c "import ctypes.util; print(ctypes.util.find_library('avcodec') or 'none')"); \
+	if [ "$$(cat $@ 2>/dev/null)" != "libavcodec: $$found" ]; then echo "libavcodec: $$found" > $@; fi
+
+FORCE:
+
+$(STAMP): pyproject.toml Makefile $(FFLIBS)
+	$(BOOTSTRAP_PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
 	# The local CPU wheel; a bare `torch` would pull several GB of CUDA packages.
 	$(PY) -m pip install torch==2.13.0

@@ -17,7 +17,7 @@ from rich.console import Console
 
 from train.config import PRESET_NAMES
 from videoprep.errors import OutputLocationError, VideoprepError
-from videoprep.progress import ProgressFn, rich_bar
+from videoprep.progress import ProgressFn, log_lines, no_progress, rich_bar
 
 # Heavy modules (torch, av, pandas and what imports them) are imported inside the commands
 # that use them: `videoprep --help` and no-op runs start fast.
@@ -79,25 +79,46 @@ def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
 
 @contextlib.contextmanager
 def progress_bar(description: str, *, unit: str = "items") -> Iterator[ProgressFn]:
-    """A rich progress bar on stderr driven by the stages' on_progress(done, total) callback."""
-    quiet = bool((click.get_current_context().obj or {}).get("quiet"))
-    if quiet or not err_console.is_terminal:
-        yield _log_progress(description)
-        return
-    with rich_bar(description, unit=unit) as update:
-        yield update
+    """The stages' on_progress(done, total) as --progress chose: a rich bar, log lines or nothing.
+
+    auto: a bar on a terminal, lines (at least every --progress-interval s, then a summary) when stderr
+    is a file or a pipe (Slurm, nohup, CI), nothing with -q.
+    """
+    ctx = click.get_current_context()
+    mode = ctx.meta.get(_PROGRESS_KEY, "auto")
+    if mode == "auto":
+        quiet = bool((ctx.obj or {}).get("quiet"))
+        mode = "none" if quiet else "bar" if err_console.is_terminal else "log"
+    if mode == "none":
+        yield no_progress
+    elif mode == "log":
+        with log_lines(description, interval_s=ctx.meta.get(_INTERVAL_KEY, 30.0), unit=unit) as update:
+            yield update
+    else:
+        with rich_bar(description, unit=unit) as update:
+            yield update
 
 
-def _log_progress(description: str) -> ProgressFn:
-    """Non-interactive progress: a line every 10% instead of a bar (CI logs stay short)."""
-    state = {"next": 0.0}
+_PROGRESS_KEY = "videoprep.progress"
+_INTERVAL_KEY = "videoprep.progress_interval"
 
-    def update(done: int, total: int) -> None:
-        if total and done / total >= state["next"]:
-            logging.getLogger("videoprep.progress").info("%s: %d/%d", description, done, total)
-            state["next"] = done / total + 0.1
 
-    return update
+def progress_options(fn):
+    """--progress and --progress-interval: how a long command shows progress (read by progress_bar)."""
+    def remember(key: str):
+        def callback(ctx: click.Context, param: click.Parameter, value):
+            if value is not None:
+                ctx.meta[key] = value
+            return value
+        return callback
+
+    fn = click.option("--progress-interval", type=click.FloatRange(min=0, min_open=True), default=None,
+                      envvar="VIDEOPREP_PROGRESS_INTERVAL", expose_value=False, callback=remember(_INTERVAL_KEY),
+                      help="Seconds between progress lines in log mode (default 30; env VIDEOPREP_PROGRESS_INTERVAL).")(fn)
+    return click.option("--progress", type=click.Choice(["auto", "bar", "log", "none"]), default="auto",
+                        show_default=True, expose_value=False, callback=remember(_PROGRESS_KEY),
+                        help="bar: a live bar; log: a line at least every 30 s (done/planned, rate, time left) and "
+                             "a summary, for Slurm/nohup/CI logs; auto: bar on a terminal, else log.")(fn)
 
 
 # --- subcommands ----------------------------------------------------------------
@@ -136,7 +157,7 @@ def stage_options(fn):
                      help="Write planned/cached/done/failed counts, wall_s and executor as JSON here."),
     ]):
         fn = option(fn)
-    return fn
+    return progress_options(fn)
 
 
 def _stage_kwargs(jobs, executor, address, shard, summary_json) -> dict:
@@ -299,8 +320,15 @@ def _tune_setting(tune: str | None) -> str | None:
 def _batch_options(fn):
     """Options shared by transcode and frames: ffmpeg threads, time limit, labels, and the stage options."""
     for option in reversed([
-        click.option("--threads", type=click.IntRange(min=0), default=1, show_default=True,
-                     help="ffmpeg threads per video (0: ffmpeg decides). Parallel videos scale better."),
+        click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
+                     help="ffmpeg threads per video, the encoder's included: a setting (x264's bytes depend on it), "
+                          "never the core count or -j. Parallel videos scale better."),
+        click.option("--ffmpeg", "ffmpeg_path", envvar="VIDEOPREP_FFMPEG", default=None, callback=_checked_ffmpeg,
+                     metavar="PATH", help="The ffmpeg program to run (env VIDEOPREP_FFMPEG; default: the pinned "
+                                          "static one of imageio-ffmpeg, never PATH's). Its version enters the "
+                                          "settings hash and the report."),
+        click.option("--reencode-other-ffmpeg", is_flag=True,
+                     help="Make again the outputs in DST that another ffmpeg made (default: keep them, say how many)."),
         click.option("--timeout", "timeout_s", type=click.FloatRange(min=1), default=600, show_default=True,
                      help="Seconds one ffmpeg run may take before it is killed and the video recorded as failed."),
         click.option("--annotations", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
@@ -310,9 +338,24 @@ def _batch_options(fn):
     return stage_options(fn)
 
 
-def _report_batch(kind: str, *, done: int, skipped: int, failures: list, report: Path | None) -> None:
+def _checked_ffmpeg(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """--ffmpeg / VIDEOPREP_FFMPEG: a usage error (exit 2) unless it is a working ffmpeg."""
+    if not value:
+        return None
+    from videoprep.ffmpeg import select_ffmpeg
+
+    try:
+        return select_ffmpeg(value).path
+    except VideoprepError as exc:
+        raise _UsageExit(f"--ffmpeg / VIDEOPREP_FFMPEG: {exc}") from None
+
+
+def _report_batch(kind: str, *, done: int, skipped: int, failures: list, report: Path | None,
+                  ffmpeg_version: str | None = None) -> None:
     """One summary line on stderr (each failure was logged as it happened); exit 1 when any failed."""
-    err_console.print(f"{kind}: {done} done, {skipped} already up to date, {len(failures)} failed")
+    made_by = f" (ffmpeg {ffmpeg_version})" if ffmpeg_version else ""
+    err_console.print(f"{kind}: {done} done, {skipped} already up to date, {len(failures)} failed{made_by}",
+                      markup=False, highlight=False, soft_wrap=True)
     if failures:
         where = f"every error is in {report}" if report else "each was logged above; re-run to retry"
         raise click.ClickException(f"{len(failures)} video(s) failed; {where}")
@@ -352,8 +395,8 @@ def _report_batch(kind: str, *, done: int, skipped: int, failures: list, report:
 def transcode_cmd(src: Path, dst: Path, codec: str, short_side: int, fps: float | None, gop: int,
                   crf: int | None, preset: str, tune: str | None, quality: int | None, keep_audio: bool,
                   hwaccel: str | None, encoder: str, no_index: bool, lists_dir: Path | None, threads: int,
-                  timeout_s: float, annotations: Path | None, jobs: int | None, executor: str, address: str | None,
-                  shard, summary_json: Path | None) -> None:
+                  ffmpeg_path: str | None, reencode_other_ffmpeg: bool, timeout_s: float, annotations: Path | None,
+                  jobs: int | None, executor: str, address: str | None, shard, summary_json: Path | None) -> None:
     """Re-encode every video under SRC into DST for fast loading.
 
     Keeps the folder layout with safe names (DST/mapping.csv: original -> new), resizes to
@@ -367,7 +410,8 @@ def transcode_cmd(src: Path, dst: Path, codec: str, short_side: int, fps: float 
                               tune=_tune_setting(tune), quality=quality, keep_audio=keep_audio, threads=threads,
                               hwaccel=hwaccel, encoder=encoder)
     config = TranscodeConfig(src=src, dst=dst, settings=settings, timeout_s=timeout_s, index=not no_index,
-                             annotations=annotations, index_dir=lists_dir,
+                             annotations=annotations, index_dir=lists_dir, ffmpeg=ffmpeg_path,
+                             reencode_other_ffmpeg=reencode_other_ffmpeg,
                              **_stage_kwargs(jobs, executor, address, shard, summary_json))
     with progress_bar("transcode") as on_progress:
         result = run_transcode(config, on_progress=on_progress)
@@ -375,7 +419,7 @@ def transcode_cmd(src: Path, dst: Path, codec: str, short_side: int, fps: float 
         for split, path in sorted(result.index.lists.items()):
             click.echo(f"{split}\t{path}")
     _report_batch("transcode", done=result.transcoded, skipped=result.skipped, failures=result.failures,
-                  report=result.report_path)
+                  report=result.report_path, ffmpeg_version=result.ffmpeg_version)
 
 
 @cli.command("frames")
@@ -386,9 +430,9 @@ def transcode_cmd(src: Path, dst: Path, codec: str, short_side: int, fps: float 
 @click.option("--quality", type=click.IntRange(2, 31), default=2, show_default=True,
               help="JPEG quality, ffmpeg -q:v; lower is better and bigger.")
 @_batch_options
-def frames_cmd(src: Path, dst: Path, short_side: int, quality: int, threads: int, timeout_s: float,
-               annotations: Path | None, jobs: int | None, executor: str, address: str | None, shard,
-               summary_json: Path | None) -> None:
+def frames_cmd(src: Path, dst: Path, short_side: int, quality: int, threads: int, ffmpeg_path: str | None,
+               reencode_other_ffmpeg: bool, timeout_s: float, annotations: Path | None, jobs: int | None,
+               executor: str, address: str | None, shard, summary_json: Path | None) -> None:
     """Extract JPEG frames of every video under SRC for BAT's --read_mode img.
 
     One folder per video (safe name, SRC's layout) holding img_00000.jpg, img_00001.jpg, ...
@@ -399,13 +443,14 @@ def frames_cmd(src: Path, dst: Path, short_side: int, quality: int, threads: int
 
     settings = FramesSettings(short_side=short_side, quality=quality, threads=threads)
     config = FramesConfig(src=src, dst=dst, settings=settings, timeout_s=timeout_s, annotations=annotations,
+                          ffmpeg=ffmpeg_path, reencode_other_ffmpeg=reencode_other_ffmpeg,
                           **_stage_kwargs(jobs, executor, address, shard, summary_json))
     with progress_bar("frames") as on_progress:
         result = run_frames(config, on_progress=on_progress)
     for split, path in sorted(result.lists.items()):
         click.echo(f"{split}\t{path}")
     _report_batch("frames", done=result.extracted, skipped=result.skipped, failures=result.failures,
-                  report=result.report_path)
+                  report=result.report_path, ffmpeg_version=result.ffmpeg_version)
 
 
 # --- download ---
@@ -464,12 +509,16 @@ def _checked_url(value: str | None, option: str) -> str | None:
 @click.option("--summary-json", type=click.Path(path_type=Path), default=None,
               help="Mirror route: write the extraction's planned/cached/done/failed counts here (as every stage); "
                    "the run then scans OUT even when a completion record says nothing changed.")
+@click.option("--ffmpeg", "ffmpeg_path", envvar="VIDEOPREP_FFMPEG", default=None, callback=_checked_ffmpeg,
+              metavar="PATH", help="YouTube route: the ffmpeg that cuts the clips (env VIDEOPREP_FFMPEG; default: "
+                                   "the pinned static one of imageio-ffmpeg). Its version goes into the report.")
+@progress_options
 def download_cmd(dataset: str, out_dir: str, splits: str, source: str, jobs: int, base_url: str | None,
                  classes: str | None, limit_per_class: int | None, dry_run: bool, keep_archives: bool,
                  class_folders: bool, url_template: str | None, annotations_dir: str | None,
                  cookies: Path | None, cookies_from_browser: str | None, retry_failed: bool, retries: int,
                  backoff_base_s: float, timeout_s: float, report_path: str | None,
-                 summary_json: Path | None) -> None:
+                 summary_json: Path | None, ffmpeg_path: str | None) -> None:
     """Get Kinetics-400 onto disk from the CVDF mirror or YouTube, resumably.
 
     Re-run the same command to resume after Ctrl-C, kill or network trouble:
@@ -520,7 +569,8 @@ def download_cmd(dataset: str, out_dir: str, splits: str, source: str, jobs: int
         annotations_dir=Path(annotations_dir) if annotations_dir else None, retry_failed=retry_failed,
         retries=retries, backoff_base_s=backoff_base_s, timeout_s=timeout_s,
         report_path=Path(report_path) if report_path else None, summary_json=summary_json,
-        auth=YoutubeAuth(cookies=cookies, cookies_from_browser=cookies_from_browser), **options,  # type: ignore[arg-type]
+        auth=YoutubeAuth(cookies=cookies, cookies_from_browser=cookies_from_browser), ffmpeg=ffmpeg_path,
+        **options,  # type: ignore[arg-type]
     )
     if dry_run:
         report = run_download(config)
@@ -556,39 +606,95 @@ def download_cmd(dataset: str, out_dir: str, splits: str, source: str, jobs: int
 @cli.command("fingerprint")
 @click.argument("copy", type=click.Path(exists=True, path_type=Path))
 @click.argument("other", required=False, type=click.Path(exists=True, path_type=Path))
+@click.option("--verify", is_flag=True,
+              help="Check COPY's download_report.json hashes against its files (like sha256sum -c): list the clips "
+                   "changed, missing or added since the download; exit 1 when any.")
+@click.option("--from-report", is_flag=True,
+              help="Take the hashes from each copy's download_report.json without reading any file (a claim made "
+                   "at download time; clips not on disk are listed as missing).")
 @click.option("-j", "--jobs", type=click.IntRange(min=1), default=4, show_default=True,
-              help="Files hashed at a time when a folder has no report with clip hashes.")
+              help="Files read and hashed at a time.")
 @click.option("--list", "list_max", type=click.IntRange(min=0), default=20, show_default=True,
               help="At most this many clip ids printed per kind of difference (0: all).")
-def fingerprint_cmd(copy: Path, other: Path | None, jobs: int, list_max: int) -> None:
+@progress_options
+def fingerprint_cmd(copy: Path, other: Path | None, verify: bool, from_report: bool, jobs: int,
+                    list_max: int) -> None:
     """Print a dataset copy's content fingerprint, or compare two copies; exit 1 when they differ.
 
-    COPY and OTHER are dataset folders or download reports. The fingerprint covers
-    every clip's id, size and sha256 (from the report's clips, else by hashing the
-    folder's video files), so a replaced or re-encoded clip changes it.
+    COPY and OTHER are dataset folders: every clip file is read and hashed (id, size, sha256), so a
+    replaced or re-encoded clip changes the fingerprint. --verify checks a download report against the
+    files; --from-report reads no file and trusts the report.
     """
-    from videoprep.fingerprint import compare, content_fingerprint, load_records
-
-    records, origin = load_records(copy, jobs=jobs)
-    click.echo(f"{content_fingerprint(records)}  {len(records)} clips, "
-               f"{sum(r.size for r in records)} bytes  {copy}")
-    err_console.print(f"({origin})", markup=False, soft_wrap=True)
+    if verify and (other is not None or from_report):
+        raise click.UsageError("--verify checks one copy against its own report: give one COPY, without --from-report")
+    if verify:
+        _verify_copy(copy, jobs=jobs, list_max=list_max)
+        return
+    records = _fingerprint_one(copy, from_report=from_report, jobs=jobs, list_max=list_max)
     if other is None:
         return
-    theirs, origin = load_records(other, jobs=jobs)
-    click.echo(f"{content_fingerprint(theirs)}  {len(theirs)} clips, {sum(r.size for r in theirs)} bytes  {other}")
-    err_console.print(f"({origin})", markup=False, soft_wrap=True)
+    theirs = _fingerprint_one(other, from_report=from_report, jobs=jobs, list_max=list_max)
+    from videoprep.fingerprint import compare
+
     diff = compare(records, theirs)
     for kind, ids in (("missing", diff.missing), ("extra", diff.extra), ("different", diff.different)):
-        shown = ids if list_max == 0 else ids[:list_max]
-        for clip_id in shown:
-            click.echo(f"{kind}\t{clip_id}")
-        if len(ids) > len(shown):
-            click.echo(f"{kind}\t... and {len(ids) - len(shown)} more")
+        _echo_ids(kind, ids, list_max)
     if not diff.identical:
         raise click.ClickException(f"the copies differ: {len(diff.missing)} missing from {other}, "
                                    f"{len(diff.extra)} extra in it, {len(diff.different)} with different bytes")
     err_console.print("the copies are identical", markup=False)
+
+
+def _echo_ids(kind: str, ids: list[str], list_max: int, paths: dict | None = None) -> None:
+    """`kind<TAB>id[<TAB>path]` lines on stdout, at most list_max (0: all), then a count of the rest."""
+    shown = ids if list_max == 0 else ids[:list_max]
+    for clip_id in shown:
+        click.echo(f"{kind}\t{clip_id}" + (f"\t{paths[clip_id]}" if paths and clip_id in paths else ""))
+    if len(ids) > len(shown):
+        click.echo(f"{kind}\t... and {len(ids) - len(shown)} more")
+
+
+def _fingerprint_one(copy: Path, *, from_report: bool, jobs: int, list_max: int) -> list:
+    """Print one copy's fingerprint line (stdout) and where its hashes came from (stderr); its records."""
+    import time
+
+    from videoprep.fingerprint import claimed_records, content_fingerprint, hash_folder
+
+    started = time.monotonic()
+    if from_report:
+        claimed = claimed_records(copy)
+        records = claimed.records
+        origin = (f"no file was read: hashes taken from {claimed.report}, a claim made at download time; "
+                  f"{len(claimed.missing)} of its clips are not on disk")
+    else:
+        with progress_bar(f"fingerprint {copy.name}", unit="bytes") as on_progress:
+            records = hash_folder(copy, jobs=jobs, on_progress=on_progress)
+        seconds = time.monotonic() - started
+        size = sum(r.size for r in records)
+        origin = (f"read every clip file under {copy}: {size / 1e6:.1f} MB in {seconds:.1f} s "
+                  f"({size / 1e6 / max(seconds, 1e-6):.0f} MB/s, {jobs} at a time)")
+    click.echo(f"{content_fingerprint(records)}  {len(records)} clips, {sum(r.size for r in records)} bytes  {copy}")
+    err_console.print(f"({origin})", markup=False, soft_wrap=True, highlight=False)
+    if from_report:
+        _echo_ids("missing", claimed.missing, list_max)
+    return records
+
+
+def _verify_copy(copy: Path, *, jobs: int, list_max: int) -> None:
+    """--verify: every clip file read and compared with the report's hash; exit 1 on any difference."""
+    from videoprep.fingerprint import verify_copy
+
+    with progress_bar(f"verify {copy.name}", unit="bytes") as on_progress:
+        result = verify_copy(copy, jobs=jobs, on_progress=on_progress)
+    _echo_ids("changed", result.changed, list_max, result.files)
+    _echo_ids("missing", result.missing, list_max)
+    _echo_ids("added", result.added, list_max, result.files)
+    counts = (f"{len(result.changed)} changed, {len(result.missing)} missing, {len(result.added)} added since the "
+              f"download")
+    if not result.ok:
+        raise click.ClickException(f"{copy} does not match {result.report}: {counts}")
+    err_console.print(f"all {result.checked} clips of {result.report} match the files: OK", markup=False,
+                      soft_wrap=True, highlight=False)
 
 
 # --- bench ---

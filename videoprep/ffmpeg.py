@@ -1,4 +1,9 @@
-"""Find and run the ffmpeg program: PATH first, else the static binary of imageio-ffmpeg."""
+"""Find and run the one pinned ffmpeg: imageio-ffmpeg's static binary, or the one the user names.
+
+PATH is never searched: two hosts of one job must write the same bytes, and a
+system ffmpeg differs from host to host. `VIDEOPREP_FFMPEG` (or a command's
+`--ffmpeg`) chooses another binary; its version is recorded wherever outputs are.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +12,12 @@ import ctypes
 import ctypes.util
 import functools
 import os
-import shutil
+import re
 import signal
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from videoprep.errors import FFmpegError, VideoprepError
 
@@ -19,22 +25,60 @@ _STDERR_TAIL_CHARS = 2000
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
+ENV_VAR = "VIDEOPREP_FFMPEG"
+_VERSION_TIMEOUT_S = 30.0
+
+
 @functools.lru_cache(maxsize=1)
 def ffmpeg_exe() -> str:
-    """Path of the ffmpeg binary to run (env VIDEOPREP_FFMPEG overrides)."""
-    override = os.environ.get("VIDEOPREP_FFMPEG")
+    """Path of the ffmpeg binary to run: env VIDEOPREP_FFMPEG, else imageio-ffmpeg's static one (never PATH)."""
+    override = os.environ.get(ENV_VAR)
     if override:
         return override
-    found = shutil.which("ffmpeg")
-    if found:
-        return found
     try:
         import imageio_ffmpeg
     except ImportError:
         raise VideoprepError(
-            "ffmpeg not found: install it (apt-get install ffmpeg) or `pip install imageio-ffmpeg`"
+            f"the pinned ffmpeg is missing: `pip install imageio-ffmpeg` (or set {ENV_VAR} to an ffmpeg binary)"
         ) from None
     return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+@dataclass(frozen=True)
+class FFmpegBinary:
+    """An ffmpeg that answered `-version`: its path and version string (e.g. 'n9.0.2-17-g2a571b6068-20260930')."""
+
+    path: str
+    version: str
+
+
+def parse_version(banner: str) -> str | None:
+    """The version of `ffmpeg -version` output ('ffmpeg version 5.1.6-0+deb12u1 Copyright ...' -> '5.1.6-0+deb12u1')."""
+    match = re.match(r"\s*ffmpeg version (\S+)", banner)
+    return match.group(1) if match else None
+
+
+@functools.lru_cache(maxsize=8)
+def probe_binary(path: str) -> FFmpegBinary:
+    """Run `PATH -version`; raise VideoprepError (one line: path, reason, fix) unless it is a working ffmpeg."""
+    fix = f"give the path of an ffmpeg program (--ffmpeg or {ENV_VAR}), or leave both unset for the pinned one"
+    try:
+        proc = subprocess.run([path, "-version"], stdin=subprocess.DEVNULL, capture_output=True,
+                              timeout=_VERSION_TIMEOUT_S, check=False)
+    except subprocess.TimeoutExpired:
+        raise VideoprepError(f"ffmpeg {path}: `-version` did not answer in {_VERSION_TIMEOUT_S:g} s; {fix}") from None
+    except OSError as exc:
+        raise VideoprepError(f"ffmpeg {path}: cannot run it ({exc.strerror}); {fix}") from None
+    version = parse_version(proc.stdout.decode("utf-8", "replace"))
+    if proc.returncode != 0 or version is None:
+        raise VideoprepError(f"ffmpeg {path}: not a working ffmpeg (`-version` exited {proc.returncode} "
+                             f"without an ffmpeg banner); {fix}")
+    return FFmpegBinary(path, version)
+
+
+def select_ffmpeg(path: str | os.PathLike[str] | None = None) -> FFmpegBinary:
+    """The ffmpeg a run uses, checked before any work: `path` if given, else `ffmpeg_exe()`."""
+    return probe_binary(os.fspath(path) if path else ffmpeg_exe())
 
 
 def run_ffmpeg(args: Sequence[str], *, target: str, timeout_s: float | None = None, exe: str | None = None) -> None:

@@ -2,17 +2,18 @@
 
 Two copies with the same clip ids but different bytes (a replaced clip, a re-encode)
 get different fingerprints; `compare` says which clips differ. The records come from
-a download report's `clips` list (hashed while the archives were extracted, no extra
-read) or, for a folder without such a report, from hashing its video files.
-Standard library only.
+reading the clip files (in parallel threads, at disk speed). A download report's
+`clips` list (hashed while the archives were extracted) is a claim: `verify_copy`
+checks it against the files, `claimed_records` takes it as it is, for the clips
+found on disk, without reading any. Standard library only.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import hashlib
 import json
 import os
+import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,10 +21,12 @@ from typing import Any, BinaryIO
 
 from videoprep.errors import PathError
 from videoprep.formats import video_files
+from videoprep.progress import ProgressFn, no_progress
 
 REPORT_NAME = "download_report.json"  # what `videoprep download` writes at the dataset root
 _CHUNK = 1 << 20
-# Container suffixes a clip can have (as in videoprep.probe, without importing PyAV).
+DEFAULT_JOBS = 4  # files read at once: enough to keep an SSD or a network filesystem busy (see docs)
+
 @dataclass(frozen=True, order=True)
 class ClipRecord:
     """One clip of a copy: its id (the file name without extension), size in bytes and sha256."""
@@ -55,14 +58,70 @@ class HashingWriter:
 
 
 def hash_file(path: str | os.PathLike[str]) -> tuple[int, str]:
-    """(size, hex sha256) of a file, read in 1 MiB chunks."""
+    """(size, hex sha256) of a file, read in 1 MiB chunks into one reused buffer."""
     digest = hashlib.sha256()
     size = 0
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
+    buffer = bytearray(_CHUNK)
+    view = memoryview(buffer)
+    with open(path, "rb", buffering=0) as f:
+        while n := f.readinto(buffer):
+            digest.update(view[:n])
+            size += n
     return size, digest.hexdigest()
+
+
+def hash_files(files: Mapping[str, Path], *, jobs: int = DEFAULT_JOBS,
+               on_progress: ProgressFn = no_progress) -> list[ClipRecord]:
+    """Records of clip id -> file, hashed by `jobs` threads (hashlib and reads release the GIL).
+
+    on_progress(bytes hashed, bytes planned). A file that cannot be read raises PathError naming it.
+    """
+    total = sum(_stat_size(path) for path in files.values())
+    todo = iter(files.items())
+    lock = threading.Lock()
+    stop = threading.Event()  # a file failed, or Ctrl-C: the other threads finish their file and end
+    records: list[ClipRecord] = []
+    errors: list[PathError] = []
+    done = {"bytes": 0}
+
+    def worker() -> None:
+        while not stop.is_set():
+            with lock:
+                nxt = next(todo, None)
+            if nxt is None:
+                return
+            cid, path = nxt
+            try:
+                size, digest = hash_file(path)
+            except OSError as exc:
+                errors.append(PathError(path, f"cannot read: {exc.strerror}"))
+                stop.set()
+                return
+            with lock:
+                records.append(ClipRecord(cid, size, digest))
+                done["bytes"] += size
+                on_progress(done["bytes"], total)
+
+    on_progress(0, total)
+    threads = [threading.Thread(target=worker, name=f"hash-{i}", daemon=True) for i in range(max(1, jobs))]
+    for thread in threads:
+        thread.start()
+    try:
+        for thread in threads:
+            thread.join()
+    except BaseException:
+        stop.set()
+        raise
+    if errors:
+        raise errors[0]
+    return sorted(records)
+
+
+def _stat_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError as exc:
+        raise PathError(path, f"cannot read: {exc.strerror}") from None
 
 
 def content_fingerprint(records: Iterable[ClipRecord]) -> str:
@@ -120,44 +179,110 @@ def records_from_clips(clips: Iterable[Mapping[str, Any]]) -> list[ClipRecord]:
 
 
 def clip_files(root: Path) -> dict[str, Path]:
-    """clip id -> file of every video under `root`, hidden names and symlinks (class-folder views) left out."""
+    """clip id -> file of every video under `root`, hidden names and symlinks (class-folder views) left out.
+
+    A copy holds each clip once: an id found twice (two class folders) is an error naming both paths.
+    """
     found: dict[str, Path] = {}
-    duplicates: list[str] = []
+    twice: list[tuple[Path, Path]] = []
     for path in video_files(root):
         if path.is_symlink():
             continue
         if path.stem in found:
-            duplicates.append(str(path))
+            twice.append((found[path.stem], path))
             continue
         found[path.stem] = path
-    if duplicates:
-        raise PathError(root, f"{len(duplicates)} clip id(s) appear twice, e.g. {duplicates[0]}; "
-                              "fingerprint one copy (one folder) at a time")
+    if twice:
+        first, second = twice[0]
+        more = f" ({len(twice)} ids are found twice)" if len(twice) > 1 else ""
+        raise PathError(root, f"clip id {first.stem!r} is there twice: {first} and {second}{more}; a copy holds "
+                              "each clip once: remove or move one of them")
     return found
 
 
-def hash_folder(root: Path, *, jobs: int = 4) -> list[ClipRecord]:
-    """Records of every clip file under `root`, hashed `jobs` files at a time."""
+def folder_files(root: Path) -> dict[str, Path]:
+    """clip_files of a dataset folder that must hold clips: a missing or empty folder is an error."""
+    root = Path(root)
+    if root.is_file():
+        raise PathError(root, "is a file; fingerprint reads a dataset folder's clips (a download report's hashes "
+                              "are a claim: --verify checks them against the files, --from-report takes them as "
+                              "they are)")
+    if not root.is_dir():
+        raise PathError(root, "no such folder")
     files = clip_files(root)
-    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:  # hashlib releases the GIL
-        hashed = pool.map(hash_file, files.values())
-        return [ClipRecord(cid, size, digest) for cid, (size, digest) in zip(files, hashed, strict=True)]
+    if not files:
+        raise PathError(root, "no video files here: nothing to fingerprint (is it the dataset folder?)")
+    return files
 
 
-def load_records(source: Path, *, jobs: int = 4) -> tuple[list[ClipRecord], str]:
-    """(records, where they came from) of a copy: a report file, a folder's report, or the folder's files."""
+def hash_folder(root: Path, *, jobs: int = DEFAULT_JOBS, on_progress: ProgressFn = no_progress) -> list[ClipRecord]:
+    """Records of every clip file under `root` (each file read), hashed `jobs` files at a time."""
+    return hash_files(folder_files(root), jobs=jobs, on_progress=on_progress)
+
+
+def report_of(source: Path) -> tuple[Path, Path]:
+    """(report file, dataset folder) of a dataset folder or a download report given by path."""
     source = Path(source)
     if source.is_file():
-        records = records_from_report(source)
-        if records is None:
-            raise PathError(source, "this report has no clips list (made before content hashes); "
-                                    "fingerprint its dataset folder instead")
-        return records, f"report {source}"
+        return source, source.parent
     if not source.is_dir():
         raise PathError(source, "no such file or folder")
     report = source / REPORT_NAME
-    if report.is_file():
-        records = records_from_report(report)
-        if records is not None:
-            return records, f"report {report}"
-    return hash_folder(source, jobs=jobs), f"hashed the files under {source}"
+    if not report.is_file():
+        raise PathError(source, f"has no {REPORT_NAME}: nothing to verify or take hashes from (only "
+                                "`videoprep download` from the mirror writes clip hashes)")
+    return report, source
+
+
+def report_claims(report: Path) -> list[ClipRecord]:
+    """The clip records a download report claims; an error when it has none."""
+    records = records_from_report(report)
+    if records is None:
+        raise PathError(report, "this report has no clips list (made before content hashes, or by the YouTube "
+                                "route): fingerprint the folder's files instead")
+    return records
+
+
+@dataclass
+class Claimed:
+    """A report's records of the clips that are on disk (no file read), and the clip ids it lists that are not."""
+
+    report: Path
+    records: list[ClipRecord]
+    missing: list[str]
+
+
+def claimed_records(source: Path) -> Claimed:
+    """The report's hashes for the clips on disk (found by name, none read); the report's other clips are missing."""
+    report, folder = report_of(source)
+    claims = report_claims(report)
+    on_disk = clip_files(folder)
+    return Claimed(report, [r for r in claims if r.id in on_disk], sorted(r.id for r in claims if r.id not in on_disk))
+
+
+@dataclass
+class Verification:
+    """A report checked against the files (like `sha256sum -c`): clip ids changed, missing and added since."""
+
+    report: Path
+    checked: int  # clips the report lists
+    changed: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    added: list[str] = field(default_factory=list)
+    files: dict[str, Path] = field(default_factory=dict)  # clip id -> file on disk
+
+    @property
+    def ok(self) -> bool:
+        return not (self.changed or self.missing or self.added)
+
+
+def verify_copy(source: Path, *, jobs: int = DEFAULT_JOBS, on_progress: ProgressFn = no_progress) -> Verification:
+    """Read every clip file of a downloaded copy and compare it with its report's hashes."""
+    report, folder = report_of(source)
+    claims = report_claims(report)
+    files = clip_files(folder)
+    diff = compare(claims, hash_files(files, jobs=jobs, on_progress=on_progress))
+    return Verification(report, len(claims), changed=diff.different, missing=diff.missing, added=diff.extra,
+                        files=files)
+
+

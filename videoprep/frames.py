@@ -49,8 +49,8 @@ class FramesSettings:
             raise VideoprepError(f"short_side ({self.short_side}) must be an even number >= 2")
         if not 2 <= self.quality <= 31:
             raise VideoprepError(f"quality ({self.quality}) must be in 2..31 (lower is better)")
-        if self.threads < 0:
-            raise VideoprepError(f"threads ({self.threads}) must be >= 0 (0: ffmpeg decides)")
+        if self.threads < 1:
+            raise VideoprepError(f"threads ({self.threads}) must be >= 1: a fixed setting, never the core count")
 
     def digest(self) -> str:
         """Short stable hash of the settings: a change re-extracts everything."""
@@ -67,6 +67,8 @@ class FramesConfig(StageOptions):
     timeout_s: float | None = DEFAULT_TIMEOUT_S  # per ffmpeg run; None: no limit
     annotations: Path | None = None
     lists: bool = True  # write {DST}/{split}.txt and {DST}/classes.txt
+    ffmpeg: str | None = None  # the ffmpeg program; None: the pinned one (videoprep.ffmpeg.ffmpeg_exe)
+    reencode_other_ffmpeg: bool = False  # extract again the folders another ffmpeg made (else: kept, counted)
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,7 @@ class FramesTask:
     output: str  # the final folder
     settings: FramesSettings
     timeout_s: float | None
+    ffmpeg: str | None = None  # the program to run; None: videoprep.ffmpeg.ffmpeg_exe()
 
 
 @dataclass(frozen=True)
@@ -133,7 +136,7 @@ def frames_one(task: FramesTask) -> FramesOutcome:
     width, height = videotree.scaled_size(info.width, info.height, short_side=task.settings.short_side)
     with atomic_dir(task.output) as tmp:
         run_ffmpeg(frames_args(task.source, str(tmp), settings=task.settings, width=width, height=height),
-                   target=task.source, timeout_s=task.timeout_s)
+                   target=task.source, timeout_s=task.timeout_s, exe=task.ffmpeg)
         count = count_frames(tmp)
         if count == 0:
             raise PathError(task.source, "ffmpeg wrote no frames")
@@ -150,18 +153,19 @@ def run_frames(config: FramesConfig, *, on_progress: ProgressFn = no_progress) -
     spec = StageSpec("frames", frames_one, videotree.pool_timeout(config.timeout_s))
     tree = videotree.run_tree_stage(
         config, spec, suffix="", digest=config.settings.digest(), on_progress=on_progress,
-        task_of=lambda p, src, dst: FramesTask(str(src / p.relpath), str(dst / p.output), config.settings,
-                                               config.timeout_s),
+        task_of=lambda p, src, dst, exe: FramesTask(str(src / p.relpath), str(dst / p.output), config.settings,
+                                                    config.timeout_s, exe),
     )
     run, dst = tree.run, tree.dst
     mapping_path = report_path = None
     lists: dict[str, Path] = {}
     if config.shard is None:  # the plain run after all shards writes what covers the whole tree
         mapping_path = videotree.write_mapping(dst, tree.done())
-        report_path = videotree.write_report(dst / "frames_report.json", settings=asdict(config.settings), run=run)
+        report_path = videotree.write_report(dst / "frames_report.json", settings=asdict(config.settings), tree=tree)
         lists = write_rawframe_lists(dst, tree.layout, tree.planned, run) if config.lists else {}
     write_summary(config.summary_json, run.summary())
-    return FramesResult(**videotree.stage_result(run, mapping=mapping_path, report=report_path), lists=lists)
+    return FramesResult(**videotree.stage_result(run, mapping=mapping_path, report=report_path), lists=lists,
+                        ffmpeg_version=tree.ffmpeg.version)
 
 
 def rawframe_records(

@@ -97,7 +97,9 @@ class EncodeSettings:
     preset: str = "veryfast"  # x264 preset (h264 only); 1.7x medium's speed, see benchmarks/bench_transcode.py
     quality: int | None = None  # mjpeg -q:v 2 (best) .. 31; None: the codec's default
     keep_audio: bool = False
-    threads: int = 1  # ffmpeg threads per video; parallelism comes from running videos side by side
+    # ffmpeg threads per video, the encoder's included: x264's bytes depend on it, so it is a setting (in the
+    # digest), never derived from the cores or -j; parallelism comes from running videos side by side
+    threads: int = 1
     # x264 --tune (h264 only). "default" picks the codec's default (DEFAULT_TUNES: fastdecode for
     # h264, which CPU loaders decode 1.6x faster for 1.1x the bytes); None: no tune.
     tune: str | None = "default"
@@ -121,8 +123,9 @@ class EncodeSettings:
             raise VideoprepError(f"quality ({self.quality}) must be in 2..31 (lower is better)")
         if self.preset not in X264_PRESETS:
             raise VideoprepError(f"preset {self.preset!r} is not one of: {', '.join(X264_PRESETS)}")
-        if self.threads < 0:
-            raise VideoprepError(f"threads ({self.threads}) must be >= 0 (0: ffmpeg decides)")
+        if self.threads < 1:  # x264 writes other bytes with other thread counts: never the machine's core count
+            raise VideoprepError(f"threads ({self.threads}) must be >= 1: the encoder's thread count changes "
+                                 "its output, so it is a fixed setting")
         if self.tune is not None and self.tune not in X264_TUNES:
             raise VideoprepError(f"tune {self.tune!r} is not one of: {', '.join(X264_TUNES)}")
         if self.tune is not None and self.codec != "h264":
@@ -155,6 +158,8 @@ class TranscodeConfig(StageOptions):
     index: bool = True  # write the list files of DST afterwards (videoprep.index.run_index)
     annotations: Path | None = None  # annotation CSVs, for the index of a flat (CVDF) layout
     index_dir: Path | None = None  # where the lists go; None: DST/lists (paths in them relative to DST)
+    ffmpeg: str | None = None  # the ffmpeg program; None: the pinned one (videoprep.ffmpeg.ffmpeg_exe)
+    reencode_other_ffmpeg: bool = False  # encode again the outputs another ffmpeg made (else: kept, counted)
 
 
 @dataclass(frozen=True)
@@ -177,6 +182,7 @@ class TranscodeTask:
     output: str
     settings: EncodeSettings
     timeout_s: float | None
+    ffmpeg: str | None = None  # the program to run; None: videoprep.ffmpeg.ffmpeg_exe()
 
 
 @dataclass(frozen=True)
@@ -297,7 +303,7 @@ def transcode_one(task: TranscodeTask) -> TranscodeOutcome:
     width, height = scaled_size(source_info.width, source_info.height, short_side=settings.short_side)
     with atomic_path(task.output) as tmp:
         args = transcode_args(task.source, str(tmp), settings=settings, rate=rate, width=width, height=height)
-        run_ffmpeg(args, target=task.source, timeout_s=task.timeout_s, exe=hwaccel.ffmpeg_for(settings))
+        run_ffmpeg(args, target=task.source, timeout_s=task.timeout_s, exe=task.ffmpeg)
         info = probe_video(tmp)
         problems = check_output(info, settings=settings, width=width, height=height)
         if problems:
@@ -320,18 +326,19 @@ def run_transcode(config: TranscodeConfig, *, on_progress: ProgressFn = no_progr
         check_output_dir(config.index_dir, what="--lists-dir")
     spec = StageSpec("transcode", transcode_one, pool_timeout(config.timeout_s))
     tree = run_tree_stage(config, spec, suffix=settings.spec.suffix, digest=settings.digest(), on_progress=on_progress,
-                          task_of=lambda p, src, dst: TranscodeTask(str(src / p.relpath), str(dst / p.output),
-                                                                    settings, config.timeout_s))
+                          task_of=lambda p, src, dst, exe: TranscodeTask(str(src / p.relpath), str(dst / p.output),
+                                                                         settings, config.timeout_s, exe))
     run, dst = tree.run, tree.dst
     mapping_path = report_path = index_result = None
     if config.shard is None:  # the plain run after all shards writes what covers the whole tree
         mapping_path = write_mapping(dst, tree.done())
-        report_path = write_report(dst / "transcode_report.json", settings=asdict(settings), run=run)
+        report_path = write_report(dst / "transcode_report.json", settings=asdict(settings), tree=tree)
         copy_annotations(tree.layout.annotation_files.values(), dst=dst)
         if config.index and tree.done():
             index_result = _index_outputs(tree, config)
     write_summary(config.summary_json, run.summary())
-    return TranscodeResult(**stage_result(run, mapping=mapping_path, report=report_path), index=index_result)
+    return TranscodeResult(**stage_result(run, mapping=mapping_path, report=report_path), index=index_result,
+                           ffmpeg_version=tree.ffmpeg.version)
 
 
 def _index_outputs(tree: TreeRun, config: TranscodeConfig) -> IndexResult:

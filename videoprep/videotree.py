@@ -11,15 +11,18 @@ import csv
 import hashlib
 import io
 import json
+import logging
 import os
 import shutil
-from collections.abc import Callable, Iterable
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from videoprep.atomic import atomic_path, atomic_write_json, atomic_write_text
 from videoprep.errors import PathError, VideoprepError
+from videoprep.ffmpeg import FFmpegBinary, select_ffmpeg
 from videoprep.layout import (
     ANNOTATIONS_DIRNAME,
     Layout,
@@ -32,7 +35,9 @@ from videoprep.layout import (
 from videoprep.locations import check_output_dir, check_output_file
 from videoprep.probe import VideoInfo, probe_video
 from videoprep.progress import ProgressFn
-from videoprep.stage import STATE_DIR, Item, StageRun, StageSpec, run_stage
+from videoprep.stage import STATE_DIR, Item, StageRun, StageSpec, load_records, run_stage
+
+log = logging.getLogger(__name__)
 
 MAPPING_FILE = "mapping.csv"
 DEFAULT_TIMEOUT_S = 600.0  # per ffmpeg run
@@ -67,6 +72,7 @@ class StageResult:
     report_path: Path | None
     seconds: float
     summary: dict[str, Any]
+    ffmpeg_version: str | None = None  # the ffmpeg this run used
 
     @property
     def ok(self) -> bool:
@@ -108,6 +114,31 @@ def plan_outputs(relpaths: Iterable[str], *, suffix: str) -> dict[str, str]:
                 p = PurePosixPath(name)
                 plan[rel] = str(p.with_name(f"{p.name[: len(p.name) - len(suffix)]}-{stable_digest(rel)[:8]}{suffix}"))
     return plan
+
+
+def ffmpeg_digest(settings_digest: str, version: str | None) -> str:
+    """The settings hash with the ffmpeg version in it; None (outputs from before it was recorded): the settings' own."""
+    return settings_digest if version is None else stable_digest({"settings": settings_digest, "ffmpeg": version})
+
+
+def other_ffmpeg_outputs(
+    entries: Mapping[str, Mapping[str, Any]], stamps: Mapping[str, Mapping[str, Any]], *, settings_digest: str,
+    version: str,
+) -> dict[str, str | None]:
+    """key -> ffmpeg version (None: not recorded) of each journaled output made with these settings by another ffmpeg.
+
+    `stamps` are this run's (with this ffmpeg's digest); an entry counts when
+    its stamp equals that stamp with the digest of the ffmpeg that made it.
+    """
+    found: dict[str, str | None] = {}
+    for key, stamp in stamps.items():
+        entry = entries.get(key)
+        if entry is None or entry.get("ffmpeg") == version or "output_size" not in entry:
+            continue
+        made_by = entry.get("ffmpeg")
+        if entry.get("stamp") == {**stamp, "settings": ffmpeg_digest(settings_digest, made_by)}:
+            found[key] = made_by
+    return found
 
 
 def _with_suffix(relpath: str, suffix: str) -> str:
@@ -178,7 +209,7 @@ def output_still_there(item: Item, entry: dict[str, Any]) -> bool:
 
 @dataclass(frozen=True)
 class TreeRun:
-    """A per-video stage run over SRC: roots, layout, each video's plan, and what the engine did."""
+    """A per-video stage run over SRC: roots, layout, each video's plan, the ffmpeg, and what the engine did."""
 
     src: Path
     dst: Path
@@ -186,35 +217,68 @@ class TreeRun:
     layout: Layout
     planned: list[PlannedVideo]
     run: StageRun
+    ffmpeg: FFmpegBinary
+    settings_hash: str  # the stage's settings with the ffmpeg version
 
     def done(self) -> list[PlannedVideo]:
         """The planned videos whose output is now there (cached or made by this run)."""
         return [p for p in self.planned if p.relpath in self.run.entries]
 
+    def outputs_by_ffmpeg(self) -> dict[str, int]:
+        """ffmpeg version -> outputs in DST it made ('unrecorded' for outputs older than the record)."""
+        made = Counter(str(self.run.entries[p.relpath].get("ffmpeg") or "unrecorded") for p in self.done())
+        return dict(sorted(made.items()))
+
 
 def run_tree_stage(
-    config: Any, spec: StageSpec, *, suffix: str, digest: str, task_of: Callable[[PlannedVideo, Path, Path], Any],
-    on_progress: ProgressFn,
+    config: Any, spec: StageSpec, *, suffix: str, digest: str,
+    task_of: Callable[[PlannedVideo, Path, Path, str], Any], on_progress: ProgressFn,
 ) -> TreeRun:
-    """Check the outputs, plan SRC's videos and run `spec` over them on the engine (transcode, frames).
+    """Check the outputs and the ffmpeg, plan SRC's videos and run `spec` over them on the engine.
 
-    `config` has src, dst, annotations and the engine's options (StageOptions);
-    `task_of(planned, src, dst)` makes a video's task.
+    `config` has src, dst, annotations, ffmpeg, reencode_other_ffmpeg and the
+    engine's options (StageOptions); `digest` is the settings' own hash;
+    `task_of(planned, src, dst, ffmpeg_path)` makes a video's task.
     """
     src, dst = check_roots(config.src, config.dst)
     if config.summary_json is not None:
         check_output_file(config.summary_json, what="--summary-json")
+    binary = select_ffmpeg(config.ffmpeg)
     annotations = source_annotations(src, config.annotations)
     layout, planned = plan_tree(src, dst, annotations=annotations, suffix=suffix)
-    items = [
-        Item(key=p.relpath, stamp={"size": p.size_bytes, "mtime_ns": p.mtime_ns, "settings": digest,
-                                   "output": p.output},
-             task=task_of(p, src, dst), output=dst / p.output)
-        for p in planned
-    ]
-    spec = replace(spec, record=output_record, still_valid=output_still_there)
+    settings_hash = ffmpeg_digest(digest, binary.version)
+    stamps = {p.relpath: {"size": p.size_bytes, "mtime_ns": p.mtime_ns, "settings": settings_hash, "output": p.output}
+              for p in planned}
+    _keep_other_ffmpeg_outputs(config, spec.name, dst, stamps, digest=digest, version=binary.version)
+    items = [Item(key=p.relpath, stamp=stamps[p.relpath], task=task_of(p, src, dst, binary.path),
+                  output=dst / p.output) for p in planned]
+
+    def record(item: Item, outcome: Any) -> dict[str, Any]:
+        return {**output_record(item, outcome), "ffmpeg": binary.version}
+
+    spec = replace(spec, record=record, still_valid=output_still_there)
     run = run_stage(spec, items, state_dir=dst / STATE_DIR, options=config, on_progress=on_progress, sweep_root=dst)
-    return TreeRun(src, dst, annotations, layout, planned, run)
+    return TreeRun(src, dst, annotations, layout, planned, run, binary, settings_hash)
+
+
+def _keep_other_ffmpeg_outputs(
+    config: Any, stage: str, dst: Path, stamps: dict[str, dict[str, Any]], *, digest: str, version: str
+) -> None:
+    """Say how many outputs another ffmpeg made; keep them (their stamps) unless config.reencode_other_ffmpeg."""
+    entries, _ = load_records(dst / STATE_DIR, stage)
+    older = other_ffmpeg_outputs(entries, stamps, settings_digest=digest, version=version)
+    if not older:
+        return
+    counts = Counter(v or "an unrecorded version" for v in older.values())
+    made = ", ".join(f"{n} by ffmpeg {v}" for v, n in sorted(counts.items()))
+    if config.reencode_other_ffmpeg:
+        log.warning("%s: %d output(s) in %s were made by another ffmpeg (%s): making them again with ffmpeg %s",
+                    stage, len(older), dst, made, version)
+        return
+    log.warning("%s: %d output(s) in %s were made by another ffmpeg (%s), not this run's %s: kept as they are; "
+                "--reencode-other-ffmpeg makes them again with this one", stage, len(older), dst, made, version)
+    for key, made_by in older.items():
+        stamps[key] = {**stamps[key], "settings": ffmpeg_digest(digest, made_by)}
 
 
 # --- what the stages write ------------------------------------------------------------------
@@ -256,10 +320,13 @@ def read_mapping(path: str | os.PathLike[str]) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def write_report(path: Path, *, settings: dict[str, Any], run: StageRun) -> Path:
-    """A JSON report of the run with every failure (ffmpeg's error included) and the summary counts."""
+def write_report(path: Path, *, settings: dict[str, Any], tree: TreeRun) -> Path:
+    """A JSON report of the run: settings, ffmpeg, every failure (ffmpeg's error included) and the counts."""
+    run = tree.run
     atomic_write_json(path, {
-        "settings": settings, "total": run.planned, "done": run.done, "skipped": run.cached,
+        "settings": settings, "settings_hash": tree.settings_hash,
+        "ffmpeg": {"path": tree.ffmpeg.path, "version": tree.ffmpeg.version},
+        "outputs_by_ffmpeg": tree.outputs_by_ffmpeg(), "total": run.planned, "done": run.done, "skipped": run.cached,
         "failed": len(run.failures), "summary": run.summary(),
         "failures": [{**asdict(f), "source": printable_path(f.source), "source_raw": raw_path(f.source)}
                      for f in run.failures],

@@ -14,6 +14,7 @@ from tests.videoprep.httpfaults import Fault, FaultServer, SourceClip, make_kine
 from videoprep.download import DownloadConfig, YoutubeAuth, run_download
 from videoprep.download.http import RetryPolicy
 from videoprep.download.youtube import AdaptiveLimiter, check_browser, classify_error
+from videoprep.ffmpeg import select_ffmpeg
 from videoprep.probe import probe_video
 
 
@@ -80,6 +81,8 @@ def test_youtube_route_with_404_429_and_corrupt_video(youtube: FaultServer, tmp_
     assert any("HTTP 429 seen 2 time(s)" in n for n in report.notes)
     assert progress[-1] == (7, 7)
     assert (out / "annotations" / "train.csv").exists()
+    pinned = select_ffmpeg()  # the clips were cut by the pinned ffmpeg, and the report says which
+    assert report.ffmpeg == {"path": pinned.path, "version": pinned.version}
 
 
 def test_rerun_skips_done_and_permanent_failures(youtube: FaultServer, tmp_path: Path, clips) -> None:

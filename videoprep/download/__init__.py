@@ -47,6 +47,7 @@ from videoprep.download.selection import check_classes, parse_classes, select_cl
 from videoprep.download.state import STATE_DIRNAME, DownloadState
 from videoprep.download.youtube import YOUTUBE_URL_TEMPLATE, YoutubeAuth, clip_destination, run_youtube
 from videoprep.errors import LayoutError, VideoprepError
+from videoprep.ffmpeg import select_ffmpeg
 from videoprep.fingerprint import content_fingerprint, records_from_clips
 from videoprep.kinetics import SPLITS, Clip, class_names, find_annotation_files, read_annotations
 from videoprep.locations import check_output_dir, check_output_file
@@ -92,6 +93,7 @@ class DownloadConfig:
     report_path: Path | None = None
     summary_json: Path | None = None  # mirror route: the extraction stage's summary (videoprep.stage)
     auth: YoutubeAuth = YoutubeAuth()  # YouTube route: cookies for yt-dlp
+    ffmpeg: str | None = None  # YouTube route: the ffmpeg that cuts the clips; None: the pinned one
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "splits", tuple(dict.fromkeys(self.splits)))  # "train,train" once
@@ -160,12 +162,14 @@ def run_download(config: DownloadConfig, *, on_progress: ProgressFn | None = Non
                                               labels={c.clip_id: c.label for c in clips})
                     outcome.notes.append(f"class-folder view: {linked} {split} links under {out_dir / 'by_class'}")
         else:
+            binary = select_ffmpeg(config.ffmpeg)
+            report.ffmpeg = {"path": binary.path, "version": binary.version}
             _write_local_or_remote_annotations(config, out_dir)
             selected = _selected_clips(config, out_dir)
             outcome = run_youtube(  # type: ignore[assignment]
                 clips=[c for clips in selected.values() for c in clips], out_dir=out_dir, state=state,
                 url_template=config.url_template, policy=config.policy, jobs=config.jobs,
-                retry_failed=config.retry_failed, on_progress=progress, auth=config.auth)
+                retry_failed=config.retry_failed, on_progress=progress, auth=config.auth, ffmpeg=binary.path)
             default = dict.fromkeys(config.splits, "not downloaded yet")
         report.failures = outcome.failures
         report.notes = outcome.notes

@@ -74,6 +74,8 @@ class DownloadReport:
     report_path: str | None = None
     # Mirror route: every clip on disk as {"id", "split", "size", "sha256"}, hashed while it was extracted.
     clips: list[dict[str, Any]] = field(default_factory=list)
+    # YouTube route: the ffmpeg that cut the clips, {"path", "version"} (the mirror route runs none).
+    ffmpeg: dict[str, str] = field(default_factory=dict)
 
     @property
     def complete(self) -> bool:

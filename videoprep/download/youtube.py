@@ -219,7 +219,8 @@ class _QuietLogger:
 
 
 def fetch_video(url: str, *, work_dir: Path, name: str, policy: RetryPolicy,
-                stop: threading.Event | None = None, auth: YoutubeAuth = YoutubeAuth()) -> Path:
+                stop: threading.Event | None = None, auth: YoutubeAuth = YoutubeAuth(),
+                ffmpeg: str | None = None) -> Path:
     """Download one whole video with yt-dlp into `work_dir/name.<ext>`; raise ClipFailure."""
     from yt_dlp import YoutubeDL
     from yt_dlp.utils import DownloadCancelled, YoutubeDLError
@@ -234,7 +235,7 @@ def fetch_video(url: str, *, work_dir: Path, name: str, policy: RetryPolicy,
         "outtmpl": str(work_dir / f"{name}.%(ext)s"),
         "format": "bv*[height<=720]+ba/b[height<=720]/bv*+ba/b",
         "merge_output_format": "mp4",
-        "ffmpeg_location": ffmpeg_exe(),
+        "ffmpeg_location": ffmpeg or ffmpeg_exe(),
         "quiet": True,
         "no_warnings": True,
         "noprogress": True,
@@ -268,8 +269,11 @@ def _short(exc: BaseException) -> str:
     return text.removeprefix("ERROR: ")[:300]
 
 
-def trim_clip(source: Path, dest: Path, *, time_start: float, time_end: float) -> int:
-    """Cut [time_start, time_end] of `source` into `dest` (H.264 MP4), atomically; return frames."""
+def trim_clip(source: Path, dest: Path, *, time_start: float, time_end: float, ffmpeg: str | None = None) -> int:
+    """Cut [time_start, time_end] of `source` into `dest` (H.264 MP4, one x264 thread), atomically; return frames.
+
+    `ffmpeg` is the program (None: the pinned one, videoprep.ffmpeg.ffmpeg_exe).
+    """
     duration = time_end - time_start
     if duration <= 0:
         raise ClipFailure("trim_failed", f"empty window {time_start}-{time_end}")
@@ -281,7 +285,7 @@ def trim_clip(source: Path, dest: Path, *, time_start: float, time_end: float) -
                 "-vf", "scale=trunc(iw/2)*2:trunc(ih/2)*2",
                 "-c:v", "libx264", "-preset", "veryfast", "-crf", "23", "-pix_fmt", "yuv420p",
                 "-c:a", "aac", "-movflags", "+faststart", "-threads", "1", "-f", "mp4", str(tmp),
-            ], target=str(dest), timeout_s=_TRIM_TIMEOUT_S)
+            ], target=str(dest), timeout_s=_TRIM_TIMEOUT_S, exe=ffmpeg)
             frames = probe_video(tmp).frames
     except (FFmpegError, ProbeError) as exc:
         raise ClipFailure("trim_failed", exc.reason[-300:]) from None
@@ -309,6 +313,7 @@ def run_youtube(
     retry_failed: bool,
     on_progress: ProgressFn,
     auth: YoutubeAuth = YoutubeAuth(),
+    ffmpeg: str | None = None,
 ) -> YoutubeOutcome:
     """Fetch and cut every selected clip not yet on disk; one video download per YouTube id."""
     outcome = YoutubeOutcome()
@@ -362,7 +367,7 @@ def run_youtube(
         results: list[tuple[Clip, ClipFailure | None]] = []
         try:
             source = _fetch_with_backoff(url, work_dir=work_dir, name=youtube_id, limiter=limiter,
-                                         policy=policy, stop=stop, auth=auth)
+                                         policy=policy, stop=stop, auth=auth, ffmpeg=ffmpeg)
         except ClipFailure as failure:
             if failure.kind in PERMANENT_KINDS:
                 shutil.rmtree(work_dir, ignore_errors=True)  # else keep yt-dlp's .part for the next try
@@ -375,7 +380,7 @@ def run_youtube(
         for clip in group:
             try:
                 trim_clip(source, clip_destination(out_dir, clip), time_start=clip.time_start,
-                          time_end=clip.time_end)
+                          time_end=clip.time_end, ffmpeg=ffmpeg)
                 finish(clip, None)
                 results.append((clip, None))
             except ClipFailure as failure:
@@ -411,12 +416,13 @@ def run_youtube(
 
 
 def _fetch_with_backoff(url: str, *, work_dir: Path, name: str, limiter: AdaptiveLimiter,
-                        policy: RetryPolicy, stop: threading.Event, auth: YoutubeAuth) -> Path:
+                        policy: RetryPolicy, stop: threading.Event, auth: YoutubeAuth,
+                        ffmpeg: str | None = None) -> Path:
     """fetch_video under the limiter; a 429 tightens the limiter and the video is tried again."""
     for attempt in range(policy.retries + 1):
         limiter.acquire(stop)
         try:
-            path = fetch_video(url, work_dir=work_dir, name=name, policy=policy, stop=stop, auth=auth)
+            path = fetch_video(url, work_dir=work_dir, name=name, policy=policy, stop=stop, auth=auth, ffmpeg=ffmpeg)
         except ClipFailure as failure:
             throttled = failure.kind == "throttled"
             limiter.release(throttled=throttled, retry_after_s=failure.retry_after_s)
