@@ -18,6 +18,7 @@ from rich.console import Console
 from train.config import PRESET_NAMES
 from videoprep.errors import OutputLocationError, VideoprepError
 from videoprep.progress import ProgressFn, rich_bar
+from videoprep.spelling import canonical_spellings, spelling_table
 
 # Heavy modules (torch, av, pandas and what imports them) are imported inside the commands
 # that use them: `videoprep --help` and no-op runs start fast.
@@ -45,7 +46,15 @@ class _LazyChoice(click.Choice):
 
 
 class _Group(click.Group):
-    """Click group that reports our own errors without a traceback."""
+    """Click group that reports our own errors without a traceback and takes either spelling of an option."""
+
+    def resolve_command(self, ctx: click.Context, args: list[str]):  # type: ignore[override]
+        """Rewrite `--seq_length` to `--seq-length` (or back) as the command declares it; help keeps one name."""
+        name, cmd, rest = super().resolve_command(ctx, args)
+        if cmd is not None:
+            table = spelling_table(opt for param in cmd.params for opt in (*param.opts, *param.secondary_opts))
+            rest = canonical_spellings(rest, table)
+        return name, cmd, rest
 
     def invoke(self, ctx: click.Context):  # type: ignore[override]
         try:
