@@ -3,6 +3,7 @@
 Each subcommand is one function; its docstring is its --help. Domain errors
 (videoprep.errors.VideoprepError) become one-line messages and exit 1.
 """
+# size: one function per subcommand with its options and messages; each calls the packages, which do the work.
 
 from __future__ import annotations
 
@@ -777,7 +778,7 @@ def test_cmd(ctx: click.Context, preset: str | None, runner_args: tuple[str, ...
     own model (a flag that contradicts it is an error); official checkpoints need the model
     flags (--arch, --nonlocal_mod, --nltype, --k, --tk) and load strictly unless --non-strict.
     """
-    from train.test_models import run_test
+    from train.evaluate import run_test
 
     cfg = _runner_config(ctx, test=True, preset=preset, args=runner_args)
     run_test(cfg)

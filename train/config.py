@@ -163,8 +163,6 @@ class TrainConfig(RunnerConfig):
 class TestConfig(RunnerConfig):
     """Every setting of a test run (official names and defaults; ours after `# ours`)."""
 
-    __test__ = False  # not a pytest class
-
     test_list: str
     weights: str
     tsm: bool = False

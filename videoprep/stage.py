@@ -18,6 +18,7 @@ only its per-item function and its report. The engine:
 journals into a file of its own; a later plain run reads every shard's journal,
 so after all N shards it does no per-item work.
 """
+# size: the engine's parts (plan, lock, sweep, journal, shards, summary) share one run's state; split, they would pass it around.
 
 from __future__ import annotations
 

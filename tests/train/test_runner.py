@@ -191,7 +191,7 @@ def test_official_checkpoint_resumes_at_its_epoch_and_tests(
     tiny_data: TinyData, trained_checkpoint: Path, tmp_path: Path
 ):
     from train.config import parse_test_args
-    from train.test_models import run_test
+    from train.evaluate import run_test
 
     official = official_layout(trained_checkpoint, tmp_path / "official.pth.tar")
     result, out = _run(tiny_flags(tiny_data, tmp_path) + ["--resume", str(official)])
