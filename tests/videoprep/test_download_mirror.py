@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.races import signal_mid_run
 from tests.videoprep.httpfaults import (
     Fault,
     FaultServer,
@@ -278,17 +279,9 @@ def test_interrupted_download_resumes(mirror: FaultServer, tmp_path: Path, sourc
     cmd = [sys.executable, "-c", "import cli; cli.main()", "-q", "download", "kinetics400", "--out", str(out),
            "--base-url", mirror.url, "--split", "train", "-j", "3", "--backoff", "0.01"]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not (partial.exists() and partial.stat().st_size > 1000):
-            time.sleep(0.02)
-        assert partial.exists(), "the download never started"
-        os.kill(proc.pid, sig)
-        returncode = proc.wait(timeout=10)  # Ctrl-C must stop the transfers promptly, not finish them
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    # Ctrl-C must stop the transfers promptly (wait_s), not finish them
+    returncode = signal_mid_run(proc, lambda: partial.exists() and partial.stat().st_size > 1000,
+                                what="download interrupted mid-transfer", timeout_s=30, sig=sig, wait_s=10)
     assert returncode == (-signal.SIGKILL if sig == signal.SIGKILL else 1)
     had = partial.stat().st_size
     assert 0 < had < size

@@ -17,6 +17,7 @@ import pytest
 from click.testing import CliRunner
 
 from cli import cli
+from tests.races import signal_mid_run
 from tests.videoprep.helpers import live_pids, write_tree
 from tests.videoprep.httpfaults import make_kinetics_folder
 from videoprep.errors import VideoprepError
@@ -326,19 +327,8 @@ def test_interrupted_run_leaves_no_ffmpeg_and_no_partial_output_then_resumes(tmp
     cmd = [sys.executable, "-m", "cli", "transcode", str(src), str(dst), "-j", "2", "--short-side", "120",
            "--preset", "veryslow", "--no-index"]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 60
-        while not live_pids("ffmpeg", str(dst)):
-            assert proc.poll() is None, proc.stderr.read().decode()
-            assert time.monotonic() < deadline, "no ffmpeg started"
-            time.sleep(0.01)
-        proc.send_signal(sig)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode != 0
+    signal_mid_run(proc, lambda: bool(live_pids("ffmpeg", str(dst))), what="transcode stopped while ffmpeg runs",
+                   timeout_s=60, sig=sig)
     deadline = time.monotonic() + 5  # after SIGKILL, orphaned pool workers take a moment to unwind
     while live_pids(str(dst)) and time.monotonic() < deadline:
         time.sleep(0.05)
