@@ -220,8 +220,27 @@ def index_cmd(video_root: str, out_dir: str, annotations: str | None, split: str
         err_console.print(f"{result.safe_links} video(s) with unsafe paths listed through safe-named symlinks")
     if result.errors:
         err_console.print(f"{result.errors} video(s) could not be probed: see status/reason in {result.manifest_path}")
+    from videoprep.stats import STATS_NAME, write_dataset_stats
+
+    stats = write_dataset_stats(result.manifest_path, result.manifest_path.parent / STATS_NAME,
+                                failed=result.summary.get("failed"))
+    err_console.print(_stats_table(stats, title=f"dataset statistics ({result.manifest_path.parent / STATS_NAME})"))
     for path in result.lists.values():
         click.echo(str(path))
+
+
+def _stats_table(stats: dict, *, title: str):
+    """Per split: classes, clips per class (min / median / max), hours and GB of the listed clips."""
+    from rich.table import Table
+
+    table = Table(title=title)
+    for column in ("split", "listed", "classes", "clips/class min/med/max", "hours", "GB"):
+        table.add_column(column)
+    for name, split in [*stats["splits"].items(), ("all", stats["all"])]:
+        per = split["clips_per_class"]
+        table.add_row(name, str(split["listed"]), str(split["classes"]), f"{per['min']} / {per['median']:g} / {per['max']}",
+                      f"{split['duration_s']['total'] / 3600:.2f}", f"{split['size_bytes']['total'] / 1e9:.3f}")
+    return table
 
 
 @cli.command("validate")
@@ -599,6 +618,46 @@ def fingerprint_cmd(copy: Path, other: Path | None, jobs: int, list_max: int) ->
         raise click.ClickException(f"the copies differ: {len(diff.missing)} missing from {other}, "
                                    f"{len(diff.extra)} extra in it, {len(diff.different)} with different bytes")
     err_console.print("the copies are identical", markup=False)
+
+
+@cli.command("compare")
+@click.argument("manifest_a", type=click.Path(exists=True, path_type=Path))
+@click.argument("manifest_b", type=click.Path(exists=True, path_type=Path))
+@click.option("--key", type=click.Choice(["relpath", "stem"]), default="relpath", show_default=True,
+              help="Match clips by path without extension, or by split and file name (flat copy vs class folders).")
+@click.option("--list", "list_max", type=click.IntRange(min=0), default=20, show_default=True,
+              help="At most this many clips printed per kind of difference (0: all).")
+@click.option("--report", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write the differences and both sides' statistics here as JSON.")
+def compare_cmd(manifest_a: Path, manifest_b: Path, key: str, list_max: int, report: Path | None) -> None:
+    """Compare two index manifests (manifest.csv, or the lists folder holding it); exit 1 when they differ.
+
+    Prints each side's statistics per split, then the clips only in A, only in B, and in both
+    with another label, frame count or status.
+    """
+    from videoprep.atomic import atomic_write_json
+    from videoprep.locations import check_output_file
+    from videoprep.stats import compare_manifests, manifest_path
+
+    if report is not None:
+        check_output_file(report, what="--report")
+    a, b = manifest_path(manifest_a), manifest_path(manifest_b)
+    diff = compare_manifests(a, b, key=key)  # type: ignore[arg-type]
+    err_console.print(_stats_table(diff.stats_a, title=f"A: {a}"))
+    err_console.print(_stats_table(diff.stats_b, title=f"B: {b}"))
+    kinds = (("only_a", [(k,) for k in diff.only_a]), ("only_b", [(k,) for k in diff.only_b]),
+             ("label", diff.label), ("frames", diff.frames), ("status", diff.status))
+    for kind, rows in kinds:
+        shown = rows if list_max == 0 else rows[:list_max]
+        for row in shown:
+            click.echo("\t".join([kind, *("" if v is None else f"{v:g}" if isinstance(v, float) else str(v) for v in row)]))
+        if len(rows) > len(shown):
+            click.echo(f"{kind}\t... and {len(rows) - len(shown)} more")
+    if report is not None:
+        atomic_write_json(report, diff.record())
+    if not diff.identical:
+        raise click.ClickException("the manifests differ: " + ", ".join(f"{len(rows)} {kind}" for kind, rows in kinds))
+    err_console.print("the manifests list the same clips with the same labels, frame counts and status", markup=False)
 
 
 # --- bench ---
