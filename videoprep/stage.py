@@ -310,7 +310,7 @@ class StageRun:
     wall_s: float = 0.0
 
     def summary(self, failed: Mapping[str, int] | None = None) -> dict[str, Any]:
-        """The `--summary-json` record (keys in SUMMARY_KEYS; documented in the README)."""
+        """The `--summary-json` record (keys in SUMMARY_KEYS; documented in docs/commands.md)."""
         counts = failed if failed is not None else Counter(f.reason for f in self.failures)
         return {
             "stage": self.stage, "executor": self.options.executor,
