@@ -81,7 +81,8 @@ def dataset_stats(manifest: str | os.PathLike[str], *,
 def _stats(frame: pd.DataFrame, manifest: str | os.PathLike[str], *,
            failed: Mapping[str, int] | None = None) -> dict[str, Any]:
     splits = {str(split): _split_stats(rows) for split, rows in frame.groupby("split", sort=True)}
-    return {"manifest": str(manifest), "splits": splits, "all": _split_stats(frame),
+    # the file's name only: the same tree indexed into two folders gives the same statistics file
+    return {"manifest": Path(manifest).name, "splits": splits, "all": _split_stats(frame),
             "failed_by_reason": dict(sorted((failed or {}).items()))}
 
 
