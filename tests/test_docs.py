@@ -63,3 +63,26 @@ def test_docs_carry_no_internal_issue_numbers():
     for page in PAGES:
         found = re.findall(r"\bissue \d+", page.read_text(encoding="utf-8"), re.I)
         assert not found, f"{page.relative_to(ROOT)} mentions {found}: say what changed, not the ticket"
+
+
+def _envvar_rows() -> list[str]:
+    """The command reference's row for every option: command, its longest name, the variable it reads."""
+    import click
+
+    from cli import cli
+
+    rows = []
+    for name, command in sorted(cli.commands.items()):
+        for param in command.params:
+            if isinstance(param, click.Option):
+                envvar = param.envvar if isinstance(param.envvar, str) else (param.envvar or [None])[0]
+                variable = envvar or f"VIDEOPREP_{name.upper()}_{param.name.upper()}"
+                rows.append(f"| {name} | `{max(param.opts, key=len)}` | `{variable}` |")
+    return rows
+
+
+def test_every_option_s_environment_variable_is_documented():
+    text = (ROOT / "docs" / "commands.md").read_text(encoding="utf-8")
+    missing = [row for row in _envvar_rows() if row not in text]
+    assert not missing, ("docs/commands.md lacks these rows of its 'Every variable' table (replace the table with "
+                         "these rows and the ones present):\n" + "\n".join(missing))
