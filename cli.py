@@ -170,7 +170,7 @@ def _stage_kwargs(jobs, executor, address, shard, summary_json) -> dict:
 @click.option("--safe-dir", type=click.Path(file_okay=False),
               help="Where the safe-named symlink view goes (default: VIDEO_ROOT/_videoprep_safe).")
 @click.option("--export", "exports", default="",
-              help="Also write these list formats, comma-separated: mmaction, rawframes, slowfast, dali.")
+              help="Also write these list formats, comma-separated: mmaction, rawframes, slowfast, dali; parquet: manifest.parquet.")
 @click.option("--timeout", "timeout_s", type=click.FloatRange(min=0, min_open=True), default=60.0,
               show_default=True, help="Seconds one video may take to probe.")
 @click.option("--fresh", is_flag=True, help="Ignore the journal of earlier runs and probe every video again.")
@@ -189,13 +189,24 @@ def index_cmd(video_root: str, out_dir: str, annotations: str | None, split: str
     from rich.table import Table
 
     from videoprep.index import EXPORTS, IndexConfig, run_index
+    from videoprep.stats import (
+        PARQUET_NAME,
+        STATS_NAME,
+        parquet_problem,
+        write_dataset_stats,
+        write_manifest_parquet,
+    )
 
     chosen = tuple(e.strip() for e in exports.split(",") if e.strip())
+    parquet = "parquet" in chosen  # the whole manifest as Parquet (pandas + pyarrow), not a per-split list
+    chosen = tuple(e for e in chosen if e != "parquet")
     unknown = [e for e in chosen if e not in EXPORTS]
     if unknown:
         raise click.BadParameter(
-            f"{', '.join(unknown)}: supported values are {', '.join(EXPORTS)}", param_hint="--export"
+            f"{', '.join(unknown)}: supported values are {', '.join([*EXPORTS, 'parquet'])}", param_hint="--export"
         )
+    if parquet and parquet_problem():
+        raise click.BadParameter(str(parquet_problem()), param_hint="--export parquet")
     config = IndexConfig(
         video_root=Path(video_root), out_dir=Path(out_dir),
         annotations=Path(annotations) if annotations else None, split=split,
@@ -220,11 +231,12 @@ def index_cmd(video_root: str, out_dir: str, annotations: str | None, split: str
         err_console.print(f"{result.safe_links} video(s) with unsafe paths listed through safe-named symlinks")
     if result.errors:
         err_console.print(f"{result.errors} video(s) could not be probed: see status/reason in {result.manifest_path}")
-    from videoprep.stats import STATS_NAME, write_dataset_stats
-
     stats = write_dataset_stats(result.manifest_path, result.manifest_path.parent / STATS_NAME,
                                 failed=result.summary.get("failed"))
     err_console.print(_stats_table(stats, title=f"dataset statistics ({result.manifest_path.parent / STATS_NAME})"))
+    if parquet:
+        written = write_manifest_parquet(result.manifest_path, result.manifest_path.parent / PARQUET_NAME)
+        err_console.print(f"manifest as Parquet: {written}", markup=False)
     for path in result.lists.values():
         click.echo(str(path))
 

@@ -111,3 +111,25 @@ def test_a_file_that_is_not_a_manifest_is_one_line(tmp_path: Path, indexed: Path
     result = CliRunner().invoke(cli, ["compare", str(wrong), str(indexed)])
     assert result.exit_code == 1
     assert result.output.strip().splitlines()[-1].startswith(f"Error: {wrong}: not a videoprep manifest")
+
+
+def test_the_manifest_as_parquet_keeps_every_row_and_its_types(indexed: Path, tmp_path: Path):
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow", reason="the parquet extra is not installed")
+    root = indexed.parent / "videos"
+    out = tmp_path / "lists"
+    result = CliRunner().invoke(cli, ["index", str(root), "--out", str(out), "--export", "parquet,mmaction"])
+    assert result.exit_code == 0, result.output
+    table = pd.read_parquet(out / "manifest.parquet")
+    with open(out / "manifest.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert list(table["relpath"]) == [r["relpath"] for r in rows]
+    assert str(table["frames"].dtype) == "Int64" and table["frames"].isna().sum() == 1  # the empty file
+    assert table.loc[table["relpath"] == "train/abseiling/a1.mp4", "frames"].item() == 50
+    assert (out / "train_mmaction.txt").exists()
+
+
+def test_an_unknown_export_names_parquet_among_the_choices(tmp_path: Path):
+    result = CliRunner().invoke(cli, ["index", str(tmp_path), "--out", str(tmp_path / "o"), "--export", "feather"])
+    assert result.exit_code == 2
+    assert "mmaction, rawframes, slowfast, dali, parquet" in result.output
