@@ -3,6 +3,7 @@
 Each subcommand is one function; its docstring is its --help. Domain errors
 (videoprep.errors.VideoprepError) become one-line messages and exit 1.
 """
+# size: one function per subcommand with its options and messages; each calls the packages, which do the work.
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from rich.console import Console
 from train.config import PRESET_NAMES
 from videoprep.errors import OutputLocationError, VideoprepError
 from videoprep.progress import ProgressFn, log_lines, no_progress, rich_bar
+from videoprep.spelling import canonical_spellings, spelling_table
 
 # Heavy modules (torch, av, pandas and what imports them) are imported inside the commands
 # that use them: `videoprep --help` and no-op runs start fast.
@@ -45,7 +47,15 @@ class _LazyChoice(click.Choice):
 
 
 class _Group(click.Group):
-    """Click group that reports our own errors without a traceback."""
+    """Click group that reports our own errors without a traceback and takes either spelling of an option."""
+
+    def resolve_command(self, ctx: click.Context, args: list[str]):  # type: ignore[override]
+        """Rewrite `--seq_length` to `--seq-length` (or back) as the command declares it; help keeps one name."""
+        name, cmd, rest = super().resolve_command(ctx, args)
+        if cmd is not None:
+            table = spelling_table(opt for param in cmd.params for opt in (*param.opts, *param.secondary_opts))
+            rest = canonical_spellings(rest, table)
+        return name, cmd, rest
 
     def invoke(self, ctx: click.Context):  # type: ignore[override]
         try:
@@ -181,7 +191,7 @@ def _stage_kwargs(jobs, executor, address, shard, summary_json) -> dict:
 @click.option("--safe-dir", type=click.Path(file_okay=False),
               help="Where the safe-named symlink view goes (default: VIDEO_ROOT/_videoprep_safe).")
 @click.option("--export", "exports", default="",
-              help="Also write these list formats, comma-separated: mmaction, rawframes, slowfast, dali.")
+              help="Also write these list formats, comma-separated: mmaction, rawframes, slowfast, dali; parquet: manifest.parquet.")
 @click.option("--timeout", "timeout_s", type=click.FloatRange(min=0, min_open=True), default=60.0,
               show_default=True, help="Seconds one video may take to probe.")
 @click.option("--fresh", is_flag=True, help="Ignore the journal of earlier runs and probe every video again.")
@@ -200,13 +210,24 @@ def index_cmd(video_root: str, out_dir: str, annotations: str | None, split: str
     from rich.table import Table
 
     from videoprep.index import EXPORTS, IndexConfig, run_index
+    from videoprep.stats import (
+        PARQUET_NAME,
+        STATS_NAME,
+        parquet_problem,
+        write_dataset_stats,
+        write_manifest_parquet,
+    )
 
     chosen = tuple(e.strip() for e in exports.split(",") if e.strip())
+    parquet = "parquet" in chosen  # the whole manifest as Parquet (pandas + pyarrow), not a per-split list
+    chosen = tuple(e for e in chosen if e != "parquet")
     unknown = [e for e in chosen if e not in EXPORTS]
     if unknown:
         raise click.BadParameter(
-            f"{', '.join(unknown)}: supported values are {', '.join(EXPORTS)}", param_hint="--export"
+            f"{', '.join(unknown)}: supported values are {', '.join([*EXPORTS, 'parquet'])}", param_hint="--export"
         )
+    if parquet and parquet_problem():
+        raise click.BadParameter(str(parquet_problem()), param_hint="--export parquet")
     config = IndexConfig(
         video_root=Path(video_root), out_dir=Path(out_dir),
         annotations=Path(annotations) if annotations else None, split=split,
@@ -231,8 +252,28 @@ def index_cmd(video_root: str, out_dir: str, annotations: str | None, split: str
         err_console.print(f"{result.safe_links} video(s) with unsafe paths listed through safe-named symlinks")
     if result.errors:
         err_console.print(f"{result.errors} video(s) could not be probed: see status/reason in {result.manifest_path}")
+    stats = write_dataset_stats(result.manifest_path, result.manifest_path.parent / STATS_NAME,
+                                failed=result.summary.get("failed"))
+    err_console.print(_stats_table(stats, title=f"dataset statistics ({result.manifest_path.parent / STATS_NAME})"))
+    if parquet:
+        written = write_manifest_parquet(result.manifest_path, result.manifest_path.parent / PARQUET_NAME)
+        err_console.print(f"manifest as Parquet: {written}", markup=False)
     for path in result.lists.values():
         click.echo(str(path))
+
+
+def _stats_table(stats: dict, *, title: str):
+    """Per split: classes, clips per class (min / median / max), hours and GB of the listed clips."""
+    from rich.table import Table
+
+    table = Table(title=title)
+    for column in ("split", "listed", "classes", "clips/class min/med/max", "hours", "GB"):
+        table.add_column(column)
+    for name, split in [*stats["splits"].items(), ("all", stats["all"])]:
+        per = split["clips_per_class"]
+        table.add_row(name, str(split["listed"]), str(split["classes"]), f"{per['min']} / {per['median']:g} / {per['max']}",
+                      f"{split['duration_s']['total'] / 3600:.2f}", f"{split['size_bytes']['total'] / 1e9:.3f}")
+    return table
 
 
 @cli.command("validate")
@@ -697,6 +738,46 @@ def _verify_copy(copy: Path, *, jobs: int, list_max: int) -> None:
                       soft_wrap=True, highlight=False)
 
 
+@cli.command("compare")
+@click.argument("manifest_a", type=click.Path(exists=True, path_type=Path))
+@click.argument("manifest_b", type=click.Path(exists=True, path_type=Path))
+@click.option("--key", type=click.Choice(["relpath", "stem"]), default="relpath", show_default=True,
+              help="Match clips by path without extension, or by split and file name (flat copy vs class folders).")
+@click.option("--list", "list_max", type=click.IntRange(min=0), default=20, show_default=True,
+              help="At most this many clips printed per kind of difference (0: all).")
+@click.option("--report", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write the differences and both sides' statistics here as JSON.")
+def compare_cmd(manifest_a: Path, manifest_b: Path, key: str, list_max: int, report: Path | None) -> None:
+    """Compare two index manifests (manifest.csv, or the lists folder holding it); exit 1 when they differ.
+
+    Prints each side's statistics per split, then the clips only in A, only in B, and in both
+    with another label, frame count or status.
+    """
+    from videoprep.atomic import atomic_write_json
+    from videoprep.locations import check_output_file
+    from videoprep.stats import compare_manifests, manifest_path
+
+    if report is not None:
+        check_output_file(report, what="--report")
+    a, b = manifest_path(manifest_a), manifest_path(manifest_b)
+    diff = compare_manifests(a, b, key=key)  # type: ignore[arg-type]
+    err_console.print(_stats_table(diff.stats_a, title=f"A: {a}"))
+    err_console.print(_stats_table(diff.stats_b, title=f"B: {b}"))
+    kinds = (("only_a", [(k,) for k in diff.only_a]), ("only_b", [(k,) for k in diff.only_b]),
+             ("label", diff.label), ("frames", diff.frames), ("status", diff.status))
+    for kind, rows in kinds:
+        shown = rows if list_max == 0 else rows[:list_max]
+        for row in shown:
+            click.echo("\t".join([kind, *("" if v is None else f"{v:g}" if isinstance(v, float) else str(v) for v in row)]))
+        if len(rows) > len(shown):
+            click.echo(f"{kind}\t... and {len(rows) - len(shown)} more")
+    if report is not None:
+        atomic_write_json(report, diff.record())
+    if not diff.identical:
+        raise click.ClickException("the manifests differ: " + ", ".join(f"{len(rows)} {kind}" for kind, rows in kinds))
+    err_console.print("the manifests list the same clips with the same labels, frame counts and status", markup=False)
+
+
 # --- bench ---
 
 
@@ -874,7 +955,7 @@ def test_cmd(ctx: click.Context, preset: str | None, runner_args: tuple[str, ...
     own model (a flag that contradicts it is an error); official checkpoints need the model
     flags (--arch, --nonlocal_mod, --nltype, --k, --tk) and load strictly unless --non-strict.
     """
-    from train.test_models import run_test
+    from train.evaluate import run_test
 
     cfg = _runner_config(ctx, test=True, preset=preset, args=runner_args)
     run_test(cfg)

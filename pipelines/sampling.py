@@ -86,8 +86,6 @@ TEST_CROPS: tuple[int, ...] = (1, 3, 10)
 class TestView:
     """One test view of a video: which segment's frames and which crop of them."""
 
-    __test__ = False  # not a pytest test class despite the name
-
     segment: int
     crop: int
     indices: tuple[int, ...]
@@ -104,6 +102,3 @@ def test_views(
         sample_rate=sample_rate, mode="test",
     )
     return [TestView(s, c, tuple(idx)) for s, idx in enumerate(clips) for c in range(test_crops)]
-
-
-test_views.__test__ = False  # type: ignore[attr-defined]

@@ -16,7 +16,7 @@ from pipelines import transforms as T
 from pipelines.sampling import MODES, TEST_CROPS, Mode, clip_span
 
 if TYPE_CHECKING:
-    from pipelines.backends import VideoReader
+    from pipelines.reader import VideoReader
 
 # Bad videos tolerated whatever max_bad_fraction says (a tiny list must not stop on its first one).
 MIN_BAD_SAMPLES = 5

@@ -167,9 +167,6 @@ def test_views_for(
     raise ValueError(f"test_crops ({test_crops}) must be one of 1, 3, 10")
 
 
-test_views_for.__test__ = False  # type: ignore[attr-defined]
-
-
 # ---------------------------------------------------------------- whole-clip ops (torch)
 
 
@@ -256,9 +253,6 @@ def test_transform(
     (nh, nw), views = test_views_for(h, w, test_crops=test_crops, crop_size=crop_size, scale_size=scale_size)
     scaled = resize(clip, height=nh, width=nw)
     return torch.stack([apply_view(scaled, v) for v in views])
-
-
-test_transform.__test__ = False  # type: ignore[attr-defined]
 
 
 # ---------------------------------------------------------------- normalisation (training process)

@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from videoprep.spelling import canonical_spellings, spelling_table
 
 Backend = Literal["pyav", "lintel", "frames", "torchcodec", "dali"]
 BACKENDS: tuple[str, ...] = ("pyav", "lintel", "frames", "torchcodec", "dali")
@@ -160,8 +163,6 @@ class TrainConfig(RunnerConfig):
 class TestConfig(RunnerConfig):
     """Every setting of a test run (official names and defaults; ours after `# ours`)."""
 
-    __test__ = False  # not a pytest class
-
     test_list: str
     weights: str
     tsm: bool = False
@@ -243,8 +244,17 @@ def _add_shared_flags(p: argparse.ArgumentParser, *, seq_length: int, sample_rat
     return ours
 
 
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser that takes either spelling of every long flag (`--seq_length` or `--seq-length`)."""
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        table = spelling_table(name for action in self._actions for name in action.option_strings)
+        argv = sys.argv[1:] if args is None else args
+        return super().parse_known_args(canonical_spellings(list(argv), table), namespace)
+
+
 def _parser(module: str, description: str, *positional: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=f"python -m {module}", description=description)
+    p = _Parser(prog=f"python -m {module}", description=description)
     for name in positional:
         p.add_argument(name, type=str)
     return p

@@ -24,7 +24,7 @@ from videoprep.errors import PathError
 from videoprep.records import ListRecord, read_class_map, read_list
 
 CLASSES_FILE = "classes.txt"  # what `videoprep index` writes beside the lists
-# Video files without --backend or --read_mode: the fastest per-sample reader installed (README bench:
+# Video files without --backend or --read_mode: the fastest per-sample reader installed (docs/benchmarks.md:
 # pyav and lintel share one decode core; pyav seeks, lintel reads the whole file as the official code;
 # torchcodec measured 0.5-0.7x pyav's clips/s through build_loader on this machine).
 VIDEO_BACKEND = "pyav"

@@ -18,6 +18,7 @@ only its per-item function and its report. The engine:
 journals into a file of its own; a later plain run reads every shard's journal,
 so after all N shards it does no per-item work.
 """
+# size: the engine's parts (plan, lock, sweep, journal, shards, summary) share one run's state; split, they would pass it around.
 
 from __future__ import annotations
 
@@ -309,7 +310,7 @@ class StageRun:
     wall_s: float = 0.0
 
     def summary(self, failed: Mapping[str, int] | None = None) -> dict[str, Any]:
-        """The `--summary-json` record (keys in SUMMARY_KEYS; documented in the README)."""
+        """The `--summary-json` record (keys in SUMMARY_KEYS; documented in docs/commands.md)."""
         counts = failed if failed is not None else Counter(f.reason for f in self.failures)
         return {
             "stage": self.stage, "executor": self.options.executor,

@@ -73,11 +73,11 @@ CODECS: dict[str, CodecSpec] = {
 X264_PRESETS = (
     "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow",
 )
-# fastdecode (no CABAC, no deblocking): 2.7x the PyAV decode speed for 10% more bytes, see README
+# fastdecode (no CABAC, no deblocking): 2.7x the PyAV decode speed for 10% more bytes, see docs/benchmarks.md
 X264_TUNES = ("fastdecode", "film", "animation", "grain", "stillimage")
 # The tune each codec gets unless told otherwise. fastdecode (no CABAC, no deblocking)
 # won 1.61x clips/s with the pyav reader for 1.10x the bytes at the same PSNR on GOP 16
-# (benchmarks/bench_loaders.py; README "Benchmark the loaders"), past the 1.3x / +30% rule.
+# (benchmarks/bench_loaders.py; docs/benchmarks.md "Loaders"), past the 1.3x / +30% rule.
 DEFAULT_TUNES: dict[str, str] = {"h264": "fastdecode"}
 
 
@@ -245,7 +245,7 @@ def transcode_args(
             "crf": settings.crf if settings.crf is not None else spec.default_quality, "b:v": 0,
             "g": settings.gop, "keyint_min": settings.gop,
             # realtime at cpu-used 6: 3.6x the speed of `good`/5 for 12% more bytes (720p -> 256p,
-            # measured with benchmarks/bench_transcode.py's sources; README has the table)
+            # measured with benchmarks/bench_transcode.py's sources; docs/benchmarks.md has the table)
             "deadline": "realtime", "cpu-used": 6, "row-mt": 1,
         })
     else:  # mjpeg: every frame is a JPEG, so every frame is a keyframe

@@ -1,4 +1,4 @@
-"""Loader backends: one registry by name, what each needs, and the per-sample reader protocol.
+"""Loader backends: one registry by name and what each needs (the reader protocol: pipelines.reader).
 
 A *reader* backend (pyav, lintel, frames, torchcodec) turns (path, frame indices) into RGB
 frames inside the torch loader; a *loader* backend (dali) is a whole pipeline that takes the
@@ -15,7 +15,7 @@ import importlib.metadata
 import importlib.util
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -23,6 +23,7 @@ import torch
 # The decode error types are shared with the Lintel-compatible core, which every
 # PyAV-based reader uses: a FrameIndexError means "index past the real end".
 from pipelines.lintel import DecodeError, FrameIndexError
+from pipelines.reader import VideoReader
 from videoprep.errors import BackendError
 
 if TYPE_CHECKING:
@@ -46,19 +47,6 @@ __all__ = [
     "register_reader",
     "require_backend",
 ]
-
-
-@runtime_checkable
-class VideoReader(Protocol):
-    """Reads frames of one video (a file, or a frame directory) at given 0-based indices."""
-
-    def read(self, path: str, indices: Sequence[int]) -> np.ndarray:
-        """uint8 [len(indices), H, W, 3] RGB (a CUDA tensor when decoding there); any order, duplicates allowed.
-
-        Raises DecodeError (with the path) when the video cannot be decoded, and its
-        subclass FrameIndexError when an index is past the real last frame.
-        """
-        ...
 
 
 @dataclass(frozen=True)

@@ -1,13 +1,20 @@
-"""The issue's speed goals as data: which measure, against the fastest of which, what ratio is enough."""
+"""The speed goals as data: which measure, against the fastest of which, what ratio is enough.
+
+`evaluate` takes lookups (a measure's runs, an encoding's bytes per second), not the report, so
+the goals know nothing of how a report stores its figures.
+"""
 
 from __future__ import annotations
 
 import statistics
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from pipelines.bench.report import BenchReport
+# (encoding, kind, backend, workers) -> the timed runs of that measure in the view judged (empty: not measured)
+RunsLookup = Callable[[str, str, str, "int | None"], Sequence[float]]
+# encoding -> bytes of video per second of it (None: unknown)
+BytesLookup = Callable[[str], "float | None"]
 
 TORCHCODEC = ("peer:torchcodec", "peer:torchcodec_approx")
 LIMIT = ("limit:decode", "limit:decode_pil")  # the decode limit: the faster RGB decoder (PyAV or, for JPEG, PIL)
@@ -71,24 +78,23 @@ def _coords(ref: str) -> tuple[str, str, int | None]:
     return kind, backend, int(workers[0]) if workers else None
 
 
-def _median(report: BenchReport, encoding: str, view: str, ref: str) -> float | None:
-    m = report.find(encoding, view, *_coords(ref))
-    return statistics.median(m.runs) if m is not None and m.runs else None
+def _median(runs: RunsLookup, encoding: str, ref: str) -> float | None:
+    found = runs(encoding, *_coords(ref))
+    return statistics.median(found) if found else None
 
 
-def evaluate(report: BenchReport, goals: tuple[Goal, ...] = GOALS, *, view: str = "train") -> list[dict[str, Any]]:
+def evaluate(runs: RunsLookup, bytes_per_s: BytesLookup, goals: tuple[Goal, ...] = GOALS) -> list[dict[str, Any]]:
     """Each goal with its ratio of medians (None when this run lacks either side) and whether it is met."""
     out = []
     for goal in goals:
-        value = _median(report, goal.encoding, view, goal.measure)
+        value = _median(runs, goal.encoding, goal.measure)
         other = goal.against_encoding or goal.encoding
-        against = [v for ref in goal.against if (v := _median(report, other, view, ref))]
+        against = [v for ref in goal.against if (v := _median(runs, other, ref))]
         ratio = None if value is None or not against else value / max(against)
         row = {"goal": goal.name, "value": None if ratio is None else round(ratio, 3), "target": goal.target,
                "met": None if ratio is None else ratio >= goal.target, "detail": goal.detail}
         if goal.max_bytes_ratio is not None:
-            mine = report.encodings.get(goal.encoding, {}).get("bytes_per_s")
-            base = report.encodings.get(other, {}).get("bytes_per_s")
+            mine, base = bytes_per_s(goal.encoding), bytes_per_s(other)
             size = mine / base if mine and base else None
             row["bytes_ratio"] = None if size is None else round(size, 3)
             row["met"] = None if ratio is None or size is None else ratio >= goal.target and size <= goal.max_bytes_ratio

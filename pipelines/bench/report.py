@@ -104,9 +104,14 @@ class BenchReport:
             })
         return rows
 
-    def goals(self) -> list[dict[str, Any]]:
-        """The issue's performance goals, each with the figures that decide it (None when not measured)."""
-        return evaluate(self)
+    def goals(self, view: str = "train") -> list[dict[str, Any]]:
+        """The performance goals, judged on one view's figures (None when not measured)."""
+
+        def runs(encoding: str, kind: str, backend: str, workers: int | None) -> list[float]:
+            m = self.find(encoding, view, kind, backend, workers)
+            return list(m.runs) if m is not None else []
+
+        return evaluate(runs, lambda encoding: self.encodings.get(encoding, {}).get("bytes_per_s"))
 
     def peer_ratio(self, m: Measure) -> float | None:
         """Median clips/s over the faster torchcodec mode's median (same file set and view)."""

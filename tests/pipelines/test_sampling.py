@@ -7,7 +7,8 @@ import itertools
 import numpy as np
 import pytest
 
-from pipelines.sampling import clip_indices, clip_span, segment_starts, test_views
+from pipelines import sampling
+from pipelines.sampling import clip_indices, clip_span, segment_starts
 
 
 def reference(num_frames, num_segments, seq_length, sample_rate, mode, rng=None):
@@ -128,7 +129,7 @@ def test_eval_boundary_frame_count():
 
 
 def test_test_views_enumerate_segments_then_crops():
-    views = test_views(300, test_segments=10, test_crops=3, seq_length=8, sample_rate=8)
+    views = sampling.test_views(300, test_segments=10, test_crops=3, seq_length=8, sample_rate=8)
     assert len(views) == 30
     assert [(v.segment, v.crop) for v in views[:4]] == [(0, 0), (0, 1), (0, 2), (1, 0)]
     assert views[0].indices == views[2].indices == tuple(range(12, 12 + 57, 8))
@@ -153,4 +154,4 @@ def test_errors_name_the_parameter(kwargs, message):
 
 def test_test_views_reject_unknown_crop_count():
     with pytest.raises(ValueError, match="test_crops"):
-        test_views(100, test_segments=1, test_crops=5, seq_length=8, sample_rate=8)
+        sampling.test_views(100, test_segments=1, test_crops=5, seq_length=8, sample_rate=8)

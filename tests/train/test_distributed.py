@@ -16,9 +16,9 @@ from tests.train.conftest import TinyData, tiny_flags
 from train.checkpoint import checkpoint_path
 from train.config import parse_test_args, parse_train_args
 from train.distributed import DistContext, env_world, setup_distributed, split_batch_size
+from train.evaluate import run_test
 from train.logging_utils import read_metrics
 from train.main import run_training
-from train.test_models import run_test
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -8,13 +8,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 from click.testing import CliRunner
 
+from tests.races import signal_mid_run
 from tests.train.conftest import TinyData, tiny_flags
 from train.checkpoint import best_path, checkpoint_path
 from train.config import PRESETS, TEST_PRESETS, TrainConfig, parse_train_args, preset_argv
@@ -191,7 +191,7 @@ def test_official_checkpoint_resumes_at_its_epoch_and_tests(
     tiny_data: TinyData, trained_checkpoint: Path, tmp_path: Path
 ):
     from train.config import parse_test_args
-    from train.test_models import run_test
+    from train.evaluate import run_test
 
     official = official_layout(trained_checkpoint, tmp_path / "official.pth.tar")
     result, out = _run(tiny_flags(tiny_data, tmp_path) + ["--resume", str(official)])
@@ -264,13 +264,10 @@ def test_sigkilled_run_resumes_to_the_same_weights(tiny_data: TinyData, tmp_path
     proc = subprocess.Popen([sys.executable, "-m", "train.main", *argv], cwd=REPO, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ckpt = checkpoint_path(tmp_path / "b" / "ckpt", "c2d_resnet18")
-    deadline = time.monotonic() + 120
-    while not ckpt.exists() and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    status = signal_mid_run(proc, ckpt.exists, what="training killed after its first checkpoint", timeout_s=120)
+    assert status == -signal.SIGKILL
     done = _load(ckpt)["epoch"]
-    assert 1 <= done < 4, "the run finished before it could be killed"
+    assert 1 <= done < 4
     _run(argv + ["--resume", str(ckpt)])
     a = _load(checkpoint_path(tmp_path / "a" / "ckpt", "c2d_resnet18"))["state_dict"]
     b = _load(ckpt)["state_dict"]

@@ -15,11 +15,11 @@ from click.testing import CliRunner
 from tests.train.conftest import TinyData, TrainedRun, tiny_flags
 from train.config import build_test_parser, build_train_parser, parse_test_args, parse_train_args
 from train.data import inspect_lists
+from train.evaluate import run_test
 from train.logging_utils import read_metrics
 from train.main import run_training
 from train.models import build_model
 from train.runtime import RunnerConfigError
-from train.test_models import run_test
 from train.weights import CheckpointError
 from videoprep.errors import OutputLocationError
 

@@ -12,8 +12,8 @@ from click.testing import CliRunner
 
 from tests.train.conftest import TinyData
 from train.config import parse_test_args
+from train.evaluate import run_test, summarize, write_scores
 from train.runtime import RunnerConfigError
-from train.test_models import run_test, summarize, write_scores
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
 import time
@@ -11,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.races import signal_mid_run
 from tests.videoprep.helpers import live_pids, wait_until
 from videoprep.errors import VideoprepError
 from videoprep.executors import run_tasks
@@ -52,19 +52,14 @@ def test_timed_out_task_takes_its_ffmpeg_with_it():
     [result] = list(run_tasks(run_long_ffmpeg, [marker], jobs=1, timeout_s=1.5))
     assert not result.ok and "timed out after 1.5 s" in result.error
     assert time.monotonic() - started < 30
-    assert wait_until(lambda: not live_pids("ffmpeg", marker), timeout_s=5)
+    assert wait_until(lambda: not live_pids("ffmpeg", marker), timeout_s=30)
 
 
 def test_ffmpeg_dies_when_the_process_that_started_it_is_killed(tmp_path):
     marker = f"videoprep-test-{uuid.uuid4().hex}"
     script = f"from videoprep.ffmpeg import run_ffmpeg; run_ffmpeg({_long_ffmpeg_args(marker)!r}, target='x')"
     proc = subprocess.Popen([sys.executable, "-c", script], cwd=Path(__file__).resolve().parents[2])
-    try:
-        assert wait_until(lambda: bool(live_pids("ffmpeg", marker)), timeout_s=30), "ffmpeg did not start"
-        proc.send_signal(signal.SIGKILL)  # no Python cleanup runs: only the kernel can stop ffmpeg now
-        proc.wait(timeout=10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert wait_until(lambda: not live_pids("ffmpeg", marker), timeout_s=5)
+    # SIGKILL: no Python cleanup runs, only the kernel can stop ffmpeg now
+    signal_mid_run(proc, lambda: bool(live_pids("ffmpeg", marker)), what="the parent of a running ffmpeg killed",
+                   timeout_s=30, wait_s=10)
+    assert wait_until(lambda: not live_pids("ffmpeg", marker), timeout_s=30)

@@ -14,6 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from cli import cli
+from tests.races import signal_mid_run
 from videoprep.errors import VideoprepError
 from videoprep.index import JOURNAL_NAME, MANIFEST_COLUMNS, IndexConfig, read_manifest, run_index
 from videoprep.records import read_class_map, read_list
@@ -229,16 +230,9 @@ def test_kill_9_mid_run_then_rerun_finishes_the_rest(tmp_path):
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
-    deadline = time.monotonic() + 60
-    try:
-        while time.monotonic() < deadline and proc.poll() is None:
-            if journal.exists() and journal.read_bytes().count(b"\n") >= 40:
-                break
-            time.sleep(0.002)
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    status = signal_mid_run(proc, lambda: journal.exists() and journal.read_bytes().count(b"\n") >= 40,
+                            what="index killed after 40 of 800 probes", timeout_s=60, group=True)
+    assert status == -signal.SIGKILL
     assert not (out / "train.txt").exists()  # nothing looks finished
     done_before = sum(1 for line in journal.read_text().split("\n")[:-1] if line.endswith("}"))
     assert 40 <= done_before < total

@@ -16,6 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from cli import cli
+from tests.races import signal_mid_run
 from tests.videoprep.helpers import write_tree
 from videoprep.errors import VideoprepError
 from videoprep.ffmpeg import run_ffmpeg
@@ -267,15 +268,9 @@ def test_kill_9_mid_stage_then_a_rerun_loses_and_duplicates_nothing(stage, tmp_p
     journal = state / f"{stage}.jsonl"
     proc = subprocess.Popen([sys.executable, "-m", "cli", *stage_args(stage, src, out), "-j", "1"], cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 60
-        while proc.poll() is None and time.monotonic() < deadline and not (
-                journal.exists() and journal.stat().st_size > 0):
-            time.sleep(0.005)
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    status = signal_mid_run(proc, lambda: journal.exists() and journal.stat().st_size > 0,
+                            what=f"{stage} killed after its first journal flush", timeout_s=60, group=True)
+    assert status == -signal.SIGKILL
     kept = len(read_journal(journal))
     assert 0 < kept < total
     summary = summary_of(stage_args(stage, src, out), tmp_path / "rerun.json")

@@ -7,7 +7,6 @@ import math
 import signal
 import subprocess
 import sys
-import time
 from fractions import Fraction
 from pathlib import Path
 
@@ -17,7 +16,8 @@ import pytest
 from click.testing import CliRunner
 
 from cli import cli
-from tests.videoprep.helpers import live_pids, write_tree
+from tests.races import signal_mid_run
+from tests.videoprep.helpers import live_pids, wait_until, write_tree
 from tests.videoprep.httpfaults import make_kinetics_folder
 from videoprep.errors import VideoprepError
 from videoprep.ffmpeg import run_ffmpeg
@@ -326,24 +326,11 @@ def test_interrupted_run_leaves_no_ffmpeg_and_no_partial_output_then_resumes(tmp
     cmd = [sys.executable, "-m", "cli", "transcode", str(src), str(dst), "-j", "2", "--short-side", "120",
            "--preset", "veryslow", "--no-index"]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 60
-        while not live_pids("ffmpeg", str(dst)):
-            assert proc.poll() is None, proc.stderr.read().decode()
-            assert time.monotonic() < deadline, "no ffmpeg started"
-            time.sleep(0.01)
-        proc.send_signal(sig)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode != 0
-    deadline = time.monotonic() + 5  # after SIGKILL, orphaned pool workers take a moment to unwind
-    while live_pids(str(dst)) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert live_pids("ffmpeg", str(dst)) == []
-    assert live_pids(str(dst)) == []  # pool workers are gone too
+    signal_mid_run(proc, lambda: bool(live_pids("ffmpeg", str(dst))), what="transcode stopped while ffmpeg runs",
+                   timeout_s=60, sig=sig)
+    # after SIGKILL, orphaned pool workers take a moment to unwind (a generous deadline: a loaded machine)
+    assert wait_until(lambda: not live_pids(str(dst)), timeout_s=30), live_pids(str(dst))
+    assert live_pids("ffmpeg", str(dst)) == []  # pool workers and ffmpeg are gone
 
     finished = [p for p in dst.rglob("*.mp4") if not p.name.startswith(".")]
     for path in finished:  # anything with a final name is a whole, verified video
