@@ -8,7 +8,7 @@
 """
 
 from videoprep.validate.check import VideoCheck, check_video, is_420
-from videoprep.validate.containers import container_findings
+from videoprep.validate.containers import Integrity, check_integrity, container_findings, require_intact
 from videoprep.validate.decodecheck import SpanDecoder, decode_all_findings, quick_findings
 from videoprep.validate.reasons import (
     FIXABLE,
@@ -40,11 +40,13 @@ __all__ = [
     "BadVideo",
     "Finding",
     "FindingClass",
+    "Integrity",
     "Reason",
     "SpanDecoder",
     "ValidateConfig",
     "ValidateResult",
     "VideoCheck",
+    "check_integrity",
     "check_video",
     "classes_without_usable",
     "container_findings",
@@ -53,6 +55,7 @@ __all__ = [
     "is_420",
     "parse_reasons",
     "quick_findings",
+    "require_intact",
     "run_validate",
     "write_report",
 ]

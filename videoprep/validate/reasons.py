@@ -11,6 +11,7 @@ Reason = Literal[
     "empty",
     "moov_missing",
     "truncated",
+    "damaged",
     "unreadable",
     "no_video_stream",
     "check_failed",
@@ -26,6 +27,7 @@ REASONS: dict[str, str] = {
     "empty": "0-byte file",
     "moov_missing": "MP4/MOV without its moov atom (download cut short)",
     "truncated": "file ends before its container says it does",
+    "damaged": "the container's structure is broken (sizes, index or sync that cannot be right)",
     "unreadable": "cannot be opened or demuxed",
     "no_video_stream": "no video stream (audio-only or other)",
     "check_failed": "the check itself timed out or its worker died",
@@ -38,10 +40,13 @@ REASONS: dict[str, str] = {
 }
 # What a finding means for the video: unusable as it is, fixed by `transcode`, or too short to train on.
 UNUSABLE = frozenset(
-    {"empty", "moov_missing", "truncated", "unreadable", "no_video_stream", "check_failed", "undecodable", "missing"}
+    {"empty", "moov_missing", "truncated", "damaged", "unreadable", "no_video_stream", "check_failed", "undecodable", "missing"}
 )
 FIXABLE = frozenset({"variable_frame_rate", "not_420", "odd_dimensions"})
 FindingClass = Literal["unusable", "fixable", "too_short"]
+# The integrity check's verdict classes, and what one container parser finds: (verdict, reason, message).
+Verdict = Literal["intact", "truncated", "damaged"]
+Problem = tuple[Verdict, str, str] | None
 
 
 def finding_class(reason: str) -> FindingClass:

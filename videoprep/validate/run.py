@@ -40,6 +40,7 @@ from videoprep.progress import ProgressFn, no_progress
 from videoprep.stage import STATE_DIR, Item, StageOptions, StageSpec, run_stage, write_summary
 from videoprep.stage import Failure as StageFailure
 from videoprep.validate.check import check_video
+from videoprep.validate.containers import CHECK_VERSION
 from videoprep.validate.reasons import REASONS, UNUSABLE, Finding, FindingClass, Reason, finding_class
 
 log = logging.getLogger(__name__)
@@ -153,7 +154,7 @@ def run_validate(config: ValidateConfig, *, on_progress: ProgressFn | None = Non
         seed=config.seed,
     )
     settings = {"full": config.full, "min_frames": config.min_frames, "sample_frames": config.sample_frames,
-                "seed": config.seed}
+                "seed": config.seed, "check": CHECK_VERSION}
     items = [Item(key=v.relpath, stamp={**_stat_stamp(root / v.relpath), **settings}, task=str(root / v.relpath))
              for v in layout.videos]
     spec = StageSpec("validate", check, config.timeout_s, record=lambda item, value: asdict(value),
