@@ -38,6 +38,10 @@ class ProbeError(PathError):
     """A video that cannot be opened or demuxed."""
 
 
+class NoVideoStreamError(ProbeError):
+    """A file that opens but holds no video stream (audio only, subtitles, data)."""
+
+
 class IntegrityError(PathError):
     """A file that the integrity check refuses, from its container's own structure."""
 

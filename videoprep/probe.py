@@ -10,7 +10,7 @@ from typing import Any
 
 import av
 
-from videoprep.errors import ProbeError
+from videoprep.errors import NoVideoStreamError, ProbeError
 
 # Relative spread of frame durations tolerated before a stream counts as variable rate
 # (container timestamps are rounded to the time base, so exact equality is too strict).
@@ -123,7 +123,7 @@ def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
         raise ProbeError(path, f"cannot open: {ffmpeg_reason(exc)}") from None
     try:
         if not container.streams.video:
-            raise ProbeError(path, "no video stream")
+            raise NoVideoStreamError(path, "no video stream")
         stream = container.streams.video[0]
         tally = PacketTally()
         try:

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 
 import av
 
-from videoprep.errors import ProbeError
+from videoprep.errors import NoVideoStreamError, ProbeError
 from videoprep.validate.containers import container_findings
-from videoprep.validate.decodecheck import NO_VIDEO, read_and_decode
+from videoprep.validate.decodecheck import read_and_decode
 from videoprep.validate.reasons import Finding
 
 _MAX_HELD_BYTES = 1 << 30  # larger files are decoded in full as they are read (bounded memory)
@@ -65,7 +65,7 @@ def check_video(
 
 def _probe_finding(path: str, exc: ProbeError) -> Finding:
     """Classify a probe failure: a readable container without video, or an unreadable file."""
-    if exc.reason == NO_VIDEO:
+    if isinstance(exc, NoVideoStreamError):
         try:
             with av.open(path, metadata_errors="ignore") as container:
                 kinds = sorted({s.type for s in container.streams}) or ["none"]

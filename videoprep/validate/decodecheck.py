@@ -8,12 +8,10 @@ from collections.abc import Iterable
 
 import av
 
-from videoprep.errors import ProbeError
+from videoprep.errors import NoVideoStreamError, ProbeError
 from videoprep.h264 import h264_is_nonref, h264_nal_length_size
 from videoprep.probe import PacketTally, VideoInfo, ffmpeg_reason
 from videoprep.validate.reasons import Finding
-
-NO_VIDEO = "no video stream"
 
 
 def read_and_decode(
@@ -29,7 +27,7 @@ def read_and_decode(
         raise ProbeError(path, f"cannot open: {ffmpeg_reason(exc)}") from None
     with container:
         if not container.streams.video:
-            raise ProbeError(path, NO_VIDEO)
+            raise NoVideoStreamError(path, "no video stream")
         stream = container.streams.video[0]
         ctx = stream.codec_context
         # Damaged bitstreams are reported instead of concealed; pixels are never looked at, so the
