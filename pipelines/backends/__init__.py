@@ -22,7 +22,7 @@ import torch
 
 # The decode error types are shared with the Lintel-compatible core, which every
 # PyAV-based reader uses: a FrameIndexError means "index past the real end".
-from pipelines.lintel import DecodeError, FrameIndexError
+from videoprep.decode import DecodeError, FrameIndexError
 from videoprep.errors import BackendError
 
 if TYPE_CHECKING:

@@ -8,8 +8,8 @@ from collections.abc import Iterable
 
 import av
 
+from videoprep.decode import nonref_skipper
 from videoprep.errors import NoVideoStreamError, ProbeError
-from videoprep.h264 import h264_is_nonref, h264_nal_length_size
 from videoprep.probe import PacketTally, VideoInfo, ffmpeg_reason
 from videoprep.validate.reasons import Finding
 
@@ -128,7 +128,7 @@ class SpanDecoder:
     def __init__(self, ctx: av.CodecContext, packets: list[av.Packet]) -> None:
         self.ctx, self.packets = ctx, packets
         self.keyframes = [i for i, p in enumerate(packets) if p.is_keyframe] or [0]
-        self.length_size = h264_nal_length_size(ctx.extradata) if ctx.name == "h264" else None
+        self.skip = nonref_skipper(ctx)  # the decode core's rule; None unless length-prefixed H.264
         self._gap_ctx: av.CodecContext | None = None
         self.wanted: dict[int, int] = {}
         self.seen: set[int] = set()
@@ -144,7 +144,7 @@ class SpanDecoder:
             if end <= fed or target in self.seen:
                 continue  # fed already; the frame comes out when later packets or the drain push it
             keyframe = self.keyframes[bisect.bisect_right(self.keyframes, end) - 1]
-            if (self.length_size is not None and end - max(keyframe, fed) > self.window
+            if (self.skip is not None and end - max(keyframe, fed) > self.window
                     and self._short_span(keyframe, end, target)):
                 continue
             if keyframe > fed + 1:  # a new span: push out what the last one holds, then start afresh
@@ -183,8 +183,7 @@ class SpanDecoder:
         try:
             for number in numbers:
                 packet = self.packets[number]
-                if (self.length_size is not None and packet.pts not in self.wanted
-                        and h264_is_nonref(packet, length_size=self.length_size)):
+                if self.skip is not None and packet.pts not in self.wanted and self.skip(packet):
                     continue  # nobody wants it and no frame refers to it
                 self._note(ctx.decode(packet))
         except av.error.FFmpegError as exc:
