@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -138,15 +139,15 @@ def _idx1_problem(data: mmap.mmap, movi: tuple[int, int], start: int, length: in
     if not entries:
         return None
     first_id, first_offset = bytes(data[start : start + 4]), _u32le(data, start + 8)
+    expected = {first_id, b"LIST"} if first_id == b"rec " else {first_id}  # a 'rec ' entry names its LIST
     base = movi[0]  # the 'movi' tag: the usual origin of idx1 offsets
-    if data[base + first_offset : base + first_offset + 4] != first_id:
+    if data[base + first_offset : base + first_offset + 4] not in expected:
         base = 0  # some writers use file offsets
-        if data[first_offset : first_offset + 4] != first_id:
+        if data[first_offset : first_offset + 4] not in expected:
             return ("damaged", "damaged", f"idx1 entry 0 ({first_id.decode('latin-1')!r} at {first_offset}) does "
                     "not point at its chunk")
-    for n in range(entries):
-        at = start + 16 * n
-        chunk, chunk_size = base + _u32le(data, at + 8), _u32le(data, at + 12)
+    for n, (_, _, offset, chunk_size) in enumerate(struct.iter_unpack("<4sIII", data[start : start + 16 * entries])):
+        chunk = base + offset
         if chunk + 8 + chunk_size > movi[1]:
             return ("damaged", "damaged", f"idx1 entry {n} names {chunk_size} bytes at offset {chunk}, past the "
                     f"end of the movi list at {movi[1]}")
