@@ -51,7 +51,7 @@ class TruncatedError(IntegrityError):
 
 
 class DamagedError(IntegrityError):
-    """A file whose container structure cannot be right (a size, index entry or sync byte that is wrong)."""
+    """A file whose container structure cannot be read on (a box or element size, a lost stream sync)."""
 
 
 class FFmpegError(PathError):

@@ -49,13 +49,18 @@ def cut(source: Path, target: Path, size: int) -> Path:
     return target
 
 
-def damage_idx1(source: Path, target: Path) -> Path:
-    """A copy whose idx1 names a chunk far past the movi list (the size field of its third entry)."""
+def patched(source: Path, target: Path, at: int, value: bytes) -> Path:
+    """A copy of `source` with `value` written at offset `at` (negative: from the end)."""
     data = bytearray(source.read_bytes())
-    entry = data.rindex(b"idx1") + 8 + 2 * 16
-    data[entry + 12 : entry + 16] = (1 << 30).to_bytes(4, "little")
+    at = at % len(data)
+    data[at : at + len(value)] = value
     target.write_bytes(bytes(data))
     return target
+
+
+def idx1_entry(path: Path, n: int) -> int:
+    """The offset of entry `n` of an AVI's idx1."""
+    return path.read_bytes().rindex(b"idx1") + 8 + 16 * n
 
 
 @pytest.fixture(scope="module")
@@ -69,13 +74,15 @@ def files(tmp_path_factory) -> dict[str, Path]:
     for name in ("vfr.avi", "vp9.webm", "program.mpg"):
         size = out[name].stat().st_size
         out[f"cut_{name}"] = cut(out[name], root / f"cut_{name}", size * 2 // 3)
-    ts = out["stream.ts"]
+    ts, mpg, avi = out["stream.ts"], out["program.mpg"], out["vfr.avi"]
     out["cut_stream.ts"] = cut(ts, root / "cut_stream.ts", ts.stat().st_size - 100)  # ends inside a packet
-    lost = bytearray(ts.read_bytes())
-    lost[188 * 5] = 0
-    (root / "lost_sync.ts").write_bytes(bytes(lost))
-    out["lost_sync.ts"] = root / "lost_sync.ts"
-    out["damaged_idx1.avi"] = damage_idx1(out["vfr.avi"], root / "damaged_idx1.avi")
+    out["lost_sync.ts"] = patched(ts, root / "lost_sync.ts", 188 * 5, b"\0")
+    middle_pack = mpg.read_bytes().index(b"\0\0\1\xba", mpg.stat().st_size // 2)
+    out["lost_sync.mpg"] = patched(mpg, root / "lost_sync.mpg", middle_pack, b"\xff\xff\xff\xff")
+    # an idx1 entry naming bytes past the end of the file, and one naming the wrong place inside it
+    past_end = idx1_entry(avi, 2) + 12
+    out["idx1_past_end.avi"] = patched(avi, root / "idx1_past_end.avi", past_end, (1 << 30).to_bytes(4, "little"))
+    out["idx1_wrong_offset.avi"] = patched(avi, root / "idx1_wrong_offset.avi", idx1_entry(avi, 3) + 8, b"\0\0")
     return out
 
 
@@ -87,7 +94,8 @@ EXPECTED = {
     "cut_program.mpg": ("truncated", "truncated"),
     "cut_stream.ts": ("truncated", "truncated"),
     "lost_sync.ts": ("damaged", "damaged"),
-    "damaged_idx1.avi": ("damaged", "damaged"),
+    "lost_sync.mpg": ("damaged", "damaged"),
+    "idx1_past_end.avi": ("truncated", "truncated"),
 }
 
 
@@ -99,18 +107,30 @@ def test_each_container_gets_its_verdict_from_its_structure(files):
         assert integrity.container, name  # every one of these containers is checked
     with pytest.raises(TruncatedError, match="cut_vfr.avi: truncated: RIFF chunk"):
         require_intact(files["cut_vfr.avi"])
-    with pytest.raises(DamagedError, match="damaged_idx1.avi: damaged: idx1 entry 2"):
-        require_intact(files["damaged_idx1.avi"])
+    with pytest.raises(TruncatedError, match="idx1_past_end.avi: truncated: idx1 entry 2 names 1073741824 bytes"):
+        require_intact(files["idx1_past_end.avi"])
+    with pytest.raises(DamagedError, match="lost_sync.mpg: damaged: program stream loses sync at offset"):
+        require_intact(files["lost_sync.mpg"])
+
+
+def decoded_frames(path: Path) -> tuple[int, int]:
+    """(frames the container declares, frames a full decode yields)."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        return stream.frames, sum(1 for _ in container.decode(stream))
 
 
 def test_a_declared_frame_count_above_the_packets_is_not_a_refusal(files):
     """The AVI declares every slot of its variable frame rate; only 30 hold a frame, and all decode."""
-    with av.open(str(files["vfr.avi"])) as container:
-        stream = container.streams.video[0]
-        decoded = sum(1 for _ in container.decode(stream))
-        declared = stream.frames
+    declared, decoded = decoded_frames(files["vfr.avi"])
     assert declared > decoded == 30
     assert check_integrity(files["vfr.avi"]).intact
+
+
+def test_an_index_wrong_inside_the_file_is_not_a_refusal(files):
+    """idx1 naming the wrong place: the chunks still hold every frame, and the decoder reads them all."""
+    assert decoded_frames(files["idx1_wrong_offset.avi"]) == decoded_frames(files["vfr.avi"])
+    assert check_integrity(files["idx1_wrong_offset.avi"]).intact
 
 
 def test_failures_are_classified_by_type_through_one_table():
@@ -169,6 +189,6 @@ def test_validate_index_transcode_and_frames_give_each_file_the_same_verdict(fil
     for stage in ("transcode", "frames"):
         assert _refused_by(stage, tmp_path / stage, tree) == classes, stage
     summary = json.loads((tmp_path / "index" / "summary.json").read_text())
-    assert summary["failed"] == {"truncated": 5, "damaged": 1}
+    assert summary["failed"] == {"truncated": 6, "damaged": 1}
     listed = {Path(r["relpath"]).name: r for r in read_manifest(tmp_path / "index" / "manifest.csv")}
     assert listed["vfr.avi"]["status"] == "ok" and int(listed["vfr.avi"]["frames"]) == 30

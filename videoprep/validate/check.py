@@ -41,7 +41,10 @@ def check_video(
         return VideoCheck([Finding("unreadable", f"cannot stat: {exc.strerror}")])
     if size == 0:
         return VideoCheck([Finding("empty", "0 bytes")])
-    findings = container_findings(path)
+    try:
+        findings = container_findings(path)
+    except OSError as exc:
+        return VideoCheck([Finding("unreadable", f"cannot read: {exc.strerror}")])
     if any(f.reason == "moov_missing" for f in findings):
         return VideoCheck(findings)  # nothing is readable without the moov atom
     # Past this size the packets are not held in memory for the quick check: decode as they come.

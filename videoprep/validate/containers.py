@@ -105,7 +105,11 @@ def _u32le(data: mmap.mmap, at: int) -> int:
 
 
 def _avi_problem(data: mmap.mmap) -> Problem:
-    """RIFF chunks (AVI, then AVIX past 1 GB) within the file, their lists within them, idx1 entries on data."""
+    """RIFF chunks (AVI, then AVIX past 1 GB) and the chunks in them end inside the file; so do idx1's entries.
+
+    AVI can only prove a file cut short: a chunk that runs past its RIFF chunk but not past the
+    file is a writer's slip that demuxers read through, so the walk of that RIFF chunk just stops.
+    """
     size, offset, movi = len(data), 0, None
     idx1: tuple[int, int] | None = None
     while offset + 12 <= size and data[offset : offset + 4] == b"RIFF":
@@ -117,25 +121,30 @@ def _avi_problem(data: mmap.mmap) -> Problem:
         pos = offset + 12
         while pos + 8 <= end:
             tag, length = bytes(data[pos : pos + 4]), _u32le(data, pos + 4)
+            if pos + 8 + length > size:
+                return ("truncated", "truncated", f"chunk {tag.decode('latin-1')!r} at offset {pos} declares "
+                        f"{length} bytes; the file ends {pos + 8 + length - size} bytes short")
             if pos + 8 + length > end:
-                return ("damaged", "damaged", f"chunk {tag.decode('latin-1')!r} at offset {pos} declares {length} "
-                        f"bytes, past the end of its RIFF chunk at {end}")
+                break
             if tag == b"LIST" and data[pos + 8 : pos + 12] == b"movi" and movi is None:
                 movi = (pos + 8, pos + 8 + length)
             elif tag == b"idx1":
                 idx1 = (pos + 8, length)
             pos += 8 + length + (length & 1)
         offset = end + (declared & 1)
-    if offset == 0:
-        return ("damaged", "damaged", "RIFF header is damaged")
     if idx1 is None or movi is None:
         return None  # no legacy index (OpenDML or none): the chunk sizes are the whole story
     return _idx1_problem(data, movi, *idx1)
 
 
 def _idx1_problem(data: mmap.mmap, movi: tuple[int, int], start: int, length: int) -> Problem:
-    """Every idx1 entry (id, flags, offset, size) names a chunk inside movi; offsets are movi- or file-relative."""
-    entries = length // 16
+    """An idx1 entry (id, flags, offset, size) that names bytes past the end of the file: cut short.
+
+    Offsets count from the 'movi' tag or from the file's start, as the first entry shows. An
+    index that is wrong inside the file is not a refusal: the chunks hold the data, and
+    demuxers (and our readers) check an entry before they trust it.
+    """
+    entries, size = length // 16, len(data)
     if not entries:
         return None
     first_id, first_offset = bytes(data[start : start + 4]), _u32le(data, start + 8)
@@ -144,13 +153,11 @@ def _idx1_problem(data: mmap.mmap, movi: tuple[int, int], start: int, length: in
     if data[base + first_offset : base + first_offset + 4] not in expected:
         base = 0  # some writers use file offsets
         if data[first_offset : first_offset + 4] not in expected:
-            return ("damaged", "damaged", f"idx1 entry 0 ({first_id.decode('latin-1')!r} at {first_offset}) does "
-                    "not point at its chunk")
+            return None  # an index that names no chunk we can find: nothing it says can be checked
     for n, (_, _, offset, chunk_size) in enumerate(struct.iter_unpack("<4sIII", data[start : start + 16 * entries])):
-        chunk = base + offset
-        if chunk + 8 + chunk_size > movi[1]:
-            return ("damaged", "damaged", f"idx1 entry {n} names {chunk_size} bytes at offset {chunk}, past the "
-                    f"end of the movi list at {movi[1]}")
+        if base + offset + 8 + chunk_size > size:
+            return ("truncated", "truncated", f"idx1 entry {n} names {chunk_size} bytes at offset {base + offset}; "
+                    f"the file ends {base + offset + 8 + chunk_size - size} bytes short")
     return None
 
 

@@ -27,7 +27,7 @@ REASONS: dict[str, str] = {
     "empty": "0-byte file",
     "moov_missing": "MP4/MOV without its moov atom (download cut short)",
     "truncated": "file ends before its container says it does",
-    "damaged": "the container's structure is broken (sizes, index or sync that cannot be right)",
+    "damaged": "the container's structure cannot be read on (box or element sizes, stream sync)",
     "unreadable": "cannot be opened or demuxed",
     "no_video_stream": "no video stream (audio-only or other)",
     "check_failed": "the check itself timed out or its worker died",
