@@ -16,7 +16,7 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from videoprep.errors import DamagedError, TruncatedError
+from videoprep.errors import DamagedError, ProbeError, TruncatedError
 from videoprep.validate.boxes import mp4_problem
 from videoprep.validate.ebml import matroska_problem
 from videoprep.validate.reasons import Finding, Problem, Verdict
@@ -69,11 +69,14 @@ def check_integrity(path: str | os.PathLike[str]) -> Integrity:
 
 
 def require_intact(path: str | os.PathLike[str]) -> None:
-    """The check index, transcode and frames run first: TruncatedError / DamagedError unless intact."""
+    """The check index, transcode and frames run first: TruncatedError / DamagedError unless intact.
+
+    ProbeError (unreadable) when the file cannot be read at all.
+    """
     try:
         integrity = check_integrity(path)
     except OSError as exc:
-        raise DamagedError(path, f"cannot read: {exc.strerror}") from None
+        raise ProbeError(path, f"cannot read: {exc.strerror}") from None
     integrity.require(path)
 
 
