@@ -25,6 +25,7 @@ CHECK_VERSION = 2  # bumped when a verdict rule changes: journaled verdicts of a
 _MP4_TOP_BOXES = {b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide", b"pnot", b"uuid", b"styp"}
 _EBML_MAGIC = b"\x1a\x45\xdf\xa3"
 _TS_SYNC = 0x47
+_ZEROS = bytes(1 << 20)
 
 
 @dataclass(frozen=True)
@@ -186,7 +187,7 @@ def _ps_problem(data: mmap.mmap) -> Problem:
     size, pos = len(data), 0
     while pos + 4 <= size:
         if data[pos : pos + 3] != b"\x00\x00\x01":
-            if not data[pos:].strip(b"\x00"):
+            if _zeros_only(data, pos):
                 return None  # zero padding after the last pack
             return ("damaged", "damaged", f"program stream loses sync at offset {pos}")
         code = data[pos + 3]
@@ -207,6 +208,12 @@ def _ps_problem(data: mmap.mmap) -> Problem:
             return ("truncated", "truncated", f"the packet at offset {pos} declares {length} bytes; the file ends "
                     f"{pos + length - size} bytes short")
         pos += length
-    if pos < size and data[pos:].strip(b"\x00"):
+    if not _zeros_only(data, pos):
         return ("truncated", "truncated", f"the file ends inside a packet header at offset {pos}")
     return None
+
+
+def _zeros_only(data: mmap.mmap, start: int) -> bool:
+    """True when every byte from `start` on is zero (compared a MiB at a time, never copied whole)."""
+    step = len(_ZEROS)
+    return all(data[at : at + step] == _ZEROS[: len(data) - at] for at in range(start, len(data), step))
