@@ -8,7 +8,7 @@ from collections.abc import Iterable
 
 import av
 
-from videoprep.decode import nonref_skipper
+from videoprep.decode import Unplaceable, frames_at, nonref_skipper
 from videoprep.errors import NoVideoStreamError, ProbeError
 from videoprep.probe import PacketTally, VideoInfo, ffmpeg_reason
 from videoprep.validate.reasons import Finding
@@ -110,17 +110,19 @@ def quick_findings(
 
 
 class SpanDecoder:
-    """Decodes the spans that lead to the wanted frames, walking the packets once in decode order.
+    """Decodes the spans that lead to the wanted frames, on the decode core's `frames_at`.
 
-    Wanted frames that share a GOP share one forward pass from its keyframe. H.264 packets
-    that no frame refers to and nobody wants are left out (h264_is_nonref). A wanted H.264
-    frame more than `window` packets past its keyframe (and past what was decoded already)
-    is first tried alone: a second decoder is given the keyframe, then the `window` packets
-    before the frame. It conceals the references it skipped; what is checked is that every
-    packet of the short span decodes. With B-frames, strict error detection would reject the
-    gap (reference lists name skipped frames), so there that decoder only fails on damaged
-    data (CABAC catches most damage; CAVLC streams rarely have B-frames). If it fails, or the
-    frame does not come out, the whole span from the keyframe decides, strictly.
+    Wanted frames that share a GOP share one forward pass from its keyframe, and the pass
+    jumps to the next wanted frame's keyframe when one lies ahead; H.264 packets that no
+    frame refers to and nobody wants are left out (the core's `nonref_skipper`). A damaged
+    packet costs the frame being decoded; the others are decoded on from their keyframes.
+    A wanted H.264 frame more than `window` packets past its keyframe (and past what the
+    pass decodes anyway) is first tried alone: a second decoder is given the keyframe, then
+    the `window` packets before the frame. It conceals the references it skipped; what is
+    checked is that every packet of the short span decodes. With B-frames, strict error
+    detection would reject the gap (reference lists name skipped frames), so there that
+    decoder only fails on damaged data (CABAC catches most damage; CAVLC streams rarely
+    have B-frames). If it fails, or the frame does not come out, the pass decides, strictly.
     """
 
     window = 12
@@ -128,40 +130,47 @@ class SpanDecoder:
     def __init__(self, ctx: av.CodecContext, packets: list[av.Packet]) -> None:
         self.ctx, self.packets = ctx, packets
         self.keyframes = [i for i, p in enumerate(packets) if p.is_keyframe] or [0]
-        self.skip = nonref_skipper(ctx)  # the decode core's rule; None unless length-prefixed H.264
+        self.skip = nonref_skipper(ctx)  # None unless length-prefixed H.264
         self._gap_ctx: av.CodecContext | None = None
         self.wanted: dict[int, int] = {}
         self.seen: set[int] = set()
 
     def check(self, wanted: dict[int, int]) -> list[Finding]:
         """Findings for the wanted frames (pts -> frame number) that fail to decode or never come out."""
-        index = {p.pts: i for i, p in enumerate(self.packets) if not p.is_discard}
         self.wanted, self.seen = wanted, set()
+        self._short_spans()
         errors: dict[int, str] = {}
-        fed = -1  # the last packet fed to the strict decoder since it was last reset
-        for target in sorted(wanted, key=index.__getitem__):
-            end = index[target]
-            if end <= fed or target in self.seen:
-                continue  # fed already; the frame comes out when later packets or the drain push it
-            keyframe = self.keyframes[bisect.bisect_right(self.keyframes, end) - 1]
-            if (self.skip is not None and end - max(keyframe, fed) > self.window
-                    and self._short_span(keyframe, end, target)):
-                continue
-            if keyframe > fed + 1:  # a new span: push out what the last one holds, then start afresh
-                self._lose(errors, self._drain(self.ctx), index, upto=fed)
-                fed = keyframe - 1
-            error = self._feed(self.ctx, range(fed + 1, end + 1))
-            fed = end
-            if error:
-                errors[target] = error
+        strict = sorted(t for t in wanted if t not in self.seen)
+        while strict:
+            try:
+                for _, frame in frames_at(self.ctx, self.packets, strict, skip=self.skip):
+                    self._note([frame])
+                strict = []
+            except (av.error.FFmpegError, Unplaceable) as exc:
+                lost = next(t for t in strict if t not in self.seen)  # the frame being decoded
+                errors[lost] = ffmpeg_reason(exc) if isinstance(exc, av.error.FFmpegError) else str(exc)
+                strict = [t for t in strict if t not in self.seen and t != lost]
+            finally:
                 self.ctx.flush_buffers()
-                fed = -1  # the next wanted frame starts its own span
-        self._lose(errors, self._drain(self.ctx), index, upto=len(self.packets))
         return [
             Finding("undecodable", f"frame {wanted[pts]}: {errors.get(pts, 'not reached before the end of the stream')}")
             for pts in sorted(wanted, key=wanted.__getitem__)
             if pts not in self.seen
         ]
+
+    def _short_spans(self) -> None:
+        """Try each far H.264 frame alone on the gap decoder first; those that come out need no strict pass."""
+        if self.skip is None:
+            return
+        index = {p.pts: i for i, p in enumerate(self.packets) if not p.is_discard}
+        passed = -1  # the last packet the strict pass will decode before the next wanted frame
+        for target in sorted(self.wanted, key=index.__getitem__):
+            end = index[target]
+            if end <= passed or target in self.seen:
+                continue
+            keyframe = self.keyframes[bisect.bisect_right(self.keyframes, end) - 1]
+            if not (end - max(keyframe, passed) > self.window and self._short_span(keyframe, end, target)):
+                passed = end
 
     def _short_span(self, keyframe: int, end: int, target: int) -> bool:
         """Decode the keyframe and the `window` packets up to `end` on the gap decoder; True if all went well."""
@@ -199,11 +208,6 @@ class SpanDecoder:
         finally:
             ctx.flush_buffers()
         return ""
-
-    def _lose(self, errors: dict[int, str], error: str, index: dict[int, int], *, upto: int) -> None:
-        """Blame `error` (if any) on the wanted frames fed up to packet `upto` that never came out."""
-        if error:
-            errors.update({t: error for t in self.wanted if index[t] <= upto and t not in self.seen})
 
     def _note(self, frames: list[av.VideoFrame]) -> None:
         self.seen.update(f.pts for f in frames if f.pts in self.wanted)
