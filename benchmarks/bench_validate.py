@@ -46,11 +46,24 @@ def make_clips(folder: Path, kind: str, count: int) -> list[Path]:
 
 
 def load_revision(rev: str) -> Callable:
-    """check_video of validate.py as it was at git revision `rev` (for a before/after figure)."""
-    source = subprocess.run(["git", "show", f"{rev}:videoprep/validate.py"], cwd=ROOT, check=True,
-                            capture_output=True, text=True).stdout
-    path = Path(tempfile.mkdtemp(prefix="bench-validate-")) / "validate_then.py"
-    path.write_text(source)
+    """check_video of validate as it was at git revision `rev` (for a before/after figure).
+
+    A module (validate.py) or a package (validate/), loaded as `validate_then` beside this tree's videoprep.
+    """
+    scratch = Path(tempfile.mkdtemp(prefix="bench-validate-"))
+    single = subprocess.run(["git", "show", f"{rev}:videoprep/validate.py"], cwd=ROOT, capture_output=True, text=True)
+    if single.returncode != 0:  # the package: its own imports renamed to the copy
+        tar = subprocess.run(["git", "archive", rev, "videoprep/validate"], cwd=ROOT, check=True,
+                             capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(scratch)], input=tar, check=True)
+        package = scratch / "validate_then"
+        (scratch / "videoprep" / "validate").rename(package)
+        for source in package.glob("*.py"):
+            source.write_text(source.read_text().replace("videoprep.validate", "validate_then"))
+        sys.path.insert(0, str(scratch))
+        return importlib.import_module("validate_then").check_video
+    path = scratch / "validate_then.py"
+    path.write_text(single.stdout.replace("videoprep.h264", "videoprep.decode.h264"))  # where it lives now
     spec = importlib.util.spec_from_file_location("validate_then", path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up

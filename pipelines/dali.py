@@ -29,9 +29,10 @@ import numpy as np
 import torch
 
 from pipelines.backends import DecodeError, FrameIndexError
-from pipelines.lintel import past_end_error, stream_summary
+from pipelines.decode import stream_summary
 from pipelines.planning import BadSampleLog, ClipPlan, ClipPlanner, build_sampler, make_views
 from pipelines.spec import ClipSpec, LoaderConfig
+from videoprep.decode import past_end_error
 from videoprep.errors import VideoprepError
 from videoprep.records import ListRecord, read_list
 

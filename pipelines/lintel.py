@@ -10,8 +10,9 @@ exactly the requested indices; `should_seek` changes only the speed.
 Frame n is the n-th frame (0-based) that decoding the whole stream yields, the same
 numbering as `videoprep.synth.decode_all` and the `frame_num` column of our lists.
 
-The decoding itself lives in `pipelines.decode` (one core for every PyAV-based reader);
-this module keeps Lintel's API and re-exports the core's names, so existing imports work.
+The decoding itself lives in the one decode core (`videoprep.decode`, as RGB through
+`pipelines.decode.decode_indices`); this module keeps only Lintel's contract: its two
+functions, the buffer view, the native extension when present, and the errors they raise.
 """
 
 from __future__ import annotations
@@ -26,46 +27,18 @@ from typing import Literal
 
 import numpy as np
 
-from pipelines.decode import (
-    MEMORY_SOURCE,
-    DecodeError,
-    FrameIndexError,
-    StreamSummary,
-    check_frame_nums,
-    count_frames,
-    decode_indices,
-    decoder_threads,
-    h264_is_nonref,
-    h264_nal_length_size,
-    h264_nonref_packets,
-    native_size,
-    past_end_error,
-    set_decoder_threads,
-    stream_summary,
-)
+from pipelines.decode import count_frames, decode_indices
+from videoprep.decode import MEMORY_SOURCE, DecodeError, FrameIndexError
 
 __all__ = [
     "IMPLEMENTATIONS",
-    "MEMORY_SOURCE",
     "DecodeError",
     "FrameIndexError",
     "Implementation",
-    "StreamSummary",
-    "check_frame_nums",
-    "count_frames",
-    "decode_indices",
-    "decoder_threads",
     "frames_from_buffer",
-    "h264_is_nonref",
-    "h264_nal_length_size",
-    "h264_nonref_packets",
     "loadvid",
     "loadvid_frame_nums",
     "native_lintel",
-    "native_size",
-    "past_end_error",
-    "set_decoder_threads",
-    "stream_summary",
 ]
 
 log = logging.getLogger(__name__)

@@ -21,9 +21,9 @@ from torch.utils.data import DataLoader
 
 from pipelines.backends import require_backend
 from pipelines.dataset import BadSample, Item, VideoClipDataset
-from pipelines.lintel import set_decoder_threads
 from pipelines.planning import BadSampleLog, build_sampler
 from pipelines.spec import MIN_BAD_SAMPLES, ClipSpec, LoaderConfig
+from videoprep.decode import set_decoder_threads
 
 __all__ = ["MIN_BAD_SAMPLES", "ClipLoader", "ClipSpec", "LoaderConfig", "build_loader"]
 

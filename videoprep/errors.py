@@ -38,8 +38,36 @@ class ProbeError(PathError):
     """A video that cannot be opened or demuxed."""
 
 
+class NoVideoStreamError(ProbeError):
+    """A file that opens but holds no video stream (audio only, subtitles, data)."""
+
+
+class IntegrityError(PathError):
+    """A file that the integrity check refuses, from its container's own structure."""
+
+
+class TruncatedError(IntegrityError):
+    """A file cut short: its container declares more than the file holds (a download or copy that stopped)."""
+
+
+class DamagedError(IntegrityError):
+    """A file whose container structure cannot be read on (a box or element size, a lost stream sync)."""
+
+
 class FFmpegError(PathError):
     """An ffmpeg run that failed; `reason` holds the tail of its stderr."""
+
+
+class TimedOutError(VideoprepError):
+    """An item or a tool that ran past its time limit."""
+
+
+class WorkerDiedError(VideoprepError):
+    """A worker process (or a Ray worker or node) that died while it held an item."""
+
+
+class FFmpegTimeoutError(TimedOutError, FFmpegError):
+    """An ffmpeg run killed at its time limit."""
 
 
 class LayoutError(PathError):
@@ -63,3 +91,27 @@ class EmptySourceError(PathError):
 
 class GpuUnavailableError(VideoprepError):
     """A GPU path (NVDEC, NVENC) asked for on a machine or ffmpeg that cannot run it."""
+
+
+# The one table from failure types to the reason classes that reports count (summary-json's `failed`).
+# Keyed by class name, so that types this package does not import (Ray's) have a row too.
+FAILURE_REASONS: dict[str, str] = {
+    "TimedOutError": "timeout",
+    "WorkerDiedError": "worker_died",
+    "WorkerCrashedError": "worker_died",  # ray.exceptions
+    "NodeDiedError": "worker_died",  # ray.exceptions
+    "TruncatedError": "truncated",
+    "DamagedError": "damaged",
+    "FFmpegError": "ffmpeg",
+    "ProbeError": "unreadable",
+    "OutputCheckError": "output_check",
+    "UnicodeError": "bad_name",
+}
+
+
+def failure_reason(exc: BaseException) -> str:
+    """The reason class of a failure: the row of its type, or of its nearest base type; 'error' when none."""
+    for cls in type(exc).__mro__:
+        if cls.__name__ in FAILURE_REASONS:
+            return FAILURE_REASONS[cls.__name__]
+    return "error"

@@ -17,9 +17,9 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sized
 from typing import Literal, TypeVar
 
-from videoprep.errors import VideoprepError
+from videoprep.errors import TimedOutError, VideoprepError
 from videoprep.ffmpeg import die_with_parent_hook
-from videoprep.parallel import TaskResult, default_jobs, init_plain_worker, run_isolated
+from videoprep.parallel import TaskResult, default_jobs, failed, init_plain_worker, run_isolated
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -190,9 +190,9 @@ def _ray_outcome(ray, ref: object, item: T) -> TaskResult:
         return TaskResult(item, ray.get(ref), None)
     except ray.exceptions.RayTaskError as exc:
         cause = exc.cause if exc.cause is not None else exc
-        return TaskResult(item, None, f"{type(cause).__name__}: {cause}", type(cause).__name__)
+        return failed(item, cause)
     except ray.exceptions.RayError as exc:  # lost past its retries: this item only
-        return TaskResult(item, None, f"{type(exc).__name__}: {exc}", type(exc).__name__)
+        return failed(item, exc)
 
 
 def _cancel_overdue(ray, pending: dict[object, tuple[T, float]], timeout_s: float) -> Iterator[TaskResult]:
@@ -203,7 +203,7 @@ def _cancel_overdue(ray, pending: dict[object, tuple[T, float]], timeout_s: floa
             del pending[ref]
             with contextlib.suppress(Exception):  # best effort: it may have just finished
                 ray.cancel(ref, force=True)
-            yield TaskResult(item, None, f"timed out after {timeout_s:g} s", "Timeout")
+            yield failed(item, TimedOutError(f"timed out after {timeout_s:g} s"), bare=True)
 
 
 def _call(fn: Callable[[T], R], item: T) -> R:

@@ -19,7 +19,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from videoprep.errors import FFmpegError, VideoprepError
+from videoprep.errors import FFmpegError, FFmpegTimeoutError, VideoprepError
 
 _STDERR_TAIL_CHARS = 2000
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
@@ -96,7 +96,7 @@ def run_ffmpeg(args: Sequence[str], *, target: str, timeout_s: float | None = No
         _, err = proc.communicate(timeout=timeout_s)
     except subprocess.TimeoutExpired:
         _kill(proc)
-        raise FFmpegError(target, f"ffmpeg timed out after {timeout_s:g} s") from None
+        raise FFmpegTimeoutError(target, f"ffmpeg timed out after {timeout_s:g} s") from None
     except BaseException:
         _kill(proc)
         raise

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from videoprep.atomic import atomic_write_text
-from videoprep.errors import ProbeError, VideoprepError
+from videoprep.errors import PathError, VideoprepError, failure_reason
 from videoprep.layout import (
     SAFE_VIEW_DIRNAME,
     Layout,
@@ -35,6 +35,7 @@ from videoprep.probe import probe_video
 from videoprep.progress import ProgressFn, no_progress
 from videoprep.records import ListRecord, write_class_map, write_list
 from videoprep.stage import STATE_DIR, Item, StageOptions, StageRun, StageSpec, run_stage, write_summary
+from videoprep.validate.containers import CHECK_VERSION, require_intact
 
 log = logging.getLogger(__name__)
 
@@ -210,13 +211,12 @@ def with_labels(
 
 
 def probe_for_index(path: str) -> dict[str, Any]:
-    """Worker: the manifest fields of one video, or the reason it cannot be listed (unreadable, truncated)."""
+    """Worker: the manifest fields of one video, or why it cannot be listed (the integrity check, the probe)."""
     try:
+        require_intact(path)
         info = probe_video(path)
-    except ProbeError as exc:
-        return {"info": None, "error": exc.reason}
-    if info.truncated:
-        return {"info": None, "error": info.truncated}
+    except PathError as exc:
+        return {"info": None, "error": exc.reason, "reason": failure_reason(exc)}
     return {"info": {k: getattr(info, k) for k in _INFO_KEYS}, "error": None}
 
 
@@ -232,14 +232,17 @@ def _probe_all(
         try:
             st = os.stat(full)
         except OSError as exc:  # vanished since discovery: recorded, not journaled
-            results[video.relpath] = {"size": 0, "info": None, "error": f"cannot stat: {exc.strerror}"}
+            results[video.relpath] = {"size": 0, "info": None, "error": f"cannot stat: {exc.strerror}",
+                                      "reason": "unreadable"}
             continue
         if video.relpath in known:
             results[video.relpath] = {"size": st.st_size, "info": dict(known[video.relpath]), "error": None}
             continue
-        items.append(Item(key=video.relpath, stamp={"size": st.st_size, "mtime_ns": st.st_mtime_ns}, task=full))
+        # the check's version: verdicts of an older integrity check are made again
+        stamp = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "check": CHECK_VERSION}
+        items.append(Item(key=video.relpath, stamp=stamp, task=full))
     spec = StageSpec("index", probe_for_index, config.timeout_s, plain_workers=True,
-                     failure_record=lambda f: {"info": None, "error": f.error})
+                     failure_record=lambda f: {"info": None, "error": f.error, "reason": f.reason})
     run = run_stage(spec, items, state_dir=out / STATE_DIR, options=config, on_progress=progress, fresh=config.fresh)
     for key, entry in run.entries.items():
         results[key] = {**entry, "size": entry["stamp"]["size"]}
@@ -247,14 +250,8 @@ def _probe_all(
 
 
 def _failed_counts(probes: dict[str, dict[str, Any]]) -> Counter[str]:
-    """Reason class -> videos that cannot be listed (summary-json's `failed`)."""
-    counts: Counter[str] = Counter()
-    for entry in probes.values():
-        if entry.get("error"):
-            error = entry["error"]
-            counts["truncated" if error.startswith("truncated") else
-                   "timeout" if error.startswith("timed out") else "unreadable"] += 1
-    return counts
+    """Reason class -> videos that cannot be listed (summary-json's `failed`), from each failure's type."""
+    return Counter(entry.get("reason") or "unreadable" for entry in probes.values() if entry.get("error"))
 
 
 def _manifest_rows(

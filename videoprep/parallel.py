@@ -12,6 +12,7 @@ from typing import Generic, TypeVar
 
 import pebble
 
+from videoprep.errors import TimedOutError, WorkerDiedError, failure_reason
 from videoprep.ffmpeg import die_with_parent_hook
 
 T = TypeVar("T")
@@ -28,7 +29,8 @@ class TaskResult(Generic[T, R]):
     item: T
     value: R | None
     error: str | None
-    error_type: str = ""  # the exception's class name ("Timeout", "WorkerDied" for the pool's own)
+    error_type: str = ""  # the exception's class name ("TimedOutError", "WorkerDiedError" for the pool's own)
+    reason: str = ""  # the failure's reason class (errors.FAILURE_REASONS)
 
     @property
     def ok(self) -> bool:
@@ -120,8 +122,14 @@ def _outcome(item: T, future: concurrent.futures.Future, timeout_s: float | None
     try:
         return TaskResult(item, future.result(), None)
     except concurrent.futures.TimeoutError:
-        return TaskResult(item, None, f"timed out after {timeout_s:g} s", "Timeout")
+        return failed(item, TimedOutError(f"timed out after {timeout_s:g} s"), bare=True)
     except pebble.ProcessExpired as exc:
-        return TaskResult(item, None, f"worker died (exit code {exc.exitcode})", "WorkerDied")
+        return failed(item, WorkerDiedError(f"worker died (exit code {exc.exitcode})"), bare=True)
     except Exception as exc:  # an item's own failure is its result, never the batch's
-        return TaskResult(item, None, f"{type(exc).__name__}: {exc}", type(exc).__name__)
+        return failed(item, exc)
+
+
+def failed(item: T, exc: BaseException, *, bare: bool = False) -> TaskResult:
+    """The result of an item that failed with `exc`: its message (type-prefixed unless `bare`), type and reason."""
+    message = str(exc) if bare else f"{type(exc).__name__}: {exc}"
+    return TaskResult(item, None, message, type(exc).__name__, failure_reason(exc))

@@ -10,7 +10,7 @@ from typing import Any
 
 import av
 
-from videoprep.errors import ProbeError
+from videoprep.errors import NoVideoStreamError, ProbeError
 
 # Relative spread of frame durations tolerated before a stream counts as variable rate
 # (container timestamps are rounded to the time base, so exact equality is too strict).
@@ -33,8 +33,6 @@ class VideoInfo:
     constant_frame_rate: bool
     keyframes: int
     max_gop: int
-    # Non-empty when the container declares more frames than the file holds (a download cut short).
-    truncated: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         """Plain dict for manifests and JSON reports."""
@@ -64,12 +62,10 @@ class PacketTally:
 
     def __init__(self) -> None:
         self.frames = self.keyframes = self._gop = self.max_gop = 0
-        self.stored = 0  # packets with data, fed to a decoder or not (for the truncation check)
         self.pts: list[int] = []
 
     def add(self, packet: av.Packet) -> bool:
         """Count `packet`; False (and no frame counted) when it feeds no decoder."""
-        self.stored += bool(packet.size)
         if not feeds_decoder(packet):
             return False
         self.frames += 1
@@ -104,7 +100,6 @@ class PacketTally:
             constant_frame_rate=cfr,
             keyframes=self.keyframes,
             max_gop=max(self.max_gop, self._gop),
-            truncated=truncation(declared=stream.frames or 0, stored=self.stored),
         )
 
 
@@ -128,7 +123,7 @@ def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
         raise ProbeError(path, f"cannot open: {ffmpeg_reason(exc)}") from None
     try:
         if not container.streams.video:
-            raise ProbeError(path, "no video stream")
+            raise NoVideoStreamError(path, "no video stream")
         stream = container.streams.video[0]
         tally = PacketTally()
         try:
@@ -139,13 +134,6 @@ def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
         return tally.info(path, size, stream)
     finally:
         container.close()
-
-
-def truncation(*, declared: int, stored: int) -> str:
-    """Why a stream is cut short ('' when it is not): the container declares more frames than it holds."""
-    if declared > stored:
-        return f"truncated: the container declares {declared} frames, the file holds {stored}"
-    return ""
 
 
 def _timing(pts: list[int], time_base: Fraction, fps: float, frames: int) -> tuple[bool, float]:

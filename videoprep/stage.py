@@ -340,20 +340,6 @@ class StageSpec:
     after_record: Callable[[Item, dict[str, Any]], None] | None = None
 
 
-def failure_reason(error_type: str, message: str) -> str:
-    """A short, stable reason class for a failed item (the key of summary-json's `failed`)."""
-    if message.startswith("timed out"):
-        return "timeout"
-    if message.startswith("worker died") or error_type in ("WorkerCrashedError", "NodeDiedError"):
-        return "worker_died"
-    if "truncated" in message:
-        return "truncated"
-    return {
-        "FFmpegError": "ffmpeg", "ProbeError": "unreadable", "OutputCheckError": "output_check",
-        "UnicodeEncodeError": "bad_name", "UnicodeDecodeError": "bad_name",
-    }.get(error_type, "error")
-
-
 def run_stage(
     spec: StageSpec,
     items: Iterable[Item],
@@ -433,7 +419,7 @@ def _run_todo(
                     spec.after_record(item, entry)
             else:
                 error = result.error or "unknown error"
-                failure = Failure(item.key, failure_reason(result.error_type, error), error)
+                failure = Failure(item.key, result.reason or "error", error)
                 run.failures.append(failure)
                 log.warning("%s failed: %s: %s", spec.name, item.key, error)
                 if spec.failure_record is not None:

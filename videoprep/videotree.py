@@ -36,16 +36,13 @@ from videoprep.locations import check_output_dir, check_output_file
 from videoprep.probe import VideoInfo, probe_video
 from videoprep.progress import ProgressFn
 from videoprep.stage import STATE_DIR, Item, StageRun, StageSpec, load_records, run_stage
+from videoprep.validate.containers import require_intact
 
 log = logging.getLogger(__name__)
 
 MAPPING_FILE = "mapping.csv"
 DEFAULT_TIMEOUT_S = 600.0  # per ffmpeg run
 PROBE_MARGIN_S = 120.0  # the pool's per-item limit: ffmpeg's own limit plus time to probe twice
-
-
-class SourceError(PathError):
-    """A source video that cannot be processed as it is (cut short)."""
 
 
 @dataclass(frozen=True)
@@ -185,11 +182,9 @@ def pool_timeout(ffmpeg_timeout_s: float | None) -> float | None:
 
 
 def probe_source(path: str) -> VideoInfo:
-    """The one probe of a source (in the worker); a truncated source is refused, never encoded short."""
-    info = probe_video(path)
-    if info.truncated:
-        raise SourceError(path, info.truncated)
-    return info
+    """The one probe of a source (in the worker); a cut-short or damaged source is refused, never encoded short."""
+    require_intact(path)
+    return probe_video(path)
 
 
 def output_record(item: Item, outcome: Any) -> dict[str, Any]:

@@ -22,8 +22,8 @@ import torch
 
 # The decode error types are shared with the Lintel-compatible core, which every
 # PyAV-based reader uses: a FrameIndexError means "index past the real end".
-from pipelines.lintel import DecodeError, FrameIndexError
 from pipelines.reader import VideoReader
+from videoprep.decode import DecodeError, FrameIndexError
 from videoprep.errors import BackendError
 
 if TYPE_CHECKING:

@@ -14,7 +14,8 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from pipelines.backends import expand, plan_indices
-from pipelines.decode import DecodeError, past_end_error, stack
+from pipelines.decode import stack
+from videoprep.decode import DecodeError, past_end_error
 
 FRAME_TEMPLATE = "img_{:05d}.jpg"
 _FRAME_NAME = re.compile(r"img_\d{5,}\.jpg")

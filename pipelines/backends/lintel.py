@@ -11,8 +11,9 @@ from typing import Literal
 import numpy as np
 
 from pipelines.backends import expand, plan_indices
-from pipelines.decode import DecodeError, count_frames, decode_indices, native_size, past_end_error
+from pipelines.decode import count_frames, decode_indices, native_size
 from pipelines.lintel import IMPLEMENTATIONS, Implementation, frames_from_buffer, native_lintel
+from videoprep.decode import DecodeError, past_end_error
 
 log = logging.getLogger(__name__)
 

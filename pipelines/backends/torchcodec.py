@@ -19,7 +19,7 @@ import torch
 
 from pipelines.backends import DecodeError, plan_indices
 from pipelines.backends.pyav import PyAVReader
-from pipelines.lintel import decoder_threads, past_end_error
+from videoprep.decode import decoder_threads, past_end_error
 
 SeekMode = Literal["exact", "approximate"]
 SEEK_MODES: tuple[str, ...] = ("exact", "approximate")

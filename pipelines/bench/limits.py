@@ -12,7 +12,8 @@ import av
 import numpy as np
 
 from pipelines.bench.plan import Sample
-from pipelines.decode import Unplaceable, fed_packets, frames_at, h264_nonref_packets, to_rgb
+from pipelines.decode import to_rgb
+from videoprep.decode import Unplaceable, fed_packets, frames_at, h264_nonref_packets
 from videoprep.errors import VideoprepError
 
 

@@ -99,8 +99,8 @@ def make_reader(backend: str) -> Any:
 
 def reader_run(backend: str, *, decoder_threads: int | None = None) -> Run:
     """Our reader, one sample at a time; `decoder_threads` pins each decoder's threads (1: per core)."""
-    from pipelines.decode import decoder_threads as current_threads
-    from pipelines.decode import set_decoder_threads
+    from videoprep.decode import decoder_threads as current_threads
+    from videoprep.decode import set_decoder_threads
 
     reader = make_reader(backend)
     if decoder_threads is None:

@@ -1,15 +1,17 @@
-"""Frame -> RGB24 array through one reused swscale context per thread and process."""
+"""Frames at given indices as one RGB array, on the decode core; RGB24 through one reused swscale context."""
 
 from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Sequence
+from typing import BinaryIO
 
 import av
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
-from pipelines.decode.errors import DecodeError
+from videoprep.decode import MEMORY_SOURCE, DecodeError, check_frame_nums, decode_frames
 
 
 class RGBConverter:
@@ -91,3 +93,20 @@ class RGBClip:
     def done(self) -> bool:
         """True once every slot holds its frame."""
         return all(self.filled)
+
+
+def decode_indices(
+    source: str | BinaryIO,
+    indices: Sequence[int],
+    *,
+    should_seek: bool = True,
+    name: str | None = None,
+) -> np.ndarray:
+    """Decode frames at strictly increasing `indices` -> uint8 [len(indices), H, W, 3] RGB.
+
+    The core (`videoprep.decode.decode_frames`) picks the fastest exact way; `should_seek`
+    changes only the speed.
+    """
+    label = name or (source if isinstance(source, str) else MEMORY_SOURCE)
+    nums = check_frame_nums(indices, source=label)
+    return decode_frames(source, nums, RGBClip(len(nums), label), should_seek=should_seek, label=label).array

@@ -7,8 +7,7 @@ from dataclasses import dataclass
 
 import av
 
-from pipelines.decode.errors import MEMORY_SOURCE, DecodeError
-from pipelines.decode.index import fed_packets
+from videoprep.decode import MEMORY_SOURCE, DecodeError, fed_packets
 from videoprep.probe import ffmpeg_reason
 
 

@@ -13,7 +13,7 @@ pytest.importorskip("nvidia.dali")
 from pipelines.backends import get_reader  # noqa: E402
 from pipelines.dali import DaliCodecError, DaliSample, build_decode_pipeline, run_decode  # noqa: E402
 from pipelines.dataset import BadSampleError  # noqa: E402
-from pipelines.lintel import count_frames  # noqa: E402
+from pipelines.decode import count_frames  # noqa: E402
 from pipelines.loader import build_loader  # noqa: E402
 from pipelines.planning import ClipPlan  # noqa: E402
 from pipelines.spec import ClipSpec, LoaderConfig  # noqa: E402

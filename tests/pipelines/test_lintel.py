@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import pipelines.decode.core as core_mod
 import pipelines.decode.rgb as rgb_mod
+import videoprep.decode.core as core_mod
 from pipelines.lintel import (
     DecodeError,
     FrameIndexError,
@@ -19,8 +19,8 @@ from pipelines.lintel import (
     loadvid,
     loadvid_frame_nums,
     native_lintel,
-    set_decoder_threads,
 )
+from videoprep.decode import set_decoder_threads
 from videoprep.synth import decode_all
 
 NUM_FRAMES = 40

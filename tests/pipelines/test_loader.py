@@ -16,10 +16,10 @@ from pipelines import transforms as T
 from pipelines.backends.frames import frame_path
 from pipelines.backends.pyav import PyAVReader
 from pipelines.dataset import BadSampleError, VideoClipDataset
-from pipelines.lintel import decoder_threads
 from pipelines.loader import build_loader
 from pipelines.sampling import clip_indices
 from pipelines.spec import ClipSpec, LoaderConfig
+from videoprep.decode import decoder_threads
 from videoprep.errors import ListFormatError
 from videoprep.synth import decode_all, write_video
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import pipelines.decode.core as core_mod
-import pipelines.decode.index as index_mod
+import videoprep.decode.core as core_mod
+import videoprep.decode.index as index_mod
 from pipelines.backends import (
     READERS,
     DecodeError,
@@ -23,7 +23,7 @@ from pipelines.backends import (
 )
 from pipelines.backends.frames import FramesReader, frame_path
 from pipelines.backends.pyav import PyAVReader
-from pipelines.decode import h264_nonref_packets
+from videoprep.decode import h264_nonref_packets
 from videoprep.ffmpeg import run_ffmpeg
 from videoprep.probe import probe_video
 from videoprep.synth import decode_all, pattern_frames, write_video

@@ -237,7 +237,7 @@ def test_non_utf8_names_work_in_every_stage_and_keep_their_bytes(src, tmp_path):
 def test_a_truncated_source_is_never_a_short_output(src, tmp_path):
     whole = write_video(tmp_path / "whole.mp4", num_frames=41, width=64, height=48)
     cut = src / "train" / "b" / "cut.mp4"
-    run_ffmpeg(["-y", "-i", str(whole), "-c", "copy", "-movflags", "+faststart", str(cut)], target=str(whole))
+    run_ffmpeg(["-y", "-i", str(whole), "-c", "copy", "-movflags", "+faststart", str(cut)], target=str(cut))
     os.truncate(cut, cut.stat().st_size // 2)  # the moov still declares 41 frames
     run_cli(stage_args("index", src, tmp_path / "i"))
     row = {r["relpath"]: r for r in read_manifest(tmp_path / "i" / "manifest.csv")}["train/b/cut.mp4"]

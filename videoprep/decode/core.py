@@ -1,4 +1,4 @@
-"""The frame-exact decoding core: sorted unique indices in, RGB frames out, exact whatever the codec.
+"""The frame-exact decoding core: sorted unique indices in, decoded frames into a sink, exact whatever the codec.
 
 Frame n is the n-th frame (0-based) that decoding the whole stream yields, the same
 numbering as `videoprep.synth.decode_all` and the `frame_num` column of our lists.
@@ -6,11 +6,14 @@ Three ways, fastest first, each stepping aside (returning None) when the file do
 let it prove which frame is which:
 
 - intra-only codecs (MJPEG): seek straight to each needed packet through the
-  container's index (`pipelines.decode.index`), else demux and decode only those packets;
+  container's index (`videoprep.decode.index`), else demux and decode only those packets;
 - other codecs, seeking: demux up to the last needed frame, decode from the keyframe
   before each needed frame, jump ahead to a later keyframe when no needed frame lies
   before it, and leave out H.264 packets no frame refers to;
 - otherwise decode from the start and count frames (the definition of frame n).
+
+What becomes of a frame is the sink's business (`FrameSink`): the readers of `pipelines`
+convert it to RGB; validate's checks only need it decoded.
 """
 
 from __future__ import annotations
@@ -19,15 +22,13 @@ import itertools
 import logging
 from bisect import bisect_right, insort
 from collections.abc import Callable, Iterator, Sequence
-from typing import BinaryIO
+from typing import BinaryIO, Protocol, TypeVar
 
 import av
-import numpy as np
 
-from pipelines.decode.errors import MEMORY_SOURCE, DecodeError, check_frame_nums, past_end_error
-from pipelines.decode.h264 import h264_is_nonref, h264_nal_length_size
-from pipelines.decode.index import fed_packets, sample_index, seek_entry
-from pipelines.decode.rgb import RGBClip
+from videoprep.decode.errors import DecodeError, past_end_error
+from videoprep.decode.h264 import h264_is_nonref, h264_nal_length_size
+from videoprep.decode.index import fed_packets, sample_index, seek_entry
 from videoprep.probe import ffmpeg_reason
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,15 @@ log = logging.getLogger(__name__)
 # Threads each decoder this process opens may use; 0 leaves it to FFmpeg (about one per core).
 # Loader workers set 1 (`pipelines.loader.worker_init`): N workers x N-core decoders oversubscribe.
 _decoder_threads = 0
+
+
+class FrameSink(Protocol):
+    """Where the core delivers each needed frame: its slot (position in the request) and the frame."""
+
+    def put(self, slot: int, frame: av.VideoFrame) -> None: ...
+
+
+Sink = TypeVar("Sink", bound=FrameSink)
 
 
 # Opening a file probes its streams, and FFmpeg's probe decodes frames to learn what the
@@ -60,40 +70,30 @@ def decoder_threads() -> int:
     return _decoder_threads
 
 
-def decode_indices(
-    source: str | BinaryIO,
-    indices: Sequence[int],
-    *,
-    should_seek: bool = True,
-    name: str | None = None,
-) -> np.ndarray:
-    """Decode frames at strictly increasing `indices` -> uint8 [len(indices), H, W, 3] RGB.
+def decode_frames(source: str | BinaryIO, nums: list[int], sink: Sink, *, should_seek: bool, label: str) -> Sink:
+    """Decode the frames at strictly increasing `nums` (checked by the caller) into `sink`.
 
     Intra-only codecs (MJPEG) decode just the needed packets. Other codecs decode
     forward from the start, or with `should_seek` from the last keyframe at or before
     each needed frame; frames are identified by their presentation timestamps, so both
     ways give the frames a full decode gives.
     """
-    label = name or (source if isinstance(source, str) else MEMORY_SOURCE)
-    nums = check_frame_nums(indices, source=label)
     container = open_video(source, label)
     try:
         stream = container.streams.video[0]
         if stream.codec_context.codec.intra_only:
-            frames = decode_intra_indexed(container, stream, nums, label)
-            if frames is not None:
-                return frames
+            if decode_intra_indexed(container, stream, nums, label, sink) is not None:
+                return sink
             container.close()  # no trustworthy index: demux the packets instead
             container = open_video(source, label)
-            return decode_intra_only(container, container.streams.video[0], nums, label)
+            return decode_intra_only(container, container.streams.video[0], nums, label, sink)
         if should_seek and nums[0] > 0:
-            frames = decode_from_keyframe(container, stream, nums, label)
-            if frames is not None:
-                return frames
+            if decode_from_keyframe(container, stream, nums, label, sink) is not None:
+                return sink
             container.close()  # timestamps cannot place frames: decode from the start instead
             container = open_video(source, label)
             stream = container.streams.video[0]
-        return decode_sequential(container, stream, nums, label)
+        return decode_sequential(container, stream, nums, label, sink)
     except av.error.FFmpegError as exc:
         raise DecodeError(label, f"decoding failed: {ffmpeg_reason(exc)}") from None
     finally:
@@ -136,7 +136,7 @@ def _decode_one(ctx, packet: av.Packet, index: int, label: str) -> av.VideoFrame
     return decoded[0]
 
 
-def decode_intra_only(container, stream, nums: list[int], label: str) -> np.ndarray:
+def decode_intra_only(container, stream, nums: list[int], label: str, sink: Sink) -> Sink:
     """Intra-only streams: every packet is a whole frame, so decode only the needed ones."""
     _single_thread(stream)
     packets = list(fed_packets(container, stream))
@@ -145,13 +145,12 @@ def decode_intra_only(container, stream, nums: list[int], label: str) -> np.ndar
     if nums[-1] >= len(packets):
         raise past_end_error(label, nums[-1], len(packets))
     ctx = stream.codec_context
-    clip = RGBClip(len(nums), label)
     for slot, index in enumerate(nums):
-        clip.put(slot, _decode_one(ctx, packets[index], index, label))
-    return clip.array
+        sink.put(slot, _decode_one(ctx, packets[index], index, label))
+    return sink
 
 
-def decode_intra_indexed(container, stream, nums: list[int], label: str) -> np.ndarray | None:
+def decode_intra_indexed(container, stream, nums: list[int], label: str, sink: Sink) -> Sink | None:
     """Intra-only streams with a complete index: seek straight to each needed packet, demux nothing else.
 
     Each packet read after a seek must be the entry asked for; anything else (a seek that
@@ -164,14 +163,13 @@ def decode_intra_indexed(container, stream, nums: list[int], label: str) -> np.n
         raise past_end_error(label, nums[-1], len(index))
     _single_thread(stream)
     ctx = stream.codec_context
-    clip = RGBClip(len(nums), label)
     for slot, n in enumerate(nums):
         packet = seek_entry(container, stream, index, n)
         if packet is None:
             log.debug("%s: sample %d not where the %s index says; demuxing instead", label, n, index.format)
             return None
-        clip.put(slot, _decode_one(ctx, packet, n, label))
-    return clip.array
+        sink.put(slot, _decode_one(ctx, packet, n, label))
+    return sink
 
 
 def _demux_until(demuxer, last: int) -> tuple[list[av.Packet], list[int]] | None:
@@ -278,7 +276,7 @@ def nonref_skipper(ctx: av.CodecContext) -> Callable[[av.Packet], bool] | None:
     return lambda packet: h264_is_nonref(packet, length_size=length_size)
 
 
-def decode_from_keyframe(container, stream, nums: list[int], label: str) -> np.ndarray | None:
+def decode_from_keyframe(container, stream, nums: list[int], label: str, sink: Sink) -> Sink | None:
     """Decode from the keyframe before each needed frame, skipping what no needed frame depends on.
 
     Frame n has the n-th smallest pts. Packets are demuxed up to the last needed frame
@@ -299,29 +297,27 @@ def decode_from_keyframe(container, stream, nums: list[int], label: str) -> np.n
     if len(set(needed)) != len(needed) or (len(order) > last + 1 and order[last + 1] == order[last]):
         return None  # repeated pts: frames cannot be told apart by timestamp
     ctx = stream.codec_context
-    clip = RGBClip(len(nums), label)
     try:
         for slot, frame in frames_at(ctx, packets, [needed[i] for i in nums], more=demuxer,
                                      skip=nonref_skipper(ctx)):
             if slot is not None:
-                clip.put(slot, frame)
+                sink.put(slot, frame)
     except Unplaceable as exc:
         log.debug("%s: %s; decoding from the start instead", label, exc)
         return None
-    return clip.array
+    return sink
 
 
-def decode_sequential(container, stream, nums: list[int], label: str) -> np.ndarray:
+def decode_sequential(container, stream, nums: list[int], label: str, sink: Sink) -> Sink:
     """Decode from the start and count frames: the definition of frame n."""
     wanted = iter(enumerate(nums))
     slot, target = next(wanted)
-    clip = RGBClip(len(nums), label)
     count = 0
     for frame in container.decode(stream):
         if count == target:
-            clip.put(slot, frame)
+            sink.put(slot, frame)
             slot, target = next(wanted, (None, None))
             if target is None:
-                return clip.array
+                return sink
         count += 1
     raise past_end_error(label, target, count)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import av
+
 
 def h264_nal_length_size(extradata: bytes | None) -> int | None:
     """Bytes of each NAL length prefix of a length-prefixed (avcC: mp4, mkv) H.264 stream; None for Annex B."""
@@ -27,3 +31,11 @@ def h264_is_nonref(data: bytes | memoryview, *, length_size: int) -> bool:
             refs += 1 if header & 0x60 else 0
         pos += length_size + length
     return slices > 0 and refs == 0
+
+
+def h264_nonref_packets(packets: Sequence[av.Packet], extradata: bytes | None) -> set[int]:
+    """pts of the H.264 packets no frame refers to (see h264_is_nonref); empty for Annex B streams."""
+    size = h264_nal_length_size(extradata)
+    if size is None:
+        return set()
+    return {p.pts for p in packets if h264_is_nonref(p, length_size=size)}
