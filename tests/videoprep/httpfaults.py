@@ -239,7 +239,7 @@ def serve_folder(root: str | os.PathLike[str]) -> Iterator[FaultServer]:
 @contextlib.contextmanager
 def serve_mirror(source_root: Path, root: Path, **pack_options: Any) -> Iterator[FaultServer]:
     """Pack `{source_root}/videos` + `annotations` (make_kinetics_folder) as a CVDF mirror in root and serve it."""
-    from videoprep.download import pack_mirror
+    from videoprep.synth import pack_mirror
 
     root.mkdir(parents=True, exist_ok=True)
     with serve_folder(root) as server:

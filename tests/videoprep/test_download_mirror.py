@@ -23,12 +23,12 @@ from tests.videoprep.httpfaults import (
     serve_folder,
     serve_mirror,
 )
-from videoprep.download import STATE_DIRNAME, DownloadConfig, pack_mirror, run_download, safe_extract
+from videoprep.download import STATE_DIRNAME, DownloadConfig, run_download, safe_extract
 from videoprep.download.mirror import archive_format
 from videoprep.errors import PathError, VideoprepError
 from videoprep.fingerprint import content_fingerprint, hash_folder
 from videoprep.stage import read_journal
-from videoprep.synth import write_video
+from videoprep.synth import pack_mirror, write_video
 
 REPO = Path(__file__).resolve().parents[2]
 

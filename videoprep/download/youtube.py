@@ -1,14 +1,14 @@
-"""The YouTube route: yt-dlp fetches each video, ffmpeg cuts the annotated window.
+"""The YouTube route: each clip is an item of the download's engine stage, run on threads.
 
-Output: `{out}/{split}/{label}/{ytid}_{start:06d}_{end:06d}.mp4` (test clips,
-which have no label, in `{out}/test/`). HTTP 429 halves the number of
-concurrent downloads and spaces them out; failures are classified and recorded,
-and the run keeps going.
+yt-dlp fetches the video and ffmpeg cuts the annotated window. Output:
+`{out}/{split}/{label}/{ytid}_{start:06d}_{end:06d}.mp4` (test clips, which have
+no label, in `{out}/test/`). HTTP 429 halves the number of concurrent downloads
+and spaces them out; failures are classified and journaled, and the run keeps going.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
+import functools
 import logging
 import shutil
 import threading
@@ -20,14 +20,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 from videoprep.atomic import atomic_path
-from videoprep.download.http import RetryPolicy, parse_retry_after
+from videoprep.download.http import DownloadFailed, RetryPolicy, Transient, parse_retry_after, with_retries
 from videoprep.download.report import Failure
-from videoprep.download.state import DownloadState, as_completed_interruptible
+from videoprep.download.state import DOWNLOAD_STAGE, DownloadState
 from videoprep.errors import FFmpegError, ProbeError
 from videoprep.ffmpeg import ffmpeg_exe, run_ffmpeg
 from videoprep.kinetics import Clip
-from videoprep.probe import probe_video
 from videoprep.progress import ProgressFn
+from videoprep.stage import Item, StageOptions, StageSpec, run_stage
 
 log = logging.getLogger(__name__)
 
@@ -282,6 +282,8 @@ def trim_clip(source: Path, dest: Path, *, time_start: float, time_end: float) -
                 "-c:v", "libx264", "-preset", "veryfast", "-crf", "23", "-pix_fmt", "yuv420p",
                 "-c:a", "aac", "-movflags", "+faststart", "-threads", "1", "-f", "mp4", str(tmp),
             ], target=str(dest), timeout_s=_TRIM_TIMEOUT_S)
+            from videoprep.probe import probe_video  # PyAV: only when a clip is cut
+
             frames = probe_video(tmp).frames
     except (FFmpegError, ProbeError) as exc:
         raise ClipFailure("trim_failed", exc.reason[-300:]) from None
@@ -290,112 +292,148 @@ def trim_clip(source: Path, dest: Path, *, time_start: float, time_end: float) -
 
 @dataclass
 class YoutubeOutcome:
-    """What the YouTube route did: failures and per-clip reasons, throttling seen."""
+    """What the YouTube route did: failures and per-clip reasons, throttling seen, how each clip was fetched."""
 
     failures: list[Failure] = field(default_factory=list)
     reasons: dict[str, dict[str, str]] = field(default_factory=dict)
     bytes_downloaded: int = 0
     notes: list[str] = field(default_factory=list)
+    clips: list[dict[str, Any]] = field(default_factory=list)  # {"id", "split", "fetch", "bytes_fetched"}
+    summary: dict[str, Any] = field(default_factory=dict)
 
 
-def run_youtube(
-    *,
-    clips: Sequence[Clip],
-    out_dir: Path,
-    state: DownloadState,
-    url_template: str,
-    policy: RetryPolicy,
-    jobs: int,
-    retry_failed: bool,
-    on_progress: ProgressFn,
-    auth: YoutubeAuth = YoutubeAuth(),
-) -> YoutubeOutcome:
-    """Fetch and cut every selected clip not yet on disk; one video download per YouTube id."""
+@dataclass(frozen=True)
+class ClipTask:
+    """One clip to fetch and cut: where from and where to."""
+
+    clip: Clip
+    url: str
+    dest: Path
+
+
+@dataclass
+class YoutubeJob:
+    """What run_youtube is asked to do."""
+
+    clips: Sequence[Clip]
+    out_dir: Path
+    url_template: str
+    policy: RetryPolicy
+    jobs: int
+    retry_failed: bool
+    auth: YoutubeAuth = YoutubeAuth()
+
+
+class ClipFetcher:
+    """The engine's task function on the threads executor: fetch and cut one clip, return its journal record.
+
+    Shared by every thread: the rate limiter, the stop flag, the byte count.
+    A ClipFailure is the clip's recorded result; any other error is the engine's
+    failure of the item (not journaled, tried again next run).
+    """
+
+    def __init__(self, job: YoutubeJob, *, work_root: Path) -> None:
+        self.job, self.work_root = job, work_root
+        self.limiter = AdaptiveLimiter(job.jobs, policy=job.policy)
+        self.stop = threading.Event()
+        self.bytes_fetched = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, task: ClipTask) -> dict[str, Any]:
+        record: dict[str, Any] = {"kind": "clip", "split": task.clip.split, "clip": task.clip.clip_id}
+        if task.dest.exists():  # cut by an earlier run (or put there by hand): done
+            return {**record, "status": "ok", "fetch": "present", "bytes_fetched": 0}
+        work_dir = self.work_root / task.clip.clip_id
+        try:
+            source = self._fetch(task.url, work_dir=work_dir, name=task.clip.clip_id)
+            size = source.stat().st_size
+            with self._lock:
+                self.bytes_fetched += size
+            trim_clip(source, task.dest, time_start=task.clip.time_start, time_end=task.clip.time_end)
+        except ClipFailure as failure:
+            if self.stop.is_set():
+                raise  # interrupted, not failed: the next run tries it again
+            if failure.kind in PERMANENT_KINDS or failure.kind == "trim_failed":
+                shutil.rmtree(work_dir, ignore_errors=True)  # else keep yt-dlp's .part for the next try
+            return {**record, "status": "failed", "failure": failure.kind, "reason": failure.reason}
+        shutil.rmtree(work_dir, ignore_errors=True)  # the fetched video is not kept
+        return {**record, "status": "ok", "fetch": "whole", "bytes_fetched": size}
+
+    def _fetch(self, url: str, *, work_dir: Path, name: str) -> Path:
+        """fetch_video under the limiter and the download's one retry loop (a 429 is retried)."""
+        def attempt(_: int) -> Path:
+            self.limiter.acquire(self.stop)
+            try:
+                path = fetch_video(url, work_dir=work_dir, name=name, policy=self.job.policy, stop=self.stop,
+                                   auth=self.job.auth)
+            except ClipFailure as failure:
+                throttled = failure.kind == "throttled"
+                self.limiter.release(throttled=throttled, retry_after_s=failure.retry_after_s)
+                if throttled:
+                    raise Transient(failure.reason, retry_after_s=failure.retry_after_s) from None
+                raise
+            self.limiter.release()
+            return path
+
+        try:
+            path, _ = with_retries(url, self.job.policy, attempt, stop=self.stop)
+        except DownloadFailed as exc:
+            raise ClipFailure("other" if self.stop.is_set() else "throttled", exc.reason) from None
+        assert isinstance(path, Path)
+        return path
+
+
+def _still_done(retry_failed: bool, item: Item, entry: dict[str, Any]) -> bool:
+    """A journaled clip is done while its file is there; a failure only while permanent (and not retried)."""
+    if entry.get("status") == "ok":
+        return item.task.dest.exists()
+    return entry.get("failure") in PERMANENT_KINDS and not retry_failed
+
+
+def run_youtube(job: YoutubeJob, *, state: DownloadState, on_progress: ProgressFn) -> YoutubeOutcome:
+    """Fetch and cut every selected clip not done yet: clips are items of the engine, on threads."""
     outcome = YoutubeOutcome()
-    previous = state.latest("clip")
-    todo: dict[str, list[Clip]] = {}
-    skipped = 0
-    for clip in clips:
-        key = f"{clip.split} {clip.clip_id}"
-        if clip_destination(out_dir, clip).exists():
-            continue
-        last = previous.get(key)
-        if last and last.get("status") == "failed" and last.get("failure") in PERMANENT_KINDS and not retry_failed:
-            skipped += 1
-            continue
-        todo.setdefault(clip.youtube_id, []).append(clip)
+    fetcher = ClipFetcher(job, work_root=state.root / "youtube")
+    items = []
+    for clip in job.clips:
+        url = job.url_template.format(youtube_id=clip.youtube_id)
+        items.append(Item(key=f"{clip.split} {clip.clip_id}", task=ClipTask(clip, url, clip_destination(job.out_dir, clip)),
+                          stamp={"url": url, "start": clip.time_start, "end": clip.time_end}))
+    fresh: set[str] = set()
+
+    def record(item: Item, value: dict[str, Any]) -> dict[str, Any]:
+        fresh.add(item.key)
+        return dict(value)
+
+    spec = StageSpec(DOWNLOAD_STAGE, fetcher, None, record=record,
+                     still_valid=functools.partial(_still_done, job.retry_failed))
+    run = run_stage(spec, items, state_dir=state.root, options=StageOptions(executor="threads", jobs=job.jobs),
+                    on_progress=on_progress, stop=fetcher.stop)
+    by_key = {item.key: item.task.clip for item in items}
+    for key, entry in sorted(run.entries.items()):
+        clip = by_key[key]
+        if entry.get("status") == "failed":
+            outcome.reasons.setdefault(clip.split, {})[clip.clip_id] = f"{entry['failure']}: {entry.get('reason', '')}"
+            if key in fresh:
+                outcome.failures.append(Failure(clip.clip_id, entry["failure"], entry.get("reason", ""), clip.split))
+        elif entry.get("fetch") in ("range", "whole"):
+            outcome.clips.append({"id": clip.clip_id, "split": clip.split, "fetch": entry["fetch"],
+                                  "bytes_fetched": entry.get("bytes_fetched")})
+    for failure in run.failures:
+        clip = by_key[failure.source]
+        outcome.failures.append(Failure(clip.clip_id, "other", failure.error, clip.split))
+        outcome.reasons.setdefault(clip.split, {})[clip.clip_id] = f"other: {failure.error}"
+    _add_notes(outcome, skipped=sum(1 for k, e in run.entries.items() if e.get("status") == "failed" and k not in fresh),
+               limiter=fetcher.limiter)
+    outcome.bytes_downloaded = fetcher.bytes_fetched
+    outcome.summary = run.summary()
+    return outcome
+
+
+def _add_notes(outcome: YoutubeOutcome, *, skipped: int, limiter: AdaptiveLimiter) -> None:
+    """What the user should know: clips not retried, bot checks, throttling."""
     if skipped:
         outcome.notes.append(f"{skipped} clip(s) failed permanently before and were not retried (--retry-failed)")
-    total = sum(len(v) for v in todo.values())
-    done = {"n": 0}
-    lock = threading.Lock()
-    limiter = AdaptiveLimiter(jobs, policy=policy)
-    stop = threading.Event()
-    work_root = state.root / "youtube"
-    on_progress(0, total)
-
-    def finish(clip: Clip, failure: ClipFailure | None) -> None:
-        if failure is not None and stop.is_set():
-            return  # interrupted, not failed: the next run tries it again
-        entry: dict[str, Any] = {"kind": "clip", "key": f"{clip.split} {clip.clip_id}", "split": clip.split,
-                                 "clip": clip.clip_id, "status": "ok" if failure is None else "failed"}
-        if failure is not None:
-            entry.update(failure=failure.kind, reason=failure.reason)
-        state.record(entry)
-        with lock:
-            done["n"] += 1
-            on_progress(done["n"], total)
-
-    def do_video(youtube_id: str, group: list[Clip]) -> list[tuple[Clip, ClipFailure | None]]:
-        try:
-            return fetch_and_cut(youtube_id, group)
-        except Exception as exc:  # a bug or an OS error costs this video's clips, never the batch
-            log.exception("%s: unexpected error", youtube_id)
-            failure = ClipFailure("other", f"{type(exc).__name__}: {exc}")
-            for clip in group:
-                finish(clip, failure)
-            return [(clip, failure) for clip in group]
-
-    def fetch_and_cut(youtube_id: str, group: list[Clip]) -> list[tuple[Clip, ClipFailure | None]]:
-        work_dir = work_root / youtube_id
-        url = url_template.format(youtube_id=youtube_id)
-        results: list[tuple[Clip, ClipFailure | None]] = []
-        try:
-            source = _fetch_with_backoff(url, work_dir=work_dir, name=youtube_id, limiter=limiter,
-                                         policy=policy, stop=stop, auth=auth)
-        except ClipFailure as failure:
-            if failure.kind in PERMANENT_KINDS:
-                shutil.rmtree(work_dir, ignore_errors=True)  # else keep yt-dlp's .part for the next try
-            for clip in group:
-                finish(clip, failure)
-                results.append((clip, failure))
-            return results
-        with lock:
-            outcome.bytes_downloaded += source.stat().st_size
-        for clip in group:
-            try:
-                trim_clip(source, clip_destination(out_dir, clip), time_start=clip.time_start,
-                          time_end=clip.time_end)
-                finish(clip, None)
-                results.append((clip, None))
-            except ClipFailure as failure:
-                finish(clip, failure)
-                results.append((clip, failure))
-        shutil.rmtree(work_dir, ignore_errors=True)  # the whole video is not kept
-        return results
-
-    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="yt") as pool:
-        futures = [pool.submit(do_video, ytid, group) for ytid, group in todo.items()]
-        try:
-            for future in as_completed_interruptible(futures):
-                for clip, failure in future.result():
-                    if failure is not None and not stop.is_set():
-                        outcome.failures.append(Failure(clip.clip_id, failure.kind, failure.reason, clip.split))
-        except BaseException:
-            log.warning("interrupted: stopping downloads (yt-dlp keeps its .part files for resume)")
-            stop.set()
-            pool.shutdown(wait=True, cancel_futures=True)
-            raise
     bots = sum(f.kind == "bot_check" for f in outcome.failures)
     if bots:
         outcome.notes.append(f"YouTube asked {bots} clip(s) to sign in to confirm they are not a bot; re-run with "
@@ -403,28 +441,3 @@ def run_youtube(
     if limiter.throttle_events:
         outcome.notes.append(f"HTTP 429 seen {limiter.throttle_events} time(s); concurrency went down to "
                              f"{limiter.min_limit_seen}")
-    for entry in state.latest("clip").values():
-        if entry.get("status") == "failed":
-            outcome.reasons.setdefault(entry["split"], {})[entry["clip"]] = (
-                f"{entry.get('failure')}: {entry.get('reason', '')}".strip())
-    return outcome
-
-
-def _fetch_with_backoff(url: str, *, work_dir: Path, name: str, limiter: AdaptiveLimiter,
-                        policy: RetryPolicy, stop: threading.Event, auth: YoutubeAuth) -> Path:
-    """fetch_video under the limiter; a 429 tightens the limiter and the video is tried again."""
-    for attempt in range(policy.retries + 1):
-        limiter.acquire(stop)
-        try:
-            path = fetch_video(url, work_dir=work_dir, name=name, policy=policy, stop=stop, auth=auth)
-        except ClipFailure as failure:
-            throttled = failure.kind == "throttled"
-            limiter.release(throttled=throttled, retry_after_s=failure.retry_after_s)
-            if throttled and attempt < policy.retries:
-                log.info("%s: throttled, attempt %d/%d", url, attempt + 1, policy.retries + 1)
-                continue
-            raise
-        limiter.release()
-        return path
-    raise ClipFailure("throttled", "gave up")  # not reached: the last attempt raises
-
