@@ -176,26 +176,26 @@ def test_backoff_grows_exponentially_and_is_capped() -> None:
 
 
 def test_stop_signal_cuts_a_stalled_transfer_at_once(server: FaultServer, tmp_path: Path) -> None:
-    server.set_always("blob.bin", Fault("slow", rate_bytes_s=2000))  # ~2 s per 4 KB chunk
+    """Ctrl-C does not wait for the next chunk: here it is ~100 s away, and the socket timeout 120 s."""
+    server.set_always("blob.bin", Fault("slow", rate_bytes_s=40))  # 4 KB chunks, one every ~100 s
     dest = tmp_path / "blob.bin"
     stop = StopSignal()
     outcome: list[BaseException] = []
+    first_chunk = threading.Event()
 
     def run() -> None:
         try:
-            fetch_file(f"{server.url}/blob.bin", dest, policy=FAST, stop=stop)
+            fetch_file(f"{server.url}/blob.bin", dest, policy=RetryPolicy(retries=0, timeout_s=120), stop=stop,
+                       on_bytes=lambda n: first_chunk.set())
         except DownloadFailed as exc:
             outcome.append(exc)
 
-    worker = threading.Thread(target=run)
+    worker = threading.Thread(target=run, daemon=True)
     worker.start()
-    deadline = time.monotonic() + 10
-    while not (part_path(dest).exists() and part_path(dest).stat().st_size) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    started = time.monotonic()
+    assert first_chunk.wait(timeout=60), "the first chunk never arrived"
     stop.set()
-    worker.join(timeout=5)
-    assert not worker.is_alive() and time.monotonic() - started < 1.5  # the next chunk was 2 s away
+    worker.join(timeout=30)  # generous, and still far below the ~100 s until the next chunk
+    assert not worker.is_alive(), "the transfer waited for its next chunk instead of stopping"
     assert [e.reason for e in outcome] == ["stopped"]  # type: ignore[attr-defined]
     assert not dest.exists() and 0 < part_path(dest).stat().st_size < len(PAYLOAD)
 
