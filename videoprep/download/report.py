@@ -73,7 +73,7 @@ class DownloadReport:
     notes: list[str] = field(default_factory=list)
     report_path: str | None = None
     # Mirror route: every clip on disk as {"id", "split", "size", "sha256"}, hashed while it was extracted.
-    # YouTube route: every clip fetched as {"id", "split", "fetch": "range" | "whole", "bytes_fetched"}.
+    # YouTube route: every clip fetched as {"id", "split", "fetch": "range" | "whole", "file_bytes"}.
     clips: list[dict[str, Any]] = field(default_factory=list)
     # Set when the completion record answered: the recorded summary (on_disk, expected, fingerprint, report,
     # record); nothing was fetched or scanned.

@@ -35,6 +35,8 @@ YOUTUBE_URL_TEMPLATE = "https://www.youtube.com/watch?v={youtube_id}"
 FailureKind = Literal["unavailable", "private", "removed", "throttled", "bot_check", "trim_failed", "other"]
 # Failures a retry will not fix; re-runs skip these clips unless asked to retry them.
 PERMANENT_KINDS: frozenset[str] = frozenset({"unavailable", "private", "removed"})
+# Failures the whole-file fallback cannot fix either: the video is gone, or YouTube refuses us.
+_NO_FALLBACK: frozenset[str] = PERMANENT_KINDS | {"throttled", "bot_check"}
 _TRIM_TIMEOUT_S = 600.0
 
 
@@ -218,36 +220,43 @@ class _QuietLogger:
         log.debug("yt-dlp error: %s", msg)
 
 
-def fetch_video(url: str, *, work_dir: Path, name: str, policy: RetryPolicy,
-                stop: threading.Event | None = None, auth: YoutubeAuth = YoutubeAuth()) -> Path:
-    """Download one whole video with yt-dlp into `work_dir/name.<ext>`; raise ClipFailure."""
+FetchPath = Literal["range", "whole"]
+# The section yt-dlp cuts (keyframes forced at the cut) is re-encoded once more by trim_clip: encode it
+# fast and nearly lossless. A slow encoder also lets ffmpeg's demuxer read far past the section's end.
+_SECTION_ENCODE = ["-preset", "ultrafast", "-crf", "16"]
+
+
+def fetch_video(url: str, *, work_dir: Path, name: str, policy: RetryPolicy, stop: threading.Event | None = None,
+                auth: YoutubeAuth = YoutubeAuth(), section: tuple[float, float] | None = None) -> Path:
+    """Download a video with yt-dlp into `work_dir/name.<ext>`: only `section` (start, end s) if given; ClipFailure.
+
+    A section is read through ffmpeg with HTTP range requests (yt-dlp's download_ranges), cut with
+    keyframes forced at its start, so the file starts exactly at `start`.
+    """
     from yt_dlp import YoutubeDL
-    from yt_dlp.utils import DownloadCancelled, YoutubeDLError
+    from yt_dlp.postprocessor.ffmpeg import FFmpegPostProcessor
+    from yt_dlp.utils import DownloadCancelled, YoutubeDLError, download_range_func
 
     def abort_when_stopped(_status: dict[str, Any]) -> None:
         # yt-dlp calls this every block: the way to stop a transfer in flight on Ctrl-C
         if stop is not None and stop.is_set():
             raise DownloadCancelled("stopped")
 
+    ffmpeg = ffmpeg_exe()
+    # yt-dlp asks "is ffmpeg there?" for section downloads without its options, through this context
+    # variable (its own CLI sets it); set per call: each worker thread has its own context.
+    FFmpegPostProcessor._ffmpeg_location.set(ffmpeg)
     work_dir.mkdir(parents=True, exist_ok=True)
-    options = {
-        "outtmpl": str(work_dir / f"{name}.%(ext)s"),
-        "format": "bv*[height<=720]+ba/b[height<=720]/bv*+ba/b",
-        "merge_output_format": "mp4",
-        "ffmpeg_location": ffmpeg_exe(),
-        "quiet": True,
-        "no_warnings": True,
-        "noprogress": True,
-        "noplaylist": True,
-        "continuedl": True,
-        "retries": 2,
-        "extractor_retries": 0,
-        "socket_timeout": policy.timeout_s,
-        "cachedir": False,
-        "logger": _QuietLogger(),
-        "progress_hooks": [abort_when_stopped],
-        **auth.ytdlp_options(),
+    options: dict[str, Any] = {
+        "outtmpl": str(work_dir / f"{name}.%(ext)s"), "format": "bv*[height<=720]+ba/b[height<=720]/bv*+ba/b",
+        "merge_output_format": "mp4", "ffmpeg_location": ffmpeg, "quiet": True, "no_warnings": True,
+        "noprogress": True, "noplaylist": True, "continuedl": True, "retries": 2, "extractor_retries": 0,
+        "socket_timeout": policy.timeout_s, "cachedir": False, "logger": _QuietLogger(),
+        "progress_hooks": [abort_when_stopped], **auth.ytdlp_options(),
     }
+    if section is not None:
+        options.update(download_ranges=download_range_func(None, [section]), force_keyframes_at_cuts=True,
+                       external_downloader_args={"ffmpeg_o": _SECTION_ENCODE})
     try:
         with YoutubeDL(options) as ydl:
             info = ydl.extract_info(url, download=True)
@@ -298,7 +307,7 @@ class YoutubeOutcome:
     reasons: dict[str, dict[str, str]] = field(default_factory=dict)
     bytes_downloaded: int = 0
     notes: list[str] = field(default_factory=list)
-    clips: list[dict[str, Any]] = field(default_factory=list)  # {"id", "split", "fetch", "bytes_fetched"}
+    clips: list[dict[str, Any]] = field(default_factory=list)  # {"id", "split", "fetch", "file_bytes"}
     summary: dict[str, Any] = field(default_factory=dict)
 
 
@@ -342,14 +351,16 @@ class ClipFetcher:
     def __call__(self, task: ClipTask) -> dict[str, Any]:
         record: dict[str, Any] = {"kind": "clip", "split": task.clip.split, "clip": task.clip.clip_id}
         if task.dest.exists():  # cut by an earlier run (or put there by hand): done
-            return {**record, "status": "ok", "fetch": "present", "bytes_fetched": 0}
+            return {**record, "status": "ok", "fetch": "present"}
         work_dir = self.work_root / task.clip.clip_id
         try:
-            source = self._fetch(task.url, work_dir=work_dir, name=task.clip.clip_id)
+            path, source = self._fetch_clip(task, work_dir=work_dir)
             size = source.stat().st_size
             with self._lock:
                 self.bytes_fetched += size
-            trim_clip(source, task.dest, time_start=task.clip.time_start, time_end=task.clip.time_end)
+            # the range path's file starts at the window's start (keyframe forced there)
+            start = 0.0 if path == "range" else task.clip.time_start
+            trim_clip(source, task.dest, time_start=start, time_end=start + task.clip.time_end - task.clip.time_start)
         except ClipFailure as failure:
             if self.stop.is_set():
                 raise  # interrupted, not failed: the next run tries it again
@@ -357,15 +368,26 @@ class ClipFetcher:
                 shutil.rmtree(work_dir, ignore_errors=True)  # else keep yt-dlp's .part for the next try
             return {**record, "status": "failed", "failure": failure.kind, "reason": failure.reason}
         shutil.rmtree(work_dir, ignore_errors=True)  # the fetched video is not kept
-        return {**record, "status": "ok", "fetch": "whole", "bytes_fetched": size}
+        return {**record, "status": "ok", "fetch": path, "file_bytes": size}
 
-    def _fetch(self, url: str, *, work_dir: Path, name: str) -> Path:
+    def _fetch_clip(self, task: ClipTask, *, work_dir: Path) -> tuple[FetchPath, Path]:
+        """Only the window (range requests) when possible, else the whole video: (path taken, file)."""
+        window = (float(task.clip.time_start), float(task.clip.time_end))
+        try:
+            return "range", self._fetch(task.url, work_dir=work_dir / "range", name=task.clip.clip_id, section=window)
+        except ClipFailure as failure:
+            if failure.kind in _NO_FALLBACK or self.stop.is_set():
+                raise
+            log.info("%s: range fetch failed (%s); fetching the whole video", task.url, failure.reason)
+        return "whole", self._fetch(task.url, work_dir=work_dir / "whole", name=task.clip.clip_id)
+
+    def _fetch(self, url: str, *, work_dir: Path, name: str, section: tuple[float, float] | None = None) -> Path:
         """fetch_video under the limiter and the download's one retry loop (a 429 is retried)."""
         def attempt(_: int) -> Path:
             self.limiter.acquire(self.stop)
             try:
                 path = fetch_video(url, work_dir=work_dir, name=name, policy=self.job.policy, stop=self.stop,
-                                   auth=self.job.auth)
+                                   auth=self.job.auth, section=section)
             except ClipFailure as failure:
                 throttled = failure.kind == "throttled"
                 self.limiter.release(throttled=throttled, retry_after_s=failure.retry_after_s)
@@ -418,7 +440,7 @@ def run_youtube(job: YoutubeJob, *, state: DownloadState, on_progress: ProgressF
                 outcome.failures.append(Failure(clip.clip_id, entry["failure"], entry.get("reason", ""), clip.split))
         elif entry.get("fetch") in ("range", "whole"):
             outcome.clips.append({"id": clip.clip_id, "split": clip.split, "fetch": entry["fetch"],
-                                  "bytes_fetched": entry.get("bytes_fetched")})
+                                  "file_bytes": entry.get("file_bytes")})
     for failure in run.failures:
         clip = by_key[failure.source]
         outcome.failures.append(Failure(clip.clip_id, "other", failure.error, clip.split))
