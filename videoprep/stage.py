@@ -362,8 +362,7 @@ def run_stage(
     on_progress: ProgressFn = no_progress,
     sweep_root: Path | None = None,
     fresh: bool = False,
-    feed: Callable[[list[Item]], Iterable[Item | None]] | None = None,
-    stop: threading.Event | None = None,
+    feed: Callable[[list[Item]], Iterable[Item | None]] | None = None, stop: threading.Event | None = None,
 ) -> StageRun:
     """Lock, sweep, skip what is journaled, run the rest, journal each result; see the module docstring.
 
@@ -371,8 +370,7 @@ def run_stage(
     ignores the journal (newer entries then win over the old ones). `feed`
     yields the items to run in the order they become ready (the download's
     parts as their transfers finish; None while none is ready); an item it does not yield is not run.
-    `stop` is set when the run is interrupted (thread tasks check it).
-    """
+    `stop` is set when the run is interrupted (thread tasks check it)."""
     started = time.monotonic()
     shard = options.shard
     mine = [item for item in items if shard is None or shard.covers(item.key)]
