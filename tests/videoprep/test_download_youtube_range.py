@@ -1,30 +1,33 @@
 """YouTube route fetches only the clip: yt-dlp's range download through its generic extractor, bytes counted.
 
 A 127.0.0.1 server with Range support (paced like a network link) serves a 60-s MP4; the route must read
-about the 10-s window, not the whole file, and fall back to the whole file where ranges are refused.
+about the 10-s window, not the whole file, and fall back to the whole file where ranges are refused;
+either way the clip starts at the window's first frame.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.videoprep.httpfaults import Fault, FaultServer, serve_folder
 from videoprep.download import DownloadConfig, run_download
 from videoprep.ffmpeg import run_ffmpeg
 from videoprep.probe import probe_video
+from videoprep.synth import decode_all
 
 DURATION_S, WINDOW = 60, (20, 30)
 YTID = "rangevid001"
 LINK_BYTES_S = 20_000_000  # a fast link; unpaced loopback would count whole socket buffers as "sent"
 
 
-def make_source(path: Path, *, duration_s: int = DURATION_S, size: str = "160x120") -> Path:
-    """A real H.264/AAC MP4, moov first (as YouTube serves), a keyframe every 2 s, ~uniform bitrate."""
+def make_source(path: Path, *, duration_s: int = DURATION_S, size: str = "160x120", noise: int = 20) -> Path:
+    """A real H.264/AAC MP4, moov first (as YouTube serves), a keyframe every 2 s, ~uniform bitrate (`noise`)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     run_ffmpeg(["-y", "-f", "lavfi", "-i", f"testsrc2=size={size}:rate=25", "-f", "lavfi", "-i",
-                "sine=frequency=440:sample_rate=44100", "-t", str(duration_s), "-vf", "noise=alls=20:allf=t",
+                "sine=frequency=440:sample_rate=44100", "-t", str(duration_s), "-vf", f"noise=alls={noise}:allf=t",
                 "-c:v", "libx264", "-preset", "ultrafast", "-g", "50", "-pix_fmt", "yuv420p", "-c:a", "aac",
                 "-shortest", "-movflags", "+faststart", str(path)], target=str(path))
     return path
@@ -47,9 +50,21 @@ def _fetch(server: FaultServer, source: Path, out: Path):
     return run_download(config)
 
 
-def _assert_clip(out: Path) -> None:
-    info = probe_video(out / "val" / "abseiling" / f"{YTID}_{WINDOW[0]:06d}_{WINDOW[1]:06d}.mp4")
+def _small(frame: np.ndarray) -> np.ndarray:
+    """8x8-pixel means: the picture without the per-frame noise."""
+    h, w = (frame.shape[0] // 8) * 8, (frame.shape[1] // 8) * 8
+    return frame[:h, :w].reshape(h // 8, 8, w // 8, 8, 3).mean(axis=(1, 3))
+
+
+def _assert_clip(out: Path, source: Path) -> None:
+    """10 s of 160x120 whose first frame is the source's frame at the window's start (not 1 s off)."""
+    clip = out / "val" / "abseiling" / f"{YTID}_{WINDOW[0]:06d}_{WINDOW[1]:06d}.mp4"
+    info = probe_video(clip)
     assert 245 <= info.frames <= 255 and (info.width, info.height) == (160, 120)
+    first = _small(decode_all(clip)[0])
+    frames = decode_all(source / "videos" / f"{YTID}.mp4")  # 25 fps
+    error = {t: np.abs(first - _small(frames[int(t * 25)])).mean() for t in (WINDOW[0] - 1, WINDOW[0], WINDOW[0] + 1)}
+    assert error[WINDOW[0]] < min(error[WINDOW[0] - 1], error[WINDOW[0] + 1]) / 2, error
 
 
 def test_range_fetch_reads_about_the_window_not_the_video(source: Path, tmp_path: Path) -> None:
@@ -61,7 +76,7 @@ def test_range_fetch_reads_about_the_window_not_the_video(source: Path, tmp_path
         served = server.bytes_sent[f"/videos/{YTID}.mp4"]
     assert report.complete, report.as_dict()
     assert [c["fetch"] for c in report.clips] == ["range"]
-    _assert_clip(tmp_path / "out")
+    _assert_clip(tmp_path / "out", source)
     assert served <= 2 * share, f"{served} bytes served for a {share:.0f}-byte window of a {video.stat().st_size}-byte file"
 
 
@@ -74,4 +89,4 @@ def test_whole_file_fallback_where_ranges_are_refused(source: Path, tmp_path: Pa
     assert report.complete, report.as_dict()
     assert [c["fetch"] for c in report.clips] == ["whole"] and report.clips[0]["file_bytes"] == video.stat().st_size
     assert whole  # the file was read from its start, without a Range
-    _assert_clip(tmp_path / "out")
+    _assert_clip(tmp_path / "out", source)

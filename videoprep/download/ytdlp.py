@@ -132,17 +132,20 @@ class _QuietLogger:
 
 
 FetchPath = Literal["range", "whole"]
-# The section yt-dlp cuts (keyframes forced at the cut) is re-encoded once more by trim_clip: encode it
-# fast and nearly lossless. A slow encoder also lets ffmpeg's demuxer read far past the section's end.
+# With keyframes forced at the cut, yt-dlp's ffmpeg re-encodes the section while it reads; trim_clip
+# re-encodes it once more, so that pass is fast and nearly lossless.
 _SECTION_ENCODE = ["-preset", "ultrafast", "-crf", "16"]
 
 
 def fetch_video(url: str, *, work_dir: Path, name: str, policy: RetryPolicy, stop: threading.Event | None = None,
-                auth: YoutubeAuth = YoutubeAuth(), section: tuple[float, float] | None = None) -> Path:
+                auth: YoutubeAuth = YoutubeAuth(), section: tuple[float, float] | None = None,
+                force_keyframes: bool = False) -> Path:
     """Download a video with yt-dlp into `work_dir/name.<ext>`: only `section` (start, end s) if given; ClipFailure.
 
-    A section is read through ffmpeg with HTTP range requests (yt-dlp's download_ranges), cut with
-    keyframes forced at its start, so the file starts exactly at `start`.
+    A section is read through ffmpeg with HTTP range requests (yt-dlp's download_ranges); its time 0 is
+    `start`. `force_keyframes`: re-encode it with a keyframe at `start` (yt-dlp's force_keyframes_at_cuts)
+    instead of copying it from the keyframe before (then an edit list skips the lead-in). Copying reads
+    less: ffmpeg reads ahead while it encodes (docs/download.md has the figures).
     """
     from yt_dlp import YoutubeDL
     from yt_dlp.postprocessor.ffmpeg import FFmpegPostProcessor
@@ -166,8 +169,9 @@ def fetch_video(url: str, *, work_dir: Path, name: str, policy: RetryPolicy, sto
         "progress_hooks": [abort_when_stopped], **auth.ytdlp_options(),
     }
     if section is not None:
-        options.update(download_ranges=download_range_func(None, [section]), force_keyframes_at_cuts=True,
-                       external_downloader_args={"ffmpeg_o": _SECTION_ENCODE})
+        options.update(download_ranges=download_range_func(None, [section]),
+                       force_keyframes_at_cuts=force_keyframes,
+                       external_downloader_args={"ffmpeg_o": _SECTION_ENCODE} if force_keyframes else {})
     try:
         with YoutubeDL(options) as ydl:
             info = ydl.extract_info(url, download=True)
