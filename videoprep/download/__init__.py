@@ -105,6 +105,7 @@ class DownloadConfig:
     report_path: Path | None = None
     summary_json: Path | None = None  # the download stage's summary (videoprep.stage); skips the record
     auth: YoutubeAuth = YoutubeAuth()  # YouTube route: cookies for yt-dlp
+    ffmpeg: str | None = None  # YouTube route: the ffmpeg that reads and cuts the clips; None: videoprep.ffmpeg's
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "splits", tuple(dict.fromkeys(self.splits)))  # "train,train" once
@@ -204,7 +205,8 @@ def _run_route(config: DownloadConfig, out_dir: Path, state: DownloadState,
         selected = _selected_clips(config, out_dir)
         outcome = run_youtube(YoutubeJob(
             clips=[c for clips in selected.values() for c in clips], out_dir=out_dir, url_template=config.url_template,
-            policy=config.policy, jobs=config.jobs, retry_failed=config.retry_failed, auth=config.auth),
+            policy=config.policy, jobs=config.jobs, retry_failed=config.retry_failed, auth=config.auth,
+            ffmpeg=config.ffmpeg),
             state=state, on_progress=progress)
         return selected, outcome, dict.fromkeys(config.splits, "not downloaded yet")
     plan = plan_mirror(base_url=config.mirror_url, splits=config.splits, policy=config.policy, jobs=config.jobs,

@@ -118,8 +118,11 @@ class AdaptiveLimiter:
             self._cond.notify_all()
 
 
-def trim_clip(source: Path, dest: Path, *, time_start: float, time_end: float) -> int:
-    """Cut [time_start, time_end] of `source` into `dest` (H.264 MP4), atomically; return frames."""
+def trim_clip(source: Path, dest: Path, *, time_start: float, time_end: float, ffmpeg: str | None = None) -> int:
+    """Cut [time_start, time_end] of `source` into `dest` (H.264 MP4), atomically; return frames.
+
+    `ffmpeg` is the program (None: videoprep.ffmpeg's choice).
+    """
     duration = time_end - time_start
     if duration <= 0:
         raise ClipFailure("trim_failed", f"empty window {time_start}-{time_end}")
@@ -131,7 +134,7 @@ def trim_clip(source: Path, dest: Path, *, time_start: float, time_end: float) -
                 "-vf", "scale=trunc(iw/2)*2:trunc(ih/2)*2",
                 "-c:v", "libx264", "-preset", "veryfast", "-crf", "23", "-pix_fmt", "yuv420p",
                 "-c:a", "aac", "-movflags", "+faststart", "-threads", "1", "-f", "mp4", str(tmp),
-            ], target=str(dest), timeout_s=_TRIM_TIMEOUT_S)
+            ], target=str(dest), timeout_s=_TRIM_TIMEOUT_S, exe=ffmpeg)
             from videoprep.probe import probe_video  # PyAV: only when a clip is cut
 
             frames = probe_video(tmp).frames
@@ -172,6 +175,7 @@ class YoutubeJob:
     jobs: int
     retry_failed: bool
     auth: YoutubeAuth = YoutubeAuth()
+    ffmpeg: str | None = None  # the program that reads sections and cuts clips; None: videoprep.ffmpeg's choice
 
 
 class ClipFetcher:
@@ -201,7 +205,8 @@ class ClipFetcher:
                 self.bytes_fetched += size
             # the range path's file starts at the window's start (keyframe forced there)
             start = 0.0 if path == "range" else task.clip.time_start
-            trim_clip(source, task.dest, time_start=start, time_end=start + task.clip.time_end - task.clip.time_start)
+            trim_clip(source, task.dest, time_start=start, time_end=start + task.clip.time_end - task.clip.time_start,
+                      ffmpeg=self.job.ffmpeg)
         except ClipFailure as failure:
             if self.stop.is_set():
                 raise  # interrupted, not failed: the next run tries it again
@@ -228,7 +233,7 @@ class ClipFetcher:
             self.limiter.acquire(self.stop)
             try:
                 path = fetch_video(url, work_dir=work_dir, name=name, policy=self.job.policy, stop=self.stop,
-                                   auth=self.job.auth, section=section)
+                                   auth=self.job.auth, section=section, ffmpeg=self.job.ffmpeg)
             except ClipFailure as failure:
                 throttled = failure.kind == "throttled"
                 self.limiter.release(throttled=throttled, retry_after_s=failure.retry_after_s)

@@ -139,13 +139,14 @@ _SECTION_ENCODE = ["-preset", "ultrafast", "-crf", "16"]
 
 def fetch_video(url: str, *, work_dir: Path, name: str, policy: RetryPolicy, stop: threading.Event | None = None,
                 auth: YoutubeAuth = YoutubeAuth(), section: tuple[float, float] | None = None,
-                force_keyframes: bool = False) -> Path:
+                force_keyframes: bool = False, ffmpeg: str | None = None) -> Path:
     """Download a video with yt-dlp into `work_dir/name.<ext>`: only `section` (start, end s) if given; ClipFailure.
 
     A section is read through ffmpeg with HTTP range requests (yt-dlp's download_ranges); its time 0 is
     `start`. `force_keyframes`: re-encode it with a keyframe at `start` (yt-dlp's force_keyframes_at_cuts)
     instead of copying it from the keyframe before (then an edit list skips the lead-in). Copying reads
-    less: ffmpeg reads ahead while it encodes (docs/download.md has the figures).
+    less: ffmpeg reads ahead while it encodes (docs/download.md has the figures). `ffmpeg`: the program
+    yt-dlp runs (None: videoprep.ffmpeg's choice).
     """
     from yt_dlp import YoutubeDL
     from yt_dlp.postprocessor.ffmpeg import FFmpegPostProcessor
@@ -156,7 +157,7 @@ def fetch_video(url: str, *, work_dir: Path, name: str, policy: RetryPolicy, sto
         if stop is not None and stop.is_set():
             raise DownloadCancelled("stopped")
 
-    ffmpeg = ffmpeg_exe()
+    ffmpeg = ffmpeg or ffmpeg_exe()
     # yt-dlp asks "is ffmpeg there?" for section downloads without its options, through this context
     # variable (its own CLI sets it); set per call: each worker thread has its own context.
     FFmpegPostProcessor._ffmpeg_location.set(ffmpeg)
