@@ -90,3 +90,39 @@ def test_whole_file_fallback_where_ranges_are_refused(source: Path, tmp_path: Pa
     assert [c["fetch"] for c in report.clips] == ["whole"] and report.clips[0]["file_bytes"] == video.stat().st_size
     assert whole  # the file was read from its start, without a Range
     _assert_clip(tmp_path / "out", source)
+
+
+def test_ctrl_c_stops_a_range_fetch_in_flight_and_the_rerun_completes(source: Path, tmp_path: Path) -> None:
+    """Ctrl-C in a terminal (SIGINT to the process group: videoprep and yt-dlp's ffmpeg) ends the run at once."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "out"
+    repo = Path(__file__).resolve().parents[2]
+    with serve_folder(source) as server:
+        server.set_always(f"videos/{YTID}.mp4", Fault("slow", rate_bytes_s=20_000))  # ~10 minutes for the window
+        cmd = [sys.executable, "-c", "import cli; cli.main()", "-q", "download", "kinetics400", "--out", str(out),
+               "--source", "youtube", "--split", "val", "--annotations", str(source / "annotations"),
+               "--url-template", server.url + "/videos/{youtube_id}.mp4", "--timeout", "900"]
+        proc = subprocess.Popen(cmd, cwd=repo, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)
+        try:
+            deadline = time.monotonic() + 90
+            while time.monotonic() < deadline and not any(r.range for r in server.requests_for(f"videos/{YTID}.mp4")):
+                time.sleep(0.05)
+            if proc.poll() is not None or not any(r.range for r in server.requests_for(f"videos/{YTID}.mp4")):
+                pytest.skip("machine too slow: no range read had started after 90 s")
+            os.killpg(proc.pid, signal.SIGINT)
+            returncode = proc.wait(timeout=60)  # the window would take minutes to arrive
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        assert returncode != 0
+        server.set_always(f"videos/{YTID}.mp4", None)
+        report = _fetch(server, source, out)
+    assert report.complete and [c["fetch"] for c in report.clips] == ["range"]
+    _assert_clip(out, source)
