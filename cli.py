@@ -509,7 +509,7 @@ def _checked_url(value: str | None, option: str) -> str | None:
 
 
 @cli.command("download")
-@click.argument("dataset", type=click.Choice(["kinetics400"]))
+@click.argument("dataset", type=click.Choice(["kinetics400", "kinetics600", "kinetics700-2020"]))
 @click.option("--out", "out_dir", required=True, type=click.Path(),
               help="Dataset root: {split}/ videos, annotations/, download_report.json.")
 @click.option("--split", "splits", default="train,val,test", show_default=True,
@@ -519,8 +519,8 @@ def _checked_url(value: str | None, option: str) -> str | None:
 @click.option("-j", "--jobs", type=click.IntRange(min=1), default=4, show_default=True,
               help="Parallel transfers (mirror parts or YouTube videos).")
 @click.option("--base-url", default=None, callback=lambda _c, _p, v: _checked_url(v, "--base-url"),
-              help="Mirror root holding {split}/k400_{split}_path.txt, annotations/ and the replacement "
-                   "archive (default: https://s3.amazonaws.com/kinetics/400).")
+              help="Mirror root holding {split}/{k400,k600,k700_2020}_{split}_path.txt and annotations/ "
+                   "(default: the release's CVDF folder, e.g. https://s3.amazonaws.com/kinetics/400).")
 @click.option("--classes", default=None,
               help="Keep only these classes: a file with one name per line, or names separated by commas.")
 @click.option("--limit-per-class", type=click.IntRange(min=1), default=None,
@@ -550,24 +550,20 @@ def _checked_url(value: str | None, option: str) -> str | None:
 @click.option("--summary-json", type=click.Path(path_type=Path), default=None,
               help="Mirror route: write the extraction's planned/cached/done/failed counts here (as every stage); "
                    "the run then scans OUT even when a completion record says nothing changed.")
-@click.option("--ffmpeg", "ffmpeg_path", envvar="VIDEOPREP_FFMPEG", default=None, callback=_checked_ffmpeg,
-              metavar="PATH", help="YouTube route: the ffmpeg that cuts the clips (env VIDEOPREP_FFMPEG; default: "
-                                   "the pinned static one of imageio-ffmpeg). Its version goes into the report.")
+@click.option("--ffmpeg", "ffmpeg", envvar="VIDEOPREP_FFMPEG", default=None, callback=_checked_ffmpeg,
+              metavar="PATH", help="YouTube route: the ffmpeg that reads and cuts the clips (env VIDEOPREP_FFMPEG; "
+                                   "default: the pinned static one of imageio-ffmpeg). Its version goes into the report.")
 @progress_options
-def download_cmd(dataset: str, out_dir: str, splits: str, source: str, jobs: int, base_url: str | None,
-                 classes: str | None, limit_per_class: int | None, dry_run: bool, keep_archives: bool,
-                 class_folders: bool, url_template: str | None, annotations_dir: str | None,
-                 cookies: Path | None, cookies_from_browser: str | None, retry_failed: bool, retries: int,
-                 backoff_base_s: float, timeout_s: float, report_path: str | None,
-                 summary_json: Path | None, ffmpeg_path: str | None) -> None:
-    """Get Kinetics-400 onto disk from the CVDF mirror or YouTube, resumably.
+def download_cmd(dataset: str, out_dir: str, splits: str, source: str, classes: str | None, url_template: str | None,
+                 annotations_dir: str | None, cookies: Path | None, cookies_from_browser: str | None,
+                 report_path: str | None, **options: object) -> None:
+    """Get a Kinetics release (400, 600, 700-2020) onto disk from the CVDF mirror or YouTube, resumably.
 
     Re-run the same command to resume after Ctrl-C, kill or network trouble:
     finished parts/clips are skipped and half-downloaded files continue.
     Ends with a report (stderr and OUT/download_report.json) and exits 1 if
     anything failed in this run.
     """
-    chosen = tuple(s.strip() for s in splits.split(",") if s.strip())
     if (cookies or cookies_from_browser) and source != "youtube":
         raise click.UsageError("--cookies and --cookies-from-browser are for --source youtube")
     if cookies_from_browser:
@@ -575,21 +571,6 @@ def download_cmd(dataset: str, out_dir: str, splits: str, source: str, jobs: int
 
         if check_browser(cookies_from_browser):
             raise click.BadParameter(check_browser(cookies_from_browser), param_hint="--cookies-from-browser")
-    from videoprep.completion import DownloadRecord  # standard library only: a no-op run stays light
-
-    record = DownloadRecord(Path(out_dir), chosen, report=report_path, classes=classes,
-                            annotations_dir=annotations_dir, class_folders=class_folders, options={
-        "dataset": dataset, "source": source, "base_url": base_url, "limit_per_class": limit_per_class,
-        "url_template": url_template, "keep_archives": keep_archives})
-    # --summary-json asks for the extraction's counts: those need the scan the record would skip.
-    summary = None if dry_run or summary_json else record.current()
-    if summary is not None:
-        err_console.print(f"nothing to do: {out_dir} already holds {summary['on_disk']} of {summary['expected']} "
-                          f"clips ({', '.join(chosen)}), fingerprint {summary['fingerprint']}; delete "
-                          f"{record.path} to check again", soft_wrap=True, markup=False)
-        click.echo(summary["report"])
-        return
-
     from videoprep.download import (
         DownloadConfig,
         YoutubeAuth,
@@ -598,34 +579,32 @@ def download_cmd(dataset: str, out_dir: str, splits: str, source: str, jobs: int
         run_download,
         summary_table,
     )
-    options: dict[str, object] = {}
-    if base_url:
-        options["base_url"] = base_url
-    if url_template:
-        options["url_template"] = url_template
+
     config = DownloadConfig(
-        out_dir=Path(out_dir), dataset=dataset, source=source, splits=chosen, jobs=jobs,  # type: ignore[arg-type]
-        classes=parse_classes(classes), limit_per_class=limit_per_class, dry_run=dry_run,
-        keep_archives=keep_archives, class_folders=class_folders,
-        annotations_dir=Path(annotations_dir) if annotations_dir else None, retry_failed=retry_failed,
-        retries=retries, backoff_base_s=backoff_base_s, timeout_s=timeout_s,
-        report_path=Path(report_path) if report_path else None, summary_json=summary_json,
-        auth=YoutubeAuth(cookies=cookies, cookies_from_browser=cookies_from_browser), ffmpeg=ffmpeg_path,
-        **options,  # type: ignore[arg-type]
-    )
-    if dry_run:
+        out_dir=Path(out_dir), dataset=dataset, source=source,  # type: ignore[arg-type]
+        splits=tuple(s.strip() for s in splits.split(",") if s.strip()), classes=parse_classes(classes),
+        annotations_dir=Path(annotations_dir) if annotations_dir else None,
+        report_path=Path(report_path) if report_path else None,
+        auth=YoutubeAuth(cookies=cookies, cookies_from_browser=cookies_from_browser),
+        **({"url_template": url_template} if url_template else {}), **options)  # type: ignore[arg-type]
+    if config.dry_run:
         report = run_download(config)
         known = [f.size_bytes for f in report.plan if f.size_bytes is not None]
         for item in report.plan:
-            size = "?" if item.size_bytes is None else str(item.size_bytes)
-            click.echo(f"{item.url}\t{size}\t{item.destination}")
+            click.echo(f"{item.url}\t{'?' if item.size_bytes is None else item.size_bytes}\t{item.destination}")
         err_console.print(f"dry run: {len(report.plan)} file(s), {format_bytes(sum(known))} known "
                           f"({len(report.plan) - len(known)} of unknown size) -> {out_dir}; nothing downloaded",
                           soft_wrap=True)
         return
-    unit = "bytes" if source == "mirror" else "items"
-    with progress_bar(f"download {source}", unit=unit) as on_progress:
+    with progress_bar(f"download {source}", unit="bytes" if source == "mirror" else "items") as on_progress:
         report = run_download(config, on_progress=on_progress)
+    if report.unchanged is not None:
+        done = report.unchanged
+        err_console.print(f"nothing to do: {out_dir} already holds {done['on_disk']} of {done['expected']} clips "
+                          f"({', '.join(config.splits)}), fingerprint {done['fingerprint']}; delete "
+                          f"{done['record']} to check again", soft_wrap=True, markup=False)
+        click.echo(report.report_path)
+        return
     err_console.print(summary_table(report))
     for note in report.notes:
         err_console.print(f"note: {note}", soft_wrap=True, markup=False)
@@ -634,11 +613,6 @@ def download_cmd(dataset: str, out_dir: str, splits: str, source: str, jobs: int
     if len(report.failures) > 10:
         err_console.print(f"... and {len(report.failures) - 10} more in {report.report_path}", soft_wrap=True)
     click.echo(report.report_path)
-    if not report.failures:
-        record.write(on_disk=sum(s.on_disk for s in report.splits.values()),
-                     expected=sum(s.expected for s in report.splits.values()),
-                     fingerprint=report.fingerprint.get("content_sha256") or report.fingerprint.get("sha256", ""),
-                     report=report.report_path)
     if report.failures:
         raise click.ClickException(f"{len(report.failures)} failure(s) in this run; re-run the same command to "
                                    f"resume (details in {report.report_path})")

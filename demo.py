@@ -28,11 +28,10 @@ from pathlib import Path
 import numpy as np
 
 from videoprep.atomic import atomic_write_json
-from videoprep.download.mirror import pack_mirror
 from videoprep.errors import VideoprepError
 from videoprep.kinetics import clip_id
 from videoprep.records import read_list
-from videoprep.synth import ACTIONS, write_action_video
+from videoprep.synth import ACTIONS, pack_mirror, write_action_video
 
 log = logging.getLogger(__name__)
 

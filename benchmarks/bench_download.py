@@ -33,8 +33,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests.videoprep.httpfaults import serve_folder  # noqa: E402
-from videoprep.download import DownloadConfig, pack_mirror, run_download  # noqa: E402
-from videoprep.synth import write_video  # noqa: E402
+from videoprep.download import DownloadConfig, run_download  # noqa: E402
+from videoprep.synth import pack_mirror, write_video  # noqa: E402
 
 
 def make_source(root: Path, *, clips: int, frames: int = 300, size: tuple[int, int] = (340, 256), encodes: int = 4,

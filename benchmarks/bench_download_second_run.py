@@ -29,7 +29,7 @@ from bench_download import make_source  # noqa: E402  (this folder is on sys.pat
 
 from tests.videoprep.httpfaults import serve_folder  # noqa: E402
 from videoprep.atomic import atomic_write_json  # noqa: E402
-from videoprep.download import pack_mirror  # noqa: E402
+from videoprep.synth import pack_mirror  # noqa: E402
 
 RECORD = Path(".videoprep-download") / "complete.json"
 

@@ -68,18 +68,19 @@ def current_summary(path: Path, *, key: Mapping[str, Any]) -> dict[str, Any] | N
 class DownloadRecord:
     """The completion record of a download (OUT/.videoprep-download/complete.json, in download's state folder).
 
-    Watches the split folders (and their class folders), the annotations, the class-folder
-    view, the report and the option files; its key is every option that shapes the result.
+    Written and checked by `run_download` alone. Watches the split folders (and their class folders), the
+    annotations, the class-folder view, the report and the annotations folder; its key is every option
+    that shapes the result.
     """
 
-    def __init__(self, out_dir: Path, splits: Iterable[str], *, report: str | None, classes: str | None,
-                 annotations_dir: str | None, class_folders: bool, options: Mapping[str, Any]) -> None:
+    def __init__(self, out_dir: Path, splits: Iterable[str], *, report: Path | None, annotations_dir: Path | None,
+                 class_folders: bool, options: Mapping[str, Any]) -> None:
         self.out_dir, self.splits = Path(out_dir), list(splits)
         self.path = self.out_dir / ".videoprep-download" / "complete.json"
-        self.key = {"command": "download", "splits": self.splits, "classes": classes, "report": report,
-                    "annotations_dir": annotations_dir, "class_folders": class_folders, **options}
+        self.key = {"command": "download", "splits": self.splits, "report": str(report) if report else None,
+                    "annotations_dir": str(annotations_dir) if annotations_dir else None,
+                    "class_folders": class_folders, **options}
         inputs = [report or self.out_dir / "download_report.json", annotations_dir]
-        inputs += [classes] if classes and os.path.isfile(classes) else []  # a file of names, not a list
         self.inputs = [Path(p) for p in inputs if p]
         roots = [self.out_dir / s for s in self.splits] + [self.out_dir / "annotations"]
         self.roots = roots + ([self.out_dir / "by_class" / s for s in self.splits] if class_folders else [])

@@ -1,12 +1,14 @@
-"""Run one task function over many items: a local process pool or a Ray cluster, same results.
+"""Run one task function over many items: a local process pool, threads, or a Ray cluster, same results.
 
-Both executors yield `videoprep.parallel.TaskResult`s as items finish, so a stage
+Every executor yields `videoprep.parallel.TaskResult`s as items finish, so a stage
 is written once and scales from a laptop (`local`) to many machines (`ray`).
-The task function must be a module-level function and items picklable.
+The task function must be a module-level function and items picklable, except on
+`threads`: network-bound tasks (YouTube fetches) that share objects in this process.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import functools
 import logging
@@ -14,8 +16,8 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sized
-from typing import Literal, TypeVar
+from collections.abc import Callable, Collection, Iterable, Iterator, Sized
+from typing import Any, Literal, TypeVar
 
 from videoprep.errors import TimedOutError, VideoprepError
 from videoprep.ffmpeg import die_with_parent_hook
@@ -24,7 +26,7 @@ from videoprep.parallel import TaskResult, default_jobs, failed, init_plain_work
 T = TypeVar("T")
 R = TypeVar("R")
 
-ExecutorName = Literal["local", "ray"]
+ExecutorName = Literal["local", "ray", "threads"]
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +44,7 @@ def run_tasks(
     address: str | None = None,
     timeout_s: float | None = None,
     plain: bool = False,
+    stop: threading.Event | None = None,
 ) -> Iterator[TaskResult[T, R]]:
     """Yield each item's result as it completes, on the chosen executor.
 
@@ -50,7 +53,8 @@ def run_tasks(
     SIGTERM is treated like Ctrl-C while tasks run, so workers and their ffmpeg
     children are stopped before this returns. `plain`: the task holds no
     resources (probing, decoding checks), so a local worker past its time
-    limit is ended at once instead of unwinding.
+    limit is ended at once instead of unwinding. `stop` is set when the run is
+    interrupted, so thread tasks (which no signal reaches) end at their next check.
     """
     try:
         backend = EXECUTORS[executor]
@@ -65,7 +69,7 @@ def run_tasks(
     if isinstance(items, Sized) and not len(items):
         return  # nothing to do: no pool, no Ray
     with sigterm_as_interrupt():
-        yield from backend(fn, items, jobs=jobs, address=address, timeout_s=timeout_s, plain=plain)
+        yield from backend(fn, items, jobs=jobs, address=address, timeout_s=timeout_s, plain=plain, stop=stop)
 
 
 @contextlib.contextmanager
@@ -121,9 +125,9 @@ def _call_in_worker(fn: Callable[[T], R], item: T) -> R:
 
 def _run_local(
     fn: Callable[[T], R], items: list[T], *, jobs: int | None, address: str | None, timeout_s: float | None,
-    plain: bool,
+    plain: bool, stop: threading.Event | None,
 ) -> Iterator[TaskResult[T, R]]:
-    """A pebble process pool on this machine (`videoprep.parallel.run_isolated`)."""
+    """A pebble process pool on this machine (`videoprep.parallel.run_isolated`); workers stop by signal."""
     if plain:
         yield from run_isolated(fn, items, jobs=jobs, timeout_s=timeout_s, initializer=init_plain_worker)
         return
@@ -133,9 +137,9 @@ def _run_local(
 
 def _run_ray(
     fn: Callable[[T], R], items: list[T], *, jobs: int | None, address: str | None, timeout_s: float | None,
-    plain: bool,
+    plain: bool, stop: threading.Event | None,
 ) -> Iterator[TaskResult[T, R]]:
-    """Ray tasks, one CPU each; a local Ray is started (and shut down) when none is running.
+    """Ray tasks, one CPU each (cancelled when stopped); a local Ray is started (and shut down) when none runs.
 
     Items travel by path (shared storage); no video bytes go through the object
     store. At most twice the cluster's CPUs are in flight, so a 240k-item run
@@ -211,7 +215,65 @@ def _call(fn: Callable[[T], R], item: T) -> R:
     return fn(item)
 
 
+def _run_threads(
+    fn: Callable[[T], R], items: Iterable[T | None], *, jobs: int | None, address: str | None,
+    timeout_s: float | None, plain: bool, stop: threading.Event | None,
+) -> Iterator[TaskResult[T, R]]:
+    """Threads of this process, for tasks that wait on the network; at most 2 x jobs items in flight.
+
+    No per-item time limit (a thread cannot be killed): the tasks' own socket timeouts bound them.
+    On Ctrl-C the queued items are cancelled and running ones finish or see the run's `stop`.
+    """
+    workers = max(1, jobs or 4)
+    queue = iter(items)
+    exhausted = False
+    with concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="task") as pool:
+        pending: dict[concurrent.futures.Future[R], T] = {}
+        try:
+            while pending or not exhausted:
+                while not exhausted and len(pending) < 2 * workers:
+                    item = next(queue, _DONE)
+                    if item is _DONE:
+                        exhausted = True
+                    elif item is not None:  # None: "nothing ready yet" from a lazy producer
+                        pending[pool.submit(fn, item)] = item  # type: ignore[arg-type]
+                for future in as_completed_interruptible(list(pending), first_only=True):
+                    item = pending.pop(future)
+                    try:
+                        yield TaskResult(item, future.result(), None)
+                    except Exception as exc:  # the task's own failure: this item's result
+                        yield TaskResult(item, None, f"{type(exc).__name__}: {exc}", type(exc).__name__)
+        except BaseException:
+            if stop is not None:
+                stop.set()  # before waiting: running tasks see it at their next check
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+
+
+def as_completed_interruptible(
+    futures: Collection[concurrent.futures.Future[Any]], *, poll_s: float = 0.2, idle: bool = False,
+    first_only: bool = False,
+) -> Iterator[concurrent.futures.Future[Any] | None]:
+    """Yield futures as they finish, waking every `poll_s` so Ctrl-C reaches the main thread at once.
+
+    (SIGINT may land on a worker thread; a main thread blocked without a
+    timeout would only see it when the next future completes.) `idle`: also
+    yield None after each wake-up with nothing finished, so the caller can do
+    other work meanwhile. `first_only`: stop after the first wake-up that finished any.
+    """
+    pending = set(futures)
+    while pending:
+        done, pending = concurrent.futures.wait(pending, timeout=poll_s,
+                                                return_when=concurrent.futures.FIRST_COMPLETED)
+        yield from done
+        if done and first_only:
+            return
+        if idle and not done:
+            yield None
+
+
 _DONE = object()
 RAY_RETRIES = 3  # a task whose worker or node died is run again this many times
 
-EXECUTORS: dict[str, Callable[..., Iterator[TaskResult]]] = {"local": _run_local, "ray": _run_ray}
+EXECUTORS: dict[str, Callable[..., Iterator[TaskResult]]] = {
+    "local": _run_local, "ray": _run_ray, "threads": _run_threads}

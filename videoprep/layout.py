@@ -16,7 +16,7 @@ import logging
 import os
 import re
 import urllib.parse
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -352,3 +352,46 @@ def require_videos(layout: Layout, *, where: str = "") -> None:
     """Every stage refuses a source without videos the same way (one line, exit 1, nothing written)."""
     if not layout.videos:
         raise EmptySourceError(layout.root, f"no videos found{where} (extensions: {' '.join(VIDEO_EXTENSIONS)})")
+
+
+# --- the class-folder view of a flat download ------------------------------------
+
+
+def build_class_view(*, out_dir: Path, split: str, labels: Mapping[str, str | None]) -> int:
+    """Symlinks `{out}/by_class/{split}/{label}/{clip}.mp4` -> `{out}/{split}/{clip}.mp4`; return count.
+
+    `{out}/by_class` is then a dataset root in class-folder layout (with
+    `annotations` linked), for tools that expect label folders. Unlabelled
+    clips (test) are linked directly under `by_class/{split}/`.
+    """
+    split_dir = out_dir / split
+    view_root = out_dir / "by_class"
+    made = 0
+    if not split_dir.is_dir():
+        return 0
+    for video in sorted(split_dir.iterdir()):
+        if video.name.startswith(".") or not video.is_file() or video.stat().st_size == 0:
+            continue
+        clip = video.stem
+        if clip not in labels:
+            continue
+        label = labels[clip]
+        folder = view_root / split / label if label else view_root / split
+        link = folder / video.name
+        folder.mkdir(parents=True, exist_ok=True)
+        target = os.path.relpath(video, folder)
+        if link.is_symlink() and os.readlink(link) == target:
+            made += 1
+            continue
+        tmp = folder / f".{video.name}.link.part"
+        tmp.unlink(missing_ok=True)
+        os.symlink(target, tmp)
+        os.replace(tmp, link)
+        made += 1
+    annotations_link = view_root / "annotations"
+    if not annotations_link.exists() and (out_dir / "annotations").is_dir():
+        view_root.mkdir(parents=True, exist_ok=True)
+        os.symlink(os.path.relpath(out_dir / "annotations", view_root), annotations_link)
+    return made
+
+

@@ -349,7 +349,7 @@ def run_stage(
     on_progress: ProgressFn = no_progress,
     sweep_root: Path | None = None,
     fresh: bool = False,
-    feed: Callable[[list[Item]], Iterable[Item | None]] | None = None,
+    feed: Callable[[list[Item]], Iterable[Item | None]] | None = None, stop: threading.Event | None = None,
 ) -> StageRun:
     """Lock, sweep, skip what is journaled, run the rest, journal each result; see the module docstring.
 
@@ -357,7 +357,7 @@ def run_stage(
     ignores the journal (newer entries then win over the old ones). `feed`
     yields the items to run in the order they become ready (the download's
     parts as their transfers finish; None while none is ready); an item it does not yield is not run.
-    """
+    `stop` is set when the run is interrupted (thread tasks check it)."""
     started = time.monotonic()
     shard = options.shard
     mine = [item for item in items if shard is None or shard.covers(item.key)]
@@ -381,7 +381,7 @@ def run_stage(
         log.info("%s: %d items, %d already done, %d to do", spec.name, run.planned, run.cached, len(todo))
         on_progress(run.cached, run.planned)
         _run_todo(spec, todo, run, journal=journal_path(state_dir, spec.name, shard), on_progress=on_progress,
-                  feed=feed)
+                  feed=feed, stop=stop)
         if shard is None:
             live = {k: e for k, e in records.items() if k not in todo} | run.entries
             if read + len(run.entries) - run.cached != len(live) or len(_journal_files(state_dir, spec.name)) > 1:
@@ -393,7 +393,7 @@ def run_stage(
 
 def _run_todo(
     spec: StageSpec, todo: dict[str, Item], run: StageRun, *, journal: Path, on_progress: ProgressFn,
-    feed: Callable[[list[Item]], Iterable[Item | None]] | None,
+    feed: Callable[[list[Item]], Iterable[Item | None]] | None, stop: threading.Event | None = None,
 ) -> None:
     """Run the items not done yet on the executor; journal each success as it lands."""
     if not todo:
@@ -405,7 +405,7 @@ def _run_todo(
         item.task for item in ready]
     opts = run.options
     results = run_tasks(spec.fn, tasks, executor=opts.executor, jobs=opts.jobs, address=opts.address,
-                        timeout_s=spec.timeout_s, plain=spec.plain_workers)
+                        timeout_s=spec.timeout_s, plain=spec.plain_workers, stop=stop)
     with JournalWriter(journal) as writer:
         for count, result in enumerate(results, start=run.cached + 1):
             item = by_task[id(result.item)]  # the executors hand back the very task object scheduled

@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+import shutil
+import tarfile
+from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Literal
 
 import av
 import numpy as np
+
+from videoprep.atomic import atomic_path, atomic_write_text
+from videoprep.errors import LayoutError
+from videoprep.formats import VIDEO_EXTENSIONS
+from videoprep.kinetics import find_annotation_files
 
 Codec = Literal["h264", "mpeg4", "mjpeg", "vp9", "vp8", "mpeg1video", "mpeg2video", "hevc"]
 
@@ -155,3 +163,84 @@ def write_action_video(
     rng = np.random.default_rng(seed)
     frames = action_frames(action, num_frames=num_frames, width=width, height=height, rng=rng)
     return write_video(path, frames, width=width, height=height, fps=fps, codec=codec, gop=gop)
+
+
+# --- packing a local dataset into a mirror layout (tests, demo, private mirrors) ---
+
+
+@dataclass
+class PackedMirror:
+    """A folder laid out like the CVDF mirror, and what went into each part."""
+
+    root: Path
+    base_url: str
+    parts: dict[str, list[Path]]
+    clips: dict[str, list[str]]
+    part_clips: dict[str, list[list[str]]]
+    replacement: Path | None  # None: the release has no replacement archive
+
+
+def pack_mirror(
+    *,
+    videos_dir: str | os.PathLike[str],
+    annotations_dir: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    base_url: str,
+    splits: Sequence[str] | None = None,
+    clips_per_part: int = 4,
+    plain_tar_parts: Collection[int] = (),
+    member_prefixes: Sequence[str] = ("{split}/",),
+    replacements_dir: str | os.PathLike[str] | None = None,
+    release: str = "kinetics400",
+) -> PackedMirror:
+    """Pack `{videos}/{split}/**/{clip}.mp4` and annotation CSVs into a release's mirror layout.
+
+    Writes `{out}/{split}/part_N.tar.gz`, `{out}/{split}/{tag}_{split}_path.txt`
+    (URLs under `base_url`; tag `k400`, `k600`, `k700_2020`), `{out}/annotations/{split}.csv`
+    and, for Kinetics-400, `{out}/replacement_for_corrupted_k400.tgz` (from
+    `replacements_dir`, else empty). Part N is a plain tar if N is in `plain_tar_parts`; member names
+    use `member_prefixes[N % len]` (e.g. "{split}/", "", "k400/{split}/").
+    """
+    from videoprep.download.releases import release as find_release
+
+    kind = find_release(release)
+    videos = Path(videos_dir)
+    root = Path(out_dir)
+    base = base_url.rstrip("/")
+    csvs = find_annotation_files(annotations_dir)
+    chosen = list(splits) if splits is not None else [s for s in ("train", "val", "test") if s in csvs]
+    packed = PackedMirror(root, base, {}, {}, {}, root / kind.replacement if kind.replacement else None)
+    for split in chosen:
+        if split not in csvs:
+            raise LayoutError(annotations_dir, f"no annotation CSV for split {split!r}")
+        with atomic_path(root / "annotations" / f"{split}.csv") as tmp:
+            shutil.copyfile(csvs[split], tmp)
+        files = sorted((p for p in (videos / split).rglob("*")
+                        if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS and not p.name.startswith(".")),
+                       key=lambda p: p.name)
+        groups = [files[i:i + clips_per_part] for i in range(0, len(files), max(1, clips_per_part))] or [[]]
+        urls, paths, part_clips = [], [], []
+        for index, group in enumerate(groups):
+            name = f"part_{index}.tar.gz"
+            prefix = member_prefixes[index % len(member_prefixes)].format(split=split)
+            target = root / split / name
+            with atomic_path(target) as tmp, tarfile.open(tmp, "w" if index in plain_tar_parts else "w:gz") as tar:
+                for video in group:
+                    tar.add(video, arcname=prefix + video.name, recursive=False)
+            urls.append(f"{base}/{split}/{name}")
+            paths.append(target)
+            part_clips.append([v.stem for v in group])
+        atomic_write_text(root / split / kind.list_name(split), "".join(u + "\n" for u in urls))
+        packed.parts[split] = paths
+        packed.part_clips[split] = part_clips
+        packed.clips[split] = [c for group in part_clips for c in group]
+    if packed.replacement is None:
+        return packed
+    with atomic_path(packed.replacement) as tmp, tarfile.open(tmp, "w:gz") as tar:
+        if replacements_dir is not None:
+            for video in sorted(Path(replacements_dir).iterdir()):
+                if video.is_file() and video.suffix.lower() in VIDEO_EXTENSIONS:
+                    tar.add(video, arcname=f"replacement/replacement_for_corrupted_k400/{video.name}",
+                            recursive=False)
+    return packed
+

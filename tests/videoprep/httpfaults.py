@@ -3,7 +3,8 @@
 Used by the download tests (and reusable by the demo): `serve_folder(root)` is a
 context manager yielding a `FaultServer` with `.url`, a request log, and
 `.add_fault(path, Fault(...))` to make the next request(s) for a path fail in a chosen way.
-Supports GET, HEAD and single `Range: bytes=N-` / `bytes=N-M` requests like a plain static host.
+Supports GET, HEAD and single `Range: bytes=N-` / `bytes=N-M` requests like a plain static host, and
+counts the body bytes it sends (per path, and per request in `.transfers`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-FaultKind = Literal["status", "drop", "long_length", "short_length", "ignore_range", "slow"]
+FaultKind = Literal["status", "drop", "long_length", "short_length", "ignore_range", "slow", "refuse_range"]
 
 _CONTENT_TYPES = {
     ".mp4": "video/mp4", ".webm": "video/webm", ".csv": "text/csv", ".txt": "text/plain",
@@ -37,6 +38,7 @@ class Fault:
     short_length: claim `extra_bytes` fewer in Content-Length and send only that many.
     ignore_range: answer 200 with the whole file even when a Range was asked for.
     slow: send the body at `rate_bytes_s` bytes per second.
+    refuse_range: answer `status` to requests with a Range header (a host that cannot serve parts).
     """
 
     kind: FaultKind
@@ -66,6 +68,8 @@ class FaultServer:
         self.faults: dict[str, deque[Fault]] = defaultdict(deque)
         self.always: dict[str, Fault] = {}
         self.log: list[LoggedRequest] = []
+        self.bytes_sent: dict[str, int] = defaultdict(int)  # path -> body bytes written to the socket
+        self.transfers: list[tuple[str, str | None, int]] = []  # (path, Range header, body bytes sent) per GET
         self.lock = threading.Lock()
         self.httpd: http.server.HTTPServer | None = None
         self.packed: Any = None  # what pack_mirror returned, when serve_mirror made the folder
@@ -119,6 +123,17 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 - http.server naming
         self._serve(head=False)
 
+    def _count(self, sent: int) -> None:
+        """Add body bytes just written to the socket to this path's total and this request's transfer."""
+        state, path = self.server_state, self.path.split("?")[0]
+        with state.lock:
+            state.bytes_sent[path] += sent
+            if self._transfer is None:  # the first bytes of this request's body
+                self._transfer = len(state.transfers)
+                state.transfers.append((path, self.headers.get("Range"), 0))
+            _, asked, done = state.transfers[self._transfer]
+            state.transfers[self._transfer] = (path, asked, done + sent)
+
     def _record(self, status: int) -> None:
         state = self.server_state
         with state.lock:
@@ -126,9 +141,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                                            self.headers.get("Cookie")))
 
     def _serve(self, *, head: bool) -> None:
+        self._transfer: int | None = None  # index in server_state.transfers once the body starts
         state = self.server_state
         path = self.path.split("?")[0]
         fault = state.take_fault(path, self.command)
+        if fault is not None and fault.kind == "refuse_range" and self.headers.get("Range"):
+            fault = Fault("status", status=fault.status)
         if fault is not None and fault.kind == "status":
             self._record(fault.status)
             body = f"injected {fault.status}\n".encode()
@@ -196,6 +214,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                     self.wfile.flush()
                 except (BrokenPipeError, ConnectionResetError):
                     return
+                self._count(len(chunk))
                 remaining -= len(chunk)
                 if rate:
                     time.sleep(len(chunk) / rate)
@@ -239,7 +258,7 @@ def serve_folder(root: str | os.PathLike[str]) -> Iterator[FaultServer]:
 @contextlib.contextmanager
 def serve_mirror(source_root: Path, root: Path, **pack_options: Any) -> Iterator[FaultServer]:
     """Pack `{source_root}/videos` + `annotations` (make_kinetics_folder) as a CVDF mirror in root and serve it."""
-    from videoprep.download import pack_mirror
+    from videoprep.synth import pack_mirror
 
     root.mkdir(parents=True, exist_ok=True)
     with serve_folder(root) as server:

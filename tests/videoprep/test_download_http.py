@@ -189,7 +189,7 @@ def test_stop_signal_cuts_a_stalled_transfer_at_once(server: FaultServer, tmp_pa
         except DownloadFailed as exc:
             outcome.append(exc)
 
-    worker = threading.Thread(target=run)
+    worker = threading.Thread(target=run, daemon=True)
     worker.start()
     deadline = time.monotonic() + 10
     while not (part_path(dest).exists() and part_path(dest).stat().st_size) and time.monotonic() < deadline:

@@ -24,12 +24,12 @@ from tests.videoprep.httpfaults import (
     serve_folder,
     serve_mirror,
 )
-from videoprep.download import STATE_DIRNAME, DownloadConfig, pack_mirror, run_download, safe_extract
+from videoprep.download import STATE_DIRNAME, DownloadConfig, run_download, safe_extract
 from videoprep.download.mirror import archive_format
 from videoprep.errors import PathError, VideoprepError
 from videoprep.fingerprint import content_fingerprint, hash_folder
 from videoprep.stage import read_journal
-from videoprep.synth import write_video
+from videoprep.synth import pack_mirror, write_video
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -270,14 +270,17 @@ def test_not_a_tar_is_a_clear_error(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["kill-9", "ctrl-c"])
 def test_interrupted_download_resumes(mirror: FaultServer, tmp_path: Path, source, sig: signal.Signals) -> None:
-    """A real `videoprep download` process killed (SIGKILL) or interrupted (SIGINT) mid-transfer resumes."""
+    """A real `videoprep download` process killed (SIGKILL) or interrupted (SIGINT) mid-transfer resumes.
+
+    Part 1 is throttled to take about ten minutes, so the signal always lands mid-transfer.
+    """
     slow = "train/part_1.tar.gz"
     size = (mirror.root / slow).stat().st_size
-    mirror.set_always(slow, Fault("slow", rate_bytes_s=max(2000, size // 8)))
+    mirror.set_always(slow, Fault("slow", rate_bytes_s=max(50, size // 600)))
     out = tmp_path / "k400"
     partial = out / STATE_DIRNAME / "archives" / "train" / "part_1.tar.gz.part"
     cmd = [sys.executable, "-c", "import cli; cli.main()", "-q", "download", "kinetics400", "--out", str(out),
-           "--base-url", mirror.url, "--split", "train", "-j", "3", "--backoff", "0.01"]
+           "--base-url", mirror.url, "--split", "train", "-j", "3", "--backoff", "0.01", "--timeout", "900"]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     # Ctrl-C must stop the transfers promptly (wait_s), not finish them
     returncode = signal_mid_run(proc, lambda: partial.exists() and partial.stat().st_size > 1000,
@@ -296,7 +299,11 @@ def test_interrupted_download_resumes(mirror: FaultServer, tmp_path: Path, sourc
 
 def test_a_part_is_extracted_while_the_next_downloads(mirror: FaultServer, tmp_path: Path) -> None:
     """Extraction overlaps the transfers: part 0 is extracted, journaled and its archive deleted while part 1
-    is still arriving (so a Ctrl-C then keeps part 0, and the disk holds one copy of it)."""
+    is still arriving (so a Ctrl-C then keeps part 0, and the disk holds one copy of it).
+
+    Part 1 is throttled to take about ten minutes, so the only way to miss the 90 s deadline is an
+    extraction that waits for it; a machine too slow to even start part 1 by then skips.
+    """
     slow = "train/part_1.tar.gz"
     # part 1 takes minutes (4 KB every 20 s or slower), so "still downloading" holds however slow the machine
     mirror.set_always(slow, Fault("slow", rate_bytes_s=max(200, (mirror.root / slow).stat().st_size // 600)))
@@ -311,7 +318,7 @@ def test_a_part_is_extracted_while_the_next_downloads(mirror: FaultServer, tmp_p
         return journaled and all(p.exists() for p in first)
 
     cmd = [sys.executable, "-c", "import cli; cli.main()", "-q", "download", "kinetics400", "--out", str(out),
-           "--base-url", mirror.url, "--split", "train", "-j", "2"]
+           "--base-url", mirror.url, "--split", "train", "-j", "2", "--timeout", "900"]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 90
@@ -322,7 +329,9 @@ def test_a_part_is_extracted_while_the_next_downloads(mirror: FaultServer, tmp_p
     finally:
         proc.kill()
         proc.wait()
-    assert extracted, "part 0 was not extracted and journaled"
+    if not extracted and not partial.exists():
+        pytest.skip("machine too slow: part 1's transfer had not started after 90 s, so there was no race to see")
+    assert extracted, "part 0 was not extracted and journaled while part 1 downloaded"
     assert still_downloading, "part 0 was extracted only after part 1 had downloaded"
     assert not (state / "archives" / "train" / "part_0.tar.gz").exists()
 

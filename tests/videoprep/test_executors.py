@@ -63,3 +63,44 @@ def test_ffmpeg_dies_when_the_process_that_started_it_is_killed(tmp_path):
     signal_mid_run(proc, lambda: bool(live_pids("ffmpeg", marker)), what="the parent of a running ffmpeg killed",
                    timeout_s=30, wait_s=10)
     assert wait_until(lambda: not live_pids("ffmpeg", marker), timeout_s=30)
+
+
+def _half(n: int) -> int:
+    if n % 2:
+        raise ValueError(f"{n} is odd")
+    return n // 2
+
+
+def test_threads_return_each_items_value_or_error_and_skip_none_from_a_lazy_feed():
+    def feed():
+        for n in range(10):
+            yield None  # "nothing ready yet", as the download's feeds say
+            yield n
+
+    results = {r.item: r for r in run_tasks(_half, feed(), executor="threads", jobs=3)}
+    assert sorted(results) == list(range(10))
+    assert all(results[n].value == n // 2 for n in range(0, 10, 2))
+    assert results[3].error == "ValueError: 3 is odd" and results[3].error_type == "ValueError"
+
+
+def test_interrupting_a_threads_run_sets_its_stop_event_and_cancels_queued_items():
+    import threading
+
+    stop = threading.Event()
+    started: list[int] = []
+
+    def wait_for_stop(n: int) -> int:
+        started.append(n)
+        stop.wait(timeout=120)  # a transfer that only a stop ends
+        return n
+
+    def feed():
+        yield from (0, 1, 2)  # two threads: 2 waits in the queue
+        if not wait_until(lambda: sorted(started) == [0, 1], timeout_s=60):
+            stop.set()
+            pytest.skip("machine too slow: two threads did not start within 60 s")
+        raise KeyboardInterrupt  # Ctrl-C while the run waits for its next item
+
+    with pytest.raises(KeyboardInterrupt):
+        list(run_tasks(wait_for_stop, feed(), executor="threads", jobs=2, stop=stop))
+    assert stop.is_set() and sorted(started) == [0, 1]  # the running tasks saw the stop; the queued one never ran

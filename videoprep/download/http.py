@@ -48,7 +48,7 @@ class DownloadFailed(VideoprepError):
         super().__init__(f"{url}: {reason}")
 
 
-class _Transient(Exception):
+class Transient(Exception):
     """One attempt failed in a way a retry may fix; carries the server's Retry-After if any.
 
     `unreachable`: nothing answered at all (connection refused, unknown host); such
@@ -61,14 +61,14 @@ class _Transient(Exception):
         self.unreachable = unreachable
 
 
-def _network_transient(exc: Exception) -> _Transient:
+def _network_transient(exc: Exception) -> Transient:
     """A network error as a retryable failure, with a plain reason for the ones users hit most."""
     cause = exc.reason if isinstance(exc, urllib.error.URLError) else exc
     if isinstance(cause, ConnectionRefusedError):
-        return _Transient("connection refused (nothing listens there: is the URL right?)", unreachable=True)
+        return Transient("connection refused (nothing listens there: is the URL right?)", unreachable=True)
     if isinstance(cause, socket.gaierror):
-        return _Transient(f"unknown host ({cause.strerror})", unreachable=True)
-    return _Transient(f"{type(exc).__name__}: {exc}")
+        return Transient(f"unknown host ({cause.strerror})", unreachable=True)
+    return Transient(f"{type(exc).__name__}: {exc}")
 
 
 
@@ -180,22 +180,26 @@ def _request(url: str, *, method: str = "GET", headers: dict[str, str] | None = 
 
 
 def _classify_http_error(url: str, exc: urllib.error.HTTPError) -> Exception:
-    """Retryable statuses become _Transient (with Retry-After); the rest a permanent DownloadFailed."""
+    """Retryable statuses become Transient (with Retry-After); the rest a permanent DownloadFailed."""
     if exc.code in RETRY_STATUSES:
-        return _Transient(f"HTTP {exc.code}", retry_after_s=parse_retry_after(exc.headers.get("Retry-After")))
+        return Transient(f"HTTP {exc.code}", retry_after_s=parse_retry_after(exc.headers.get("Retry-After")))
     return DownloadFailed(url, f"HTTP {exc.code} {exc.reason}", status=exc.code, permanent=True)
 
 
-def _with_retries(url: str, policy: RetryPolicy, attempt_fn: Callable[[int], object],
-                  *, stop: threading.Event | None = None) -> tuple[object, int]:
-    """Call attempt_fn(attempt) until it returns; sleep between transient failures. (value, attempts)."""
+def with_retries(url: str, policy: RetryPolicy, attempt_fn: Callable[[int], object],
+                 *, stop: threading.Event | None = None) -> tuple[object, int]:
+    """Call attempt_fn(attempt) until it returns; sleep between Transient failures. (value, attempts).
+
+    The one retry loop of the download: HTTP requests and yt-dlp fetches alike. Gives up
+    with DownloadFailed after `policy.retries` retries, or at once when `stop` is set.
+    """
     last = "no attempt made"
     for attempt in range(policy.retries + 1):
         if stop is not None and stop.is_set():
             raise DownloadFailed(url, "stopped")
         try:
             return attempt_fn(attempt), attempt + 1
-        except _Transient as exc:
+        except Transient as exc:
             last = str(exc)
             if attempt == policy.retries:
                 break
@@ -227,10 +231,10 @@ def fetch_bytes(url: str, *, policy: RetryPolicy = RetryPolicy(), max_bytes: int
         if len(body) > max_bytes:
             raise DownloadFailed(url, f"larger than {max_bytes} bytes", permanent=True)
         if declared is not None and int(declared) != len(body):
-            raise _Transient(f"body has {len(body)} bytes, Content-Length said {declared}")
+            raise Transient(f"body has {len(body)} bytes, Content-Length said {declared}")
         return body
 
-    value, _ = _with_retries(url, policy, attempt)
+    value, _ = with_retries(url, policy, attempt)
     assert isinstance(value, bytes)
     return value
 
@@ -248,7 +252,7 @@ def head_size(url: str, *, policy: RetryPolicy = RetryPolicy()) -> int | None:
             raise _network_transient(exc) from None
         return int(value) if value is not None and value.isdigit() else None
 
-    value, _ = _with_retries(url, policy, attempt)
+    value, _ = with_retries(url, policy, attempt)
     return value if isinstance(value, int) else None
 
 
@@ -296,7 +300,7 @@ def fetch_file(
                 log.warning("%s: server refused resume at %d bytes (total %s); restarting", url, have, total)
                 partial.unlink()
                 report(-have)
-                raise _Transient("range not satisfiable; restarted") from None
+                raise Transient("range not satisfiable; restarted") from None
             raise _classify_http_error(url, exc) from None
         except _NETWORK_ERRORS as exc:
             raise _network_transient(exc) from None
@@ -307,7 +311,7 @@ def fetch_file(
                 log.info("%s: server ignored Range; restarting from 0", url)
                 report(-have)
             if expected_size is not None and total is not None and total != expected_size:
-                raise _Transient(f"server says {total} bytes, expected {expected_size}")
+                raise Transient(f"server says {total} bytes, expected {expected_size}")
             mode = "ab" if start else "wb"
             written = start
             try:
@@ -326,7 +330,7 @@ def fetch_file(
                     out.flush()
                     os.fsync(out.fileno())
             except _NETWORK_ERRORS as exc:
-                raise _Transient(f"connection lost at {written} bytes: {type(exc).__name__}") from None
+                raise Transient(f"connection lost at {written} bytes: {type(exc).__name__}") from None
             finally:
                 if isinstance(stop, StopSignal):
                     stop.unwatch(token)
@@ -336,10 +340,10 @@ def fetch_file(
         if target is None:
             raise DownloadFailed(url, "server announced no length; cannot verify completeness", permanent=True)
         if written != target:
-            raise _Transient(f"got {written} of {target} bytes")
+            raise Transient(f"got {written} of {target} bytes")
         return written
 
-    size, attempts = _with_retries(url, policy, attempt, stop=stop)
+    size, attempts = with_retries(url, policy, attempt, stop=stop)
     assert isinstance(size, int)
     on_disk = partial.stat().st_size
     if on_disk != size or (expected_size is not None and on_disk != expected_size):
@@ -358,13 +362,13 @@ def _response_span(url: str, resp: http.client.HTTPResponse, have: int) -> tuple
     if resp.status == 206:
         match = _CONTENT_RANGE_RE.match(resp.headers.get("Content-Range") or "")
         if not match:
-            raise _Transient("206 without a usable Content-Range")
+            raise Transient("206 without a usable Content-Range")
         start = int(match.group(1))
         if start != have:
-            raise _Transient(f"asked for bytes from {have}, server sent from {start}")
+            raise Transient(f"asked for bytes from {have}, server sent from {start}")
         total = None if match.group(3) == "*" else int(match.group(3))
         return start, total
     if resp.status != 200:
-        raise _Transient(f"unexpected HTTP {resp.status}")
+        raise Transient(f"unexpected HTTP {resp.status}")
     length = resp.headers.get("Content-Length")
     return 0, int(length) if length is not None and length.isdigit() else None

@@ -73,9 +73,13 @@ class DownloadReport:
     notes: list[str] = field(default_factory=list)
     report_path: str | None = None
     # Mirror route: every clip on disk as {"id", "split", "size", "sha256"}, hashed while it was extracted.
+    # YouTube route: every clip fetched as {"id", "split", "fetch": "range" | "whole", "file_bytes"}.
     clips: list[dict[str, Any]] = field(default_factory=list)
     # YouTube route: the ffmpeg that cut the clips, {"path", "version"} (the mirror route runs none).
     ffmpeg: dict[str, str] = field(default_factory=dict)
+    # Set when the completion record answered: the recorded summary (on_disk, expected, fingerprint, report,
+    # record); nothing was fetched or scanned.
+    unchanged: dict[str, Any] | None = None
 
     @property
     def complete(self) -> bool:
@@ -89,6 +93,16 @@ class DownloadReport:
             out["splits"][name]["missing_by_reason"] = split.missing_by_reason
         out["complete"] = self.complete
         return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> DownloadReport:
+        """The report as_dict wrote (derived keys dropped); KeyError/TypeError when it is not one."""
+        fields = {k: v for k, v in data.items() if k not in ("complete",)}
+        fields["splits"] = {name: SplitReport(**{k: v for k, v in split.items() if k != "missing_by_reason"})
+                            for name, split in data["splits"].items()}
+        fields["failures"] = [Failure(**f) for f in data["failures"]]
+        fields["plan"] = [PlannedFile(**p) for p in data["plan"]]
+        return cls(**fields)
 
 
 def scan_clips(split_dir: str | os.PathLike[str]) -> dict[str, Path]:

@@ -1,69 +1,52 @@
-"""The YouTube route: yt-dlp fetches each video, ffmpeg cuts the annotated window.
+"""The YouTube route: each clip is an item of the download's engine stage, run on threads.
 
-Output: `{out}/{split}/{label}/{ytid}_{start:06d}_{end:06d}.mp4` (test clips,
-which have no label, in `{out}/test/`). HTTP 429 halves the number of
-concurrent downloads and spaces them out; failures are classified and recorded,
-and the run keeps going.
+yt-dlp fetches the video and ffmpeg cuts the annotated window. Output:
+`{out}/{split}/{label}/{ytid}_{start:06d}_{end:06d}.mp4` (test clips, which have
+no label, in `{out}/test/`). HTTP 429 halves the number of concurrent downloads
+and spaces them out; failures are classified and journaled, and the run keeps going.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
+import functools
 import logging
 import shutil
 import threading
 import time
-import urllib.error
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from videoprep.atomic import atomic_path
-from videoprep.download.http import RetryPolicy, parse_retry_after
+from videoprep.download.http import DownloadFailed, RetryPolicy, Transient, with_retries
 from videoprep.download.report import Failure
-from videoprep.download.state import DownloadState, as_completed_interruptible
+from videoprep.download.state import DOWNLOAD_STAGE, DownloadState
+from videoprep.download.ytdlp import (
+    ClipFailure,
+    FetchPath,
+    YoutubeAuth,
+    check_browser,
+    classify_error,
+    fetch_video,
+)
 from videoprep.errors import FFmpegError, ProbeError
-from videoprep.ffmpeg import ffmpeg_exe, run_ffmpeg
+from videoprep.ffmpeg import run_ffmpeg
 from videoprep.kinetics import Clip
-from videoprep.probe import probe_video
 from videoprep.progress import ProgressFn
+from videoprep.stage import Item, StageOptions, StageSpec, run_stage
+
+__all__ = ["AdaptiveLimiter", "ClipFailure", "YoutubeAuth", "YoutubeJob", "check_browser", "classify_error",
+           "clip_destination", "run_youtube", "trim_clip"]
 
 log = logging.getLogger(__name__)
 
 YOUTUBE_URL_TEMPLATE = "https://www.youtube.com/watch?v={youtube_id}"
-FailureKind = Literal["unavailable", "private", "removed", "throttled", "bot_check", "trim_failed", "other"]
 # Failures a retry will not fix; re-runs skip these clips unless asked to retry them.
 PERMANENT_KINDS: frozenset[str] = frozenset({"unavailable", "private", "removed"})
+# Failures the whole-file fallback cannot fix either: the video is gone, or YouTube refuses us.
+_NO_FALLBACK: frozenset[str] = PERMANENT_KINDS | {"throttled", "bot_check"}
 _TRIM_TIMEOUT_S = 600.0
-
-
-@dataclass(frozen=True)
-class YoutubeAuth:
-    """Cookies for yt-dlp: a Netscape cookies file and/or a browser to read them from ("NAME[:PROFILE]")."""
-
-    cookies: Path | None = None
-    cookies_from_browser: str | None = None
-
-    def ytdlp_options(self) -> dict[str, Any]:
-        """The YoutubeDL options that carry these cookies."""
-        options: dict[str, Any] = {}
-        if self.cookies is not None:
-            options["cookiefile"] = str(self.cookies)
-        if self.cookies_from_browser:
-            browser, _, profile = self.cookies_from_browser.partition(":")
-            options["cookiesfrombrowser"] = (browser.lower(), profile or None, None, None)
-        return options
-
-
-def check_browser(name: str) -> str:
-    """'' when yt-dlp can read cookies from browser `name` ("NAME[:PROFILE]"), else why not."""
-    from yt_dlp.cookies import SUPPORTED_BROWSERS
-
-    browser = name.partition(":")[0].lower()
-    if browser not in SUPPORTED_BROWSERS:
-        return f"{browser!r} is not a browser yt-dlp reads cookies from; one of {', '.join(sorted(SUPPORTED_BROWSERS))}"
-    return ""
 
 
 def clip_destination(out_dir: Path, clip: Clip) -> Path:
@@ -72,73 +55,6 @@ def clip_destination(out_dir: Path, clip: Clip) -> Path:
         return out_dir / "test" / f"{clip.clip_id}.mp4"
     label = clip.label.replace("/", "_")
     return out_dir / clip.split / label / f"{clip.clip_id}.mp4"
-
-
-class ClipFailure(Exception):
-    """A clip that could not be fetched or cut, with its failure kind."""
-
-    def __init__(self, kind: FailureKind, reason: str, *, retry_after_s: float | None = None) -> None:
-        super().__init__(f"{kind}: {reason}")
-        self.kind = kind
-        self.reason = reason
-        self.retry_after_s = retry_after_s
-
-
-def _exception_chain(exc: BaseException) -> list[BaseException]:
-    """The error and everything it wraps (yt-dlp's exc_info and cause, Python's __cause__)."""
-    seen: list[BaseException] = []
-    todo: list[Any] = [exc]
-    while todo:
-        item = todo.pop(0)
-        if not isinstance(item, BaseException) or any(item is s for s in seen):
-            continue
-        seen.append(item)
-        exc_info = getattr(item, "exc_info", None)
-        if isinstance(exc_info, tuple) and len(exc_info) > 1:
-            todo.append(exc_info[1])
-        todo.extend([getattr(item, "cause", None), item.__cause__, item.__context__])
-    return seen
-
-
-# Fallback only: YouTube's refusals arrive as ExtractorError with no status, just text.
-_TEXT_KINDS: tuple[tuple[FailureKind, tuple[str, ...]], ...] = (
-    # "Sign in to confirm you're not a bot": only cookies (--cookies, --cookies-from-browser) help.
-    ("bot_check", ("not a bot",)),
-    ("throttled", ("http error 429", "too many requests")),
-    ("private", ("private video", "members-only", "sign in to confirm your age")),
-    ("removed", ("removed", "terminated", "copyright", "violat")),
-    ("unavailable", ("unavailable", "not available", "does not exist", "http error 404")),
-)
-
-
-def classify_error(exc: BaseException) -> tuple[FailureKind, float | None]:
-    """(failure kind, Retry-After seconds) of a yt-dlp error, from types and HTTP status first."""
-    from yt_dlp.networking.exceptions import HTTPError as YtHTTPError
-    from yt_dlp.utils import GeoRestrictedError, UnavailableVideoError
-
-    chain = _exception_chain(exc)
-    for item in chain:
-        status, headers = None, None
-        if isinstance(item, YtHTTPError):
-            status, headers = item.status, item.response.headers
-        elif isinstance(item, urllib.error.HTTPError):
-            status, headers = item.code, item.headers
-        if status is None:
-            continue
-        if status == 429:
-            return "throttled", parse_retry_after(headers.get("Retry-After") if headers else None)
-        if status in (404, 410):
-            return "unavailable", None
-        if status in (401, 403):
-            return "private", None
-    for item in chain:
-        if isinstance(item, (GeoRestrictedError, UnavailableVideoError)):
-            return "unavailable", None
-    text = " ".join(str(item) for item in chain).lower()
-    for kind, needles in _TEXT_KINDS:
-        if any(n in text for n in needles):
-            return kind, None
-    return "other", None
 
 
 class AdaptiveLimiter:
@@ -202,77 +118,10 @@ class AdaptiveLimiter:
             self._cond.notify_all()
 
 
-class _QuietLogger:
-    """yt-dlp logger that routes its output to logging at debug level (warnings stay warnings)."""
-
-    def debug(self, msg: str) -> None:
-        log.debug("yt-dlp: %s", msg)
-
-    def info(self, msg: str) -> None:
-        log.debug("yt-dlp: %s", msg)
-
-    def warning(self, msg: str) -> None:
-        log.info("yt-dlp: %s", msg)
-
-    def error(self, msg: str) -> None:
-        log.debug("yt-dlp error: %s", msg)
-
-
-def fetch_video(url: str, *, work_dir: Path, name: str, policy: RetryPolicy,
-                stop: threading.Event | None = None, auth: YoutubeAuth = YoutubeAuth(),
-                ffmpeg: str | None = None) -> Path:
-    """Download one whole video with yt-dlp into `work_dir/name.<ext>`; raise ClipFailure."""
-    from yt_dlp import YoutubeDL
-    from yt_dlp.utils import DownloadCancelled, YoutubeDLError
-
-    def abort_when_stopped(_status: dict[str, Any]) -> None:
-        # yt-dlp calls this every block: the way to stop a transfer in flight on Ctrl-C
-        if stop is not None and stop.is_set():
-            raise DownloadCancelled("stopped")
-
-    work_dir.mkdir(parents=True, exist_ok=True)
-    options = {
-        "outtmpl": str(work_dir / f"{name}.%(ext)s"),
-        "format": "bv*[height<=720]+ba/b[height<=720]/bv*+ba/b",
-        "merge_output_format": "mp4",
-        "ffmpeg_location": ffmpeg or ffmpeg_exe(),
-        "quiet": True,
-        "no_warnings": True,
-        "noprogress": True,
-        "noplaylist": True,
-        "continuedl": True,
-        "retries": 2,
-        "extractor_retries": 0,
-        "socket_timeout": policy.timeout_s,
-        "cachedir": False,
-        "logger": _QuietLogger(),
-        "progress_hooks": [abort_when_stopped],
-        **auth.ytdlp_options(),
-    }
-    try:
-        with YoutubeDL(options) as ydl:
-            info = ydl.extract_info(url, download=True)
-    except YoutubeDLError as exc:
-        if stop is not None and stop.is_set():
-            raise ClipFailure("other", "stopped") from None
-        kind, retry_after = classify_error(exc)
-        raise ClipFailure(kind, _short(exc), retry_after_s=retry_after) from None
-    paths = [d.get("filepath") for d in (info or {}).get("requested_downloads") or []]
-    found = [Path(p) for p in paths if p and Path(p).is_file()]
-    if not found:
-        raise ClipFailure("other", "yt-dlp reported success but wrote no file")
-    return found[0]
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc).replace("\n", " ").strip()
-    return text.removeprefix("ERROR: ")[:300]
-
-
 def trim_clip(source: Path, dest: Path, *, time_start: float, time_end: float, ffmpeg: str | None = None) -> int:
-    """Cut [time_start, time_end] of `source` into `dest` (H.264 MP4, one x264 thread), atomically; return frames.
+    """Cut [time_start, time_end] of `source` into `dest` (H.264 MP4), atomically; return frames.
 
-    `ffmpeg` is the program (None: the pinned one, videoprep.ffmpeg.ffmpeg_exe).
+    `ffmpeg` is the program (None: videoprep.ffmpeg's choice).
     """
     duration = time_end - time_start
     if duration <= 0:
@@ -286,6 +135,8 @@ def trim_clip(source: Path, dest: Path, *, time_start: float, time_end: float, f
                 "-c:v", "libx264", "-preset", "veryfast", "-crf", "23", "-pix_fmt", "yuv420p",
                 "-c:a", "aac", "-movflags", "+faststart", "-threads", "1", "-f", "mp4", str(tmp),
             ], target=str(dest), timeout_s=_TRIM_TIMEOUT_S, exe=ffmpeg)
+            from videoprep.probe import probe_video  # PyAV: only when a clip is cut
+
             frames = probe_video(tmp).frames
     except (FFmpegError, ProbeError) as exc:
         raise ClipFailure("trim_failed", exc.reason[-300:]) from None
@@ -294,113 +145,163 @@ def trim_clip(source: Path, dest: Path, *, time_start: float, time_end: float, f
 
 @dataclass
 class YoutubeOutcome:
-    """What the YouTube route did: failures and per-clip reasons, throttling seen."""
+    """What the YouTube route did: failures and per-clip reasons, throttling seen, how each clip was fetched."""
 
     failures: list[Failure] = field(default_factory=list)
     reasons: dict[str, dict[str, str]] = field(default_factory=dict)
     bytes_downloaded: int = 0
     notes: list[str] = field(default_factory=list)
+    clips: list[dict[str, Any]] = field(default_factory=list)  # {"id", "split", "fetch", "file_bytes"}
+    summary: dict[str, Any] = field(default_factory=dict)
 
 
-def run_youtube(
-    *,
-    clips: Sequence[Clip],
-    out_dir: Path,
-    state: DownloadState,
-    url_template: str,
-    policy: RetryPolicy,
-    jobs: int,
-    retry_failed: bool,
-    on_progress: ProgressFn,
-    auth: YoutubeAuth = YoutubeAuth(),
-    ffmpeg: str | None = None,
-) -> YoutubeOutcome:
-    """Fetch and cut every selected clip not yet on disk; one video download per YouTube id."""
+@dataclass(frozen=True)
+class ClipTask:
+    """One clip to fetch and cut: where from and where to."""
+
+    clip: Clip
+    url: str
+    dest: Path
+
+
+@dataclass
+class YoutubeJob:
+    """What run_youtube is asked to do."""
+
+    clips: Sequence[Clip]
+    out_dir: Path
+    url_template: str
+    policy: RetryPolicy
+    jobs: int
+    retry_failed: bool
+    auth: YoutubeAuth = YoutubeAuth()
+    ffmpeg: str | None = None  # the program that reads sections and cuts clips; None: videoprep.ffmpeg's choice
+
+
+class ClipFetcher:
+    """The engine's task function on the threads executor: fetch and cut one clip, return its journal record.
+
+    Shared by every thread: the rate limiter, the stop flag, the byte count.
+    A ClipFailure is the clip's recorded result; any other error is the engine's
+    failure of the item (not journaled, tried again next run).
+    """
+
+    def __init__(self, job: YoutubeJob, *, work_root: Path) -> None:
+        self.job, self.work_root = job, work_root
+        self.limiter = AdaptiveLimiter(job.jobs, policy=job.policy)
+        self.stop = threading.Event()
+        self.bytes_fetched = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, task: ClipTask) -> dict[str, Any]:
+        record: dict[str, Any] = {"kind": "clip", "split": task.clip.split, "clip": task.clip.clip_id}
+        if task.dest.exists():  # cut by an earlier run (or put there by hand): done
+            return {**record, "status": "ok", "fetch": "present"}
+        work_dir = self.work_root / task.clip.clip_id
+        try:
+            path, source = self._fetch_clip(task, work_dir=work_dir)
+            size = source.stat().st_size
+            with self._lock:
+                self.bytes_fetched += size
+            # the range path's file starts at the window's start (keyframe forced there)
+            start = 0.0 if path == "range" else task.clip.time_start
+            trim_clip(source, task.dest, time_start=start, time_end=start + task.clip.time_end - task.clip.time_start,
+                      ffmpeg=self.job.ffmpeg)
+        except ClipFailure as failure:
+            if self.stop.is_set():
+                raise  # interrupted, not failed: the next run tries it again
+            if failure.kind in PERMANENT_KINDS or failure.kind == "trim_failed":
+                shutil.rmtree(work_dir, ignore_errors=True)  # else keep yt-dlp's .part for the next try
+            return {**record, "status": "failed", "failure": failure.kind, "reason": failure.reason}
+        shutil.rmtree(work_dir, ignore_errors=True)  # the fetched video is not kept
+        return {**record, "status": "ok", "fetch": path, "file_bytes": size}
+
+    def _fetch_clip(self, task: ClipTask, *, work_dir: Path) -> tuple[FetchPath, Path]:
+        """Only the window (range requests) when possible, else the whole video: (path taken, file)."""
+        window = (float(task.clip.time_start), float(task.clip.time_end))
+        try:
+            return "range", self._fetch(task.url, work_dir=work_dir / "range", name=task.clip.clip_id, section=window)
+        except ClipFailure as failure:
+            if failure.kind in _NO_FALLBACK or self.stop.is_set():
+                raise
+            log.info("%s: range fetch failed (%s); fetching the whole video", task.url, failure.reason)
+        return "whole", self._fetch(task.url, work_dir=work_dir / "whole", name=task.clip.clip_id)
+
+    def _fetch(self, url: str, *, work_dir: Path, name: str, section: tuple[float, float] | None = None) -> Path:
+        """fetch_video under the limiter and the download's one retry loop (a 429 is retried)."""
+        def attempt(_: int) -> Path:
+            self.limiter.acquire(self.stop)
+            try:
+                path = fetch_video(url, work_dir=work_dir, name=name, policy=self.job.policy, stop=self.stop,
+                                   auth=self.job.auth, section=section, ffmpeg=self.job.ffmpeg)
+            except ClipFailure as failure:
+                throttled = failure.kind == "throttled"
+                self.limiter.release(throttled=throttled, retry_after_s=failure.retry_after_s)
+                if throttled:
+                    raise Transient(failure.reason, retry_after_s=failure.retry_after_s) from None
+                raise
+            self.limiter.release()
+            return path
+
+        try:
+            path, _ = with_retries(url, self.job.policy, attempt, stop=self.stop)
+        except DownloadFailed as exc:
+            raise ClipFailure("other" if self.stop.is_set() else "throttled", exc.reason) from None
+        assert isinstance(path, Path)
+        return path
+
+
+def _still_done(retry_failed: bool, item: Item, entry: dict[str, Any]) -> bool:
+    """A journaled clip is done while its file is there; a failure only while permanent (and not retried)."""
+    if entry.get("status") == "ok":
+        return item.task.dest.exists()
+    return entry.get("failure") in PERMANENT_KINDS and not retry_failed
+
+
+def run_youtube(job: YoutubeJob, *, state: DownloadState, on_progress: ProgressFn) -> YoutubeOutcome:
+    """Fetch and cut every selected clip not done yet: clips are items of the engine, on threads."""
     outcome = YoutubeOutcome()
-    previous = state.latest("clip")
-    todo: dict[str, list[Clip]] = {}
-    skipped = 0
-    for clip in clips:
-        key = f"{clip.split} {clip.clip_id}"
-        if clip_destination(out_dir, clip).exists():
-            continue
-        last = previous.get(key)
-        if last and last.get("status") == "failed" and last.get("failure") in PERMANENT_KINDS and not retry_failed:
-            skipped += 1
-            continue
-        todo.setdefault(clip.youtube_id, []).append(clip)
+    fetcher = ClipFetcher(job, work_root=state.root / "youtube")
+    items = []
+    for clip in job.clips:
+        url = job.url_template.format(youtube_id=clip.youtube_id)
+        items.append(Item(key=f"{clip.split} {clip.clip_id}", task=ClipTask(clip, url, clip_destination(job.out_dir, clip)),
+                          stamp={"url": url, "start": clip.time_start, "end": clip.time_end}))
+    fresh: set[str] = set()
+
+    def record(item: Item, value: dict[str, Any]) -> dict[str, Any]:
+        fresh.add(item.key)
+        return dict(value)
+
+    spec = StageSpec(DOWNLOAD_STAGE, fetcher, None, record=record,
+                     still_valid=functools.partial(_still_done, job.retry_failed))
+    run = run_stage(spec, items, state_dir=state.root, options=StageOptions(executor="threads", jobs=job.jobs),
+                    on_progress=on_progress, stop=fetcher.stop)
+    by_key = {item.key: item.task.clip for item in items}
+    for key, entry in sorted(run.entries.items()):
+        clip = by_key[key]
+        if entry.get("status") == "failed":
+            outcome.reasons.setdefault(clip.split, {})[clip.clip_id] = f"{entry['failure']}: {entry.get('reason', '')}"
+            if key in fresh:
+                outcome.failures.append(Failure(clip.clip_id, entry["failure"], entry.get("reason", ""), clip.split))
+        elif entry.get("fetch") in ("range", "whole"):
+            outcome.clips.append({"id": clip.clip_id, "split": clip.split, "fetch": entry["fetch"],
+                                  "file_bytes": entry.get("file_bytes")})
+    for failure in run.failures:
+        clip = by_key[failure.source]
+        outcome.failures.append(Failure(clip.clip_id, "other", failure.error, clip.split))
+        outcome.reasons.setdefault(clip.split, {})[clip.clip_id] = f"other: {failure.error}"
+    _add_notes(outcome, skipped=sum(1 for k, e in run.entries.items() if e.get("status") == "failed" and k not in fresh),
+               limiter=fetcher.limiter)
+    outcome.bytes_downloaded = fetcher.bytes_fetched
+    outcome.summary = run.summary()
+    return outcome
+
+
+def _add_notes(outcome: YoutubeOutcome, *, skipped: int, limiter: AdaptiveLimiter) -> None:
+    """What the user should know: clips not retried, bot checks, throttling."""
     if skipped:
         outcome.notes.append(f"{skipped} clip(s) failed permanently before and were not retried (--retry-failed)")
-    total = sum(len(v) for v in todo.values())
-    done = {"n": 0}
-    lock = threading.Lock()
-    limiter = AdaptiveLimiter(jobs, policy=policy)
-    stop = threading.Event()
-    work_root = state.root / "youtube"
-    on_progress(0, total)
-
-    def finish(clip: Clip, failure: ClipFailure | None) -> None:
-        if failure is not None and stop.is_set():
-            return  # interrupted, not failed: the next run tries it again
-        entry: dict[str, Any] = {"kind": "clip", "key": f"{clip.split} {clip.clip_id}", "split": clip.split,
-                                 "clip": clip.clip_id, "status": "ok" if failure is None else "failed"}
-        if failure is not None:
-            entry.update(failure=failure.kind, reason=failure.reason)
-        state.record(entry)
-        with lock:
-            done["n"] += 1
-            on_progress(done["n"], total)
-
-    def do_video(youtube_id: str, group: list[Clip]) -> list[tuple[Clip, ClipFailure | None]]:
-        try:
-            return fetch_and_cut(youtube_id, group)
-        except Exception as exc:  # a bug or an OS error costs this video's clips, never the batch
-            log.exception("%s: unexpected error", youtube_id)
-            failure = ClipFailure("other", f"{type(exc).__name__}: {exc}")
-            for clip in group:
-                finish(clip, failure)
-            return [(clip, failure) for clip in group]
-
-    def fetch_and_cut(youtube_id: str, group: list[Clip]) -> list[tuple[Clip, ClipFailure | None]]:
-        work_dir = work_root / youtube_id
-        url = url_template.format(youtube_id=youtube_id)
-        results: list[tuple[Clip, ClipFailure | None]] = []
-        try:
-            source = _fetch_with_backoff(url, work_dir=work_dir, name=youtube_id, limiter=limiter,
-                                         policy=policy, stop=stop, auth=auth, ffmpeg=ffmpeg)
-        except ClipFailure as failure:
-            if failure.kind in PERMANENT_KINDS:
-                shutil.rmtree(work_dir, ignore_errors=True)  # else keep yt-dlp's .part for the next try
-            for clip in group:
-                finish(clip, failure)
-                results.append((clip, failure))
-            return results
-        with lock:
-            outcome.bytes_downloaded += source.stat().st_size
-        for clip in group:
-            try:
-                trim_clip(source, clip_destination(out_dir, clip), time_start=clip.time_start,
-                          time_end=clip.time_end, ffmpeg=ffmpeg)
-                finish(clip, None)
-                results.append((clip, None))
-            except ClipFailure as failure:
-                finish(clip, failure)
-                results.append((clip, failure))
-        shutil.rmtree(work_dir, ignore_errors=True)  # the whole video is not kept
-        return results
-
-    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="yt") as pool:
-        futures = [pool.submit(do_video, ytid, group) for ytid, group in todo.items()]
-        try:
-            for future in as_completed_interruptible(futures):
-                for clip, failure in future.result():
-                    if failure is not None and not stop.is_set():
-                        outcome.failures.append(Failure(clip.clip_id, failure.kind, failure.reason, clip.split))
-        except BaseException:
-            log.warning("interrupted: stopping downloads (yt-dlp keeps its .part files for resume)")
-            stop.set()
-            pool.shutdown(wait=True, cancel_futures=True)
-            raise
     bots = sum(f.kind == "bot_check" for f in outcome.failures)
     if bots:
         outcome.notes.append(f"YouTube asked {bots} clip(s) to sign in to confirm they are not a bot; re-run with "
@@ -408,29 +309,4 @@ def run_youtube(
     if limiter.throttle_events:
         outcome.notes.append(f"HTTP 429 seen {limiter.throttle_events} time(s); concurrency went down to "
                              f"{limiter.min_limit_seen}")
-    for entry in state.latest("clip").values():
-        if entry.get("status") == "failed":
-            outcome.reasons.setdefault(entry["split"], {})[entry["clip"]] = (
-                f"{entry.get('failure')}: {entry.get('reason', '')}".strip())
-    return outcome
-
-
-def _fetch_with_backoff(url: str, *, work_dir: Path, name: str, limiter: AdaptiveLimiter,
-                        policy: RetryPolicy, stop: threading.Event, auth: YoutubeAuth,
-                        ffmpeg: str | None = None) -> Path:
-    """fetch_video under the limiter; a 429 tightens the limiter and the video is tried again."""
-    for attempt in range(policy.retries + 1):
-        limiter.acquire(stop)
-        try:
-            path = fetch_video(url, work_dir=work_dir, name=name, policy=policy, stop=stop, auth=auth, ffmpeg=ffmpeg)
-        except ClipFailure as failure:
-            throttled = failure.kind == "throttled"
-            limiter.release(throttled=throttled, retry_after_s=failure.retry_after_s)
-            if throttled and attempt < policy.retries:
-                log.info("%s: throttled, attempt %d/%d", url, attempt + 1, policy.retries + 1)
-                continue
-            raise
-        limiter.release()
-        return path
-    raise ClipFailure("throttled", "gave up")  # not reached: the last attempt raises
 
