@@ -150,6 +150,15 @@ def part_dali_cpu_vp9(work: Path) -> dict[str, Any]:
     return _compare_sets(work, ["vp9"], lambda: dali_decoder("cpu", batch_size=4), count=3, frames=90)
 
 
+def part_torchcodec_cpu(work: Path) -> dict[str, Any]:
+    """torchcodec on CPU vs the pyav reader on H.264: its FFmpeg (the wheelhouse's, or the system's) loads and seeks."""
+    need_modules("av", "torchcodec")
+    figures = _compare_sets(work, ["h264_gop16"], lambda: torchcodec_decoder("cpu"), count=3, frames=90)
+    with open("/proc/self/maps", encoding="utf-8") as maps:
+        loaded = sorted({line.split()[-1] for line in maps if "/libavcodec.so" in line})
+    return figures | {"libavcodec": loaded}
+
+
 
 # --- videoprep bench ----------------------------------------------------------------------------
 

@@ -11,7 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from _gpu_common import PartFailed, Skip, part_gpu_tests
-from _gpu_decode import part_bench_gpu, part_dali_cpu_vp9, part_dali_gpu, part_torchcodec_cuda
+from _gpu_decode import (
+    part_bench_gpu,
+    part_dali_cpu_vp9,
+    part_dali_gpu,
+    part_torchcodec_cpu,
+    part_torchcodec_cuda,
+)
 from _gpu_training import part_train_throughput
 from _gpu_transcode import part_refusals, part_transcode_args, part_transcode_gpu
 
@@ -27,4 +33,5 @@ PARTS: dict[str, Callable[[Path], dict[str, Any]]] = {
     "transcode_args": part_transcode_args,
     "refusals": part_refusals,
     "dali_cpu_vp9": part_dali_cpu_vp9,
+    "torchcodec_cpu": part_torchcodec_cpu,
 }

@@ -12,7 +12,11 @@ On a CUDA machine, on generated data, within --budget seconds (default 480) in a
   5. train_throughput   c2d_resnet50 3-D BAT, 8x8 clips, 224 px, batch 16: official setup vs ours, data wait
   6. bench_gpu          `videoprep bench` with the GPU backends
 and on any machine: transcode_args (the ffmpeg arguments each path builds), refusals (the NVDEC/NVENC
-probes and the one-line refusals without a GPU), dali_cpu_vp9 (DALI on CPU vs pyav on VP9).
+probes and the one-line refusals without a GPU), dali_cpu_vp9 (DALI on CPU vs pyav on VP9), torchcodec_cpu
+(torchcodec on CPU vs pyav: the FFmpeg libraries it loads work).
+
+On a GPU node without a network: `make gpu-check PYTHON=python3 WHEELHOUSE=DIR` installs from a wheelhouse
+(tools/wheelhouse.py) first and passes --install-record, so the report has the install time on a line of its own.
 
 Each part runs in its own process under its own time limit; a part that fails or times
 out is recorded and the kit goes on. Writes OUT/report.json and OUT/report.md (machine,
@@ -73,6 +77,7 @@ SPECS: tuple[PartSpec, ...] = (
     PartSpec("transcode_args", "the ffmpeg arguments of each transcode path", "", 20),
     PartSpec("refusals", "NVDEC/NVENC probes; one-line refusals without a GPU", "", 30, ("av",)),
     PartSpec("dali_cpu_vp9", "DALI on CPU vs pyav on VP9", "", 45, ("av", "nvidia.dali")),
+    PartSpec("torchcodec_cpu", "torchcodec on CPU vs pyav (its FFmpeg libraries load)", "", 30, ("av", "torchcodec")),
 )
 DEFAULT_BUDGET_S = 480.0
 MIN_PART_S = 5.0  # a part is not started with less than this left of the budget

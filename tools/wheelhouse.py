@@ -339,7 +339,30 @@ def build(config: BuildConfig) -> dict[str, dict]:
         m = manifests[group]
         print(f"{group}: {len(m['files'])} files, {m['total_bytes'] / CHUNK:.1f} MiB, largest stored file "
               f"{m['largest_file_bytes'] / CHUNK:.1f} MiB", file=sys.stderr)
+    if (config.out / "core").is_dir():
+        print(check_resolves(config.out), file=sys.stderr)
     return manifests
+
+
+def check_resolves(wheelhouse: Path) -> str:
+    """Resolve core's and dali's requirements from the wheelhouse alone, for its target Python (pip --dry-run)."""
+    core = read_manifest(wheelhouse / "core")
+    present = [g for g in GROUPS if (wheelhouse / g).is_dir() and g != "torchcodec"]
+    reqs = [r for g in present for r in read_manifest(wheelhouse / g)["requirements"]]
+    with tempfile.TemporaryDirectory(dir=wheelhouse) as tmp:
+        for group in present:
+            verified_files(wheelhouse / group, Path(tmp, group))
+        links = [wheelhouse / g for g in present] + [Path(tmp, g) for g in present if Path(tmp, g).is_dir()]
+        cmd = [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--no-index",
+               "--only-binary=:all:", "--python-version", core["python_version"], "--implementation", "cp",
+               "--target", str(Path(tmp, "target")), "--quiet"]
+        cmd += [a for p in manylinux_platforms(core["glibc_max"]) for a in ("--platform", p)]
+        cmd += [a for d in links for a in ("--find-links", str(d))] + reqs
+        run = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if run.returncode != 0:
+        raise WheelhouseError(f"{wheelhouse}: {', '.join(present)} do not resolve for Python "
+                              f"{core['python_version']} without an index: {run.stderr.strip()[-500:]}")
+    return f"{', '.join(present)}: {len(reqs)} requirements resolve for Python {core['python_version']} offline"
 
 
 # --- install (standard library only: runs on the node's Python) ----------------------------------------------
@@ -412,48 +435,51 @@ def torchcodec_for(torch: str, table: dict[str, str]) -> str | None:
 
 
 def install(wheelhouse: Path, venv: Path, *, table: dict[str, str]) -> InstallRecord:
-    """The project and every group present in the wheelhouse into a new venv over this Python; no network."""
+    """The project and every group present in the wheelhouse into a new venv over this Python; no network.
+
+    Every file is checked against its group's manifest (and split ones reassembled) before anything is made.
+    """
     start = time.perf_counter()
     if not (wheelhouse / "core").is_dir():
         raise WheelhouseError(f"{wheelhouse}: no core/ group; build one with `make wheelhouse` on a networked "
                               "machine and copy it here")
-    record = InstallRecord(str(wheelhouse), str(venv))
-    python = make_venv(venv)
-    record.torch = torch_version(python)
-    staging, log = venv / "wheelhouse-whole", venv / "install.log"
     present = [g for g in GROUPS if (wheelhouse / g).is_dir()]
-    for group in present:
-        verified_files(wheelhouse / group, staging / group)
-    links = [wheelhouse / g for g in present] + [staging / g for g in present if (staging / g).is_dir()]
-    extras = "dev,dali" if "dali" in present else "dev"
-    pip_install(python, ["-e", f"{ROOT}[{extras}]"], find_links=links, log=log)
-    record.groups = {g: "not in the wheelhouse" for g in GROUPS} | {"core": "installed"}
-    if "dali" in present:
-        record.groups["dali"] = "installed"
-    if "torchcodec" in present:
-        record.groups["torchcodec"] = _install_torchcodec(python, record, wheelhouse, links, table, log)
+    venv.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=venv.parent, prefix=f".{venv.name}.wheels-") as tmp:
+        staging = Path(tmp)
+        files = {g: verified_files(wheelhouse / g, staging / g) for g in present}
+        links = [wheelhouse / g for g in present] + [staging / g for g in present if (staging / g).is_dir()]
+        record = InstallRecord(str(wheelhouse), str(venv))
+        python = make_venv(venv)
+        record.torch = torch_version(python)
+        log = venv / "install.log"
+        extras = "dev,dali" if "dali" in present else "dev"
+        pip_install(python, ["-e", f"{ROOT}[{extras}]"], find_links=links, log=log)
+        record.groups = {g: "not in the wheelhouse" for g in GROUPS} | {"core": "installed"}
+        if "dali" in present:
+            record.groups["dali"] = "installed"
+        if "torchcodec" in present:
+            archive = next((f for f in files["torchcodec"] if f.name == FFMPEG_ARCHIVE), None)
+            record.groups["torchcodec"] = _install_torchcodec(python, record, archive, links, table, log)
     record.seconds = round(time.perf_counter() - start, 1)
     atomic_write_json(venv / INSTALL_RECORD, asdict(record))
     return record
 
 
-def _install_torchcodec(python: Path, record: InstallRecord, wheelhouse: Path, links: list[Path],
+def _install_torchcodec(python: Path, record: InstallRecord, archive: Path | None, links: list[Path],
                         table: dict[str, str], log: Path) -> str:
     """torchcodec for the torch found, and FFmpeg's libraries unpacked into VENV/ffmpeg-libs."""
     version = torchcodec_for(record.torch, table)
     if version is None:
         return f"no torchcodec release for torch {record.torch} in the table {table}: add one (TORCHCODEC_FOR_TORCH)"
     pip_install(python, ["--no-deps", f"torchcodec=={version}"], find_links=links, log=log)
-    archive = wheelhouse / "torchcodec" / FFMPEG_ARCHIVE
-    staged = Path(record.venv) / "wheelhouse-whole" / "torchcodec" / FFMPEG_ARCHIVE
-    for path in (staged, archive):
-        if path.is_file():
-            with tarfile.open(path) as tar:
-                safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}  # Python < 3.10.12: none
-                tar.extractall(record.venv, **safe)
-            record.ffmpeg_libs = str(Path(record.venv) / FFMPEG_DIR)
-            return f"installed torchcodec {version} for torch {record.torch}, FFmpeg libraries in {record.ffmpeg_libs}"
-    return f"installed torchcodec {version} for torch {record.torch}; no {FFMPEG_ARCHIVE}: uses the node's FFmpeg"
+    if archive is None:
+        return f"installed torchcodec {version} for torch {record.torch}; no {FFMPEG_ARCHIVE}: uses the node's FFmpeg"
+    with tarfile.open(archive) as tar:
+        safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}  # Python < 3.10.12 has no filters
+        tar.extractall(record.venv, **safe)
+    record.ffmpeg_libs = str(Path(record.venv) / FFMPEG_DIR)
+    return f"installed torchcodec {version} for torch {record.torch}, FFmpeg libraries in {record.ffmpeg_libs}"
 
 
 # --- command line -----------------------------------------------------------------------------------------------
@@ -471,14 +497,20 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--only", nargs="+", default=[], help="these requirements instead of each group's own")
     b.add_argument("--no-ffmpeg", action="store_true", help="leave FFmpeg's libraries out of the torchcodec group")
     b.add_argument("--torchcodec-table", default=DEFAULT_TORCHCODEC_TABLE)
+    c = sub.add_parser("check", help="every file against its manifest; the groups resolve offline for their Python")
+    c.add_argument("--wheelhouse", type=Path, required=True)
     i = sub.add_parser("install", help="a venv over this Python from the wheelhouse, without a network")
     i.add_argument("--wheelhouse", type=Path, required=True)
     i.add_argument("--venv", type=Path, required=True)
     i.add_argument("--torchcodec-table", default=DEFAULT_TORCHCODEC_TABLE)
     args = parser.parse_args(argv)
+    if args.command == "check":
+        args.torchcodec_table = DEFAULT_TORCHCODEC_TABLE
     try:
         table = parse_table(args.torchcodec_table)
-        if args.command == "build":
+        if args.command == "check":
+            print(check_resolves(args.wheelhouse.resolve()), file=sys.stderr)
+        elif args.command == "build":
             if args.max_piece_mib <= 0:
                 parser.error(f"--max-piece-mib {args.max_piece_mib}: must be > 0")
             build(BuildConfig(args.out.resolve(), args.python_version, args.glibc, tuple(args.groups),
