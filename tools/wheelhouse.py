@@ -508,6 +508,10 @@ def main(argv: list[str] | None = None) -> int:
         args.torchcodec_table = DEFAULT_TORCHCODEC_TABLE
     try:
         table = parse_table(args.torchcodec_table)
+    except WheelhouseError as exc:
+        print(f"wheelhouse: --torchcodec-table: {exc}", file=sys.stderr)
+        return 2
+    try:
         if args.command == "check":
             print(check_resolves(args.wheelhouse.resolve()), file=sys.stderr)
         elif args.command == "build":
