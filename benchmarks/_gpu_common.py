@@ -7,19 +7,16 @@ it broke. Every part makes its own generated data under the work folder it is gi
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _common import ROOT, VideoSet
 
-ROOT = Path(__file__).resolve().parents[1]
 CLIPS_PER_VIDEO = 4
 SEQ_LENGTH, SAMPLE_RATE = 8, 8
 
@@ -104,15 +101,6 @@ def run_limited(cmd: Sequence[str], *, timeout_s: float) -> subprocess.Completed
 # --- generated data -----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class VideoSet:
-    """Generated videos of one encoding: how they were written (videoprep.synth.write_video options)."""
-
-    name: str
-    suffix: str
-    options: dict[str, Any]
-
-
 VIDEO_SETS: dict[str, VideoSet] = {
     s.name: s for s in (
         # veryfast keeps x264's B-frames (ultrafast has none): DALI and torchcodec must reorder
@@ -122,26 +110,6 @@ VIDEO_SETS: dict[str, VideoSet] = {
         VideoSet("vp9", ".webm", {"codec": "vp9", "gop": 16}),
     )
 }
-
-
-def _write_one(args: tuple[str, dict[str, Any]]) -> str:
-    from videoprep.synth import write_video
-
-    path, options = args
-    return str(write_video(path, **options))
-
-
-def make_videos(folder: Path, video_set: VideoSet, *, count: int, frames: int, width: int = 340,
-                height: int = 256, fps: float = 30) -> list[Path]:
-    """`count` generated videos (content changes every frame: a wrong frame shows), made in parallel once."""
-    folder.mkdir(parents=True, exist_ok=True)
-    wanted = [folder / f"{video_set.name}_{i:03d}{video_set.suffix}" for i in range(count)]
-    todo = [(str(p), {**video_set.options, "num_frames": frames, "width": width, "height": height, "fps": fps,
-                      "seed": i}) for i, p in enumerate(wanted) if not p.is_file()]
-    if todo:
-        with ProcessPoolExecutor(max_workers=min(len(todo), os.cpu_count() or 1)) as pool:
-            list(pool.map(_write_one, todo))
-    return wanted
 
 
 def clip_plan(paths: Sequence[Path], *, frames: int, seed: int = 0) -> list[tuple[str, list[int]]]:

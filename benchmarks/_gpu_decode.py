@@ -10,13 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _common import generated_videos
 from _gpu_common import (
     VIDEO_SETS,
     PartFailed,
     Skip,
     clip_plan,
     frame_diff,
-    make_videos,
     need_cuda_torch,
     need_modules,
     run_limited,
@@ -113,7 +113,7 @@ def _compare_sets(work: Path, names: Sequence[str], make_decoder: Callable[[], C
                   frames: int) -> dict[str, Any]:
     """compare_with_pyav on each named video set; PartFailed when any set's frames are not the same."""
     # Every video first: the encoders fork, which must happen before DALI or CUDA start threads.
-    sets = {name: make_videos(work / "videos", VIDEO_SETS[name], count=count, frames=frames) for name in names}
+    sets = {name: generated_videos(work / "videos", VIDEO_SETS[name], count=count, frames=frames) for name in names}
     decoder = make_decoder()
     figures: dict[str, Any] = {}
     for name, paths in sets.items():

@@ -10,12 +10,11 @@ from statistics import median
 from typing import Any
 
 import numpy as np
+from _common import VideoSet, generated_videos
 from _gpu_common import (
     SEQ_LENGTH,
     PartFailed,
-    VideoSet,
     _has,
-    make_videos,
     need_cuda_torch,
     need_modules,
     run_limited,
@@ -34,7 +33,7 @@ def _train_lists(work: Path, *, train_videos: int, val_videos: int) -> tuple[Pat
     frames = 300
     spec = VideoSet("train", ".mp4", {"codec": "h264", "gop": 16, "options": {"tune": "fastdecode",
                                                                           "preset": "veryfast"}})
-    paths = make_videos(work / "train-videos", spec, count=train_videos + val_videos, frames=frames)
+    paths = generated_videos(work / "train-videos", spec, count=train_videos + val_videos, frames=frames)
     rng = np.random.default_rng(0)
     records = [ListRecord(str(p), frames, int(rng.integers(0, 10))) for p in paths]
     train, val = work / "train-videos" / "train.txt", work / "train-videos" / "val.txt"

@@ -31,7 +31,6 @@ import contextlib
 import importlib
 import json
 import os
-import platform
 import signal
 import subprocess
 import sys
@@ -42,15 +41,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(HERE))
+from _common import ROOT, machine_record
+from _gpu_common import missing_modules, missing_reason
+from _gpu_parts import PARTS, PartFailed, Skip
 
-from _gpu_common import missing_modules, missing_reason  # noqa: E402
-from _gpu_parts import PARTS, PartFailed, Skip  # noqa: E402
-
-from videoprep.atomic import atomic_write_json, atomic_write_text  # noqa: E402
+from videoprep.atomic import atomic_write_json, atomic_write_text
 
 
 @dataclass(frozen=True)
@@ -135,9 +130,7 @@ def machine() -> dict[str, Any]:
     """Host, GPU, driver and versions of everything the parts use."""
     smi = _command_output(["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"])
     info: dict[str, Any] = {
-        "host": platform.node(), "platform": platform.platform(), "python": sys.version.split()[0],
-        "cpu_count": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "gpus": smi.splitlines() if smi else [],
+        **machine_record(), "gpus": smi.splitlines() if smi else [],
         "versions": {m: _version(m) for m in ("torch", "av", "nvidia.dali", "torchcodec", "numpy", "decord")},
     }
     with contextlib.suppress(ImportError):
@@ -325,7 +318,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         "# GPU proof kit report", "",
         f"- when: {report['finished']} (took {report['seconds']:.0f} s of a {report['budget_s']:.0f} s budget)",
         f"- command: `{report['command']}`",
-        f"- machine: {m['host']}, {m['cpu_count']} cores, {m['platform']}",
+        f"- machine: {m['host']}, {m['cpu_count']} cores ({m['cpu_model']}), {m['platform']}, "
+        f"load average {m['load_average']}",
         f"- GPU: {'; '.join(m['gpus']) or 'none'} (torch sees CUDA: {report['cuda']})",
         f"- versions: {', '.join(f'{k} {v}' for k, v in m['versions'].items())}; torch CUDA {m.get('torch_cuda')}",
         f"- ffmpeg: {m.get('ffmpeg')}; GPU path: {m.get('gpu_ffmpeg')}",
