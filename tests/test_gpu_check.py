@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -104,3 +105,18 @@ def test_a_part_that_cannot_run_is_recorded_as_failed_and_the_exit_status_says_s
     assert [(p["name"], p["status"]) for p in report["parts"]] == [("transcode_args", "failed"),
                                                                    ("refusals", "failed")]
     assert all(p["reason"].startswith("not started: ") for p in report["parts"])
+
+
+@pytest.mark.slow  # the kit's machine record imports torch, DALI and torchcodec: ~40 s on 2 busy cores
+def test_a_part_skipped_for_a_missing_package_names_its_wheel_and_wheelhouse_group(tmp_path: Path):
+    shadow = tmp_path / "shadow" / "nvidia"  # an `nvidia` package without dali ahead on the path: DALI is missing
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(shadow.parent), str(ROOT)])}
+    run = subprocess.run([sys.executable, str(KIT), "--out", str(tmp_path / "out"), "--only", "dali_cpu_vp9"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120, env=env, check=False)
+    assert run.returncode == 0, run.stderr
+    (part,) = json.loads((tmp_path / "out" / "report.json").read_text())["parts"]
+    assert part["status"] == "skipped"
+    assert part["reason"].startswith("not installed here: nvidia.dali (wheel nvidia-dali-cuda130, wheelhouse group "
+                                     "dali): add the group to WHEELHOUSE")
