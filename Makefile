@@ -56,7 +56,7 @@ gpu-check:
 	LD_LIBRARY_PATH="$(abspath $(GPU_VENV))/ffmpeg-libs$${LD_LIBRARY_PATH:+:$$LD_LIBRARY_PATH}" \
 		$(GPU_VENV)/bin/python benchmarks/gpu_check.py --out $(GPU_OUT) --install-record $(GPU_VENV)/install.json
 else
-gpu-check: setup  ## Prove every GPU path (<= 8 min on a CUDA machine; CPU parts only elsewhere); report in gpu-check/
+gpu-check: setup  ## Prove every GPU path (<= 8 min on a CUDA machine; CPU parts only elsewhere); offline: PYTHON=python3 WHEELHOUSE=DIR
 	$(PY) benchmarks/gpu_check.py --out $(GPU_OUT)
 endif
 
