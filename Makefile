@@ -44,10 +44,13 @@ GPU_VENV   ?= .venv-gpu
 GPU_OUT    ?= gpu-check
 # torch minor -> the torchcodec release built for it (torchcodec's compatibility table).
 TORCHCODEC_FOR_TORCH ?= 2.10=0.10.0 2.11=0.11.1 2.12=0.12.0 2.13=0.13.0
+# PyPI's torchcodec decodes on CPU only; for torchcodec on CUDA: https://download.pytorch.org/whl/cu130
+TORCHCODEC_INDEX ?=
 
 wheelhouse: setup  ## Wheels minus torch + FFmpeg libs for a GPU node without a network (PYVER=3.12; in WHEELHOUSE or wheelhouse/)
 	$(PY) -m tools.wheelhouse build --out $(or $(WHEELHOUSE),wheelhouse) --python-version $(PYVER) \
-		--groups $(WH_GROUPS) --torchcodec-table "$(TORCHCODEC_FOR_TORCH)"
+		--groups $(WH_GROUPS) --torchcodec-table "$(TORCHCODEC_FOR_TORCH)" \
+		$(if $(TORCHCODEC_INDEX),--torchcodec-index $(TORCHCODEC_INDEX))
 
 ifneq ($(WHEELHOUSE),)
 gpu-check:

@@ -140,7 +140,8 @@ def part_torchcodec_cuda(work: Path) -> dict[str, Any]:
     import torchcodec
 
     if str(torchcodec.__version__).endswith("+cpu"):
-        raise Skip(f"torchcodec {torchcodec.__version__} is a CPU build: install a CUDA build to decode on the GPU")
+        raise Skip(f"torchcodec {torchcodec.__version__} is a CPU build: install a CUDA build to decode on the GPU "
+                   "(wheelhouse: make wheelhouse TORCHCODEC_INDEX=https://download.pytorch.org/whl/cu130)")
     return _compare_sets(work, ["h264_gop16", "h264_gop250", "hevc"], torchcodec_decoder, count=8, frames=150)
 
 

@@ -183,10 +183,11 @@ def project_requirements(group: str, torchcodec_table: dict[str, str]) -> list[s
 
 
 def pip_download(requirements: Sequence[str], dest: Path, *, python_version: str, glibc: str,
-                 no_deps: bool, log: Path) -> None:
-    """pip download of binary wheels for the target Python and manylinux x86_64 into dest."""
+                 no_deps: bool, log: Path, index_url: str = "") -> None:
+    """pip download of binary wheels for the target Python and manylinux x86_64 into dest (from index_url if set)."""
     cmd = [sys.executable, "-m", "pip", "download", "--only-binary=:all:", "--python-version", python_version,
            "--implementation", "cp", "--dest", str(dest), "--progress-bar", "off"]
+    cmd += ["--index-url", index_url] if index_url else []
     cmd += [arg for p in manylinux_platforms(glibc) for arg in ("--platform", p)]
     cmd += ["--no-deps"] * no_deps + list(requirements)
     with open(log, "a", encoding="utf-8") as out:
@@ -305,6 +306,7 @@ class BuildConfig:
     torchcodec_table: dict[str, str] = field(default_factory=dict)
     only: tuple[str, ...] = ()  # these requirements instead of each group's own (tests; topping up)
     ffmpeg: bool = True
+    torchcodec_index: str = ""  # e.g. PyTorch's CUDA wheel index: PyPI's torchcodec decodes on CPU only
 
 
 def build_group(config: BuildConfig, group: str, folder: Path, work: Path) -> dict:
@@ -314,7 +316,8 @@ def build_group(config: BuildConfig, group: str, folder: Path, work: Path) -> di
     # One release per call for torchcodec: pip resolves a call's requirements together, as one environment.
     for batch in [[r] for r in reqs] if group == "torchcodec" else [reqs]:
         pip_download(batch, folder, python_version=config.python_version, glibc=config.glibc,
-                     no_deps=group == "torchcodec", log=log)
+                     no_deps=group == "torchcodec", log=log,
+                     index_url=config.torchcodec_index if group == "torchcodec" else "")
     meta: dict = {"group": group, "python_version": config.python_version, "glibc_max": config.glibc,
                   "requirements": reqs, "built": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
     if group == "dali" and (config.out / "core").is_dir():  # what core already carries stays there
@@ -324,6 +327,7 @@ def build_group(config: BuildConfig, group: str, folder: Path, work: Path) -> di
                 path.unlink()
     if group == "torchcodec":
         meta["torchcodec_for_torch"] = config.torchcodec_table
+        meta["torchcodec_index"] = config.torchcodec_index or "PyPI (CPU builds)"
         if config.ffmpeg:
             meta |= ffmpeg_archive(folder, work, packages=FFMPEG_PACKAGES)
     return seal_group(folder, max_bytes=config.max_piece_bytes, meta=meta)
@@ -497,6 +501,8 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--only", nargs="+", default=[], help="these requirements instead of each group's own")
     b.add_argument("--no-ffmpeg", action="store_true", help="leave FFmpeg's libraries out of the torchcodec group")
     b.add_argument("--torchcodec-table", default=DEFAULT_TORCHCODEC_TABLE)
+    b.add_argument("--torchcodec-index", default="", help="index for torchcodec's wheels, e.g. "
+                   "https://download.pytorch.org/whl/cu130 for CUDA builds (default PyPI: CPU builds)")
     c = sub.add_parser("check", help="every file against its manifest; the groups resolve offline for their Python")
     c.add_argument("--wheelhouse", type=Path, required=True)
     i = sub.add_parser("install", help="a venv over this Python from the wheelhouse, without a network")
@@ -518,7 +524,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.max_piece_mib <= 0:
                 parser.error(f"--max-piece-mib {args.max_piece_mib}: must be > 0")
             build(BuildConfig(args.out.resolve(), args.python_version, args.glibc, tuple(args.groups),
-                              int(args.max_piece_mib * CHUNK), table, tuple(args.only), not args.no_ffmpeg))
+                              int(args.max_piece_mib * CHUNK), table, tuple(args.only), not args.no_ffmpeg,
+                              args.torchcodec_index))
         else:
             record = install(args.wheelhouse.resolve(), args.venv.resolve(), table=table)
             print(f"installed from {record.wheelhouse} in {record.seconds:.0f} s over torch {record.torch}: "
