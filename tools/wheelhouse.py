@@ -42,8 +42,6 @@ FFMPEG_DIR = "ffmpeg-libs"  # under the venv; gpu-check puts it first on LD_LIBR
 INSTALL_RECORD = "install.json"
 DEFAULT_MAX_PIECE_MIB = 60.0
 DEFAULT_GLIBC = "2.28"  # manylinux_2_28: RHEL 8 and newer
-# torchcodec's releases and the torch minor each is built for (torchcodec's README compatibility table).
-DEFAULT_TORCHCODEC_TABLE = "2.10=0.10.0 2.11=0.11.1 2.12=0.12.0 2.13=0.13.0"
 # What torchcodec loads at run time (Debian 12: FFmpeg 5.1), with their dependency closure.
 FFMPEG_PACKAGES = ("libavcodec59", "libavformat59", "libavutil57", "libswscale6", "libswresample4",
                    "libavdevice59", "libavfilter8")
@@ -373,7 +371,7 @@ def check_resolves(wheelhouse: Path) -> str:
 
 
 def parse_table(text: str) -> dict[str, str]:
-    """'2.13=0.13.0 2.11=0.11.1' -> {'2.13': '0.13.0', '2.11': '0.11.1'}."""
+    """'2.13=0.13.0 2.11=0.11.1' -> {'2.13': '0.13.0', '2.11': '0.11.1'} (the Makefile's TORCHCODEC_FOR_TORCH)."""
     pairs = [item.split("=", 1) for item in text.split()]
     if any(len(p) != 2 or not p[0] or not p[1] for p in pairs):
         raise WheelhouseError(f"torchcodec table {text!r}: expected TORCH_MINOR=TORCHCODEC pairs, e.g. 2.13=0.13.0")
@@ -473,6 +471,8 @@ def install(wheelhouse: Path, venv: Path, *, table: dict[str, str]) -> InstallRe
 def _install_torchcodec(python: Path, record: InstallRecord, archive: Path | None, links: list[Path],
                         table: dict[str, str], log: Path) -> str:
     """torchcodec for the torch found, and FFmpeg's libraries unpacked into VENV/ffmpeg-libs."""
+    # The table given (the Makefile's), else the one the wheelhouse was built with
+    table = table or read_manifest(Path(record.wheelhouse) / "torchcodec").get("torchcodec_for_torch", {})
     version = torchcodec_for(record.torch, table)
     if version is None:
         return f"no torchcodec release for torch {record.torch} in the table {table}: add one (TORCHCODEC_FOR_TORCH)"
@@ -500,7 +500,8 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--max-piece-mib", type=float, default=DEFAULT_MAX_PIECE_MIB)
     b.add_argument("--only", nargs="+", default=[], help="these requirements instead of each group's own")
     b.add_argument("--no-ffmpeg", action="store_true", help="leave FFmpeg's libraries out of the torchcodec group")
-    b.add_argument("--torchcodec-table", default=DEFAULT_TORCHCODEC_TABLE)
+    b.add_argument("--torchcodec-table", default="", help="TORCH_MINOR=TORCHCODEC pairs (the Makefile's "
+                   "TORCHCODEC_FOR_TORCH); needed for the torchcodec group")
     b.add_argument("--torchcodec-index", default="", help="index for torchcodec's wheels, e.g. "
                    "https://download.pytorch.org/whl/cu130 for CUDA builds (default PyPI: CPU builds)")
     c = sub.add_parser("check", help="every file against its manifest; the groups resolve offline for their Python")
@@ -508,14 +509,17 @@ def main(argv: list[str] | None = None) -> int:
     i = sub.add_parser("install", help="a venv over this Python from the wheelhouse, without a network")
     i.add_argument("--wheelhouse", type=Path, required=True)
     i.add_argument("--venv", type=Path, required=True)
-    i.add_argument("--torchcodec-table", default=DEFAULT_TORCHCODEC_TABLE)
+    i.add_argument("--torchcodec-table", default="", help="as for build (default: the one the wheelhouse was "
+                   "built with)")
     args = parser.parse_args(argv)
-    if args.command == "check":
-        args.torchcodec_table = DEFAULT_TORCHCODEC_TABLE
     try:
-        table = parse_table(args.torchcodec_table)
+        table = parse_table(getattr(args, "torchcodec_table", ""))
     except WheelhouseError as exc:
         print(f"wheelhouse: --torchcodec-table: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "build" and "torchcodec" in args.groups and not (table or args.only):
+        print("wheelhouse: --torchcodec-table: needed for the torchcodec group (make wheelhouse passes "
+              "TORCHCODEC_FOR_TORCH)", file=sys.stderr)
         return 2
     try:
         if args.command == "check":
