@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.setup-stamp
 FFLIBS := $(VENV)/.ffmpeg-libs
 BOOTSTRAP_PYTHON ?= python3
 
-.PHONY: help setup test test-all lint bench gpu-check demo clean
+.PHONY: help setup test test-all lint bench gpu-check wheelhouse demo clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 12
@@ -46,11 +46,36 @@ lint: setup  ## Ruff over the whole tree
 bench: setup  ## Run the benchmarks under benchmarks/ (figures go to bench-out/)
 	$(PY) benchmarks/run_all.py --out bench-out
 
-gpu-check: setup  ## Prove every GPU path (<= 8 min on a CUDA machine; CPU parts only elsewhere); report in gpu-check/
-	$(PY) benchmarks/gpu_check.py --out gpu-check
+# GPU node without a network: `make wheelhouse PYVER=3.12` on a networked machine, copy the folder over, then
+# `make gpu-check PYTHON=python3 WHEELHOUSE=DIR` there (a venv over PYTHON, which holds the node's CUDA torch).
+PYTHON     ?= python3
+PYVER      ?= $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+WH_GROUPS  ?= core torchcodec dali
+GPU_VENV   ?= .venv-gpu
+GPU_OUT    ?= gpu-check
+# torch minor -> the torchcodec release built for it (torchcodec's compatibility table).
+TORCHCODEC_FOR_TORCH ?= 2.10=0.10.0 2.11=0.11.1 2.12=0.12.0 2.13=0.13.0
+# PyPI's torchcodec decodes on CPU only; for torchcodec on CUDA: https://download.pytorch.org/whl/cu130
+TORCHCODEC_INDEX ?=
+
+wheelhouse: setup  ## Wheels minus torch + FFmpeg libs for a GPU node without a network (PYVER=3.12; in WHEELHOUSE or wheelhouse/)
+	$(PY) -m tools.wheelhouse build --out $(or $(WHEELHOUSE),wheelhouse) --python-version $(PYVER) \
+		--groups $(WH_GROUPS) --torchcodec-table "$(TORCHCODEC_FOR_TORCH)" \
+		$(if $(TORCHCODEC_INDEX),--torchcodec-index $(TORCHCODEC_INDEX))
+
+ifneq ($(WHEELHOUSE),)
+gpu-check:
+	$(PYTHON) -m tools.wheelhouse install --wheelhouse $(WHEELHOUSE) --venv $(GPU_VENV) \
+		--torchcodec-table "$(TORCHCODEC_FOR_TORCH)"
+	LD_LIBRARY_PATH="$(abspath $(GPU_VENV))/ffmpeg-libs$${LD_LIBRARY_PATH:+:$$LD_LIBRARY_PATH}" \
+		$(GPU_VENV)/bin/python benchmarks/gpu_check.py --out $(GPU_OUT) --install-record $(GPU_VENV)/install.json
+else
+gpu-check: setup  ## Prove every GPU path (<= 8 min on a CUDA machine; CPU parts only elsewhere); offline: PYTHON=python3 WHEELHOUSE=DIR
+	$(PY) benchmarks/gpu_check.py --out $(GPU_OUT)
+endif
 
 demo: setup  ## The whole toolkit end to end on generated data (outputs in demo-out/)
 	$(VENV)/bin/videoprep demo --out demo-out
 
 clean:  ## Remove build and demo outputs (keeps .venv)
-	rm -rf demo-out bench-out gpu-check .pytest_cache .ruff_cache *.egg-info
+	rm -rf demo-out bench-out gpu-check .venv-gpu .pytest_cache .ruff_cache *.egg-info

@@ -29,12 +29,11 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from _common import ROOT, VideoSet, copies_under, generated_videos
 
-from tests.videoprep.httpfaults import serve_folder  # noqa: E402
-from videoprep.download import DownloadConfig, run_download  # noqa: E402
-from videoprep.synth import pack_mirror, write_video  # noqa: E402
+from tests.videoprep.httpfaults import serve_folder
+from videoprep.download import DownloadConfig, run_download
+from videoprep.synth import pack_mirror
 
 
 def make_source(root: Path, *, clips: int, frames: int = 300, size: tuple[int, int] = (340, 256), encodes: int = 4,
@@ -44,14 +43,13 @@ def make_source(root: Path, *, clips: int, frames: int = 300, size: tuple[int, i
     The clips are copies of `encodes` distinct encodes under different ids (sources are cheap to make).
     """
     width, height = size
-    files = [write_video(root / "enc" / f"e{i}.mp4", num_frames=frames, width=width, height=height, fps=30, gop=32,
-                         seed=i) for i in range(encodes)]
-    rows = ["label,youtube_id,time_start,time_end,split,is_cc"]
+    files = generated_videos(root / "enc", VideoSet("e", ".mp4", {"gop": 32}), count=encodes, frames=frames,
+                             width=width, height=height, fps=30)
     (root / "videos" / "train").mkdir(parents=True)
-    for i in range(clips):
-        ytid = f"bench{i:06d}"
-        shutil.copyfile(files[i % encodes], root / "videos" / "train" / f"{ytid}_000000_000010.mp4")
-        rows.append(f"class {i % classes},{ytid},0,10,train,0")
+    ids = [f"bench{i:06d}" for i in range(clips)]
+    copies_under(files, [root / "videos" / "train" / f"{ytid}_000000_000010.mp4" for ytid in ids])
+    rows = ["label,youtube_id,time_start,time_end,split,is_cc"]
+    rows += [f"class {i % classes},{ytid},0,10,train,0" for i, ytid in enumerate(ids)]
     (root / "annotations").mkdir()
     (root / "annotations" / "train.csv").write_text("\n".join(rows) + "\n")
 

@@ -22,14 +22,12 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from _common import ROOT
+from bench_download import make_source
 
-from bench_download import make_source  # noqa: E402  (this folder is on sys.path when run as a script)
-
-from tests.videoprep.httpfaults import serve_folder  # noqa: E402
-from videoprep.atomic import atomic_write_json  # noqa: E402
-from videoprep.synth import pack_mirror  # noqa: E402
+from tests.videoprep.httpfaults import serve_folder
+from videoprep.atomic import atomic_write_json
+from videoprep.synth import pack_mirror
 
 RECORD = Path(".videoprep-download") / "complete.json"
 

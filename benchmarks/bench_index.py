@@ -22,10 +22,9 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _common import VideoSet, copies_under, generated_videos
 
-from videoprep.index import IndexConfig, run_index  # noqa: E402
-from videoprep.synth import write_video  # noqa: E402
+from videoprep.index import IndexConfig, run_index
 
 NUM_CLASSES = 10
 
@@ -37,24 +36,10 @@ def make_dataset(cache: Path, *, videos: int, width: int, height: int, fps: int,
     if done.exists():
         return root
     shutil.rmtree(root, ignore_errors=True)
-    sources = []
-    for seed in range(4):  # distinct content, so probing is not one cached file
-        src = root / "_src" / f"seed{seed}.mp4"
-        write_video(
-            src,
-            num_frames=fps * seconds,
-            width=width,
-            height=height,
-            fps=fps,
-            codec="h264",
-            gop=fps,
-            seed=seed,
-        )
-        sources.append(src)
-    for i in range(videos):
-        dst = root / "train" / f"class_{i % NUM_CLASSES:02d}" / f"vid{i:06d}.mp4"
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(sources[i % len(sources)], dst)  # real copies: each probe reads its own file
+    # distinct content, so probing is not one cached file; real copies: each probe reads its own file
+    sources = generated_videos(root / "_src", VideoSet("seed", ".mp4", {"codec": "h264", "gop": fps}), count=4,
+                               frames=fps * seconds, width=width, height=height, fps=fps)
+    copies_under(sources, [root / "train" / f"class_{i % NUM_CLASSES:02d}" / f"vid{i:06d}.mp4" for i in range(videos)])
     shutil.rmtree(root / "_src")
     done.write_text("ok\n")
     return root

@@ -13,19 +13,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from _common import VideoSet, generated_videos
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from pipelines.backends import get_reader  # noqa: E402
-from pipelines.lintel import loadvid_frame_nums  # noqa: E402
-from pipelines.sampling import clip_indices  # noqa: E402
-from videoprep.synth import write_video  # noqa: E402
+from pipelines.backends import get_reader
+from pipelines.lintel import loadvid_frame_nums
+from pipelines.sampling import clip_indices
 
 ENCODINGS = {
     "h264-gop32": ("mp4", {"codec": "h264", "gop": 32, "bframes": 2}),
@@ -37,14 +34,8 @@ FRAMES, WIDTH, HEIGHT = 300, 340, 256
 
 def make_videos(root: Path, *, count: int) -> dict[str, list[Path]]:
     """`count` videos per encoding, 300 frames of 340x256 at 30 fps."""
-    return {
-        name: [
-            write_video(root / f"{name}-{i}.{ext}", num_frames=FRAMES, width=WIDTH, height=HEIGHT, fps=30, seed=i,
-                        **options)
-            for i in range(count)
-        ]
-        for name, (ext, options) in ENCODINGS.items()
-    }
+    return {name: generated_videos(root, VideoSet(name, f".{ext}", options), count=count, frames=FRAMES, width=WIDTH,
+                                   height=HEIGHT, fps=30) for name, (ext, options) in ENCODINGS.items()}
 
 
 def clips_per_second(decode, jobs: list[tuple[Path, list[int]]]) -> float:

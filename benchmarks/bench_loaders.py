@@ -17,14 +17,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import _common  # noqa: F401  (puts the checkout on sys.path)
+from rich.console import Console
 
-from rich.console import Console  # noqa: E402
-
-from pipelines.bench import BenchConfig, render_table, run_bench  # noqa: E402
+from pipelines.bench import BenchConfig, render_table, run_bench
 
 ENCODINGS = ("h264_gop250", "h264_gop16", "h264_gop16_nob", "h264_gop16_fastdecode", "mjpeg", "mjpeg_avi", "vp9",
              "vp9_gop32", "jpeg")

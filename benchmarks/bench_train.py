@@ -18,17 +18,15 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import _common  # noqa: F401  (puts the checkout on sys.path)
+import torch
+from torch import nn
 
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
-
-from train.config import PRESETS, parse_train_args  # noqa: E402
-from train.engine import StepOptions, video_logits  # noqa: E402
-from train.models import build_model  # noqa: E402
-from train.optim import build_optimizer  # noqa: E402
-from videoprep.atomic import atomic_write_json  # noqa: E402
+from train.config import PRESETS, parse_train_args
+from train.engine import StepOptions, video_logits
+from train.models import build_model
+from train.optim import build_optimizer
+from videoprep.atomic import atomic_write_json
 
 MODES = {
     "official": {"amp": "off", "channels_last": False, "data_parallel": True},

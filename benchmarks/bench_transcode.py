@@ -47,12 +47,12 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _common import VideoSet, generated_videos
 
-from videoprep.ffmpeg import ffmpeg_exe  # noqa: E402
-from videoprep.probe import probe_video  # noqa: E402
-from videoprep.synth import write_video  # noqa: E402
-from videoprep.transcode import (  # noqa: E402
+from videoprep.ffmpeg import ffmpeg_exe
+from videoprep.probe import probe_video
+from videoprep.synth import write_video
+from videoprep.transcode import (
     EncodeSettings,
     TranscodeConfig,
     output_rate,
@@ -76,17 +76,9 @@ def take_top_priority(work: Path) -> None:
 
 def make_sources(cache: Path, *, videos: int) -> list[Path]:
     """`videos` distinct 720p clips, generated once and reused across runs."""
-    folder = cache / f"src_{WIDTH}x{HEIGHT}_{FPS}fps_{SECONDS}s"
-    paths = []
-    for i in range(videos):
-        path = folder / f"clip{i:02d}.mp4"
-        if not path.exists():
-            tmp = path.with_name(f".{path.name}.tmp.mp4")
-            write_video(tmp, num_frames=FPS * SECONDS, width=WIDTH, height=HEIGHT, fps=FPS, codec="h264",
-                        gop=250, crf=20, options={"preset": "veryfast"}, seed=i)
-            os.replace(tmp, path)
-        paths.append(path)
-    return paths
+    clips = VideoSet("clip", ".mp4", {"codec": "h264", "gop": 250, "crf": 20, "options": {"preset": "veryfast"}})
+    return generated_videos(cache / f"src_{WIDTH}x{HEIGHT}_{FPS}fps_{SECONDS}s", clips, count=videos,
+                            frames=FPS * SECONDS, width=WIDTH, height=HEIGHT, fps=FPS)
 
 
 def by_hand_command(source: Path, output: Path, settings: EncodeSettings) -> list[str]:

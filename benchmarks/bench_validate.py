@@ -22,12 +22,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from _common import ROOT, VideoSet, generated_videos
 
-from videoprep.atomic import atomic_write_json  # noqa: E402
-from videoprep.synth import write_video  # noqa: E402
-from videoprep.validate import check_video  # noqa: E402
+from videoprep.atomic import atomic_write_json
+from videoprep.validate import check_video
 
 KINDS = {  # name -> (frames per GOP, x264 preset)
     "gop250_medium": (250, "medium"),
@@ -41,8 +39,8 @@ def make_clips(folder: Path, kind: str, count: int) -> list[Path]:
     """`count` different ten-second clips of one kind."""
     gop, preset = KINDS[kind]
     params = f"keyint={gop}:min-keyint={gop}:scenecut=0"
-    return [write_video(folder / f"{kind}_{i}.mp4", num_frames=250, width=320, height=240, fps=25, seed=i,
-                        options={"preset": preset, "x264-params": params}) for i in range(count)]
+    clips = VideoSet(kind, ".mp4", {"options": {"preset": preset, "x264-params": params}})
+    return generated_videos(folder, clips, count=count, frames=250, width=320, height=240, fps=25)
 
 
 def load_revision(rev: str) -> Callable:

@@ -16,10 +16,9 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from _common import ROOT
 
-from videoprep.atomic import atomic_write_json  # noqa: E402
+from videoprep.atomic import atomic_write_json
 
 HERE = Path(__file__).resolve().parent
 FIRST = "bench_loaders"  # the loader benchmark of `videoprep bench`, always first
