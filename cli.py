@@ -408,6 +408,67 @@ def frames_cmd(src: Path, dst: Path, short_side: int, quality: int, threads: int
                   report=result.report_path)
 
 
+# --- shard ---
+
+
+def _parse_size(ctx: click.Context, param: click.Parameter, value: str):
+    from videoprep.shards import parse_size
+
+    try:
+        return parse_size(value)
+    except VideoprepError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+@cli.command("shard")
+@click.argument("list_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--root-path", "--root_path", "root_path", required=True,
+              type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Joined to the paths of the list (BAT --root_path).")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for the tars {split}-NNNNNN.tar and the index {split}.json.")
+@click.option("--shard-size", default="1GiB", show_default=True, callback=_parse_size,
+              help="Largest tar (B, KB, MB, GB, KiB, MiB, GiB); a bigger clip gets a tar of its own.")
+@click.option("--shuffle", type=click.IntRange(min=0), default=None, metavar="SEED",
+              help="Shuffle the clips with this seed before cutting tars (default: list order).")
+@click.option("--split", default=None, help="Name of the tars and the index (default: the list's name).")
+@click.option("--classes", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Class names, one a line (default: classes.txt beside the list, if any).")
+@click.option("--fresh", is_flag=True, help="Ignore the journal of earlier runs and write every tar again.")
+@stage_options
+def shard_cmd(list_file: Path, root_path: Path, out_dir: Path, shard_size: int, shuffle: int | None,
+              split: str | None, classes: Path | None, fresh: bool, jobs: int | None, executor: str,
+              address: str | None, shard, summary_json: Path | None) -> None:
+    """Pack the videos of a BAT list into WebDataset tar shards for streaming.
+
+    Each clip is {key}.mp4 (its bytes as they are) plus {key}.json (label, class, frame_num,
+    fps, size, source path, sha256). Writes OUT/{split}.json, the index the loaders read.
+    Same list and seed: byte-identical tars. Re-running resumes from the journal in OUT.
+    """
+    from videoprep.shards import ShardConfig, run_shard
+
+    try:
+        config = ShardConfig(list_file=list_file, root_path=root_path, out_dir=out_dir, shard_size=shard_size,
+                             shuffle=shuffle, split=split, classes=classes, fresh=fresh,
+                             **_stage_kwargs(jobs, executor, address, shard, summary_json))
+    except VideoprepError as exc:
+        raise click.BadParameter(str(exc), param_hint="--split") from None
+    with progress_bar("shard", unit="tars") as on_progress:
+        result = run_shard(config, on_progress=on_progress)
+    for skip in result.skipped:
+        err_console.print(f"left out {skip['path']}: {skip['reason']}", markup=False)
+    if result.index_path is None:
+        err_console.print(f"videoprep shard: shard {shard} written; run without --shard to write the index")
+        return
+    err_console.print(f"videoprep shard: {result.clips} clips in {len(result.shards)} tars "
+                      f"({result.bytes / 1e9:.2f} GB, {result.run.done} written, {result.run.cached} kept); "
+                      f"{len(result.run.failures)} failed", markup=False)
+    if result.run.failures:
+        raise click.ClickException(f"{len(result.run.failures)} tar(s) failed; first: "
+                                   f"{result.run.failures[0].source}: {result.run.failures[0].error}")
+    click.echo(str(result.index_path))
+
+
 # --- download ---
 
 
