@@ -1,0 +1,503 @@
+"""Training input from WebDataset tar shards (`videoprep shard`): local files, http(s):// or pipe: commands.
+
+`build_shard_loader(pattern, clip, config)` streams the tars named by a brace pattern
+(`DIR/train-{000000..000041}.tar`) or by a split's index (`DIR/train.json`):
+
+- shards are split by DDP rank, then by DataLoader worker; train shuffles the shard order
+  per epoch (the same order on every rank) and mixes clips through a shuffle buffer;
+- each clip's bytes are checked against the sha256 of its json, then decoded from memory by
+  the decode core with the ClipSpec sampling of the file loader, seeded by the clip's list
+  position: the same video and epoch give the same pixels as `build_loader` over the list;
+- a bad clip (checksum, decode, unreadable shard) is counted as in the file loader
+  (`BadSampleLog`) and replaced by the next good clip of the stream;
+- val/test see every clip exactly once across ranks and workers; train gives every rank the
+  same number of batches (clips of the split / ranks), cycling through its shards.
+
+`pipe:` runs a shell command, so it is accepted only when the caller says the pattern came
+from the command line (`allow_pipe`); an index lists bare file names in its own folder and
+a name that leaves it is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import random
+import re
+import subprocess
+import tarfile
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import IO, Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from pipelines.backends import expand, plan_indices
+from pipelines.dataset import Item
+from pipelines.decode import DecodeError, FrameIndexError, decode_indices
+from pipelines.loader import collate_items, worker_init
+from pipelines.planning import BadSample, BadSampleLog, make_views, plan_clips, sample_rng, world
+from pipelines.spec import ClipSpec, LoaderConfig
+from videoprep.errors import PathError, VideoprepError
+
+log = logging.getLogger("pipelines.loader")
+
+HTTP_TIMEOUT_S = 60.0
+SHUFFLE_BUFFER = 64  # train: clips held for mixing (each a few hundred KB of encoded video)
+_BRACE = re.compile(r"\{([^{}]*)\}")
+_RANGE = re.compile(r"^(\d+)\.\.(\d+)$")
+_SHARD_NAME = re.compile(r"^(?P<split>.+)-\d+\.tar$")
+_URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:")
+MAX_EXPANSION = 10_000_000
+
+
+class ShardError(PathError):
+    """A shard pattern, index or shard that cannot be used (the path or URL and the reason)."""
+
+
+# --- names ---------------------------------------------------------------------------------
+
+
+def expand_braces(pattern: str) -> list[str]:
+    """Brace notation as webdataset reads it: `a-{000..002}.tar` -> a-000.tar, a-001.tar, a-002.tar; `{x,y}` lists."""
+    match = _BRACE.search(pattern)
+    if match is None:
+        return [pattern]
+    body = match.group(1)
+    span = _RANGE.match(body)
+    if span:
+        lo, hi = span.group(1), span.group(2)
+        if int(hi) < int(lo) or int(hi) - int(lo) >= MAX_EXPANSION:
+            raise ShardError(pattern, f"range {{{body}}} must count up, by at most {MAX_EXPANSION} names")
+        width = len(lo) if lo.startswith("0") else 0
+        parts = [f"{n:0{width}d}" for n in range(int(lo), int(hi) + 1)]
+    else:
+        parts = body.split(",")
+    head, tail = pattern[: match.start()], pattern[match.end():]
+    rest = expand_braces(tail)
+    return [head + part + end for part in parts for end in rest]
+
+
+def is_pipe(url: str) -> bool:
+    return url.startswith("pipe:")
+
+
+def is_http(url: str) -> bool:
+    return url.startswith(("http://", "https://"))
+
+
+def check_shard_name(name: str, *, index: str) -> str:
+    """A shard name of an index: a bare file name in the index's folder; anything else is refused."""
+    if (not name or "/" in name or "\\" in name or name in (".", "..") or name.startswith(("~",))
+            or _URL.match(name) or "\x00" in name):
+        raise ShardError(index, f"shard name {name!r} leaves the index's folder (an index lists bare file names "
+                         "beside it, never paths, URLs or commands); rewrite the index with `videoprep shard`")
+    return name
+
+
+def _sibling(base: str, name: str) -> str:
+    """`name` in the folder of `base` (a path or an http(s) URL)."""
+    if is_http(base):
+        return base.rsplit("/", 1)[0] + "/" + urllib.request.quote(name)
+    return os.path.join(os.path.dirname(base), name)
+
+
+# --- the index --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ShardIndex:
+    """A split's `{split}.json`: its shards (names beside it), clips per shard, classes."""
+
+    source: str
+    split: str
+    shards: tuple[str, ...]
+    clips: tuple[int, ...]
+    num_classes: int
+    classes: tuple[str, ...] | None = None
+
+    @property
+    def total_clips(self) -> int:
+        return sum(self.clips)
+
+    def urls(self) -> list[str]:
+        """Every shard as a path or URL beside the index."""
+        return [_sibling(self.source, name) for name in self.shards]
+
+
+def _read_bytes(url: str) -> bytes:
+    """A small file (an index) from a path or an http(s) URL."""
+    if is_http(url):
+        with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT_S) as response:
+            return response.read()
+    with open(url, "rb") as f:
+        return f.read()
+
+
+def read_index(source: str) -> ShardIndex:
+    """Parse `{split}.json` (a path or URL); a shard name that leaves its folder is an error."""
+    if is_pipe(source):
+        raise ShardError(source, "an index is read from a path or an http(s) URL, not a pipe: command")
+    try:
+        data = json.loads(_read_bytes(source))
+        shards = [check_shard_name(str(s["name"]), index=source) for s in data["shards"]]
+        clips = [int(s["clips"]) for s in data["shards"]]
+        classes = tuple(data["classes"]) if data.get("classes") else None
+        return ShardIndex(source=source, split=str(data["split"]), shards=tuple(shards), clips=tuple(clips),
+                          num_classes=int(data["num_classes"]), classes=classes)
+    except (OSError, urllib.error.URLError) as exc:
+        raise ShardError(source, f"cannot read the shard index: {getattr(exc, 'reason', exc)}") from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ShardError(source, f"not a shard index written by `videoprep shard` ({type(exc).__name__}: {exc})") from None
+
+
+def index_beside(url: str) -> str | None:
+    """Where the index of a shard lives (`DIR/train-000003.tar` -> `DIR/train.json`); None for pipe: commands."""
+    if is_pipe(url):
+        return None
+    match = _SHARD_NAME.match(url.rsplit("/", 1)[-1])
+    return _sibling(url, f"{match.group('split')}.json") if match else None
+
+
+@dataclass(frozen=True)
+class ShardSet:
+    """The shards a loader streams, and their index when one was found (counts and classes)."""
+
+    urls: tuple[str, ...]
+    index: ShardIndex | None = None
+
+    def clips_of(self) -> dict[str, int] | None:
+        """Shard -> clips, from the index (None without one)."""
+        if self.index is None:
+            return None
+        return dict(zip(self.index.urls(), self.index.clips, strict=True))
+
+
+def resolve_shards(pattern: str, *, allow_pipe: bool = False, index: str | None = None) -> ShardSet:
+    """The shards of a brace pattern or an index file, with the index (beside them, or `index`) if there is one."""
+    if pattern.endswith(".json"):
+        found = read_index(pattern)
+        return ShardSet(urls=tuple(found.urls()), index=found)
+    urls = expand_braces(pattern)
+    if any(is_pipe(u) for u in urls) and not allow_pipe:
+        raise ShardError(pattern, "pipe: runs a shell command, so it is accepted only from the command line")
+    where = index or index_beside(urls[0])
+    found = None
+    if where is not None and (index is not None or is_http(where) or os.path.isfile(where)):
+        try:
+            found = read_index(where)
+        except ShardError:
+            if index is not None:
+                raise
+            log.info("no usable shard index at %s: clip counts unknown", where)
+    return ShardSet(urls=tuple(urls), index=found)
+
+
+# --- reading a shard ----------------------------------------------------------------------------
+
+
+@contextmanager
+def open_shard(url: str, *, allow_pipe: bool) -> Iterator[IO[bytes]]:
+    """A readable stream of one tar: a file, an http(s) response or a pipe: command's stdout."""
+    if is_pipe(url):
+        if not allow_pipe:
+            raise ShardError(url, "pipe: runs a shell command, so it is accepted only from the command line")
+        proc = subprocess.Popen(url[len("pipe:"):], shell=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # noqa: S602 - the user's own command line
+        assert proc.stdout is not None
+        try:
+            yield proc.stdout
+        finally:
+            proc.stdout.close()
+            err = proc.stderr.read().decode(errors="replace").strip() if proc.stderr else ""
+            if proc.wait() != 0:
+                raise ShardError(url, f"command exited {proc.returncode}: {err[-300:]}")
+        return
+    if is_http(url):
+        try:
+            response = urllib.request.urlopen(url, timeout=HTTP_TIMEOUT_S)
+        except urllib.error.URLError as exc:
+            raise ShardError(url, f"cannot fetch: {exc.reason}") from None
+        with response:
+            yield response
+        return
+    path = url[len("file://"):] if url.startswith("file://") else url
+    with open(path, "rb", buffering=1 << 20) as f:
+        yield f
+
+
+@dataclass
+class RawSample:
+    """One clip as a tar holds it: key, video bytes and extension, the parsed json; where it came from."""
+
+    url: str
+    key: str
+    video: bytes | None = None
+    ext: str = ""
+    meta: dict[str, Any] | None = None
+
+    @property
+    def where(self) -> str:
+        return f"{self.url}#{self.key}"
+
+
+def split_name(name: str) -> tuple[str, str]:
+    """A member name -> (key, extension), as webdataset splits it: the key ends at the basename's first dot."""
+    folder, _, base = name.rpartition("/")
+    stem, _, ext = base.partition(".")
+    return (f"{folder}/{stem}" if folder else stem), ext
+
+
+def tar_samples(stream: IO[bytes], url: str) -> Iterator[RawSample]:
+    """The clips of a tar stream, members grouped by key (consecutive, as the writer puts them)."""
+    current: RawSample | None = None
+    with tarfile.open(fileobj=stream, mode="r|") as tar:
+        for member in tar:
+            if not member.isfile():
+                continue
+            key, ext = split_name(member.name)
+            data = tar.extractfile(member).read()  # type: ignore[union-attr]
+            if current is not None and current.key != key:
+                yield current
+                current = None
+            current = current or RawSample(url=url, key=key)
+            if ext == "json":
+                try:
+                    current.meta = json.loads(data)
+                except ValueError:
+                    current.meta = None
+            else:
+                current.video, current.ext = data, ext
+    if current is not None:
+        yield current
+
+
+# --- the dataset ----------------------------------------------------------------------------------
+
+
+def assign(urls: list[str], *, slot: int, slots: int) -> list[str]:
+    """This slot's shards (slot = rank * workers + worker): every shard to exactly one slot."""
+    return urls[slot::slots]
+
+
+def per_slot_counts(total: int, slots: int) -> list[int]:
+    """Train: how many clips each slot yields per epoch, so every rank has the same number."""
+    return [total // slots + (1 if i < total % slots else 0) for i in range(slots)]
+
+
+class ShardClipDataset(IterableDataset):
+    """Clips streamed from tar shards, sampled, decoded and cropped as `VideoClipDataset` does."""
+
+    def __init__(self, shards: ShardSet, clip: ClipSpec, config: LoaderConfig, *, allow_pipe: bool = False,
+                 shuffle_buffer: int | None = None) -> None:
+        self.shards, self.clip, self.config = shards, clip, config
+        self.allow_pipe = allow_pipe
+        self.train = config.shuffles(clip.mode)
+        self.shuffle_buffer = (SHUFFLE_BUFFER if self.train else 0) if shuffle_buffer is None else shuffle_buffer
+        self.replicas, self.rank = world(config)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def epoch_urls(self) -> list[str]:
+        """The shard order of this epoch: shuffled by (seed, epoch) in train, the same on every rank."""
+        urls = list(self.shards.urls)
+        if self.train:
+            random.Random(f"{self.config.seed}-{self.epoch}").shuffle(urls)
+        return urls
+
+    def slot(self) -> tuple[int, int]:
+        """(this process's slot, slots): ranks x DataLoader workers."""
+        info = get_worker_info()
+        workers, worker = (info.num_workers, info.id) if info is not None else (1, 0)
+        return self.rank * workers + worker, self.replicas * workers
+
+    def quota(self) -> int | None:
+        """Train: clips this slot yields per epoch (equal batches on every rank); None: each shard once."""
+        if not self.train or self.shards.index is None:
+            return None
+        slot, slots = self.slot()
+        return per_slot_counts(self.shards.index.total_clips, slots)[slot]
+
+    def __iter__(self) -> Iterator[Item]:
+        slot, slots = self.slot()
+        quota = self.quota()
+        urls = assign(self.epoch_urls(), slot=slot, slots=slots)
+        if not urls and quota:
+            urls = [self.epoch_urls()[slot % len(self.shards.urls)]]  # fewer shards than slots: share one
+        rng = random.Random(f"{self.config.seed}-{self.epoch}-{slot}")
+        items = self._items(self._mixed(self._raw(urls, cycle=quota is not None), rng))
+        for count, item in enumerate(items):
+            if quota is not None and count >= quota:
+                return
+            yield item
+
+    def _raw(self, urls: list[str], *, cycle: bool) -> Iterator[RawSample | BadSample]:
+        """Every clip of these shards (again and again when `cycle`); an unreadable shard becomes a BadSample."""
+        while True:
+            for url in urls:
+                try:
+                    with open_shard(url, allow_pipe=self.allow_pipe) as stream:
+                        yield from tar_samples(stream, url)
+                except (OSError, tarfile.TarError, PathError) as exc:
+                    reason = exc.reason if isinstance(exc, PathError) else f"{type(exc).__name__}: {exc}"
+                    yield BadSample(-1, url, "read", f"shard unreadable: {reason}")
+            if not cycle or not urls:
+                return
+
+    def _mixed(self, samples: Iterator[RawSample | BadSample], rng: random.Random) -> Iterator[RawSample | BadSample]:
+        """A shuffle buffer of `shuffle_buffer` clips (0: stream order)."""
+        if self.shuffle_buffer <= 1:
+            yield from samples
+            return
+        buffer: list[RawSample | BadSample] = []
+        for sample in samples:
+            buffer.append(sample)
+            if len(buffer) >= self.shuffle_buffer:
+                pick = rng.randrange(len(buffer))
+                buffer[pick], buffer[-1] = buffer[-1], buffer[pick]
+                yield buffer.pop()
+        rng.shuffle(buffer)
+        yield from buffer
+
+    def _items(self, samples: Iterator[RawSample | BadSample]) -> Iterator[Item]:
+        """Decoded items; each bad sample is replaced by the next good one (and reported with it)."""
+        pending: list[BadSample] = []
+        last: Item | None = None
+        for sample in samples:
+            if isinstance(sample, BadSample):
+                pending.append(sample)
+                continue
+            try:
+                clips, label = self.load(sample)
+            except (PathError, OSError) as exc:
+                pending.append(self.bad_sample(sample, exc))
+                continue
+            last = Item(clips, label, ())
+            yield last
+            for bad in pending:  # the stand-ins of the bad clips met before it
+                yield Item(clips, label, (bad,))
+            pending = []
+        if pending and last is not None:
+            for bad in pending:
+                yield Item(last.clips, last.label, (bad,))
+        elif pending:
+            raise ShardError(pending[0].path, f"no readable clip in this process's shards; first: {pending[0].reason}")
+
+    def load(self, sample: RawSample) -> tuple[torch.Tensor, int]:
+        """Check the bytes against the json's sha256, plan the clips, decode from memory, crop."""
+        meta = sample.meta
+        if meta is None or sample.video is None:
+            raise ShardError(sample.where, "a clip needs both its video and its json member")
+        if hashlib.sha256(sample.video).hexdigest() != meta.get("sha256"):
+            raise ChecksumError(sample.where, "the video's bytes do not match the sha256 in its json")
+        index, frame_num, label = int(meta["index"]), int(meta["frame_num"]), int(meta["label"])
+        rng = sample_rng(seed=self.config.seed, epoch=self.epoch, index=index) if self.clip.mode == "train" else None
+        flat = [i for clip in plan_clips(frame_num, self.clip, rng) for seg in clip for i in seg]
+        return make_views(frames_of(sample, flat), self.clip, rng), label
+
+    @staticmethod
+    def bad_sample(sample: RawSample, exc: Exception) -> BadSample:
+        index = int(sample.meta.get("index", -1)) if sample.meta else -1
+        kind = ("checksum" if isinstance(exc, ChecksumError) else "frame_num" if isinstance(exc, FrameIndexError)
+                else "decode" if isinstance(exc, DecodeError) else "read")
+        reason = exc.reason if isinstance(exc, PathError) else f"{type(exc).__name__}: {exc}"
+        return BadSample(index, sample.where, kind, reason)
+
+
+class ChecksumError(ShardError):
+    """A clip whose bytes differ from the sha256 its json records (a corrupted or altered shard)."""
+
+
+# --- the loader -------------------------------------------------------------------------------------
+
+
+class ShardLoader:
+    """Iterable of `(clips, labels)` batches over shards, with `set_epoch`, `len()` and bad-sample accounting."""
+
+    def __init__(self, dataset: ShardClipDataset, config: LoaderConfig) -> None:
+        self.dataset, self.config = dataset, config
+        self.num_replicas, self.rank = dataset.replicas, dataset.rank
+        index = dataset.shards.index
+        num_videos = index.total_clips if index is not None else len(dataset.shards.urls)
+        self.bad_log = BadSampleLog(dataset.shards.urls[0], num_videos=num_videos, config=config)
+        self._loader = DataLoader(
+            dataset, batch_size=config.batch_size, num_workers=config.workers, collate_fn=collate_items,
+            pin_memory=torch.cuda.is_available() if config.pin_memory is None else config.pin_memory,
+            drop_last=config.drops_last(dataset.clip.mode),
+            worker_init_fn=worker_init if config.workers > 0 else None,
+            prefetch_factor=config.prefetch_factor if config.workers > 0 else None,
+        )
+
+    def set_epoch(self, epoch: int) -> None:
+        """New shard order, shuffle and random clips for `epoch` (workers start afresh each epoch)."""
+        self.dataset.set_epoch(epoch)
+
+    @property
+    def epoch(self) -> int:
+        return self.dataset.epoch
+
+    @property
+    def bad_samples(self) -> dict[int, BadSample]:
+        return self.bad_log.samples
+
+    @property
+    def bad_events(self) -> int:
+        return self.bad_log.events
+
+    def __len__(self) -> int:
+        """Batches this rank yields per epoch (from the index's clip counts)."""
+        counts = self.dataset.shards.clips_of()
+        if counts is None:
+            raise TypeError("the number of batches is unknown without the shards' index ({split}.json)")
+        workers = max(self.config.workers, 1)
+        size, drop = self.config.batch_size, self.config.drops_last(self.dataset.clip.mode)
+        slots = self.num_replicas * workers
+        if self.dataset.train:
+            per_slot = per_slot_counts(sum(counts.values()), slots)
+            mine = [per_slot[self.rank * workers + w] for w in range(workers)]
+        else:
+            urls = list(self.dataset.shards.urls)
+            mine = [sum(counts[u] for u in assign(urls, slot=self.rank * workers + w, slots=slots))
+                    for w in range(workers)]
+        return sum(n // size if drop else -(-n // size) for n in mine)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for clips, labels, bad in self._loader:
+            if bad:
+                self.bad_log.record(bad)
+            yield clips, labels
+
+    def __repr__(self) -> str:
+        return (f"ShardLoader(shards={len(self.dataset.shards.urls)}, mode={self.dataset.clip.mode!r}, "
+                f"replicas={self.num_replicas}, rank={self.rank})")
+
+
+def build_shard_loader(pattern: str, clip: ClipSpec, config: LoaderConfig, *, allow_pipe: bool = False,
+                       index: str | None = None, shuffle_buffer: int | None = None) -> ShardLoader:
+    """A loader of uint8 `(clips [B*K, V, C, T, H, W], labels [B*K])` batches streamed from tar shards.
+
+    `pattern` is a brace pattern of paths, http(s):// URLs or (with `allow_pipe`, for command-line
+    input only) pipe: commands, or a split's index `DIR/{split}.json`.
+    """
+    shards = resolve_shards(pattern, allow_pipe=allow_pipe, index=index)
+    if not shards.urls:
+        raise VideoprepError(f"{pattern}: names no shard")
+    return ShardLoader(ShardClipDataset(shards, clip, config, allow_pipe=allow_pipe,
+                                        shuffle_buffer=shuffle_buffer), config)
+
+
+def frames_of(sample: RawSample, indices: list[int]) -> np.ndarray:
+    """uint8 [len(indices), H, W, 3] RGB of a streamed clip at 0-based indices (what the file readers return)."""
+    if sample.video is None:
+        raise ShardError(sample.where, "no video member")
+    unique, inverse = plan_indices(indices)
+    return expand(decode_indices(io.BytesIO(sample.video), unique, name=sample.where), inverse)
