@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from pipelines.loader import build_loader
+from pipelines.shards import build_shard_loader, resolve_shards
 from pipelines.spec import ClipSpec, LoaderConfig
 from train.config import RunnerConfig, TestConfig, TrainConfig
 from train.distributed import DistContext
@@ -74,8 +75,48 @@ def infer_num_classes(cfg: RunnerConfig, list_file: str, *, taken: frozenset[str
     return f"num_classes {cfg.num_classes} (the lines of {classes}; --num_classes overrides)"
 
 
+def shard_patterns(cfg: RunnerConfig) -> dict[str, str]:
+    """Mode -> the shards --shards (and train's --val-shards) name; val defaults to val.json beside train's."""
+    if not cfg.shards:
+        return {}
+    if isinstance(cfg, TestConfig):
+        return {"test": cfg.shards}
+    val = getattr(cfg, "val_shards", None)
+    if not val:
+        found = resolve_shards(cfg.shards, allow_pipe=True).index
+        if found is None or found.source.startswith("pipe:"):
+            raise RunnerConfigError(f"--shards {cfg.shards}: no index beside the shards to find val.json; "
+                                    "pass --val-shards")
+        val = found.source.rsplit("/", 1)[0] + "/val.json" if "/" in found.source else "val.json"
+    return {"train": cfg.shards, "val": val}
+
+
+def inspect_shards(cfg: RunnerConfig, *, taken: frozenset[str] = frozenset()) -> list[str]:
+    """Read the shards' indexes before any model exists: --num_classes from them, the pyav decode core; what was said."""
+    said = []
+    if cfg.backend not in (None, "pyav"):
+        raise RunnerConfigError(f"--shards decodes in memory with the pyav core; --backend {cfg.backend} reads files")
+    cfg.backend = "pyav"
+    for mode, pattern in shard_patterns(cfg).items():
+        index = resolve_shards(pattern, allow_pipe=True).index
+        if index is None:
+            if "num_classes" not in cfg.given and "num_classes" not in taken:
+                raise RunnerConfigError(f"{pattern}: no shard index ({{split}}.json) beside the shards; "
+                                        "pass --num_classes")
+            continue
+        if mode in ("train", "test") and "num_classes" not in cfg.given and "num_classes" not in taken:
+            cfg.num_classes = index.num_classes
+            said.append(f"num_classes {cfg.num_classes} (from {index.source}; --num_classes overrides)")
+        if index.num_classes > cfg.num_classes:
+            raise RunnerConfigError(f"{index.source}: {index.num_classes} classes, more than --num_classes "
+                                    f"{cfg.num_classes}")
+    return said
+
+
 def inspect_lists(cfg: RunnerConfig, lists: list[str], *, taken: frozenset[str] = frozenset()) -> list[str]:
     """Read every list (format and labels) before any model exists; infer backend and classes; the lines saying so."""
+    if cfg.shards:
+        return inspect_shards(cfg, taken=taken)
     said = [infer_num_classes(cfg, lists[0], taken=taken)]
     for i, list_file in enumerate(lists):
         records = read_list(list_file, num_classes=cfg.num_classes)
@@ -166,6 +207,8 @@ def make_loaders(cfg: TrainConfig | TestConfig, ctx: DistContext, *, batch_size:
                  with_train: bool = True) -> Loaders:
     """The loaders a run needs: val (and train unless with_train is False) for training, test for testing."""
     clip, config = clip_spec(cfg), loader_config(cfg, ctx, batch_size=batch_size, seed=seed)
+    if cfg.shards:
+        return _shard_loaders(cfg, clip, config, with_train=with_train)
     if isinstance(cfg, TestConfig):
         return Loaders(test=build_eval_loader(cfg.test_list, clip, config))
     loaders = Loaders(val=build_eval_loader(cfg.val_list, clip.for_mode("val"), config))
@@ -174,4 +217,22 @@ def make_loaders(cfg: TrainConfig | TestConfig, ctx: DistContext, *, batch_size:
         if len(loaders.train) == 0:
             raise RunnerConfigError(f"{cfg.train_list}: fewer videos per process than the batch size ({batch_size}); "
                                     "no full batch to train on")
+    return loaders
+
+
+def _shard_loaders(cfg: TrainConfig | TestConfig, clip: ClipSpec, config: LoaderConfig, *,
+                   with_train: bool) -> Loaders:
+    """The loaders of a run over shards; val/test see each clip once over all ranks (the shards are split)."""
+    patterns = shard_patterns(cfg)
+    evaluation = config.with_options(shuffle=False, drop_last=False)
+    if isinstance(cfg, TestConfig):
+        return Loaders(test=ShardedLoader(parts=[build_shard_loader(patterns["test"], clip, evaluation,
+                                                                   allow_pipe=True)]))
+    loaders = Loaders(val=ShardedLoader(parts=[build_shard_loader(patterns["val"], clip.for_mode("val"), evaluation,
+                                                                  allow_pipe=True)]))
+    if with_train:
+        loaders.train = build_shard_loader(patterns["train"], clip, config, allow_pipe=True)
+        if len(loaders.train) == 0:
+            raise RunnerConfigError(f"{patterns['train']}: fewer clips per process than the batch size "
+                                    f"({config.batch_size}); no full batch to train on")
     return loaders
