@@ -34,14 +34,13 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from pipelines.backends import expand, plan_indices
-from pipelines.dataset import Item
 from pipelines.decode import DecodeError, FrameIndexError, decode_indices
 from pipelines.loader import collate_items, worker_init
 from pipelines.planning import BadSample, BadSampleLog, make_views, plan_clips, sample_rng, world
@@ -282,6 +281,22 @@ def tar_samples(stream: IO[bytes], url: str) -> Iterator[RawSample]:
 # --- the dataset ----------------------------------------------------------------------------------
 
 
+class ShardItem(NamedTuple):
+    """An `Item` that also says which clip it stands for: its list position and path (from its json)."""
+
+    clips: torch.Tensor
+    label: int
+    bad: tuple[BadSample, ...]
+    index: int
+    path: str
+
+
+def collate_shard_items(batch: list[ShardItem]) -> tuple[torch.Tensor, torch.Tensor, list[BadSample],
+                                                          list[tuple[int, str]]]:
+    """`collate_items`, plus the (list position, path) of every video in the batch."""
+    return (*collate_items(batch), [(item.index, item.path) for item in batch])
+
+
 def assign(urls: list[str], *, slot: int, slots: int) -> list[str]:
     """This slot's shards (slot = rank * workers + worker): every shard to exactly one slot."""
     return urls[slot::slots]
@@ -327,7 +342,7 @@ class ShardClipDataset(IterableDataset):
         slot, slots = self.slot()
         return per_slot_counts(self.shards.index.total_clips, slots)[slot]
 
-    def __iter__(self) -> Iterator[Item]:
+    def __iter__(self) -> Iterator[ShardItem]:
         slot, slots = self.slot()
         quota = self.quota()
         urls = assign(self.epoch_urls(), slot=slot, slots=slots)
@@ -368,10 +383,13 @@ class ShardClipDataset(IterableDataset):
         rng.shuffle(buffer)
         yield from buffer
 
-    def _items(self, samples: Iterator[RawSample | BadSample]) -> Iterator[Item]:
-        """Decoded items; each bad sample is replaced by the next good one (and reported with it)."""
+    def _items(self, samples: Iterator[RawSample | BadSample]) -> Iterator[ShardItem]:
+        """Decoded items; each bad sample is replaced by the next good one (and reported with it).
+
+        A stand-in takes the bad clip's list position and path, as the file loader's does.
+        """
         pending: list[BadSample] = []
-        last: Item | None = None
+        last: ShardItem | None = None
         for sample in samples:
             if isinstance(sample, BadSample):
                 pending.append(sample)
@@ -381,14 +399,15 @@ class ShardClipDataset(IterableDataset):
             except (PathError, OSError) as exc:
                 pending.append(self.bad_sample(sample, exc))
                 continue
-            last = Item(clips, label, ())
+            assert sample.meta is not None  # load() checked it
+            last = ShardItem(clips, label, (), int(sample.meta["index"]), str(sample.meta["path"]))
             yield last
             for bad in pending:  # the stand-ins of the bad clips met before it
-                yield Item(clips, label, (bad,))
+                yield last._replace(bad=(bad,), index=bad.index, path=bad.path)
             pending = []
         if pending and last is not None:
             for bad in pending:
-                yield Item(last.clips, last.label, (bad,))
+                yield last._replace(bad=(bad,), index=bad.index, path=bad.path)
         elif pending:
             raise ShardError(pending[0].path, f"no readable clip in this process's shards; first: {pending[0].reason}")
 
@@ -407,10 +426,11 @@ class ShardClipDataset(IterableDataset):
     @staticmethod
     def bad_sample(sample: RawSample, exc: Exception) -> BadSample:
         index = int(sample.meta.get("index", -1)) if sample.meta else -1
+        path = str(sample.meta.get("path", sample.where)) if sample.meta else sample.where
         kind = ("checksum" if isinstance(exc, ChecksumError) else "frame_num" if isinstance(exc, FrameIndexError)
                 else "decode" if isinstance(exc, DecodeError) else "read")
         reason = exc.reason if isinstance(exc, PathError) else f"{type(exc).__name__}: {exc}"
-        return BadSample(index, sample.where, kind, reason)
+        return BadSample(index, path, kind, f"{sample.where}: {reason}")
 
 
 class ChecksumError(ShardError):
@@ -429,8 +449,9 @@ class ShardLoader:
         index = dataset.shards.index
         num_videos = index.total_clips if index is not None else len(dataset.shards.urls)
         self.bad_log = BadSampleLog(dataset.shards.urls[0], num_videos=num_videos, config=config)
+        self.seen: list[tuple[int, str]] = []  # (list position, path) of every video of the last pass
         self._loader = DataLoader(
-            dataset, batch_size=config.batch_size, num_workers=config.workers, collate_fn=collate_items,
+            dataset, batch_size=config.batch_size, num_workers=config.workers, collate_fn=collate_shard_items,
             pin_memory=torch.cuda.is_available() if config.pin_memory is None else config.pin_memory,
             drop_last=config.drops_last(dataset.clip.mode),
             worker_init_fn=worker_init if config.workers > 0 else None,
@@ -471,9 +492,11 @@ class ShardLoader:
         return sum(n // size if drop else -(-n // size) for n in mine)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for clips, labels, bad in self._loader:
+        self.seen = []
+        for clips, labels, bad, seen in self._loader:
             if bad:
                 self.bad_log.record(bad)
+            self.seen.extend(seen)
             yield clips, labels
 
     def __repr__(self) -> str:

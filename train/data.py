@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from pipelines.loader import build_loader
-from pipelines.shards import build_shard_loader, resolve_shards
+from pipelines.shards import ShardLoader, build_shard_loader, resolve_shards
 from pipelines.spec import ClipSpec, LoaderConfig
 from train.config import RunnerConfig, TestConfig, TrainConfig
 from train.distributed import DistContext
@@ -144,13 +144,45 @@ class ShardedLoader:
             yield from part
 
 
+class StreamedEval:
+    """A val/test loader over shards: each clip once over all ranks; the entries it yielded are known after a pass."""
+
+    def __init__(self, loader: ShardLoader) -> None:
+        self.loader = loader
+        self.parts = [loader]
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        yield from self.loader
+
+    @property
+    def indices(self) -> list[int]:
+        """List positions yielded so far, in order (the clips' json `index`)."""
+        return [index for index, _ in self.loader.seen]
+
+    @property
+    def names(self) -> dict[int, str]:
+        """List position -> the clip's source path, for what was yielded."""
+        return dict(self.loader.seen)
+
+    @property
+    def count(self) -> int:
+        """Clips of the split over every rank (from the shards' index)."""
+        index = self.loader.dataset.shards.index
+        if index is None:
+            raise RunnerConfigError("testing over shards needs their index ({split}.json) beside them")
+        return index.total_clips
+
+
 @dataclass
 class Loaders:
     """The loaders of one run: train and val for training, test alone for testing."""
 
     train: Any = None
-    val: ShardedLoader | None = None
-    test: ShardedLoader | None = None
+    val: ShardedLoader | StreamedEval | None = None
+    test: ShardedLoader | StreamedEval | None = None
 
 
 def visit_order(loader: Any) -> list[int]:
@@ -226,10 +258,9 @@ def _shard_loaders(cfg: TrainConfig | TestConfig, clip: ClipSpec, config: Loader
     patterns = shard_patterns(cfg)
     evaluation = config.with_options(shuffle=False, drop_last=False)
     if isinstance(cfg, TestConfig):
-        return Loaders(test=ShardedLoader(parts=[build_shard_loader(patterns["test"], clip, evaluation,
-                                                                   allow_pipe=True)]))
-    loaders = Loaders(val=ShardedLoader(parts=[build_shard_loader(patterns["val"], clip.for_mode("val"), evaluation,
-                                                                  allow_pipe=True)]))
+        return Loaders(test=StreamedEval(build_shard_loader(patterns["test"], clip, evaluation, allow_pipe=True)))
+    loaders = Loaders(val=StreamedEval(build_shard_loader(patterns["val"], clip.for_mode("val"), evaluation,
+                                                          allow_pipe=True)))
     if with_train:
         loaders.train = build_shard_loader(patterns["train"], clip, config, allow_pipe=True)
         if len(loaders.train) == 0:

@@ -20,7 +20,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import numpy as np
 import torch
@@ -177,26 +177,35 @@ def _merge_ranks(gathered: list, *, count: int, list_file: str) -> tuple[np.ndar
     return view_scores, labels_all
 
 
+def _test_names(cfg: TestConfig, loader: Any, names: list[dict[int, str]]) -> list[str]:
+    """The test videos in list order: the list's paths; over shards, the clips' paths that every rank yielded."""
+    if not cfg.shards:
+        return [r.path for r in read_list(cfg.test_list, num_classes=cfg.num_classes)]
+    by_index = {i: path for part in names for i, path in part.items()}
+    return [by_index.get(i, f"#{i}") for i in range(loader.count)]
+
+
 def _test(cfg: TestConfig, ctx: DistContext, run_log: RunLog, checkpoint: dict) -> TestResult:
     model = _load_model(cfg, ctx, run_log, checkpoint)
     opts = StepOptions(device=ctx.device, norm=cfg.norm, channels_last=cfg.channels_last, amp=cfg.amp, bgr=cfg.bgr)
     loader = make_loaders(cfg, ctx, batch_size=cfg.batch_size).test
-    records = read_list(cfg.test_list, num_classes=cfg.num_classes)
     local_views, local_labels = _score_views(cfg, model, loader, opts, run_log=run_log,
                                              show_bar=progress_wanted(cfg.progress, enabled=ctx.is_main))
-    gathered = all_gather_objects((loader.indices, local_views, local_labels), ctx)
+    gathered = all_gather_objects((loader.indices, local_views, local_labels, getattr(loader, "names", {})), ctx)
     if not ctx.is_main:
         return TestResult(0.0, 0.0, 0.0, 0, 0)
-    view_scores, labels_all = _merge_ranks(gathered, count=len(records), list_file=cfg.test_list)
+    names = _test_names(cfg, loader, [part[3] for part in gathered])
+    view_scores, labels_all = _merge_ranks([part[:3] for part in gathered], count=len(names),
+                                           list_file=cfg.shards or cfg.test_list)
     top1, top5, mean_cls, per_class = summarize(view_scores.mean(axis=1), labels_all)
-    result = TestResult(top1=top1, top5=top5, mean_class_accuracy=mean_cls, num_videos=len(records),
+    result = TestResult(top1=top1, top5=top5, mean_class_accuracy=mean_cls, num_videos=len(names),
                         views=view_scores.shape[1], class_accuracy=per_class)
     run_log.line("Class accuracy: " + " ".join(f"{c}:{a:.2f}" for c, a in sorted(per_class.items())))
     run_log.line(f"Overall top-1: {top1:.2f}%  Overall top-5: {top5:.2f}%  "
-                 f"Mean class accuracy: {mean_cls:.2f}%  ({len(records)} videos, {len(per_class)} classes, "
+                 f"Mean class accuracy: {mean_cls:.2f}%  ({len(names)} videos, {len(per_class)} classes, "
                  f"{result.views} views per video)")
     if cfg.save_scores:
-        result.scores_path = write_scores(cfg.save_scores, names=[r.path for r in records], view_scores=view_scores,
+        result.scores_path = write_scores(cfg.save_scores, names=names, view_scores=view_scores,
                                           labels=labels_all)
         run_log.line(f"scores saved to {result.scores_path}")
     return result

@@ -138,7 +138,9 @@ def test_a_tampered_clip_is_a_counted_bad_sample_replaced_by_the_next(packed, tm
     assert loader.bad_events == 1
     (bad,) = loader.bad_samples.values()
     assert bad.kind == "checksum" and bad.index == 1 and "sha256" in bad.reason
-    assert bad_path == clips.records[1].path
+    assert bad.path == bad_path == clips.records[1].path
+    # the stand-in takes the bad clip's place: every list position once
+    assert sorted(i for i, _ in loader.seen) == list(range(len(clips.records)))
 
 
 def test_an_index_naming_a_path_outside_its_folder_is_refused(packed, tmp_path):

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 from click.testing import CliRunner
 
 from cli import cli
 from tests.shard_data import make_clip_list
 from tests.train.conftest import TinyData, tiny_flags
+from train.checkpoint import checkpoint_path
 from train.config import parse_test_args, parse_train_args
 from train.logging_utils import read_metrics
 from videoprep.shards import ShardConfig, run_shard
@@ -38,6 +40,18 @@ def test_train_one_epoch_from_shards_with_classes_from_the_index(tmp_path: Path)
     assert [r["count"] for r in val] == [3]  # every validation clip once
     train = [r for r in read_metrics(tmp_path / "run" / "log") if r["kind"] == "train"]
     assert [r["iteration"] for r in train] == [1, 2]  # 6 clips, batch 2: 3 steps (step 0 is not printed)
+
+    # test the checkpoint on the val shards (its model and classes come from the checkpoint)
+    ckpt = checkpoint_path(tmp_path / "run" / "ckpt", "c2d_resnet18")
+    scores = tmp_path / "scores.npz"
+    tested = CliRunner().invoke(cli, ["test", "--shards", str(out / "val.json"), str(ckpt), "-j", "0",
+                                      "--device", "cpu", "--progress", "off", "--img_size", "32",
+                                      "--test_segments", "1", "--test_crops", "1", "--save_scores", str(scores)])
+    assert tested.exit_code == 0, tested.output
+    assert "(3 videos, " in tested.output
+    with np.load(scores) as saved:
+        assert sorted(saved["names"]) == sorted(r.path for r in make_clip_list(tmp_path / "again", count=3,
+                                                                                   name="val", frames=12).records)
 
 
 def test_shards_replace_the_lists_and_test_keeps_its_weights():
