@@ -700,10 +700,13 @@ def _csv_list(value: str, *, cast=str) -> tuple:
               help="With --generate: seconds kept per video.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("bench-out"),
               show_default=True, help="Where bench.json, bench.png and the generated sample go.")
+@click.option("--shards", default=None, metavar="PATTERN",
+              help="Measure the shard loader over these shards (DIR/{split}.json or a brace pattern); with a "
+                   "LIST_FILE of the same videos, the file-list loader beside it.")
 def bench_cmd(source: Path | None, generate: bool, root_path: str, backends: str, peers: bool, workers: str,
               clips: int, repeats: int, views: str, loader_views: str | None, seq_length: int, sample_rate: int,
               test_segments: int, batch_size: int, encodings: str | None, sample_videos: int,
-              sample_seconds: float, out_dir: Path) -> None:
+              sample_seconds: float, out_dir: Path, shards: str | None) -> None:
     """Measure clips/s of every loader backend against the decode limit of each file set.
 
     Give a BAT list (LIST_FILE) to measure it as it is, or --generate to build a
@@ -714,6 +717,10 @@ def bench_cmd(source: Path | None, generate: bool, root_path: str, backends: str
     from pipelines.bench import BenchConfig, render_table, run_bench
     from videoprep.benchsample import DEFAULT_ENCODINGS, check_encodings
 
+    if shards is not None:
+        _bench_shards(shards, source=source, root_path=root_path, workers=workers, repeats=repeats,
+                      seq_length=seq_length, sample_rate=sample_rate, batch_size=batch_size, out_dir=out_dir)
+        return
     if source is None and not generate:
         raise click.UsageError("give a LIST_FILE to measure, or --generate (optionally with a list or folder)")
     if source is not None and not generate and source.is_dir():
@@ -746,6 +753,25 @@ def bench_cmd(source: Path | None, generate: bool, root_path: str, backends: str
     if report.machine.get("noisy"):
         err_console.print(f"note: the machine was busy (load {report.machine['loadavg_start']}): figures are noisy")
     click.echo(str(report.json_path))
+
+
+def _bench_shards(shards: str, *, source: Path | None, root_path: str, workers: str, repeats: int, seq_length: int,
+                  sample_rate: int, batch_size: int, out_dir: Path) -> None:
+    """`bench --shards`: the shard loader's clips/s (and the list loader's, given the list of the same videos)."""
+    from pipelines.bench.shards import ShardBenchConfig, run_shard_bench
+
+    if source is not None and source.is_dir():
+        raise click.UsageError(f"{source} is a folder: with --shards, give the list of the same videos or nothing")
+    config = ShardBenchConfig(shards=shards, out_dir=out_dir, list_file=source, root_path=root_path,
+                              workers=_csv_list(workers, cast=int), repeats=repeats, batch_size=batch_size,
+                              seq_length=seq_length, sample_rate=sample_rate, allow_pipe=True)
+    with progress_bar("bench --shards", unit="runs") as on_progress:
+        report = run_shard_bench(config, on_progress=on_progress)
+    for row in report["rows"]:
+        err_console.print(f"{row['loader']:>6}  workers {row['workers']}  {row['clips_per_s']:.1f} clips/s", markup=False)
+    for workers_count, ratio in report["shards_over_list"].items():
+        err_console.print(f"shards / list at workers {workers_count}: {ratio:.2f}x", markup=False)
+    click.echo(str(out_dir / "bench_shards.json"))
 
 
 # --- train / test ---

@@ -214,3 +214,20 @@ def test_two_ddp_ranks_see_every_validation_clip_exactly_once(packed, tmp_path):
             assert sorted(fp for rank in ranks for fp, _ in rank["seen"]) == want
         else:  # every rank the same number of steps (DDP would hang otherwise)
             assert ranks[0]["batches"] == ranks[1]["batches"] == len(clips.records) // 2 // 2
+
+
+def test_bench_shards_measures_both_loaders_and_writes_its_json(packed, tmp_path):
+    from click.testing import CliRunner
+
+    from cli import cli
+
+    clips, base = packed
+    result = CliRunner().invoke(cli, ["bench", str(clips.list_file), "--root-path", str(clips.root), "--shards",
+                                      str(base / "many" / "train.json"), "--workers", "0", "--repeats", "1",
+                                      "--batch-size", "1", "--seq-length", "4", "--sample-rate", "2",
+                                      "--out", str(tmp_path / "bench")])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "bench" / "bench_shards.json").read_text())
+    assert {(r["loader"], r["workers"]) for r in report["rows"]} == {("shards", 0), ("list", 0)}
+    assert all(r["clips_per_s"] > 0 for r in report["rows"]) and report["shards_over_list"]["0"] > 0
+    assert "shards / list at workers 0" in result.output
