@@ -126,3 +126,20 @@ def test_cli_writes_shards_and_names_bad_input(clips, tmp_path):
     wrong_root = runner.invoke(cli, ["shard", str(clips.list_file), "--root-path", str(tmp_path), "--out", str(out)])
     assert wrong_root.exit_code == 1 and "check --root-path" in wrong_root.output
     assert "Traceback" not in wrong_root.output
+
+
+def test_the_webdataset_library_reads_every_clip_byte_for_byte(clips, tmp_path):
+    wds = pytest.importorskip("webdataset", reason="pip install 'videoprep[dev]' (the interop test's reader)")
+    out = tmp_path / "shards"
+    run_shard(_config(clips, out, shard_size=parse_size("40KB"), shuffle=9))
+    index = json.loads((out / "train.json").read_text())
+    pattern = str(out / index["pattern"])
+    seen = {}
+    for sample in wds.WebDataset(pattern, shardshuffle=False, empty_check=False):
+        meta = json.loads(sample["json"])
+        video_ext = meta["path"].rsplit(".", 1)[1]
+        assert set(sample) >= {"__key__", "json", video_ext}
+        assert sample["__key__"] == clip_key(meta["path"])
+        assert sample[video_ext] == (clips.root / meta["path"]).read_bytes()
+        seen[meta["path"]] = meta["sha256"]
+    assert sorted(seen) == sorted(r.path for r in clips.records)
