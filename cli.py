@@ -160,7 +160,8 @@ def _stage_kwargs(jobs, executor, address, shard, summary_json) -> dict:
 @click.option("--safe-dir", type=click.Path(file_okay=False),
               help="Where the safe-named symlink view goes (default: VIDEO_ROOT/_videoprep_safe).")
 @click.option("--export", "exports", default="",
-              help="Also write these list formats, comma-separated: mmaction, rawframes, slowfast, dali.")
+              help="Also write these formats, comma-separated: mmaction, rawframes, slowfast, dali, "
+                   "hf (videofolder metadata.jsonl), parquet (the manifest).")
 @click.option("--timeout", "timeout_s", type=click.FloatRange(min=0, min_open=True), default=60.0,
               show_default=True, help="Seconds one video may take to probe.")
 @click.option("--fresh", is_flag=True, help="Ignore the journal of earlier runs and probe every video again.")
@@ -385,10 +386,13 @@ def transcode_cmd(src: Path, dst: Path, codec: str, short_side: int, fps: float 
               help="Resize so the shorter side has this many pixels (even), keeping the aspect ratio.")
 @click.option("--quality", type=click.IntRange(2, 31), default=2, show_default=True,
               help="JPEG quality, ffmpeg -q:v; lower is better and bigger.")
+@click.option("--one-based", is_flag=True,
+              help="Number frames from img_00001.jpg (MMAction2's rawframe default) instead of img_00000.jpg "
+                   "(BAT's --read_mode img).")
 @_batch_options
-def frames_cmd(src: Path, dst: Path, short_side: int, quality: int, threads: int, timeout_s: float,
-               annotations: Path | None, jobs: int | None, executor: str, address: str | None, shard,
-               summary_json: Path | None) -> None:
+def frames_cmd(src: Path, dst: Path, short_side: int, quality: int, one_based: bool, threads: int,
+               timeout_s: float, annotations: Path | None, jobs: int | None, executor: str, address: str | None,
+               shard, summary_json: Path | None) -> None:
     """Extract JPEG frames of every video under SRC for BAT's --read_mode img.
 
     One folder per video (safe name, SRC's layout) holding img_00000.jpg, img_00001.jpg, ...
@@ -397,7 +401,7 @@ def frames_cmd(src: Path, dst: Path, short_side: int, quality: int, threads: int
     """
     from videoprep.frames import FramesConfig, FramesSettings, run_frames
 
-    settings = FramesSettings(short_side=short_side, quality=quality, threads=threads)
+    settings = FramesSettings(short_side=short_side, quality=quality, threads=threads, first_number=int(one_based))
     config = FramesConfig(src=src, dst=dst, settings=settings, timeout_s=timeout_s, annotations=annotations,
                           **_stage_kwargs(jobs, executor, address, shard, summary_json))
     with progress_bar("frames") as on_progress:
