@@ -28,7 +28,6 @@ import os
 import random
 import re
 import subprocess
-import tarfile
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -225,7 +224,7 @@ def open_shard(url: str, *, allow_pipe: bool) -> Iterator[IO[bytes]]:
         except urllib.error.URLError as exc:
             raise ShardError(url, f"cannot fetch: {exc.reason}") from None
         with response:
-            yield response
+            yield io.BufferedReader(response, buffer_size=1 << 20)  # few, large socket reads
         return
     path = url[len("file://"):] if url.startswith("file://") else url
     with open(path, "rb", buffering=1 << 20) as f:
@@ -254,26 +253,95 @@ def split_name(name: str) -> tuple[str, str]:
     return (f"{folder}/{stem}" if folder else stem), ext
 
 
+class TarFormatError(ShardError):
+    """A tar stream that is cut short or whose header is damaged."""
+
+
+_BLOCK = 512
+_REGULAR = (b"0", b"\0", b"7")
+
+
+def _octal(field: bytes) -> int:
+    """A numeric header field: octal text, or GNU base-256 (sizes past 8 GiB); ValueError when neither."""
+    if field[:1] == b"\x80":
+        return int.from_bytes(field[1:], "big")
+    text = field.rstrip(b"\0 ").strip()
+    return int(text, 8) if text else 0
+
+
+def _pax_path(data: bytes) -> str | None:
+    """The `path` record of a pax extended header, if any (records are `LEN key=value\n`)."""
+    pos = 0
+    while pos < len(data):
+        space = data.index(b" ", pos)
+        length = int(data[pos:space])
+        key, _, value = data[space + 1 : pos + length - 1].partition(b"=")
+        if key == b"path":
+            return value.decode("utf-8", "surrogateescape")
+        pos += length
+    return None
+
+
+def tar_members(stream: IO[bytes], url: str) -> Iterator[tuple[str, bytes]]:
+    """(name, bytes) of every regular file of a tar stream, read in one pass with one read per member.
+
+    Reads ustar, GNU (long names) and pax (path records) headers; checks each header's
+    checksum. tarfile's stream mode reads members in 10 KiB pieces and costs about 5x more.
+    """
+    long_name: str | None = None
+    while True:
+        header = stream.read(_BLOCK)
+        if len(header) < _BLOCK:
+            if header:
+                raise TarFormatError(url, "the tar ends inside a header (cut short?)")
+            return
+        if header == bytes(_BLOCK):
+            return  # end-of-archive marker
+        try:
+            checksum, size = _octal(header[148:156]), _octal(header[124:136])
+        except ValueError:
+            checksum = size = -1
+        if checksum != sum(header[:148]) + 8 * 32 + sum(header[156:]) or size < 0:
+            raise TarFormatError(url, "a tar header's checksum does not match (a damaged shard)")
+        kind = header[156:157]
+        data = stream.read(size)
+        if len(data) < size:
+            raise TarFormatError(url, "the tar ends inside a member (cut short?)")
+        stream.read(-size % _BLOCK)
+        if kind == b"L":
+            long_name = data.rstrip(b"\0").decode("utf-8", "surrogateescape")
+        elif kind == b"x":
+            long_name = _pax_path(data) or long_name
+        elif kind in _REGULAR:
+            name = long_name or _header_name(header)
+            long_name = None
+            yield name, data
+        else:
+            long_name = None  # folders, links, global headers: nothing a clip is made of
+
+
+def _header_name(header: bytes) -> str:
+    name = header[0:100].split(b"\0", 1)[0]
+    prefix = header[345:500].split(b"\0", 1)[0] if header[257:262] == b"ustar" else b""
+    return (prefix + b"/" + name if prefix else name).decode("utf-8", "surrogateescape")
+
+
 def tar_samples(stream: IO[bytes], url: str) -> Iterator[RawSample]:
     """The clips of a tar stream, members grouped by key (consecutive, as the writer puts them)."""
     current: RawSample | None = None
-    with tarfile.open(fileobj=stream, mode="r|") as tar:
-        for member in tar:
-            if not member.isfile():
-                continue
-            key, ext = split_name(member.name)
-            data = tar.extractfile(member).read()  # type: ignore[union-attr]
-            if current is not None and current.key != key:
-                yield current
-                current = None
-            current = current or RawSample(url=url, key=key)
-            if ext == "json":
-                try:
-                    current.meta = json.loads(data)
-                except ValueError:
-                    current.meta = None
-            else:
-                current.video, current.ext = data, ext
+    for name, data in tar_members(stream, url):
+        key, ext = split_name(name)
+        if current is not None and current.key != key:
+            yield current
+            current = None
+        current = current or RawSample(url=url, key=key)
+        if ext == "json":
+            try:
+                current.meta = json.loads(data)
+            except ValueError:
+                current.meta = None
+        else:
+            current.video, current.ext = data, ext
     if current is not None:
         yield current
 
@@ -362,7 +430,7 @@ class ShardClipDataset(IterableDataset):
                 try:
                     with open_shard(url, allow_pipe=self.allow_pipe) as stream:
                         yield from tar_samples(stream, url)
-                except (OSError, tarfile.TarError, PathError) as exc:
+                except (OSError, PathError) as exc:
                     reason = exc.reason if isinstance(exc, PathError) else f"{type(exc).__name__}: {exc}"
                     yield BadSample(-1, url, "read", f"shard unreadable: {reason}")
             if not cycle or not urls:

@@ -231,3 +231,40 @@ def test_bench_shards_measures_both_loaders_and_writes_its_json(packed, tmp_path
     assert {(r["loader"], r["workers"]) for r in report["rows"]} == {("shards", 0), ("list", 0)}
     assert all(r["clips_per_s"] > 0 for r in report["rows"]) and report["shards_over_list"]["0"] > 0
     assert "shards / list at workers 0" in result.output
+
+
+@pytest.mark.parametrize("fmt", [tarfile.USTAR_FORMAT, tarfile.GNU_FORMAT, tarfile.PAX_FORMAT])
+def test_tar_reader_reads_what_tarfile_writes_and_refuses_damage(fmt, tmp_path):
+    import io
+
+    from pipelines.shards import TarFormatError, tar_members
+
+    long = "a" * 90 + "/" + "b" * 60 + ".mp4"  # past ustar's 100-byte name (ustar splits it into a prefix)
+    names = ["short.json", long, "üñí.json"] if fmt != tarfile.USTAR_FORMAT else ["short.json", long]
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=fmt) as tar:
+        folder = tarfile.TarInfo("folder")
+        folder.type = tarfile.DIRTYPE
+        tar.addfile(folder)  # not a regular file: skipped
+        for i, name in enumerate(names):
+            info = tarfile.TarInfo(name)
+            info.size = 1000 + i
+            tar.addfile(info, io.BytesIO(bytes([i]) * info.size))
+    data = buf.getvalue()
+    got = list(tar_members(io.BytesIO(data), "t.tar"))
+    assert got == [(name, bytes([i]) * (1000 + i)) for i, name in enumerate(names)]
+    with pytest.raises(TarFormatError, match="cut short"):
+        list(tar_members(io.BytesIO(data[: 512 * 3 + 100]), "t.tar"))
+    damaged = bytearray(data)
+    damaged[512 + 130] ^= 0x01  # a size digit of the second header
+    with pytest.raises(TarFormatError, match="checksum"):
+        list(tar_members(io.BytesIO(bytes(damaged)), "t.tar"))
+
+
+def test_a_truncated_shard_costs_its_clips_not_the_run(packed, tmp_path):
+    clips, base = packed
+    whole = (base / "one" / "train-000000.tar").read_bytes()
+    (tmp_path / "train-000000.tar").write_bytes(whole[: len(whole) // 2])
+    loader = build_shard_loader(str(tmp_path / "train-000000.tar"), CLIP.for_mode("val"), _config())
+    assert sum(len(labels) for _, labels in loader) >= 1
+    assert any("cut short" in b.reason for b in loader.bad_samples.values())
