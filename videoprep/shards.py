@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import io
 import json
 import logging
 import os
@@ -241,15 +240,29 @@ def clip_json(clip: ClipEntry, data: bytes) -> dict[str, Any]:
             "sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
 
 
+def _tar_entry(name: str, data: bytes) -> bytes:
+    """One member as a GNU tar writes it: header (a long-name block first if needed), data, zero padding."""
+    header = _member(name, len(data)).tobuf(tarfile.GNU_FORMAT, "utf-8", "surrogateescape")
+    return header + data + bytes(-len(data) % _BLOCK)
+
+
+def _end_of_archive(written: int) -> bytes:
+    """Two zero blocks, then zeros up to a whole 10 KiB record (what tarfile and GNU tar write)."""
+    end = written + 2 * _BLOCK
+    return bytes(2 * _BLOCK + (-end % tarfile.RECORDSIZE))
+
+
 def write_shard(task: ShardTask) -> dict[str, Any]:
-    """Worker: write one tar under a temporary name, rename it into place; its clips, bytes and skips."""
+    """Worker: write one tar under a temporary name, rename it into place; its clips, bytes and skips.
+
+    Each member goes out in one write (header, bytes, padding), not through tarfile's 16 KiB copy loop.
+    """
     final = Path(task.output)
     tmp, fd = open_temp(final)
     classes: Counter[str] = Counter()
-    skipped, clips = [], 0
+    skipped, clips, written = [], 0, 0
     try:
-        with os.fdopen(fd, "wb") as f, tarfile.open(fileobj=f, mode="w", format=tarfile.GNU_FORMAT,
-                                                    encoding="utf-8", errors="surrogateescape") as tar:
+        with os.fdopen(fd, "wb", buffering=0) as f:
             for clip in task.clips:
                 try:
                     with open(clip.full, "rb") as src:
@@ -260,10 +273,12 @@ def write_shard(task: ShardTask) -> dict[str, Any]:
                     skipped.append({"path": clip.path, "reason": reason})
                     log.warning("shard %s: %s left out: %s", final.name, clip.path, reason)
                     continue
-                tar.addfile(_member(f"{clip.key}.{clip.ext}", len(data)), io.BytesIO(data))
-                tar.addfile(_member(f"{clip.key}.json", len(meta)), io.BytesIO(meta))
+                for entry in (_tar_entry(f"{clip.key}.{clip.ext}", data), _tar_entry(f"{clip.key}.json", meta)):
+                    f.write(entry)
+                    written += len(entry)
                 classes[clip.class_name if clip.class_name is not None else str(clip.label)] += 1
                 clips += 1
+            f.write(_end_of_archive(written))
         os.replace(tmp, final)
     finally:
         if tmp.exists():
