@@ -25,7 +25,7 @@ import random
 import re
 import tarfile
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -322,7 +322,7 @@ def write_shard(task: ShardTask) -> dict[str, Any]:
 
 def _stamp(clips: list[ClipEntry]) -> dict[str, Any]:
     """What decides a tar's bytes: every clip's entry and file stamp, and the format."""
-    facts = json.dumps([asdict(c) for c in clips], sort_keys=True, default=str)
+    facts = json.dumps([vars(c) for c in clips], sort_keys=True, default=str)  # asdict deep-copies: 10x slower
     return {"format": FORMAT_VERSION, "clips": hashlib.sha256(facts.encode()).hexdigest()[:32]}
 
 
