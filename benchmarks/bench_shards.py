@@ -6,7 +6,8 @@ Four measurements, each interleaved (A, B, A, B, ...) so both sides see the same
 ratios are medians of one run:
 
 1. write: `videoprep shard` (the stage engine, -j 2) against `tar cf` over the same files
-   (MB/s of video bytes; the page cache is warm for both);
+   (MB/s of video bytes, and CPU seconds per GB: user + system, workers included; the page
+   cache is warm for both);
 2. local input: clips/s of `build_shard_loader` against the file-list loader
    (`build_loader`, pyav), train view, the same workers, decode + crop + collate;
 3. HTTP: a loopback server that sleeps 20 ms before every response; clips/s of reading
@@ -28,6 +29,7 @@ import contextlib
 import http.server
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -112,24 +114,38 @@ def bench_write(root: Path, work: Path, repeats: int) -> dict:
     files = work / "files.txt"
     files.write_text("".join(r.path + "\n" for r in records))
 
+    cpu: dict[str, list[float]] = {"shard": [], "tar_cf": []}
+
+    def timed(name: str, work_fn: Callable[[], None]) -> float:
+        cpu_before, start = _cpu_seconds(), time.perf_counter()
+        work_fn()
+        wall = time.perf_counter() - start
+        cpu[name].append(_cpu_seconds() - cpu_before)
+        return total / 1e6 / wall
+
     def shard() -> float:
         out = work / "shard-out"
         shutil.rmtree(out, ignore_errors=True)
-        start = time.perf_counter()
-        run_shard(ShardConfig(list_file=list_file, root_path=root / "videos", out_dir=out, jobs=2,
-                              shard_size=parse_size("16MiB")))
-        return total / 1e6 / (time.perf_counter() - start)
+        return timed("shard", lambda: run_shard(ShardConfig(list_file=list_file, root_path=root / "videos",
+                                                             out_dir=out, jobs=2, shard_size=parse_size("16MiB"))))
 
     def tar() -> float:
         out = work / "plain.tar"
         out.unlink(missing_ok=True)
-        start = time.perf_counter()
-        subprocess.run(["tar", "cf", str(out), "-C", str(root / "videos"), "-T", str(files)], check=True)
-        return total / 1e6 / (time.perf_counter() - start)
+        return timed("tar_cf", lambda: subprocess.run(
+            ["tar", "cf", str(out), "-C", str(root / "videos"), "-T", str(files)], check=True))
 
     shard(), tar()  # warm the page cache for both
-    return {"bytes": total, "unit": "MB/s", **summary(interleave({"shard": shard, "tar_cf": tar}, repeats),
-                                                       "shard", "tar_cf")}
+    cpu = {"shard": [], "tar_cf": []}
+    figures = summary(interleave({"shard": shard, "tar_cf": tar}, repeats), "shard", "tar_cf")
+    cpu_per_gb = {name: round(statistics.median(v) / (total / 1e9), 2) for name, v in cpu.items()}
+    return {"bytes": total, "unit": "MB/s", **figures, "cpu_s_per_gb": cpu_per_gb}
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU of this process and its reaped children (pool workers, tar)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 # --- 2. local training input ----------------------------------------------------------

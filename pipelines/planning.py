@@ -212,6 +212,22 @@ class BadSampleLog:
             )
 
 
+class CountsBadSamples:
+    """For loaders that keep a `bad_log`: the bad entries met so far and the failed loads, as properties."""
+
+    bad_log: BadSampleLog
+
+    @property
+    def bad_samples(self) -> dict[int, BadSample]:
+        """Bad entries met so far (first failure of each), by entry."""
+        return self.bad_log.samples
+
+    @property
+    def bad_events(self) -> int:
+        """Failed loads so far, replacements of replacements included."""
+        return self.bad_log.events
+
+
 class EpochTaggedSampler(Sampler):
     """Yields `(list entry, epoch)` so the epoch reaches persistent workers with every index."""
 

@@ -41,8 +41,16 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from pipelines.backends import expand, plan_indices
 from pipelines.decode import DecodeError, FrameIndexError, decode_indices
-from pipelines.loader import collate_items, worker_init
-from pipelines.planning import BadSample, BadSampleLog, make_views, plan_clips, sample_rng, world
+from pipelines.loader import collate_items, worker_options
+from pipelines.planning import (
+    BadSample,
+    BadSampleLog,
+    CountsBadSamples,
+    make_views,
+    plan_clips,
+    sample_rng,
+    world,
+)
 from pipelines.spec import ClipSpec, LoaderConfig
 from videoprep.errors import PathError, VideoprepError
 
@@ -508,7 +516,7 @@ class ChecksumError(ShardError):
 # --- the loader -------------------------------------------------------------------------------------
 
 
-class ShardLoader:
+class ShardLoader(CountsBadSamples):
     """Iterable of `(clips, labels)` batches over shards, with `set_epoch`, `len()` and bad-sample accounting."""
 
     def __init__(self, dataset: ShardClipDataset, config: LoaderConfig) -> None:
@@ -519,11 +527,9 @@ class ShardLoader:
         self.bad_log = BadSampleLog(dataset.shards.urls[0], num_videos=num_videos, config=config)
         self.seen: list[tuple[int, str]] = []  # (list position, path) of every video of the last pass
         self._loader = DataLoader(
-            dataset, batch_size=config.batch_size, num_workers=config.workers, collate_fn=collate_shard_items,
+            dataset, batch_size=config.batch_size, collate_fn=collate_shard_items,
             pin_memory=torch.cuda.is_available() if config.pin_memory is None else config.pin_memory,
-            drop_last=config.drops_last(dataset.clip.mode),
-            worker_init_fn=worker_init if config.workers > 0 else None,
-            prefetch_factor=config.prefetch_factor if config.workers > 0 else None,
+            drop_last=config.drops_last(dataset.clip.mode), **worker_options(config),
         )
 
     def set_epoch(self, epoch: int) -> None:
@@ -533,14 +539,6 @@ class ShardLoader:
     @property
     def epoch(self) -> int:
         return self.dataset.epoch
-
-    @property
-    def bad_samples(self) -> dict[int, BadSample]:
-        return self.bad_log.samples
-
-    @property
-    def bad_events(self) -> int:
-        return self.bad_log.events
 
     def __len__(self) -> int:
         """Batches this rank yields per epoch (from the index's clip counts)."""

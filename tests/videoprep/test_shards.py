@@ -143,3 +143,15 @@ def test_the_webdataset_library_reads_every_clip_byte_for_byte(clips, tmp_path):
         assert sample[video_ext] == (clips.root / meta["path"]).read_bytes()
         seen[meta["path"]] = meta["sha256"]
     assert sorted(seen) == sorted(r.path for r in clips.records)
+
+
+@pytest.mark.slow
+def test_ray_executor_writes_the_same_tars(clips, tmp_path):
+    pytest.importorskip("ray")
+    local = run_shard(_config(clips, tmp_path / "local", shard_size=parse_size("40KB")))
+    remote = run_shard(ShardConfig(list_file=clips.list_file, root_path=clips.root, out_dir=tmp_path / "ray",
+                                   shard_size=parse_size("40KB"), executor="ray", jobs=2))
+    assert remote.run.options.executor == "ray" and remote.run.done == len(local.shards)
+    for tar in local.shards:
+        assert (tmp_path / "ray" / tar.name).read_bytes() == tar.read_bytes()
+    assert (tmp_path / "ray" / "train.json").read_text() == (tmp_path / "local" / "train.json").read_text()
