@@ -28,6 +28,7 @@ import os
 import random
 import re
 import subprocess
+import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -44,6 +45,7 @@ from pipelines.decode import DecodeError, FrameIndexError, decode_indices
 from pipelines.loader import collate_items, worker_options
 from pipelines.planning import (
     BadSample,
+    BadSampleError,
     BadSampleLog,
     CountsBadSamples,
     make_views,
@@ -216,15 +218,21 @@ def open_shard(url: str, *, allow_pipe: bool) -> Iterator[IO[bytes]]:
     if is_pipe(url):
         if not allow_pipe:
             raise ShardError(url, "pipe: runs a shell command, so it is accepted only from the command line")
-        proc = subprocess.Popen(url[len("pipe:"):], shell=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # noqa: S602 - the user's own command line
-        assert proc.stdout is not None
-        try:
-            yield proc.stdout
-        finally:
-            proc.stdout.close()
-            err = proc.stderr.read().decode(errors="replace").strip() if proc.stderr else ""
+        with tempfile.TemporaryFile() as errors:  # a file, not a pipe: a chatty command cannot block on it
+            proc = subprocess.Popen(url[len("pipe:"):], shell=True, stdout=subprocess.PIPE, stderr=errors)  # noqa: S602 - the user's own command line
+            assert proc.stdout is not None
+            try:
+                yield proc.stdout
+            except BaseException:  # the reader stopped early (epoch quota, Ctrl-C): the command is not needed
+                proc.kill()
+                proc.wait()
+                raise
+            finally:
+                proc.stdout.close()
             if proc.wait() != 0:
-                raise ShardError(url, f"command exited {proc.returncode}: {err[-300:]}")
+                errors.seek(0)
+                tail = errors.read()[-300:].decode(errors="replace").strip()
+                raise ShardError(url, f"command exited {proc.returncode}: {tail}")
         return
     if is_http(url):
         try:
@@ -425,7 +433,8 @@ class ShardClipDataset(IterableDataset):
         if not urls and quota:
             urls = [self.epoch_urls()[slot % len(self.shards.urls)]]  # fewer shards than slots: share one
         rng = random.Random(f"{self.config.seed}-{self.epoch}-{slot}")
-        items = self._items(self._mixed(self._raw(urls, cycle=quota is not None), rng))
+        buffer = self.shuffle_buffer if quota is None else min(self.shuffle_buffer, quota)  # never re-read to fill it
+        items = self._items(self._mixed(self._raw(urls, cycle=quota is not None), rng, buffer))
         for count, item in enumerate(items):
             if quota is not None and count >= quota:
                 return
@@ -444,15 +453,17 @@ class ShardClipDataset(IterableDataset):
             if not cycle or not urls:
                 return
 
-    def _mixed(self, samples: Iterator[RawSample | BadSample], rng: random.Random) -> Iterator[RawSample | BadSample]:
-        """A shuffle buffer of `shuffle_buffer` clips (0: stream order)."""
-        if self.shuffle_buffer <= 1:
+    @staticmethod
+    def _mixed(samples: Iterator[RawSample | BadSample], rng: random.Random,
+               size: int) -> Iterator[RawSample | BadSample]:
+        """A shuffle buffer of `size` clips (0 or 1: stream order)."""
+        if size <= 1:
             yield from samples
             return
         buffer: list[RawSample | BadSample] = []
         for sample in samples:
             buffer.append(sample)
-            if len(buffer) >= self.shuffle_buffer:
+            if len(buffer) >= size:
                 pick = rng.randrange(len(buffer))
                 buffer[pick], buffer[-1] = buffer[-1], buffer[pick]
                 yield buffer.pop()
@@ -467,13 +478,16 @@ class ShardClipDataset(IterableDataset):
         pending: list[BadSample] = []
         last: ShardItem | None = None
         for sample in samples:
+            if not isinstance(sample, BadSample):
+                try:
+                    clips, label = self.load(sample)
+                except (PathError, OSError) as exc:
+                    sample = self.bad_sample(sample, exc)
             if isinstance(sample, BadSample):
                 pending.append(sample)
-                continue
-            try:
-                clips, label = self.load(sample)
-            except (PathError, OSError) as exc:
-                pending.append(self.bad_sample(sample, exc))
+                if len(pending) > self.config.max_replacements:  # as the file loader: give up, do not spin
+                    raise BadSampleError(pending[0].path, f"this clip and the {len(pending) - 1} after it all "
+                                         f"failed; last: {pending[-1].reason}")
                 continue
             assert sample.meta is not None  # load() checked it
             last = ShardItem(clips, label, (), int(sample.meta["index"]), str(sample.meta["path"]))

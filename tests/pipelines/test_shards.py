@@ -160,6 +160,11 @@ def test_pipe_only_when_allowed(packed):
         build_shard_loader(pattern, CLIP.for_mode("val"), _config())
     loader = build_shard_loader(pattern, CLIP.for_mode("val"), _config(), allow_pipe=True)
     assert sum(len(labels) for _, labels in loader) == len(clips.records)
+    # train stops each epoch at its quota, mid-stream: the command is stopped, not an error
+    train = build_shard_loader(pattern, CLIP, _config(batch_size=4, shuffle=True), allow_pipe=True)
+    for epoch in (0, 1):
+        train.set_epoch(epoch)
+        assert [len(labels) for _, labels in train] == [4]
     failing = build_shard_loader("pipe:exit 3", CLIP.for_mode("val"), _config(), allow_pipe=True)
     with pytest.raises(ShardError, match="no readable clip"):
         list(failing)
@@ -268,3 +273,14 @@ def test_a_truncated_shard_costs_its_clips_not_the_run(packed, tmp_path):
     loader = build_shard_loader(str(tmp_path / "train-000000.tar"), CLIP.for_mode("val"), _config())
     assert sum(len(labels) for _, labels in loader) >= 1
     assert any("cut short" in b.reason for b in loader.bad_samples.values())
+
+
+def test_a_split_whose_shards_all_fail_stops_instead_of_spinning(packed, tmp_path):
+    from pipelines.planning import BadSampleError
+
+    _, base = packed
+    index = json.loads((base / "many" / "train.json").read_text())
+    (tmp_path / "train.json").write_text(json.dumps(index))  # the index without its tars
+    loader = build_shard_loader(str(tmp_path / "train.json"), CLIP, _config(max_replacements=3))
+    with pytest.raises(BadSampleError, match="all failed"):
+        list(loader)
