@@ -185,6 +185,10 @@ class SlowHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args) -> None:
         pass
 
+    def copyfile(self, source, outputfile) -> None:  # noqa: ANN001 - the base class's signature
+        """sendfile, as a production server (nginx) sends files: the server's copy is not what is measured."""
+        self.connection.sendfile(source)
+
     def handle(self) -> None:
         # a loader that stopped early (its epoch quota) closed the connection
         with contextlib.suppress(ConnectionResetError, BrokenPipeError):

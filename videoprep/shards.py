@@ -25,6 +25,7 @@ import random
 import re
 import tarfile
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -227,17 +228,26 @@ def _member(name: str, size: int) -> tarfile.TarInfo:
     return info
 
 
-def clip_json(clip: ClipEntry, data: bytes | memoryview) -> dict[str, Any]:
-    """The `{key}.json` of a clip (after probing fps and size when the manifest did not have them)."""
-    fps, width, height = clip.fps, clip.width, clip.height
-    if fps is None or width is None or height is None:
-        from videoprep.probe import probe_video  # av only when the manifest lacks the facts
+def clip_facts(clip: ClipEntry) -> tuple[float, int, int]:
+    """(fps, width, height) of a clip: from the manifest, else probed (raises ProbeError)."""
+    if clip.fps is not None and clip.width is not None and clip.height is not None:
+        return clip.fps, clip.width, clip.height
+    from videoprep.probe import probe_video  # av only when the manifest lacks the facts
 
-        info = probe_video(clip.full)
-        fps, width, height = info.fps, info.width, info.height
-    return {"index": clip.index, "label": clip.label, "class": clip.class_name, "frame_num": clip.frame_num,
-            "fps": fps, "width": width, "height": height, "path": clip.path,
-            "sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+    info = probe_video(clip.full)
+    return info.fps, info.width, info.height
+
+
+def clip_json(clip: ClipEntry, *, facts: tuple[float, int, int], sha256: str, size: int) -> bytes:
+    """The `{key}.json` member of a clip."""
+    fps, width, height = facts
+    return json.dumps({"index": clip.index, "label": clip.label, "class": clip.class_name,
+                       "frame_num": clip.frame_num, "fps": fps, "width": width, "height": height, "path": clip.path,
+                       "sha256": sha256, "size": size}, sort_keys=True).encode()
+
+
+def _sha256(data: bytes | memoryview) -> str:
+    return hashlib.sha256(data).hexdigest()  # releases the GIL: runs while the same bytes are written
 
 
 def _header(name: str, size: int) -> bytes:
@@ -285,28 +295,36 @@ def _read_into(path: str, buffer: bytearray) -> memoryview:
     return view[:got]
 
 
+def _add_clip(out: _TarOut, clip: ClipEntry, buffer: bytearray, hasher: ThreadPoolExecutor) -> str | None:
+    """Append one clip's video and json members; the reason it was left out instead, if it was."""
+    try:
+        data = _read_into(clip.full, buffer)
+        facts = clip_facts(clip)
+    except (OSError, PathError) as exc:  # unreadable, grew while read, or not probeable
+        return exc.reason if isinstance(exc, PathError) else f"cannot read: {exc.strerror}"
+    digest = hasher.submit(_sha256, data)
+    out.add(f"{clip.key}.{clip.ext}", data)
+    out.add(f"{clip.key}.json", clip_json(clip, facts=facts, sha256=digest.result(), size=len(data)))
+    return None
+
+
 def write_shard(task: ShardTask) -> dict[str, Any]:
     """Worker: write one tar under a temporary name, rename it into place; its clips, bytes and skips."""
     final = Path(task.output)
     tmp, fd = open_temp(final)
     classes: Counter[str] = Counter()
-    skipped, clips = [], 0
+    skipped = []
     buffer = bytearray(max((c.size for c in task.clips), default=0) + 1)
     try:
         out = _TarOut(fd)
-        for clip in task.clips:
-            try:
-                data = _read_into(clip.full, buffer)
-                meta = json.dumps(clip_json(clip, data), sort_keys=True).encode()
-            except (OSError, PathError) as exc:  # unreadable, grew while read, or not probeable
-                reason = exc.reason if isinstance(exc, PathError) else f"cannot read: {exc.strerror}"
-                skipped.append({"path": clip.path, "reason": reason})
-                log.warning("shard %s: %s left out: %s", final.name, clip.path, reason)
-                continue
-            out.add(f"{clip.key}.{clip.ext}", data)
-            out.add(f"{clip.key}.json", meta)
-            classes[clip.class_name if clip.class_name is not None else str(clip.label)] += 1
-            clips += 1
+        with ThreadPoolExecutor(1) as hasher:
+            for clip in task.clips:
+                reason = _add_clip(out, clip, buffer, hasher)
+                if reason is not None:
+                    skipped.append({"path": clip.path, "reason": reason})
+                    log.warning("shard %s: %s left out: %s", final.name, clip.path, reason)
+                    continue
+                classes[clip.class_name if clip.class_name is not None else str(clip.label)] += 1
         out.close()
         os.close(fd)
         fd = -1
@@ -316,8 +334,8 @@ def write_shard(task: ShardTask) -> dict[str, Any]:
             os.close(fd)
         if tmp.exists():
             tmp.unlink()
-    return {"name": final.name, "clips": clips, "bytes": final.stat().st_size, "classes": dict(classes),
-            "skipped": skipped}
+    return {"name": final.name, "clips": sum(classes.values()), "bytes": final.stat().st_size,
+            "classes": dict(classes), "skipped": skipped}
 
 
 def _stamp(clips: list[ClipEntry]) -> dict[str, Any]:
