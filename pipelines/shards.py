@@ -592,8 +592,14 @@ def build_shard_loader(pattern: str, clip: ClipSpec, config: LoaderConfig, *, al
     input only) pipe: commands, or a split's index `DIR/{split}.json`.
     """
     shards = resolve_shards(pattern, allow_pipe=allow_pipe, index=index)
+    return shard_loader(shards, clip, config, allow_pipe=allow_pipe, shuffle_buffer=shuffle_buffer)
+
+
+def shard_loader(shards: ShardSet, clip: ClipSpec, config: LoaderConfig, *, allow_pipe: bool = False,
+                 shuffle_buffer: int | None = None) -> ShardLoader:
+    """`build_shard_loader` over shards already resolved (`resolve_shards`)."""
     if not shards.urls:
-        raise VideoprepError(f"{pattern}: names no shard")
+        raise VideoprepError("the shard pattern names no shard")
     return ShardLoader(ShardClipDataset(shards, clip, config, allow_pipe=allow_pipe,
                                         shuffle_buffer=shuffle_buffer), config)
 

@@ -81,6 +81,7 @@ class RunnerConfig:
     non_strict: bool = False
     progress: str = "auto"
     shards: str | None = None  # stream WebDataset shards (`videoprep shard`) instead of the list
+    shards_index: str | None = None  # their {split}.json when it is not beside them (pipe: commands)
     # Fields set on the command line (a preset's flags included): a checkpoint's recorded model may not
     # contradict them, and nothing is inferred for them. Not a setting: left out of comparisons and records.
     given: frozenset[str] = field(default_factory=frozenset, compare=False, repr=False)
@@ -246,6 +247,8 @@ def _add_shared_flags(p: argparse.ArgumentParser, *, seq_length: int, sample_rat
                       help="read WebDataset shards of `videoprep shard` instead of the list: DIR/{split}.json, "
                       "or a brace pattern of paths, http(s):// URLs or pipe: commands; --num_classes from the "
                       "index beside them")
+    ours.add_argument("--shards-index", default=None, metavar="INDEX",
+                      help="the {split}.json of --shards when it is not beside them (pipe: commands)")
     return ours
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from pipelines.loader import build_loader
-from pipelines.shards import ShardLoader, build_shard_loader, resolve_shards
+from pipelines.shards import ShardLoader, ShardSet, resolve_shards, shard_loader
 from pipelines.spec import ClipSpec, LoaderConfig
 from train.config import RunnerConfig, TestConfig, TrainConfig
 from train.distributed import DistContext
@@ -75,20 +75,35 @@ def infer_num_classes(cfg: RunnerConfig, list_file: str, *, taken: frozenset[str
     return f"num_classes {cfg.num_classes} (the lines of {classes}; --num_classes overrides)"
 
 
-def shard_patterns(cfg: RunnerConfig) -> dict[str, str]:
-    """Mode -> the shards --shards (and train's --val-shards) name; val defaults to val.json beside train's."""
+def shard_sets(cfg: RunnerConfig) -> dict[str, ShardSet]:
+    """Mode -> the shards of --shards (train or test) and train's --val-shards, each with its index.
+
+    The runners need the index (class count, batches per epoch): beside the shards, or
+    --shards-index (a copy, for pipe: commands). Validation defaults to val.json beside the
+    training index.
+    """
     if not cfg.shards:
         return {}
+    main = resolve_shards(cfg.shards, allow_pipe=True, index=cfg.shards_index)
+    _require_index(main, cfg.shards)
     if isinstance(cfg, TestConfig):
-        return {"test": cfg.shards}
-    val = getattr(cfg, "val_shards", None)
-    if not val:
-        found = resolve_shards(cfg.shards, allow_pipe=True).index
-        if found is None or found.source.startswith("pipe:"):
-            raise RunnerConfigError(f"--shards {cfg.shards}: no index beside the shards to find val.json; "
-                                    "pass --val-shards")
-        val = found.source.rsplit("/", 1)[0] + "/val.json" if "/" in found.source else "val.json"
-    return {"train": cfg.shards, "val": val}
+        return {"test": main}
+    assert main.index is not None
+    val_pattern = getattr(cfg, "val_shards", None) or _beside(main.index.source, "val.json")
+    val = resolve_shards(val_pattern, allow_pipe=True)
+    _require_index(val, val_pattern)
+    return {"train": main, "val": val}
+
+
+def _beside(source: str, name: str) -> str:
+    return source.rsplit("/", 1)[0] + "/" + name if "/" in source else name
+
+
+def _require_index(shards: ShardSet, pattern: str) -> None:
+    if shards.index is None:
+        raise RunnerConfigError(f"{pattern}: no shard index ({{split}}.json) beside the shards; the runners need "
+                                "it for the class count and the batches per epoch (for pipe: commands, pass a "
+                                "copy of it with --shards-index)")
 
 
 def inspect_shards(cfg: RunnerConfig, *, taken: frozenset[str] = frozenset()) -> list[str]:
@@ -97,13 +112,9 @@ def inspect_shards(cfg: RunnerConfig, *, taken: frozenset[str] = frozenset()) ->
     if cfg.backend not in (None, "pyav"):
         raise RunnerConfigError(f"--shards decodes in memory with the pyav core; --backend {cfg.backend} reads files")
     cfg.backend = "pyav"
-    for mode, pattern in shard_patterns(cfg).items():
-        index = resolve_shards(pattern, allow_pipe=True).index
-        if index is None:
-            if "num_classes" not in cfg.given and "num_classes" not in taken:
-                raise RunnerConfigError(f"{pattern}: no shard index ({{split}}.json) beside the shards; "
-                                        "pass --num_classes")
-            continue
+    for mode, shards in shard_sets(cfg).items():
+        index = shards.index
+        assert index is not None  # shard_sets requires it
         if mode in ("train", "test") and "num_classes" not in cfg.given and "num_classes" not in taken:
             cfg.num_classes = index.num_classes
             said.append(f"num_classes {cfg.num_classes} (from {index.source}; --num_classes overrides)")
@@ -255,15 +266,14 @@ def make_loaders(cfg: TrainConfig | TestConfig, ctx: DistContext, *, batch_size:
 def _shard_loaders(cfg: TrainConfig | TestConfig, clip: ClipSpec, config: LoaderConfig, *,
                    with_train: bool) -> Loaders:
     """The loaders of a run over shards; val/test see each clip once over all ranks (the shards are split)."""
-    patterns = shard_patterns(cfg)
+    sets = shard_sets(cfg)
     evaluation = config.with_options(shuffle=False, drop_last=False)
     if isinstance(cfg, TestConfig):
-        return Loaders(test=StreamedEval(build_shard_loader(patterns["test"], clip, evaluation, allow_pipe=True)))
-    loaders = Loaders(val=StreamedEval(build_shard_loader(patterns["val"], clip.for_mode("val"), evaluation,
-                                                          allow_pipe=True)))
+        return Loaders(test=StreamedEval(shard_loader(sets["test"], clip, evaluation, allow_pipe=True)))
+    loaders = Loaders(val=StreamedEval(shard_loader(sets["val"], clip.for_mode("val"), evaluation, allow_pipe=True)))
     if with_train:
-        loaders.train = build_shard_loader(patterns["train"], clip, config, allow_pipe=True)
+        loaders.train = shard_loader(sets["train"], clip, config, allow_pipe=True)
         if len(loaders.train) == 0:
-            raise RunnerConfigError(f"{patterns['train']}: fewer clips per process than the batch size "
+            raise RunnerConfigError(f"{cfg.shards}: fewer clips per process than the batch size "
                                     f"({config.batch_size}); no full batch to train on")
     return loaders

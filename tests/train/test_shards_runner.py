@@ -63,3 +63,18 @@ def test_shards_replace_the_lists_and_test_keeps_its_weights():
     assert result.exit_code == 2 and "not both" in result.output
     missing = CliRunner().invoke(cli, ["train", "a.txt"])
     assert missing.exit_code == 2 and "required: val_list" in missing.output
+
+
+def test_pipe_shards_need_their_index_given(tmp_path: Path):
+    import pytest
+
+    from train.data import inspect_shards
+    from train.runtime import RunnerConfigError
+
+    out = _shards(tmp_path)
+    pattern = f"pipe:cat {out}/train-{{000000..000001}}.tar"
+    with pytest.raises(RunnerConfigError, match="--shards-index"):
+        inspect_shards(parse_train_args(["--shards", pattern]))
+    cfg = parse_train_args(["--shards", pattern, "--shards-index", str(out / "train.json")])
+    said = inspect_shards(cfg)
+    assert cfg.num_classes == 2 and cfg.backend == "pyav" and "from" in said[0]
