@@ -473,6 +473,39 @@ def shard_cmd(list_file: Path, root_path: Path, out_dir: Path, shard_size: int, 
     click.echo(str(result.index_path))
 
 
+# --- stats ---
+
+
+@cli.command("stats")
+@click.argument("manifest", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--compare", "other", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="A second manifest: list the videos added, removed and changed between MANIFEST and it.")
+def stats_cmd(manifest: Path, other: Path | None) -> None:
+    """Figures of a dataset from the manifest.csv (or .parquet) of `videoprep index`.
+
+    Videos per split and status, clips per class, durations, sizes and frames, failures
+    by reason; with --compare, what changed between two manifests. A summary goes to
+    stderr, the whole record as JSON to stdout.
+    """
+    import json
+
+    from videoprep.stats import compare_manifests, manifest_stats, read_manifest_frame
+
+    frame = read_manifest_frame(manifest)
+    record = {"manifest": str(manifest), **manifest_stats(frame)}
+    if other is not None:
+        record["compare"] = {"other": str(other), **compare_manifests(frame, read_manifest_frame(other))}
+    err_console.print(f"{record['videos']} videos, {record['classes']} classes, {record['total_hours']} h, "
+                      f"{record['total_gb']} GB; failures: {sum(record['failures_by_reason'].values())}", markup=False)
+    for split, counts in record["by_split_and_status"].items():
+        err_console.print(f"  {split}: " + ", ".join(f"{n} {status}" for status, n in counts.items()), markup=False)
+    if other is not None:
+        diff = record["compare"]
+        err_console.print(f"compared with {other}: {len(diff['added'])} added, {len(diff['removed'])} removed, "
+                          f"{len(diff['changed'])} changed, {diff['unchanged']} unchanged", markup=False)
+    click.echo(json.dumps(record, indent=2, sort_keys=True))
+
+
 # --- download ---
 
 

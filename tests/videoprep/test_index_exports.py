@@ -61,3 +61,45 @@ def test_the_cli_starts_without_pandas():
                          capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_stats_and_comparison_of_two_manifests(tree, tmp_path):
+    from click.testing import CliRunner
+
+    from cli import cli
+
+    pytest.importorskip("pandas")
+    first = tmp_path / "first"
+    run_index(IndexConfig(video_root=tree, out_dir=first, jobs=1))
+    # a month later: one clip re-encoded longer, one removed, one added
+    write_video(tree / "train" / "abseiling" / "a.mp4", num_frames=40)
+    (tree / "val" / "abseiling" / "c.mp4").unlink()
+    write_video(tree / "val" / "air drumming" / "d.mp4", num_frames=25)
+    second = tmp_path / "second"
+    run_index(IndexConfig(video_root=tree, out_dir=second, jobs=1))
+
+    result = CliRunner().invoke(cli, ["stats", str(first / "manifest.csv"), "--compare", str(second / "manifest.csv")])
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout)
+    assert record["videos"] == 4 and record["classes"] == 2
+    assert record["by_split_and_status"] == {"train": {"ok": 2}, "val": {"ok": 1, "error": 1}}
+    assert record["clips_per_class"] == {"abseiling": {"train": 1, "val": 1}, "air drumming": {"train": 1, "val": 0}}
+    assert record["frames"]["max"] == 32 and record["duration_s"]["min"] > 0
+    assert sum(record["failures_by_reason"].values()) == 1
+    diff = record["compare"]
+    assert diff["removed"] == ["val/abseiling/c.mp4"] and diff["added"] == ["val/air drumming/d.mp4"]
+    assert [c["relpath"] for c in diff["changed"]] == ["train/abseiling/a.mp4"]
+    assert diff["changed"][0]["frames"] == [30, 40] and diff["unchanged"] == 2
+    assert "1 added, 1 removed, 1 changed" in result.stderr
+
+    bad = CliRunner().invoke(cli, ["stats", str(first / "classes.txt")])
+    assert bad.exit_code == 1 and "not a videoprep manifest" in bad.output and "Traceback" not in bad.output
+
+
+def test_stats_reads_the_parquet_manifest_alike(tree, tmp_path):
+    pytest.importorskip("pyarrow")
+    from videoprep.stats import manifest_stats, read_manifest_frame
+
+    run_index(IndexConfig(video_root=tree, out_dir=tmp_path / "l", jobs=1, exports=("parquet",)))
+    from_csv = manifest_stats(read_manifest_frame(tmp_path / "l" / "manifest.csv"))
+    assert manifest_stats(read_manifest_frame(tmp_path / "l" / "manifest.parquet")) == from_csv
