@@ -1,6 +1,7 @@
 """WebDataset shards against the file tree: writing, local training input, HTTP with latency, reader memory.
 
     .venv/bin/python benchmarks/bench_shards.py --videos 240 --repeats 5 --json shards.json
+    .venv/bin/python benchmarks/bench_shards.py --videos 960 --shard-size 64MiB --only write --repeats 5
 
 Four measurements, each interleaved (A, B, A, B, ...) so both sides see the same load;
 ratios are medians of one run:
@@ -107,7 +108,7 @@ def summary(figures: dict[str, list[float]], a: str, b: str) -> dict:
 # --- 1. writing ------------------------------------------------------------------------
 
 
-def bench_write(root: Path, work: Path, repeats: int) -> dict:
+def bench_write(root: Path, work: Path, repeats: int, shard_size: int) -> dict:
     list_file = root / "lists" / "train.txt"
     records = read_list(list_file)
     total = sum((root / "videos" / r.path).stat().st_size for r in records)
@@ -127,7 +128,7 @@ def bench_write(root: Path, work: Path, repeats: int) -> dict:
         out = work / "shard-out"
         shutil.rmtree(out, ignore_errors=True)
         return timed("shard", lambda: run_shard(ShardConfig(list_file=list_file, root_path=root / "videos",
-                                                             out_dir=out, jobs=2, shard_size=parse_size("16MiB"))))
+                                                             out_dir=out, jobs=2, shard_size=shard_size)))
 
     def tar() -> float:
         out = work / "plain.tar"
@@ -313,6 +314,7 @@ def main() -> None:
     parser.add_argument("--videos", type=int, default=240)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--shard-size", default="16MiB", help="shard size for the writing and reading runs")
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "videoprep-bench-shards")
     parser.add_argument("--only", default="write,local,http,memory", help="comma-separated parts to run")
     parser.add_argument("--json", type=Path, help="also write the figures here")
@@ -320,15 +322,15 @@ def main() -> None:
     torch.set_num_threads(1)
     root = make_dataset(args.cache, videos=args.videos)
     work = Path(tempfile.mkdtemp(prefix="bench-shards-"))
-    shards = args.cache / f"v{args.videos}-shards"
+    shards = args.cache / f"v{args.videos}-shards-{args.shard_size}"
     if not (shards / "train.json").exists():
         run_shard(ShardConfig(list_file=root / "lists" / "train.txt", root_path=root / "videos", out_dir=shards,
-                              jobs=2, shard_size=parse_size("16MiB")))
+                              jobs=2, shard_size=parse_size(args.shard_size)))
     parts = set(args.only.split(","))
     report = {"command": " ".join(sys.argv), "machine": machine_description(), "videos": args.videos,
               "clip": {"seq_length": CLIP.seq_length, "sample_rate": CLIP.sample_rate, "crop": CLIP.crop_size}}
     try:
-        for name, fn in (("write", lambda: bench_write(root, work, args.repeats)),
+        for name, fn in (("write", lambda: bench_write(root, work, args.repeats, parse_size(args.shard_size))),
                          ("local", lambda: bench_local(root, shards, args.repeats, args.workers)),
                          ("http", lambda: bench_http(root, shards, args.repeats, args.workers)),
                          ("memory", lambda: bench_memory(work))):
