@@ -50,20 +50,13 @@ from torch.utils.data import DataLoader, Dataset  # noqa: E402
 
 from pipelines.bench.report import machine_description  # noqa: E402
 from pipelines.loader import build_loader, collate_items, worker_init  # noqa: E402
-from pipelines.shards import (  # noqa: E402
-    RawSample,
-    ShardClipDataset,
-    ShardItem,
-    build_shard_loader,
-    open_shard,
-    resolve_shards,
-    tar_samples,
-)
+from pipelines.shards import ShardClipDataset, ShardItem, build_shard_loader  # noqa: E402
 from pipelines.spec import ClipSpec, LoaderConfig  # noqa: E402
 from videoprep.index import IndexConfig, run_index  # noqa: E402
 from videoprep.records import read_list  # noqa: E402
 from videoprep.shards import ShardConfig, parse_size, run_shard  # noqa: E402
 from videoprep.synth import write_video  # noqa: E402
+from videoprep.tarshards import RawSample, open_shard, resolve_shards, tar_samples  # noqa: E402
 
 LATENCY_S = 0.020
 CLIP = ClipSpec(mode="train", seq_length=8, sample_rate=8, crop_size=112, scale_size=128)

@@ -16,13 +16,14 @@ from typing import Any
 import torch
 
 from pipelines.loader import build_loader
-from pipelines.shards import ShardLoader, ShardSet, resolve_shards, shard_loader
+from pipelines.shards import ShardLoader, shard_loader
 from pipelines.spec import ClipSpec, LoaderConfig
 from train.config import RunnerConfig, TestConfig, TrainConfig
 from train.distributed import DistContext
 from train.runtime import RunnerConfigError
 from videoprep.errors import PathError
 from videoprep.records import ListRecord, read_class_map, read_list
+from videoprep.tarshards import ShardSet, resolve_shards
 
 CLASSES_FILE = "classes.txt"  # what `videoprep index` writes beside the lists
 # Video files without --backend or --read_mode: the fastest per-sample reader installed (README bench:

@@ -19,20 +19,11 @@ import torch
 
 from pipelines.backends.pyav import PyAVReader
 from pipelines.dataset import VideoClipDataset
-from pipelines.shards import (
-    ShardClipDataset,
-    ShardError,
-    build_shard_loader,
-    expand_braces,
-    frames_of,
-    open_shard,
-    read_index,
-    resolve_shards,
-    tar_samples,
-)
+from pipelines.shards import ShardClipDataset, build_shard_loader, frames_of
 from pipelines.spec import ClipSpec, LoaderConfig
 from tests.shard_data import make_clip_list
 from videoprep.shards import ShardConfig, parse_size, run_shard
+from videoprep.tarshards import ShardError, expand_braces, open_shard, read_index, resolve_shards, tar_samples
 
 REPO = Path(__file__).resolve().parents[2]
 CLIP = ClipSpec(mode="train", seq_length=4, sample_rate=2, crop_size=32, scale_size=40)
@@ -242,7 +233,7 @@ def test_bench_shards_measures_both_loaders_and_writes_its_json(packed, tmp_path
 def test_tar_reader_reads_what_tarfile_writes_and_refuses_damage(fmt, tmp_path):
     import io
 
-    from pipelines.shards import TarFormatError, tar_members
+    from videoprep.tarshards import TarFormatError, tar_members
 
     long = "a" * 90 + "/" + "b" * 60 + ".mp4"  # past ustar's 100-byte name (ustar splits it into a prefix)
     names = ["short.json", long, "üñí.json"] if fmt != tarfile.USTAR_FORMAT else ["short.json", long]
