@@ -126,6 +126,13 @@ def test_cli_writes_shards_and_names_bad_input(clips, tmp_path):
     wrong_root = runner.invoke(cli, ["shard", str(clips.list_file), "--root-path", str(tmp_path), "--out", str(out)])
     assert wrong_root.exit_code == 1 and "check --root-path" in wrong_root.output
     assert "Traceback" not in wrong_root.output
+    (tmp_path / "a_file").write_text("x")
+    out_is_file = runner.invoke(cli, ["shard", str(clips.list_file), "--root-path", str(clips.root), "--out",
+                                      str(tmp_path / "a_file")])
+    assert out_is_file.exit_code == 2 and "--out" in out_is_file.output and "is a file" in out_is_file.output
+    part = runner.invoke(cli, ["shard", str(clips.list_file), "--root-path", str(clips.root), "--out",
+                               str(tmp_path / "parts"), "--shard", "0/2", "-j", "1"])
+    assert part.exit_code == 0 and "run without --shard to write the index" in part.output
 
 
 def test_the_webdataset_library_reads_every_clip_byte_for_byte(clips, tmp_path):
