@@ -199,14 +199,19 @@ class ShardClipDataset(IterableDataset):
             raise ShardError(sample.where, "a clip needs both its video and its json member")
         if hashlib.sha256(sample.video).hexdigest() != meta.get("sha256"):
             raise ChecksumError(sample.where, "the video's bytes do not match the sha256 in its json")
-        index, frame_num, label = int(meta["index"]), int(meta["frame_num"]), int(meta["label"])
+        try:
+            index, frame_num, label = int(meta["index"]), int(meta["frame_num"]), int(meta["label"])
+        except (KeyError, TypeError, ValueError):
+            raise ShardError(sample.where, "its json lacks index, frame_num or label (shards of "
+                             "`videoprep shard` have them)") from None
         rng = sample_rng(seed=self.config.seed, epoch=self.epoch, index=index) if self.clip.mode == "train" else None
         flat = [i for clip in plan_clips(frame_num, self.clip, rng) for seg in clip for i in seg]
         return make_views(frames_of(sample, flat), self.clip, rng), label
 
     @staticmethod
     def bad_sample(sample: RawSample, exc: Exception) -> BadSample:
-        index = int(sample.meta.get("index", -1)) if sample.meta else -1
+        raw = sample.meta.get("index") if sample.meta else None
+        index = raw if isinstance(raw, int) else -1
         path = str(sample.meta.get("path", sample.where)) if sample.meta else sample.where
         kind = ("checksum" if isinstance(exc, ChecksumError) else "frame_num" if isinstance(exc, FrameIndexError)
                 else "decode" if isinstance(exc, DecodeError) else "read")
