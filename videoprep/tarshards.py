@@ -325,9 +325,10 @@ def tar_samples(stream: IO[bytes], url: str) -> Iterator[RawSample]:
         current = current or RawSample(url=url, key=key)
         if ext == "json":
             try:
-                current.meta = json.loads(data)
+                parsed = json.loads(data)
             except ValueError:
-                current.meta = None
+                parsed = None
+            current.meta = parsed if isinstance(parsed, dict) else None  # anything else: the clip has no json
         else:
             current.video, current.ext = data, ext
     if current is not None:
