@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/bench_shards.py --videos 240 --repeats 5 --json shards.json
     .venv/bin/python benchmarks/bench_shards.py --videos 960 --shard-size 64MiB --only write --repeats 5
+    .venv/bin/python benchmarks/bench_shards.py --videos 1920 --shard-size 256MiB --only write --repeats 5
 
 Four measurements, each interleaved (A, B, A, B, ...) so both sides see the same load;
 ratios are medians of one run:
