@@ -191,7 +191,8 @@ def _stage_kwargs(jobs, executor, address, shard, summary_json) -> dict:
 @click.option("--safe-dir", type=click.Path(file_okay=False),
               help="Where the safe-named symlink view goes (default: VIDEO_ROOT/_videoprep_safe).")
 @click.option("--export", "exports", default="",
-              help="Also write these list formats, comma-separated: mmaction, rawframes, slowfast, dali; parquet: manifest.parquet.")
+              help="Also write these formats, comma-separated: mmaction, rawframes, slowfast, dali, "
+                   "hf (videofolder metadata.jsonl), parquet (the manifest).")
 @click.option("--timeout", "timeout_s", type=click.FloatRange(min=0, min_open=True), default=60.0,
               show_default=True, help="Seconds one video may take to probe.")
 @click.option("--fresh", is_flag=True, help="Ignore the journal of earlier runs and probe every video again.")
@@ -210,22 +211,14 @@ def index_cmd(video_root: str, out_dir: str, annotations: str | None, split: str
     from rich.table import Table
 
     from videoprep.index import EXPORTS, IndexConfig, run_index
-    from videoprep.stats import (
-        PARQUET_NAME,
-        STATS_NAME,
-        parquet_problem,
-        write_dataset_stats,
-        write_manifest_parquet,
-    )
+    from videoprep.stats import STATS_NAME, parquet_problem, write_dataset_stats
 
     chosen = tuple(e.strip() for e in exports.split(",") if e.strip())
-    parquet = "parquet" in chosen  # the whole manifest as Parquet (pandas + pyarrow), not a per-split list
-    chosen = tuple(e for e in chosen if e != "parquet")
+    parquet = "parquet" in chosen  # the whole manifest as Parquet (pandas + pyarrow): checked before any work
     unknown = [e for e in chosen if e not in EXPORTS]
     if unknown:
-        raise click.BadParameter(
-            f"{', '.join(unknown)}: supported values are {', '.join([*EXPORTS, 'parquet'])}", param_hint="--export"
-        )
+        raise click.BadParameter(f"{', '.join(unknown)}: supported values are {', '.join(EXPORTS)}",
+                                 param_hint="--export")
     if parquet and parquet_problem():
         raise click.BadParameter(str(parquet_problem()), param_hint="--export parquet")
     config = IndexConfig(
@@ -255,9 +248,6 @@ def index_cmd(video_root: str, out_dir: str, annotations: str | None, split: str
     stats = write_dataset_stats(result.manifest_path, result.manifest_path.parent / STATS_NAME,
                                 failed=result.summary.get("failed"))
     err_console.print(_stats_table(stats, title=f"dataset statistics ({result.manifest_path.parent / STATS_NAME})"))
-    if parquet:
-        written = write_manifest_parquet(result.manifest_path, result.manifest_path.parent / PARQUET_NAME)
-        err_console.print(f"manifest as Parquet: {written}", markup=False)
     for path in result.lists.values():
         click.echo(str(path))
 
@@ -470,10 +460,13 @@ def transcode_cmd(src: Path, dst: Path, codec: str, short_side: int, fps: float 
               help="Resize so the shorter side has this many pixels (even), keeping the aspect ratio.")
 @click.option("--quality", type=click.IntRange(2, 31), default=2, show_default=True,
               help="JPEG quality, ffmpeg -q:v; lower is better and bigger.")
+@click.option("--one-based", is_flag=True,
+              help="Number frames from img_00001.jpg (MMAction2's rawframe default) instead of img_00000.jpg "
+                   "(BAT's --read_mode img).")
 @_batch_options
-def frames_cmd(src: Path, dst: Path, short_side: int, quality: int, threads: int, ffmpeg_path: str | None,
-               reencode_other_ffmpeg: bool, timeout_s: float, annotations: Path | None, jobs: int | None,
-               executor: str, address: str | None, shard, summary_json: Path | None) -> None:
+def frames_cmd(src: Path, dst: Path, short_side: int, quality: int, one_based: bool, threads: int,
+               ffmpeg_path: str | None, reencode_other_ffmpeg: bool, timeout_s: float, annotations: Path | None,
+               jobs: int | None, executor: str, address: str | None, shard, summary_json: Path | None) -> None:
     """Extract JPEG frames of every video under SRC for BAT's --read_mode img.
 
     One folder per video (safe name, SRC's layout) holding img_00000.jpg, img_00001.jpg, ...
@@ -482,7 +475,7 @@ def frames_cmd(src: Path, dst: Path, short_side: int, quality: int, threads: int
     """
     from videoprep.frames import FramesConfig, FramesSettings, run_frames
 
-    settings = FramesSettings(short_side=short_side, quality=quality, threads=threads)
+    settings = FramesSettings(short_side=short_side, quality=quality, threads=threads, first_number=int(one_based))
     config = FramesConfig(src=src, dst=dst, settings=settings, timeout_s=timeout_s, annotations=annotations,
                           ffmpeg=ffmpeg_path, reencode_other_ffmpeg=reencode_other_ffmpeg,
                           **_stage_kwargs(jobs, executor, address, shard, summary_json))
@@ -492,6 +485,67 @@ def frames_cmd(src: Path, dst: Path, short_side: int, quality: int, threads: int
         click.echo(f"{split}\t{path}")
     _report_batch("frames", done=result.extracted, skipped=result.skipped, failures=result.failures,
                   report=result.report_path, ffmpeg_version=result.ffmpeg_version)
+
+
+# --- shard ---
+
+
+def _parse_size(ctx: click.Context, param: click.Parameter, value: str):
+    from videoprep.shards import parse_size
+
+    try:
+        return parse_size(value)
+    except VideoprepError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+@cli.command("shard")
+@click.argument("list_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--root-path", "--root_path", "root_path", required=True,
+              type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Joined to the paths of the list (BAT --root_path).")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for the tars {split}-NNNNNN.tar and the index {split}.json.")
+@click.option("--shard-size", default="1GiB", show_default=True, callback=_parse_size,
+              help="Largest tar (B, KB, MB, GB, KiB, MiB, GiB); a bigger clip gets a tar of its own.")
+@click.option("--shuffle", type=click.IntRange(min=0), default=None, metavar="SEED",
+              help="Shuffle the clips with this seed before cutting tars (default: list order).")
+@click.option("--split", default=None, help="Name of the tars and the index (default: the list's name).")
+@click.option("--classes", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Class names, one a line (default: classes.txt beside the list, if any).")
+@click.option("--fresh", is_flag=True, help="Ignore the journal of earlier runs and write every tar again.")
+@stage_options
+def shard_cmd(list_file: Path, root_path: Path, out_dir: Path, shard_size: int, shuffle: int | None,
+              split: str | None, classes: Path | None, fresh: bool, jobs: int | None, executor: str,
+              address: str | None, shard, summary_json: Path | None) -> None:
+    """Pack the videos of a BAT list into WebDataset tar shards for streaming.
+
+    Each clip is {key}.mp4 (its bytes as they are) plus {key}.json (label, class, frame_num,
+    fps, size, source path, sha256). Writes OUT/{split}.json, the index the loaders read.
+    Same list and seed: byte-identical tars. Re-running resumes from the journal in OUT.
+    """
+    from videoprep.shards import ShardConfig, run_shard
+
+    try:
+        config = ShardConfig(list_file=list_file, root_path=root_path, out_dir=out_dir, shard_size=shard_size,
+                             shuffle=shuffle, split=split, classes=classes, fresh=fresh,
+                             **_stage_kwargs(jobs, executor, address, shard, summary_json))
+    except VideoprepError as exc:
+        raise click.BadParameter(str(exc), param_hint="--split") from None
+    with progress_bar("shard", unit="tars") as on_progress:
+        result = run_shard(config, on_progress=on_progress)
+    for skip in result.skipped:
+        err_console.print(f"left out {skip['path']}: {skip['reason']}", markup=False)
+    if result.index_path is None:
+        err_console.print(f"videoprep shard: shard {shard} written; run without --shard to write the index")
+        return
+    err_console.print(f"videoprep shard: {result.clips} clips in {len(result.shards)} tars "
+                      f"({result.bytes / 1e9:.2f} GB, {result.run.done} written, {result.run.cached} kept); "
+                      f"{len(result.run.failures)} failed", markup=False)
+    if result.run.failures:
+        raise click.ClickException(f"{len(result.run.failures)} tar(s) failed; first: "
+                                   f"{result.run.failures[0].source}: {result.run.failures[0].error}")
+    click.echo(str(result.index_path))
 
 
 # --- download ---
@@ -800,10 +854,13 @@ def _csv_list(value: str, *, cast=str) -> tuple:
               help="With --generate: seconds kept per video.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("bench-out"),
               show_default=True, help="Where bench.json, bench.png and the generated sample go.")
+@click.option("--shards", default=None, metavar="PATTERN",
+              help="Measure the shard loader over these shards (DIR/{split}.json or a brace pattern); with a "
+                   "LIST_FILE of the same videos, the file-list loader beside it.")
 def bench_cmd(source: Path | None, generate: bool, root_path: str, backends: str, peers: bool, workers: str,
               clips: int, repeats: int, views: str, loader_views: str | None, seq_length: int, sample_rate: int,
               test_segments: int, batch_size: int, encodings: str | None, sample_videos: int,
-              sample_seconds: float, out_dir: Path) -> None:
+              sample_seconds: float, out_dir: Path, shards: str | None) -> None:
     """Measure clips/s of every loader backend against the decode limit of each file set.
 
     Give a BAT list (LIST_FILE) to measure it as it is, or --generate to build a
@@ -814,6 +871,10 @@ def bench_cmd(source: Path | None, generate: bool, root_path: str, backends: str
     from pipelines.bench import BenchConfig, render_table, run_bench
     from videoprep.benchsample import DEFAULT_ENCODINGS, check_encodings
 
+    if shards is not None:
+        _bench_shards(shards, source=source, root_path=root_path, workers=workers, repeats=repeats,
+                      seq_length=seq_length, sample_rate=sample_rate, batch_size=batch_size, out_dir=out_dir)
+        return
     if source is None and not generate:
         raise click.UsageError("give a LIST_FILE to measure, or --generate (optionally with a list or folder)")
     if source is not None and not generate and source.is_dir():
@@ -846,6 +907,25 @@ def bench_cmd(source: Path | None, generate: bool, root_path: str, backends: str
     if report.machine.get("noisy"):
         err_console.print(f"note: the machine was busy (load {report.machine['loadavg_start']}): figures are noisy")
     click.echo(str(report.json_path))
+
+
+def _bench_shards(shards: str, *, source: Path | None, root_path: str, workers: str, repeats: int, seq_length: int,
+                  sample_rate: int, batch_size: int, out_dir: Path) -> None:
+    """`bench --shards`: the shard loader's clips/s (and the list loader's, given the list of the same videos)."""
+    from pipelines.bench.shards import ShardBenchConfig, run_shard_bench
+
+    if source is not None and source.is_dir():
+        raise click.UsageError(f"{source} is a folder: with --shards, give the list of the same videos or nothing")
+    config = ShardBenchConfig(shards=shards, out_dir=out_dir, list_file=source, root_path=root_path,
+                              workers=_csv_list(workers, cast=int), repeats=repeats, batch_size=batch_size,
+                              seq_length=seq_length, sample_rate=sample_rate, allow_pipe=True)
+    with progress_bar("bench --shards", unit="runs") as on_progress:
+        report = run_shard_bench(config, on_progress=on_progress)
+    for row in report["rows"]:
+        err_console.print(f"{row['loader']:>6}  workers {row['workers']}  {row['clips_per_s']:.1f} clips/s", markup=False)
+    for workers_count, ratio in report["shards_over_list"].items():
+        err_console.print(f"shards / list at workers {workers_count}: {ratio:.2f}x", markup=False)
+    click.echo(str(out_dir / "bench_shards.json"))
 
 
 # --- train / test ---

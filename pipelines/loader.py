@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader
 
 from pipelines.backends import require_backend
 from pipelines.dataset import BadSample, Item, VideoClipDataset
-from pipelines.planning import BadSampleLog, build_sampler
+from pipelines.planning import BadSampleLog, CountsBadSamples, build_sampler
 from pipelines.spec import MIN_BAD_SAMPLES, ClipSpec, LoaderConfig
 from videoprep.decode import set_decoder_threads
 
@@ -42,7 +42,13 @@ def worker_init(worker_id: int) -> None:
     set_decoder_threads(1)
 
 
-class ClipLoader:
+def worker_options(config: LoaderConfig) -> dict[str, Any]:
+    """The DataLoader's worker settings from the config: count, per-worker set-up, prefetch."""
+    return {"num_workers": config.workers, "worker_init_fn": worker_init if config.workers > 0 else None,
+            "prefetch_factor": config.prefetch_factor if config.workers > 0 else None}
+
+
+class ClipLoader(CountsBadSamples):
     """Iterable of `(clips, labels)` batches with `set_epoch`, `len()` and bad-sample accounting."""
 
     def __init__(self, dataset: VideoClipDataset, config: LoaderConfig, *,
@@ -65,13 +71,11 @@ class ClipLoader:
             dataset,
             batch_size=config.batch_size,
             sampler=self.sampler,
-            num_workers=config.workers,
             collate_fn=collate_items,
             pin_memory=self._pin,
             drop_last=config.drops_last(dataset.clip.mode),
-            worker_init_fn=worker_init if config.workers > 0 else None,
             persistent_workers=config.persistent_workers and config.workers > 0,
-            prefetch_factor=config.prefetch_factor if config.workers > 0 else None,
+            **worker_options(config),
         )
 
     def set_epoch(self, epoch: int) -> None:
@@ -81,16 +85,6 @@ class ClipLoader:
     @property
     def epoch(self) -> int:
         return self.sampler.epoch
-
-    @property
-    def bad_samples(self) -> dict[int, BadSample]:
-        """Bad list entries met so far (first failure of each), by entry."""
-        return self.bad_log.samples
-
-    @property
-    def bad_events(self) -> int:
-        """Failed loads so far, replacements of replacements included."""
-        return self.bad_log.events
 
     def __len__(self) -> int:
         return len(self._loader)

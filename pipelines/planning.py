@@ -76,6 +76,17 @@ def sample_rng(*, seed: int, epoch: int, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, epoch, index])
 
 
+def plan_clips(frame_num: int, clip: ClipSpec, rng: np.random.Generator | None) -> tuple[tuple[tuple[int, ...], ...], ...]:
+    """The frames of a video's K clips x S segments x T: K independent draws in train, the fixed views otherwise."""
+    return tuple(
+        tuple(tuple(seg) for seg in clip_indices(
+            frame_num, num_segments=clip.segments, seq_length=clip.seq_length,
+            sample_rate=clip.sample_rate, mode=clip.mode, rng=rng,
+        ))
+        for _ in range(clip.num_clips)
+    )
+
+
 @dataclass(frozen=True)
 class ClipPlan:
     """One entry's clips: where it is, its label, and the frames of its K clips x S segments x T."""
@@ -108,16 +119,9 @@ class ClipPlanner:
 
     def plan(self, index: int, *, epoch: int) -> ClipPlan:
         """Entry `index`'s clips in `epoch`: K independent draws in train, the fixed views otherwise."""
-        rec, clip = self.records[index], self.clip
-        rng = sample_rng(seed=self.seed, epoch=epoch, index=index) if clip.mode == "train" else None
-        clips = tuple(
-            tuple(tuple(seg) for seg in clip_indices(
-                rec.frame_num, num_segments=clip.segments, seq_length=clip.seq_length,
-                sample_rate=clip.sample_rate, mode=clip.mode, rng=rng,
-            ))
-            for _ in range(clip.num_clips)
-        )
-        return ClipPlan(index, self.path(index), rec.label, clips, rng)
+        rec = self.records[index]
+        rng = sample_rng(seed=self.seed, epoch=epoch, index=index) if self.clip.mode == "train" else None
+        return ClipPlan(index, self.path(index), rec.label, plan_clips(rec.frame_num, self.clip, rng), rng)
 
     def bad_sample(self, index: int, exc: Exception) -> BadSample:
         """Why entry `index` failed, as a record (a past-the-end index blames the list's frame_num)."""
@@ -206,6 +210,22 @@ class BadSampleLog:
                 f"(max_bad_fraction={self.max_bad_fraction}); first: {'; '.join(examples[:3])}. Check the videos "
                 f"with `videoprep validate`, or re-run `videoprep index` to fix frame_num",
             )
+
+
+class CountsBadSamples:
+    """For loaders that keep a `bad_log`: the bad entries met so far and the failed loads, as properties."""
+
+    bad_log: BadSampleLog
+
+    @property
+    def bad_samples(self) -> dict[int, BadSample]:
+        """Bad entries met so far (first failure of each), by entry."""
+        return self.bad_log.samples
+
+    @property
+    def bad_events(self) -> int:
+        """Failed loads so far, replacements of replacements included."""
+        return self.bad_log.events
 
 
 class EpochTaggedSampler(Sampler):

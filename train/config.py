@@ -83,6 +83,8 @@ class RunnerConfig:
     trusted_legacy_checkpoint: bool = False
     non_strict: bool = False
     progress: str = "auto"
+    shards: str | None = None  # stream WebDataset shards (`videoprep shard`) instead of the list
+    shards_index: str | None = None  # their {split}.json when it is not beside them (pipe: commands)
     # Fields set on the command line (a preset's flags included): a checkpoint's recorded model may not
     # contradict them, and nothing is inferred for them. Not a setting: left out of comparisons and records.
     given: frozenset[str] = field(default_factory=frozenset, compare=False, repr=False)
@@ -153,6 +155,7 @@ class TrainConfig(RunnerConfig):
     deterministic: bool = False
     save_iter_freq: int = 0
     num_clips: int = 1
+    val_shards: str | None = None
 
     def model_kwargs(self) -> dict[str, Any]:
         """build_model options, the training-only dropout rates included."""
@@ -241,6 +244,12 @@ def _add_shared_flags(p: argparse.ArgumentParser, *, seq_length: int, sample_rat
                       help="load the weights that fit and report the rest (default: every key must match)")
     ours.add_argument("--progress", choices=("auto", "on", "off"), default="auto",
                       help="per-epoch progress bar on stderr (auto: when stderr is a terminal)")
+    ours.add_argument("--shards", default=None, metavar="PATTERN",
+                      help="read WebDataset shards of `videoprep shard` instead of the list: DIR/{split}.json, "
+                      "or a brace pattern of paths, http(s):// URLs or pipe: commands; --num_classes from the "
+                      "index beside them")
+    ours.add_argument("--shards-index", default=None, metavar="INDEX",
+                      help="the {split}.json of --shards when it is not beside them (pipe: commands)")
     return ours
 
 
@@ -256,8 +265,29 @@ class _Parser(argparse.ArgumentParser):
 def _parser(module: str, description: str, *positional: str) -> argparse.ArgumentParser:
     p = _Parser(prog=f"python -m {module}", description=description)
     for name in positional:
-        p.add_argument(name, type=str)
+        p.add_argument(name, type=str, nargs="?", default="")  # required unless --shards (_check_positional)
     return p
+
+
+def _check_positional(p: argparse.ArgumentParser, args: argparse.Namespace, names: Sequence[str],
+                      *, optional: Sequence[str] = ()) -> argparse.Namespace:
+    """The lists are required unless --shards stands for them (argparse's own message and exit 2).
+
+    With --shards the positionals left are the others, in order (`test --shards P WEIGHTS`).
+    """
+    if args.shards:
+        given = [getattr(args, n) for n in names if getattr(args, n)]
+        rest = [n for n in names if n not in optional]
+        if len(given) > len(rest):
+            p.error(f"--shards replaces {', '.join(optional)}: give the shards or the list, not both")
+        for name in names:
+            setattr(args, name, "")
+        for name, value in zip(rest, given, strict=False):
+            setattr(args, name, value)
+    missing = [n for n in names if not getattr(args, n) and not (n in optional and args.shards)]
+    if missing:
+        p.error(f"the following arguments are required: {', '.join(missing)}")
+    return args
 
 
 def build_train_parser() -> argparse.ArgumentParser:
@@ -300,6 +330,8 @@ def build_train_parser() -> argparse.ArgumentParser:
     ours.add_argument("--num_clips", type=_positive, default=1,
                       help="K independent clips per training video, decoded in one pass (repeated augmentation); "
                       "a step then holds K x batch-size clips")
+    ours.add_argument("--val-shards", default=None, metavar="PATTERN",
+                      help="validation shards with --shards (unset: val.json beside the training shards)")
     return _show_defaults(p)
 
 
@@ -372,7 +404,9 @@ def _to_config(cls: type, namespace: argparse.Namespace, given: frozenset[str]):
 
 def parse_train_args(argv: Sequence[str] | None = None) -> TrainConfig:
     """Parse `python -m train.main` arguments into a TrainConfig."""
-    cfg = _to_config(TrainConfig, build_train_parser().parse_args(argv), _given(build_train_parser, argv))
+    p = build_train_parser()
+    args = _check_positional(p, p.parse_args(argv), ("train_list", "val_list"), optional=("train_list", "val_list"))
+    cfg = _to_config(TrainConfig, args, _given(build_train_parser, argv))
     if cfg.clip_gradient is not None and cfg.clip_gradient <= 0:
         cfg.clip_gradient = None
     return cfg
@@ -380,7 +414,9 @@ def parse_train_args(argv: Sequence[str] | None = None) -> TrainConfig:
 
 def parse_test_args(argv: Sequence[str] | None = None) -> TestConfig:
     """Parse `python -m train.test_models` arguments into a TestConfig."""
-    return _to_config(TestConfig, build_test_parser().parse_args(argv), _given(build_test_parser, argv))
+    p = build_test_parser()
+    args = _check_positional(p, p.parse_args(argv), ("test_list", "weights"), optional=("test_list",))
+    return _to_config(TestConfig, args, _given(build_test_parser, argv))
 
 
 def preset_argv(preset: str, *, test: bool = False) -> list[str]:

@@ -16,12 +16,14 @@ from typing import Any
 import torch
 
 from pipelines.loader import build_loader
+from pipelines.shards import ShardLoader, shard_loader
 from pipelines.spec import ClipSpec, LoaderConfig
 from train.config import RunnerConfig, TestConfig, TrainConfig
 from train.distributed import DistContext
 from train.runtime import RunnerConfigError
 from videoprep.errors import PathError
 from videoprep.records import ListRecord, read_class_map, read_list
+from videoprep.tarshards import ShardSet, resolve_shards
 
 CLASSES_FILE = "classes.txt"  # what `videoprep index` writes beside the lists
 # Video files without --backend or --read_mode: the fastest per-sample reader installed (docs/benchmarks.md:
@@ -74,8 +76,59 @@ def infer_num_classes(cfg: RunnerConfig, list_file: str, *, taken: frozenset[str
     return f"num_classes {cfg.num_classes} (the lines of {classes}; --num_classes overrides)"
 
 
+def shard_sets(cfg: RunnerConfig) -> dict[str, ShardSet]:
+    """Mode -> the shards of --shards (train or test) and train's --val-shards, each with its index.
+
+    The runners need the index (class count, batches per epoch): beside the shards, or
+    --shards-index (a copy, for pipe: commands). Validation defaults to val.json beside the
+    training index.
+    """
+    if not cfg.shards:
+        return {}
+    main = resolve_shards(cfg.shards, allow_pipe=True, index=cfg.shards_index)
+    _require_index(main, cfg.shards)
+    if isinstance(cfg, TestConfig):
+        return {"test": main}
+    assert main.index is not None
+    val_pattern = getattr(cfg, "val_shards", None) or _beside(main.index.source, "val.json")
+    val = resolve_shards(val_pattern, allow_pipe=True)
+    _require_index(val, val_pattern)
+    return {"train": main, "val": val}
+
+
+def _beside(source: str, name: str) -> str:
+    return source.rsplit("/", 1)[0] + "/" + name if "/" in source else name
+
+
+def _require_index(shards: ShardSet, pattern: str) -> None:
+    if shards.index is None:
+        raise RunnerConfigError(f"{pattern}: no shard index ({{split}}.json) beside the shards; the runners need "
+                                "it for the class count and the batches per epoch (for pipe: commands, pass a "
+                                "copy of it with --shards-index)")
+
+
+def inspect_shards(cfg: RunnerConfig, *, taken: frozenset[str] = frozenset()) -> list[str]:
+    """Read the shards' indexes before any model exists: --num_classes from them, the pyav decode core; what was said."""
+    said = []
+    if cfg.backend not in (None, "pyav"):
+        raise RunnerConfigError(f"--shards decodes in memory with the pyav core; --backend {cfg.backend} reads files")
+    cfg.backend = "pyav"
+    for mode, shards in shard_sets(cfg).items():
+        index = shards.index
+        assert index is not None  # shard_sets requires it
+        if mode in ("train", "test") and "num_classes" not in cfg.given and "num_classes" not in taken:
+            cfg.num_classes = index.num_classes
+            said.append(f"num_classes {cfg.num_classes} (from {index.source}; --num_classes overrides)")
+        if index.num_classes > cfg.num_classes:
+            raise RunnerConfigError(f"{index.source}: {index.num_classes} classes, more than --num_classes "
+                                    f"{cfg.num_classes}")
+    return said
+
+
 def inspect_lists(cfg: RunnerConfig, lists: list[str], *, taken: frozenset[str] = frozenset()) -> list[str]:
     """Read every list (format and labels) before any model exists; infer backend and classes; the lines saying so."""
+    if cfg.shards:
+        return inspect_shards(cfg, taken=taken)
     said = [infer_num_classes(cfg, lists[0], taken=taken)]
     for i, list_file in enumerate(lists):
         records = read_list(list_file, num_classes=cfg.num_classes)
@@ -103,13 +156,45 @@ class ShardedLoader:
             yield from part
 
 
+class StreamedEval:
+    """A val/test loader over shards: each clip once over all ranks; the entries it yielded are known after a pass."""
+
+    def __init__(self, loader: ShardLoader) -> None:
+        self.loader = loader
+        self.parts = [loader]
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        yield from self.loader
+
+    @property
+    def indices(self) -> list[int]:
+        """List positions yielded so far, in order (the clips' json `index`)."""
+        return [index for index, _ in self.loader.seen]
+
+    @property
+    def names(self) -> dict[int, str]:
+        """List position -> the clip's source path, for what was yielded."""
+        return dict(self.loader.seen)
+
+    @property
+    def count(self) -> int:
+        """Clips of the split over every rank (from the shards' index)."""
+        index = self.loader.dataset.shards.index
+        if index is None:
+            raise RunnerConfigError("testing over shards needs their index ({split}.json) beside them")
+        return index.total_clips
+
+
 @dataclass
 class Loaders:
     """The loaders of one run: train and val for training, test alone for testing."""
 
     train: Any = None
-    val: ShardedLoader | None = None
-    test: ShardedLoader | None = None
+    val: ShardedLoader | StreamedEval | None = None
+    test: ShardedLoader | StreamedEval | None = None
 
 
 def visit_order(loader: Any) -> list[int]:
@@ -166,6 +251,8 @@ def make_loaders(cfg: TrainConfig | TestConfig, ctx: DistContext, *, batch_size:
                  with_train: bool = True) -> Loaders:
     """The loaders a run needs: val (and train unless with_train is False) for training, test for testing."""
     clip, config = clip_spec(cfg), loader_config(cfg, ctx, batch_size=batch_size, seed=seed)
+    if cfg.shards:
+        return _shard_loaders(cfg, clip, config, with_train=with_train)
     if isinstance(cfg, TestConfig):
         return Loaders(test=build_eval_loader(cfg.test_list, clip, config))
     loaders = Loaders(val=build_eval_loader(cfg.val_list, clip.for_mode("val"), config))
@@ -174,4 +261,20 @@ def make_loaders(cfg: TrainConfig | TestConfig, ctx: DistContext, *, batch_size:
         if len(loaders.train) == 0:
             raise RunnerConfigError(f"{cfg.train_list}: fewer videos per process than the batch size ({batch_size}); "
                                     "no full batch to train on")
+    return loaders
+
+
+def _shard_loaders(cfg: TrainConfig | TestConfig, clip: ClipSpec, config: LoaderConfig, *,
+                   with_train: bool) -> Loaders:
+    """The loaders of a run over shards; val/test see each clip once over all ranks (the shards are split)."""
+    sets = shard_sets(cfg)
+    evaluation = config.with_options(shuffle=False, drop_last=False)
+    if isinstance(cfg, TestConfig):
+        return Loaders(test=StreamedEval(shard_loader(sets["test"], clip, evaluation, allow_pipe=True)))
+    loaders = Loaders(val=StreamedEval(shard_loader(sets["val"], clip.for_mode("val"), evaluation, allow_pipe=True)))
+    if with_train:
+        loaders.train = shard_loader(sets["train"], clip, config, allow_pipe=True)
+        if len(loaders.train) == 0:
+            raise RunnerConfigError(f"{cfg.shards}: fewer clips per process than the batch size "
+                                    f"({config.batch_size}); no full batch to train on")
     return loaders

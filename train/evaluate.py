@@ -137,7 +137,8 @@ class Evaluator:
         self.opts = StepOptions(device=ctx.device, norm=cfg.norm, channels_last=cfg.channels_last, amp=cfg.amp,
                                 bgr=cfg.bgr)
         self.loader: ShardedLoader = make_loaders(cfg, ctx, batch_size=cfg.batch_size).test
-        self.records = read_list(cfg.test_list, num_classes=cfg.num_classes)
+        # over shards the names come from the clips every rank yielded (see names_in_order)
+        self.records = [] if cfg.shards else read_list(cfg.test_list, num_classes=cfg.num_classes)
         self.show_bar = progress_wanted(cfg.progress, enabled=ctx.is_main)
 
     def _load_model(self, checkpoint: dict) -> torch.nn.Module:
@@ -180,16 +181,26 @@ class Evaluator:
     def run(self) -> EvaluationResult:
         """Score this rank's videos, gather every rank's on rank 0, and report there (other ranks get zeros)."""
         local_views, local_labels = self.score_views()
-        gathered = all_gather_objects((self.loader.indices, local_views, local_labels), self.ctx)
+        gathered = all_gather_objects((self.loader.indices, local_views, local_labels,
+                                       getattr(self.loader, "names", {})), self.ctx)
         if not self.ctx.is_main:
             return EvaluationResult(0.0, 0.0, 0.0, 0, 0)
-        view_scores, labels = merge_ranks(gathered, count=len(self.records), list_file=self.cfg.test_list)
+        self.names = self.names_in_order([part[3] for part in gathered])
+        view_scores, labels = merge_ranks([part[:3] for part in gathered], count=len(self.names),
+                                          list_file=self.cfg.shards or self.cfg.test_list)
         return self.report(view_scores, labels)
+
+    def names_in_order(self, names: list[dict[int, str]]) -> list[str]:
+        """The test videos in list order: the list's paths; over shards, the clips' paths every rank yielded."""
+        if not self.cfg.shards:
+            return [r.path for r in self.records]
+        by_index = {i: path for part in names for i, path in part.items()}
+        return [by_index.get(i, f"#{i}") for i in range(self.loader.count)]
 
     def report(self, view_scores: np.ndarray, labels: np.ndarray) -> EvaluationResult:
         """The official summary lines from every video's view scores, and --save_scores when asked."""
         top1, top5, mean_cls, per_class = summarize(view_scores.mean(axis=1), labels)
-        count = len(self.records)
+        count = len(self.names)
         result = EvaluationResult(top1=top1, top5=top5, mean_class_accuracy=mean_cls, num_videos=count,
                                   views=view_scores.shape[1], class_accuracy=per_class)
         self.run_log.line("Class accuracy: " + " ".join(f"{c}:{a:.2f}" for c, a in sorted(per_class.items())))
@@ -197,7 +208,7 @@ class Evaluator:
                           f"Mean class accuracy: {mean_cls:.2f}%  ({count} videos, {len(per_class)} classes, "
                           f"{result.views} views per video)")
         if self.cfg.save_scores:
-            result.scores_path = write_scores(self.cfg.save_scores, names=[r.path for r in self.records],
+            result.scores_path = write_scores(self.cfg.save_scores, names=self.names,
                                               view_scores=view_scores, labels=labels)
             self.run_log.line(f"scores saved to {result.scores_path}")
         return result

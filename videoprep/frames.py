@@ -1,5 +1,7 @@
 """`videoprep frames`: JPEG frame folders (`img_{:05d}.jpg`, 0-based) for BAT's `--read_mode img`.
 
+`--one-based` numbers them from img_00001.jpg instead, the default of MMAction2's rawframe dataset.
+
 Each video's frames are written into a hidden temporary folder, counted and
 checked, and the folder is renamed into place only then, so a frame folder that
 exists is complete. Resume, journal, failures and parallelism are those of
@@ -43,6 +45,7 @@ class FramesSettings:
     short_side: int = 256
     quality: int = 2  # ffmpeg -q:v for JPEG: 2 (best) .. 31
     threads: int = 1
+    first_number: int = 0  # 0: img_00000.jpg first (BAT); 1: img_00001.jpg first (MMAction2's rawframes)
 
     def __post_init__(self) -> None:
         if self.short_side < 2 or self.short_side % 2:
@@ -51,10 +54,18 @@ class FramesSettings:
             raise VideoprepError(f"quality ({self.quality}) must be in 2..31 (lower is better)")
         if self.threads < 1:
             raise VideoprepError(f"threads ({self.threads}) must be >= 1: a fixed setting, never the core count")
+        if self.first_number not in (0, 1):
+            raise VideoprepError(f"first_number ({self.first_number}) must be 0 (BAT) or 1 (MMAction2)")
 
     def digest(self) -> str:
-        """Short stable hash of the settings: a change re-extracts everything."""
-        return videotree.stable_digest({"stage": "frames", **asdict(self)})
+        """Short stable hash of the settings: a change re-extracts everything.
+
+        first_number 0 is left out, so frames written before the option existed stay done.
+        """
+        fields = asdict(self)
+        if not self.first_number:
+            del fields["first_number"]
+        return videotree.stable_digest({"stage": "frames", **fields})
 
 
 @dataclass(frozen=True)
@@ -112,7 +123,7 @@ def frames_args(source: str, folder: str, *, settings: FramesSettings, width: in
     video = stream.video.filter("scale", width, height)
     out = ffmpeg.output(
         video, OUTPUT_STANDIN,
-        **{"f": "image2", "start_number": 0, "q:v": settings.quality, "fps_mode": "passthrough",
+        **{"f": "image2", "start_number": settings.first_number, "q:v": settings.quality, "fps_mode": "passthrough",
            "pix_fmt": "yuvj420p", "threads": settings.threads, "an": None},
     )
     compiled = ffmpeg.compile(out, cmd="ffmpeg")
@@ -120,12 +131,14 @@ def frames_args(source: str, folder: str, *, settings: FramesSettings, width: in
     return with_paths(args, source=source, output=os.path.join(folder, _FFMPEG_PATTERN))
 
 
-def count_frames(folder: str | os.PathLike[str]) -> int:
-    """Number of frame files; raises when they are not exactly img_00000.jpg .. img_{n-1}."""
+def count_frames(folder: str | os.PathLike[str], *, first: int = 0) -> int:
+    """Number of frame files; raises when they are not exactly img_{first} .. img_{first + n - 1}."""
     indices = sorted(int(m.group(1)) for name in os.listdir(folder) if (m := _FRAME_RE.match(name)))
-    if indices != list(range(len(indices))):
-        gaps = sorted(set(range(len(indices))) - set(indices))[:5]
-        raise PathError(folder, f"frame files are not numbered 0..{len(indices) - 1} (missing e.g. {gaps})")
+    expected = list(range(first, first + len(indices)))
+    if indices != expected:
+        gaps = sorted(set(expected) - set(indices))[:5]
+        raise PathError(folder, f"frame files are not numbered {first}..{first + len(indices) - 1} "
+                        f"(missing e.g. {gaps})")
     return len(indices)
 
 
@@ -137,7 +150,7 @@ def frames_one(task: FramesTask) -> FramesOutcome:
     with atomic_dir(task.output) as tmp:
         run_ffmpeg(frames_args(task.source, str(tmp), settings=task.settings, width=width, height=height),
                    target=task.source, timeout_s=task.timeout_s, exe=task.ffmpeg)
-        count = count_frames(tmp)
+        count = count_frames(tmp, first=task.settings.first_number)
         if count == 0:
             raise PathError(task.source, "ffmpeg wrote no frames")
         if count != info.frames:  # the list is written from the files, so it stays consistent

@@ -12,14 +12,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from videoprep.atomic import atomic_path, atomic_write_json
-from videoprep.errors import PathError, VideoprepError
+from videoprep.atomic import atomic_write_json
+from videoprep.errors import PathError
 
 if TYPE_CHECKING:
     import pandas as pd
 
 STATS_NAME = "dataset_stats.json"
-PARQUET_NAME = "manifest.parquet"
 CompareKey = Literal["relpath", "stem"]
 COMPARE_KEYS: tuple[str, ...] = ("relpath", "stem")
 _TEXT = ("relpath", "split", "label", "status")
@@ -170,11 +169,6 @@ def manifest_path(path: str | os.PathLike[str]) -> Path:
     return given / "manifest.csv" if given.is_dir() else given
 
 
-# Parquet column types: counts as nullable integers, the rate flag as a nullable boolean.
-_PARQUET_TYPES = {"label_index": "Int64", "frames": "Int64", "width": "Int64", "height": "Int64",
-                  "fps": "Float64", "duration_s": "Float64", "size_bytes": "Int64"}
-
-
 def parquet_problem() -> str | None:
     """Why a Parquet manifest cannot be written here (pyarrow missing), or None; imports nothing."""
     import importlib.util
@@ -182,22 +176,3 @@ def parquet_problem() -> str | None:
     if importlib.util.find_spec("pyarrow") is None:
         return "a Parquet manifest needs pyarrow: pip install 'videoprep[parquet]'"
     return None
-
-
-def write_manifest_parquet(manifest: str | os.PathLike[str], out: str | os.PathLike[str]) -> Path:
-    """The manifest CSV as a typed Parquet file (one row per video, the same columns), written atomically."""
-    import pandas as pd
-
-    problem = parquet_problem()
-    if problem:
-        raise VideoprepError(problem)
-    frame = read_manifest_frame(manifest)
-    for column, dtype in _PARQUET_TYPES.items():
-        if column in frame.columns:
-            frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(dtype)
-    if "constant_frame_rate" in frame.columns:
-        frame["constant_frame_rate"] = frame["constant_frame_rate"].map(
-            {"True": True, "False": False}).astype("boolean")
-    with atomic_path(out) as tmp:
-        frame.to_parquet(tmp, index=False)
-    return Path(out)

@@ -101,3 +101,27 @@ def test_count_frames_rejects_gaps(tmp_path):
         count_frames(folder)
     (folder / "img_00002.jpg").write_bytes(b"x")
     assert count_frames(folder) == 4
+
+
+def test_one_based_frames_for_mmaction_hold_the_same_images(src_tree, tmp_path):
+    """--one-based: img_00001.jpg is the first frame; the images equal the 0-based run's, shifted by one."""
+    from click.testing import CliRunner
+
+    from cli import cli
+
+    zero, one = tmp_path / "zero", tmp_path / "one"
+    run_frames(FramesConfig(src=src_tree, dst=zero, settings=FramesSettings(short_side=32), jobs=1))
+    result = CliRunner().invoke(cli, ["frames", str(src_tree), str(one), "--short-side", "32", "--one-based",
+                                      "-j", "1"])
+    assert result.exit_code == 0, result.output
+    assert (one / "train.txt").read_text() == (zero / "train.txt").read_text()
+    rel, (_, _, _, n) = next(iter(SOURCES.items()))
+    folder = {row["source"]: row["output"] for row in read_mapping(zero / "mapping.csv")}[rel]
+    assert sorted(p.name for p in (one / folder).iterdir()) == [f"img_{i:05d}.jpg" for i in range(1, n + 1)]
+    for i in range(n):
+        assert (one / folder / f"img_{i + 1:05d}.jpg").read_bytes() == (zero / folder / f"img_{i:05d}.jpg").read_bytes()
+    assert count_frames(one / folder, first=1) == n
+    with pytest.raises(PathError, match="not numbered 0.."):
+        count_frames(one / folder)
+    # 0-based settings keep their digest: frames written before the option existed are still done
+    assert FramesSettings(short_side=32).digest() != FramesSettings(short_side=32, first_number=1).digest()

@@ -262,7 +262,7 @@ def test_a_probe_past_its_time_limit_costs_only_its_video(tmp_path):
 
 
 def test_bad_export_name_is_refused(tmp_path):
-    with pytest.raises(VideoprepError, match="supported values are mmaction, rawframes, slowfast, dali"):
+    with pytest.raises(VideoprepError, match="supported values are mmaction, rawframes, slowfast, dali, hf, parquet"):
         IndexConfig(video_root=tmp_path, out_dir=tmp_path / "o", exports=("csv",))
 
 

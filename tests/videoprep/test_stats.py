@@ -132,4 +132,4 @@ def test_the_manifest_as_parquet_keeps_every_row_and_its_types(indexed: Path, tm
 def test_an_unknown_export_names_parquet_among_the_choices(tmp_path: Path):
     result = CliRunner().invoke(cli, ["index", str(tmp_path), "--out", str(tmp_path / "o"), "--export", "feather"])
     assert result.exit_code == 2
-    assert "mmaction, rawframes, slowfast, dali, parquet" in result.output
+    assert "mmaction, rawframes, slowfast, dali, hf, parquet" in result.output
