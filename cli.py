@@ -16,7 +16,7 @@ import click
 from rich.console import Console
 
 from train.config import PRESET_NAMES
-from videoprep.errors import OutputLocationError, VideoprepError
+from videoprep.errors import OptionError, OutputLocationError, VideoprepError
 from videoprep.progress import ProgressFn, rich_bar
 
 # Heavy modules (torch, av, pandas and what imports them) are imported inside the commands
@@ -50,7 +50,7 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context):  # type: ignore[override]
         try:
             return super().invoke(ctx)
-        except OutputLocationError as exc:  # checked before any work: a usage error
+        except (OutputLocationError, OptionError) as exc:  # checked before any work: a usage error
             raise _UsageExit(str(exc)) from exc
         except VideoprepError as exc:
             raise click.ClickException(str(exc)) from exc
@@ -120,7 +120,7 @@ def _parse_shard(ctx: click.Context, param: click.Parameter, value: str | None):
 
 
 def stage_options(fn):
-    """-j, --executor, --ray-address, --shard and --summary-json: the same on every stage (StageOptions)."""
+    """-j, --executor, --ray-address, --ray-timeout, --shard and --summary-json: the same on every stage."""
     for option in reversed([
         click.option("-j", "--jobs", type=click.IntRange(min=1), default=None,
                      help="Items processed in parallel (default: every core; Ray: the cluster's CPUs)."),
@@ -129,6 +129,9 @@ def stage_options(fn):
         click.option("--ray-address", "address", envvar="RAY_ADDRESS", default=None,
                      help="Ray cluster to join (e.g. auto or ray://head:10001; env RAY_ADDRESS); "
                           "default: start Ray here."),
+        click.option("--ray-timeout", type=click.FloatRange(min=0, min_open=True), default=30.0, show_default=True,
+                     expose_value=False, callback=lambda ctx, _param, value: ctx.meta.update(ray_timeout_s=value),
+                     help="Seconds joining the Ray cluster may take before the run gives up."),
         click.option("--shard", callback=_parse_shard, default=None, metavar="I/N",
                      help="Only the items whose stable path hash is I mod N (Slurm arrays); a plain run "
                           "afterwards merges the shards and writes the outputs."),
@@ -141,10 +144,11 @@ def stage_options(fn):
 
 def _stage_kwargs(jobs, executor, address, shard, summary_json) -> dict:
     """The StageOptions fields from the shared options (a RAY_ADDRESS in the environment is for --executor ray)."""
-    source = click.get_current_context().get_parameter_source("address")
-    if executor != "ray" and source is click.core.ParameterSource.ENVIRONMENT:
+    ctx = click.get_current_context()
+    if executor != "ray" and ctx.get_parameter_source("address") is click.core.ParameterSource.ENVIRONMENT:
         address = None
-    return {"jobs": jobs, "executor": executor, "address": address, "shard": shard, "summary_json": summary_json}
+    return {"jobs": jobs, "executor": executor, "address": address, "shard": shard, "summary_json": summary_json,
+            "ray_timeout_s": ctx.meta.get("ray_timeout_s", 30.0)}
 
 
 # --- index / validate ---

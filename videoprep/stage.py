@@ -39,7 +39,7 @@ from typing import Any
 
 from videoprep.atomic import PART_SUFFIX, atomic_write_json, atomic_write_text
 from videoprep.errors import PathError, VideoprepError
-from videoprep.executors import ExecutorName, run_tasks
+from videoprep.executors import RAY_TIMEOUT_S, ExecutorName, executor_session, run_tasks
 from videoprep.progress import ProgressFn, no_progress
 
 log = logging.getLogger(__name__)
@@ -95,6 +95,7 @@ class StageOptions:
 
     executor: ExecutorName = "local"
     address: str | None = None  # an existing Ray cluster (or RAY_ADDRESS)
+    ray_timeout_s: float = RAY_TIMEOUT_S  # joining the Ray cluster gives up after this long
     jobs: int | None = None  # parallel items; None: every core (Ray: its CPUs)
     shard: Shard | None = None
     summary_json: Path | None = None
@@ -353,7 +354,13 @@ def failure_reason(error_type: str, message: str) -> str:
     }.get(error_type, "error")
 
 
-def run_stage(
+def run_stage(spec: StageSpec, items: Iterable[Item], *, options: StageOptions, **kwargs: Any) -> StageRun:
+    """`_run_stage` inside the executor's session: options checked and a Ray cluster joined before any output."""
+    with executor_session(options.executor, options.address, jobs=options.jobs, ray_timeout_s=options.ray_timeout_s):
+        return _run_stage(spec, items, options=options, **kwargs)
+
+
+def _run_stage(
     spec: StageSpec,
     items: Iterable[Item],
     *,
@@ -418,7 +425,7 @@ def _run_todo(
         item.task for item in ready]
     opts = run.options
     results = run_tasks(spec.fn, tasks, executor=opts.executor, jobs=opts.jobs, address=opts.address,
-                        timeout_s=spec.timeout_s, plain=spec.plain_workers)
+                        timeout_s=spec.timeout_s, plain=spec.plain_workers, ray_timeout_s=opts.ray_timeout_s)
     with JournalWriter(journal) as writer:
         for count, result in enumerate(results, start=run.cached + 1):
             item = by_task[id(result.item)]  # the executors hand back the very task object scheduled
