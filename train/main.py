@@ -32,6 +32,7 @@ from train.distributed import (
     all_gather_objects,
     broadcast_buffers,
     broadcast_object,
+    check_device,
     setup_distributed,
     split_batch_size,
     teardown,
@@ -118,6 +119,7 @@ def prepare(cfg: TrainConfig) -> Prepared:
     and class count when the flags do not. `said` holds a line for each thing inferred.
     """
     _check(cfg)
+    check_device(cfg.device)
     check_output_dir(cfg.snapshot_dir, what="--snapshot_dir")
     check_output_dir(cfg.log_dir, what="--log_dir")
     checkpoint = None

@@ -27,7 +27,7 @@ import torch
 
 from train.config import TestConfig, parse_test_args
 from train.data import ShardedLoader, inspect_lists, make_loaders
-from train.distributed import DistContext, all_gather_objects, setup_distributed, teardown
+from train.distributed import DistContext, all_gather_objects, check_device, setup_distributed, teardown
 from train.engine import StepOptions, video_logits
 from train.logging_utils import RunLog, epoch_progress, progress_wanted
 from train.models import build_model
@@ -100,6 +100,7 @@ def prepare_test(cfg: TestConfig) -> tuple[dict, list[str]]:
     if cfg.tsm:
         raise RunnerConfigError("--tsm: temporal shift is not part of the released BAT models (the official "
                                 "script passes it to a model that does not accept it); drop the flag")
+    check_device(cfg.device)
     if cfg.save_scores:
         check_output_file(scores_path(cfg.save_scores), what="--save_scores")
     checkpoint = load_checkpoint(cfg.weights, trusted_legacy=cfg.trusted_legacy_checkpoint,

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from videoprep.atomic import atomic_write_text
-from videoprep.errors import ProbeError, VideoprepError
+from videoprep.errors import OutputLocationError, ProbeError, VideoprepError
 from videoprep.layout import (
     SAFE_VIEW_DIRNAME,
     Layout,
@@ -148,13 +148,13 @@ def run_index(config: IndexConfig, *, on_progress: ProgressFn | None = None) -> 
     layout = discover(root, annotations=config.annotations, split=config.split, skip_dirs=[safe_dir, out])
     layout = with_labels(layout, labels=config.labels, classes=config.classes)
     require_videos(layout, where=f" in split {config.split!r}" if config.split else "")
+    plan = plan_safe_view(v.relpath for v in layout.videos)
+    _check_safe_dir(safe_dir, plan)
     probes, run = _probe_all(layout, out, config=config, progress=progress)
     if config.shard is not None:
         write_summary(config.summary_json, run.summary(_failed_counts(probes)))
         return None
-    list_paths = link_safe_view(
-        video_root=root, safe_dir=safe_dir, plan=plan_safe_view(v.relpath for v in layout.videos)
-    )
+    list_paths = link_safe_view(video_root=root, safe_dir=safe_dir, plan=plan)
     rows = _manifest_rows(layout, probes, list_paths)
     result = _write_index(config, layout, rows, out=out)
     result.probed, result.reused, result.safe_links = run.done + len(run.failures), run.cached, len(list_paths)
@@ -163,6 +163,18 @@ def run_index(config: IndexConfig, *, on_progress: ProgressFn | None = None) -> 
     log.info("indexed %d videos (%d probed, %d from the journal, %d errors)",
              result.total, result.probed, result.reused, result.errors)
     return result
+
+
+def _check_safe_dir(safe_dir: Path, plan: Mapping[str, str]) -> None:
+    """Before any probe: the symlink view that lists names with whitespace can be made (--safe-dir)."""
+    if not plan:
+        return
+    try:
+        check_output_dir(safe_dir, what="--safe-dir")
+    except OutputLocationError as exc:
+        example = printable_path(next(iter(plan)))
+        raise OutputLocationError(safe_dir, f"{len(plan)} video path(s) with whitespace (e.g. {example!r}) are "
+                                            f"listed through a symlink view here, but {exc.reason}") from None
 
 
 def _write_index(config: IndexConfig, layout: Layout, rows: list[ManifestRow], *, out: Path) -> IndexResult:

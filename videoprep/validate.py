@@ -18,7 +18,6 @@ import io
 import logging
 import os
 import random
-import shutil
 import tempfile
 import zlib
 from collections import Counter
@@ -29,7 +28,7 @@ from typing import Any, Literal
 
 import av
 
-from videoprep.atomic import atomic_write_json, atomic_write_text
+from videoprep.atomic import atomic_write_json, atomic_write_text, move_file
 from videoprep.errors import ProbeError, VideoprepError
 from videoprep.h264 import h264_is_nonref, h264_nal_length_size
 from videoprep.layout import (
@@ -41,7 +40,7 @@ from videoprep.layout import (
     raw_path,
     require_videos,
 )
-from videoprep.locations import check_output_dir, check_output_file
+from videoprep.locations import check_output_dir, check_output_file, check_source_writable
 from videoprep.probe import PacketTally, VideoInfo, ffmpeg_reason
 from videoprep.progress import ProgressFn, no_progress
 from videoprep.stage import STATE_DIR, Item, StageOptions, StageSpec, run_stage, write_summary
@@ -275,6 +274,7 @@ def _check_outputs(config: ValidateConfig) -> None:
         check_output_file(config.summary_json, what="--summary-json")
     if config.quarantine is not None:
         check_output_dir(config.quarantine, what="--quarantine")
+        check_source_writable(config.video_root, what="--quarantine")
     if config.state_dir is not None:
         check_output_dir(config.state_dir, what="--state-dir")
 
@@ -358,7 +358,7 @@ def _quarantine(bad: BadVideo, *, root: Path, quarantine: Path) -> BadVideo:
         dest = quarantine / f"{bad.relpath}.{n}"
         n += 1
     dest.parent.mkdir(parents=True, exist_ok=True)
-    shutil.move(os.fspath(source), os.fspath(dest))
+    move_file(source, dest)
     log.info("quarantined %s -> %s", source, dest)
     return BadVideo(**{**asdict(bad), "quarantined_to": str(dest)})
 

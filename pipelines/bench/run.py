@@ -26,6 +26,7 @@ from pipelines.bench.render import write_plot
 from pipelines.bench.report import NOISY_LOAD_PER_CPU, BenchReport, machine_description, summary_markdown
 from videoprep.atomic import atomic_write_json, atomic_write_text
 from videoprep.benchsample import EncodedSet, SampleConfig, describe_list, make_sample
+from videoprep.locations import check_output_dir
 from videoprep.progress import ProgressFn, no_progress
 from videoprep.records import read_list
 
@@ -223,7 +224,7 @@ def _fileset_from_list(config: BenchConfig) -> dict[str, EncodedSet]:
 
 def run_bench(config: BenchConfig, *, on_progress: ProgressFn = no_progress) -> BenchReport:
     """Generate or read the file sets, measure everything interleaved, and write bench.json and bench.png."""
-    out = Path(config.out_dir)
+    out = check_output_dir(config.out_dir, what="--out")  # before any work, as every stage's
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     if config.generate:

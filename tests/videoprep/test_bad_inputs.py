@@ -11,29 +11,15 @@ from pathlib import Path
 
 import pytest
 
+from tests.cliproc import REPO, can_mount_readonly, one_line, videoprep
 from tests.videoprep.helpers import write_tree
 
-REPO = Path(__file__).resolve().parents[2]
 SOURCES = {"train/a/one.mp4": (64, 48, 25, 12), "train/b/two.mp4": (48, 64, 25, 14)}
 
 
 @pytest.fixture
 def src(tmp_path: Path) -> Path:
     return write_tree(tmp_path / "src", SOURCES)
-
-
-def videoprep(*args: str, env: dict[str, str] | None = None, timeout_s: float = 60) -> subprocess.CompletedProcess:
-    """The CLI in a child process (a hang is a TimeoutExpired, not a stuck suite)."""
-    environ = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"PYTHONPATH": str(REPO)} | (env or {})
-    return subprocess.run([sys.executable, "-c", "import cli; cli.main()", *args], capture_output=True, text=True,
-                          env=environ, timeout=timeout_s, cwd=REPO)
-
-
-def one_line(result: subprocess.CompletedProcess) -> str:
-    """The only non-empty stderr line (asserted)."""
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    return lines[0]
 
 
 def tree(root: Path) -> list[str]:
@@ -127,3 +113,101 @@ def test_executor_ray_joins_the_cluster_named_by_RAY_ADDRESS(src, tmp_path):
             ray.shutdown()
     finally:
         cluster.shutdown()
+
+
+# --- read-only sources and outputs (real read-only bind mounts: root writes anywhere else) -----------
+
+
+@pytest.fixture
+def readonly_ok(tmp_path: Path) -> None:
+    if not can_mount_readonly(tmp_path):
+        pytest.skip("needs a private mount namespace (root with CAP_SYS_ADMIN) for a read-only bind mount")
+
+
+@pytest.fixture
+def spaced_src(tmp_path: Path) -> Path:
+    return write_tree(tmp_path / "spaced", {"train/class a/clip 1.mp4": (64, 48, 25, 12)})
+
+
+@pytest.mark.timeout(90)
+def test_index_readonly_source_with_spaces_is_refused_up_front(readonly_ok, spaced_src, tmp_path):
+    out = tmp_path / "lists"
+    result = videoprep("index", str(spaced_src), "--out", str(out), readonly=[spaced_src])
+    assert result.returncode == 2
+    line = one_line(result)
+    assert "--safe-dir" in line and "clip 1.mp4" in line and "not writable" in line
+    assert not out.exists() and not (spaced_src / ".videoprep").exists()
+    fine = videoprep("index", str(spaced_src), "--out", str(out), "--safe-dir", str(tmp_path / "view"),
+                     readonly=[spaced_src])
+    assert fine.returncode == 0, fine.stderr
+    assert (tmp_path / "view").is_dir()
+
+
+@pytest.mark.timeout(90)
+def test_validate_quarantine_of_a_readonly_source_is_refused_up_front(readonly_ok, src, tmp_path):
+    (src / "train" / "b" / "junk.mp4").write_bytes(b"junk" * 64)
+    before = tree(src)
+    quarantine = tmp_path / "q"
+    result = videoprep("validate", str(src), "--quarantine", str(quarantine), "--state-dir", str(tmp_path / "st"),
+                       readonly=[src])
+    assert result.returncode == 2
+    line = one_line(result)
+    assert "--quarantine" in line and "not writable" in line
+    assert not quarantine.exists() and not (tmp_path / "st").exists() and tree(src) == before
+
+
+MOVE = """
+import sys
+from videoprep.atomic import move_file
+from videoprep.errors import PathError
+try:
+    move_file(sys.argv[1], sys.argv[2])
+except PathError as exc:
+    print(exc)
+    sys.exit(1)
+"""
+
+
+def move_across(source: Path, dest: Path, *, readonly_source: bool) -> subprocess.CompletedProcess:
+    """move_file(source, dest) with dest's folder on a fresh tmpfs (another filesystem), source read-only or not."""
+    mounts = [f"mount -t tmpfs tmpfs {dest.parent}"]
+    if readonly_source:
+        mounts += [f"mount --bind {source.parent} {source.parent}", f"mount -o remount,ro,bind {source.parent}"]
+    script = " && ".join([*mounts, f"{{ {sys.executable} -c '{MOVE}' {source} {dest}; code=$?; }}",
+                          f"ls -a {dest.parent}", "exit $code"])
+    return subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+
+
+@pytest.mark.timeout(60)
+def test_a_move_across_filesystems_copies_then_unlinks(readonly_ok, tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "q").mkdir()
+    source = tmp_path / "a" / "bad.mp4"
+    source.write_bytes(b"x" * 4096)
+    result = move_across(source, tmp_path / "q" / "bad.mp4", readonly_source=False)
+    assert result.returncode == 0, result.stderr
+    assert not source.exists() and result.stdout.split() == [".", "..", "bad.mp4"]  # no temporary left
+
+
+@pytest.mark.timeout(60)
+def test_a_move_whose_unlink_fails_undoes_the_copy(readonly_ok, tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "q").mkdir()
+    source = tmp_path / "a" / "bad.mp4"
+    source.write_bytes(b"x" * 4096)
+    result = move_across(source, tmp_path / "q" / "bad.mp4", readonly_source=True)
+    assert result.returncode != 0
+    assert "copy was removed again" in result.stdout and str(source) in result.stdout
+    assert source.read_bytes() == b"x" * 4096  # still in one place: where it was
+    assert result.stdout.split()[-2:] == [".", ".."]  # the copy and its temporary are gone
+
+
+def test_a_move_on_one_filesystem_is_a_rename(tmp_path):
+    from videoprep.atomic import move_file
+
+    source = tmp_path / "bad.mp4"
+    source.write_bytes(b"x")
+    inode = source.stat().st_ino
+    move_file(source, tmp_path / "q.mp4")
+    assert not source.exists() and (tmp_path / "q.mp4").stat().st_ino == inode
