@@ -131,7 +131,9 @@ def _load_model(cfg: TestConfig, ctx: DistContext, run_log: RunLog, checkpoint: 
     model = build_model(cfg.arch, **cfg.model_kwargs())
     if "state_dict" in checkpoint and "epoch" in checkpoint:
         run_log.line(f"model epoch {checkpoint['epoch']} best prec@1: {checkpoint.get('best_prec1', 'n/a')}")
-    load_weights(model, checkpoint, strict=not cfg.non_strict, source=cfg.weights, relax_flag="--non-strict")
+    report = load_weights(model, checkpoint, strict=not cfg.non_strict, source=cfg.weights, relax_flag="--non-strict")
+    for line in report.load_lines(cfg.weights) if cfg.non_strict else []:
+        run_log.line(line)
     model.to(ctx.device).eval()
     if ctx.device.type == "cuda":
         torch.backends.cudnn.benchmark = True
