@@ -613,8 +613,8 @@ def _csv_list(value: str, *, cast=str) -> tuple:
                    "from SOURCE (a list file or a folder of videos) or, without SOURCE, from generated footage.")
 @click.option("--root-path", default="", help="Joined to the paths of the list (BAT --root_path).")
 @click.option("--backends", default="pyav,lintel,frames,dali", show_default=True,
-              help="Our backends to measure (each where it applies: frames on JPEG folders, dali on the codecs "
-                   "DALI decodes here).")
+              help="Our backends to measure, any of `videoprep backends` (each where it applies: frames on JPEG "
+                   "folders, dali on the codecs DALI decodes here).")
 @click.option("--peers/--no-peers", default=True, show_default=True,
               help="Also time decord and torchcodec (when installed) as reference points.")
 @click.option("--workers", default="0,1,2", show_default=True, help="DataLoader worker counts to sweep.")
@@ -643,10 +643,11 @@ def _csv_list(value: str, *, cast=str) -> tuple:
               help="With --generate: seconds kept per video.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("bench-out"),
               show_default=True, help="Where bench.json, bench.png and the generated sample go.")
+@click.option("--keep-going", is_flag=True, help="Exit 0 even when a measure failed (it is a row marked failed).")
 def bench_cmd(source: Path | None, generate: bool, root_path: str, backends: str, peers: bool, workers: str,
               clips: int, repeats: int, views: str, loader_views: str | None, seq_length: int, sample_rate: int,
               test_segments: int, batch_size: int, encodings: str | None, sample_videos: int,
-              sample_seconds: float, out_dir: Path) -> None:
+              sample_seconds: float, out_dir: Path, keep_going: bool) -> None:
     """Measure clips/s of every loader backend against the decode limit of each file set.
 
     Give a BAT list (LIST_FILE) to measure it as it is, or --generate to build a
@@ -689,6 +690,10 @@ def bench_cmd(source: Path | None, generate: bool, root_path: str, backends: str
     if report.machine.get("noisy"):
         err_console.print(f"note: the machine was busy (load {report.machine['loadavg_start']}): figures are noisy")
     click.echo(str(report.json_path))
+    failed = [m for m in report.measures if m.status == "failed"]
+    if failed and not keep_going:
+        raise click.ClickException(f"{len(failed)} measure(s) failed, e.g. {failed[0].label} on {failed[0].encoding}: "
+                                   f"{failed[0].note} (see {report.json_path}; --keep-going exits 0)")
 
 
 # --- train / test ---
