@@ -735,12 +735,11 @@ def _runner_config(ctx: click.Context, *, test: bool, preset: str | None, args: 
 
     argparse prints its own usage error (exit 2) or help (exit 0); its exit code is kept.
     """
-    from train.config import parse_test_args, parse_train_args, preset_argv
+    from train.config import parse_runner_args
 
-    argv = (preset_argv(preset, test=test) if preset else []) + list(args)
-    argv += ["--progress", "off"] if (ctx.obj or {}).get("quiet") else []
+    argv = list(args) + (["--progress", "off"] if (ctx.obj or {}).get("quiet") else [])
     try:
-        return (parse_test_args if test else parse_train_args)(argv)
+        return parse_runner_args(argv, preset=preset, test=test)
     except SystemExit as exc:
         ctx.exit(exc.code if isinstance(exc.code, int) else 2)
 

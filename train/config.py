@@ -14,7 +14,7 @@ import argparse
 import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 Backend = Literal["pyav", "lintel", "frames", "torchcodec", "dali"]
 BACKENDS: tuple[str, ...] = ("pyav", "lintel", "frames", "torchcodec", "dali")
@@ -83,6 +83,9 @@ class RunnerConfig:
     # Fields set on the command line (a preset's flags included): a checkpoint's recorded model may not
     # contradict them, and nothing is inferred for them. Not a setting: left out of comparisons and records.
     given: frozenset[str] = field(default_factory=frozenset, compare=False, repr=False)
+    # The --preset in front, and the given fields only its flags set (errors then name --preset). Not settings.
+    preset: str | None = field(default=None, compare=False, repr=False)
+    preset_fields: frozenset[str] = field(default_factory=frozenset, compare=False, repr=False)
 
     @property
     def loader_backend(self) -> str:
@@ -96,7 +99,8 @@ class RunnerConfig:
 
     def record(self) -> dict[str, Any]:
         """Every setting as plain values (params.json, the checkpoint's 'config')."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "given"}
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if f.name not in ("given", "preset", "preset_fields")}
 
     def model_record(self) -> dict[str, Any]:
         """What builds the model (MODEL_FIELDS), as a checkpoint records it."""
@@ -184,14 +188,20 @@ class TestConfig(RunnerConfig):
 
 
 def _positive(value: str) -> int:
-    number = int(value)
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number (>= 1)") from None
     if number < 1:
         raise argparse.ArgumentTypeError(f"{value} must be >= 1")
     return number
 
 
 def _fraction(value: str) -> float:
-    number = float(value)
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number in [0, 1]") from None
     if not 0.0 <= number <= 1.0:
         raise argparse.ArgumentTypeError(f"{value} must be in [0, 1]")
     return number
@@ -243,8 +253,15 @@ def _add_shared_flags(p: argparse.ArgumentParser, *, seq_length: int, sample_rat
     return ours
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse without the usage dump before an error: the one line naming the flag, and where help is."""
+
+    def error(self, message: str) -> NoReturn:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (--help lists every flag)\n")
+
+
 def _parser(module: str, description: str, *positional: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=f"python -m {module}", description=description)
+    p = _OneLineParser(prog=f"python -m {module}", description=description)
     for name in positional:
         p.add_argument(name, type=str)
     return p
@@ -371,6 +388,17 @@ def parse_train_args(argv: Sequence[str] | None = None) -> TrainConfig:
 def parse_test_args(argv: Sequence[str] | None = None) -> TestConfig:
     """Parse `python -m train.test_models` arguments into a TestConfig."""
     return _to_config(TestConfig, build_test_parser().parse_args(argv), _given(build_test_parser, argv))
+
+
+def parse_runner_args(args: Sequence[str], *, preset: str | None, test: bool) -> RunnerConfig:
+    """The preset's flags, then the user's (the last one of a flag wins); records what only the preset set."""
+    build, parse = (build_test_parser, parse_test_args) if test else (build_train_parser, parse_train_args)
+    flags = preset_argv(preset, test=test) if preset else []
+    cfg = parse(flags + list(args))
+    if preset:
+        cfg.preset = preset
+        cfg.preset_fields = _given(build, [*flags, "LIST", "OTHER"]) - _given(build, args)
+    return cfg
 
 
 def preset_argv(preset: str, *, test: bool = False) -> list[str]:

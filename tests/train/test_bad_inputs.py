@@ -123,3 +123,32 @@ def test_a_non_strict_load_prints_its_summary_once_and_warns_under_half(tiny_dat
     result = CliRunner().invoke(cli, args[:2] + [str(full)] + args[3:])
     assert result.exit_code == 0, result.output
     assert f"{full}: loaded " in result.output and "WARNING" not in result.output
+
+
+# --- option values: one line, no usage dump ---------------------------------------------------------
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(("value", "reason"), [("0", "0 must be >= 1"), ("x", "'x' is not a whole number (>= 1)")])
+def test_a_bad_num_clips_is_one_line_naming_the_option(value, reason, tiny_data: TinyData):
+    result = CliRunner().invoke(cli, ["train", str(tiny_data.train_list), str(tiny_data.val_list), "--num_clips",
+                                      value])
+    assert result.exit_code == 2
+    assert [line for line in result.output.splitlines() if line.strip()] == [
+        f"python -m train.main: error: argument --num_clips: {reason} (--help lists every flag)"]
+
+
+@pytest.mark.timeout(120)
+def test_a_preset_that_contradicts_the_checkpoint_names_preset(tiny_data: TinyData, tmp_path):
+    from tests.train.test_runner_checks import _bat_checkpoint
+
+    weights = _bat_checkpoint(tmp_path / "bat.pth", ours=True)  # records arch c2d_resnet18
+    result = CliRunner().invoke(cli, ["test", str(tiny_data.val_list), str(weights), "--root_path",
+                                      str(tiny_data.root), "--preset", "c2d", "--device", "cpu"])
+    assert result.exit_code == 1
+    assert [line for line in result.output.splitlines() if line.strip()] == [
+        f"Error: {weights}: --preset c2d (it sets --arch c2d_resnet50) contradicts the checkpoint, which records "
+        "arch c2d_resnet18; drop --preset (the checkpoint builds the model)"]
+    own = CliRunner().invoke(cli, ["test", str(tiny_data.val_list), str(weights), "--root_path",
+                                   str(tiny_data.root), "--preset", "c2d", "--arch", "c2d_resnet34"])
+    assert own.exit_code == 1 and "--arch c2d_resnet34 contradicts the checkpoint" in own.output
