@@ -100,6 +100,18 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
         os.fsync(f.fileno())
 
 
+def write_text_if_changed(path: str | os.PathLike[str], text: str) -> bool:
+    """atomic_write_text unless the file already holds exactly `text` (a re-run rewrites nothing); True if written."""
+    data = text.encode("utf-8")
+    try:
+        if os.path.getsize(path) == len(data) and Path(path).read_bytes() == data:
+            return False
+    except OSError:
+        pass  # missing or unreadable: written below (its errors are the writer's)
+    atomic_write_text(path, text)
+    return True
+
+
 def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
     """Atomically write `obj` as indented JSON."""
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")

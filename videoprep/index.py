@@ -14,11 +14,11 @@ import logging
 import os
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from videoprep.atomic import atomic_write_text
+from videoprep.atomic import write_text_if_changed
 from videoprep.errors import OutputLocationError, ProbeError, VideoprepError
 from videoprep.layout import (
     SAFE_VIEW_DIRNAME,
@@ -33,7 +33,7 @@ from videoprep.layout import (
 from videoprep.locations import check_output_dir, check_output_file
 from videoprep.probe import probe_video
 from videoprep.progress import ProgressFn, no_progress
-from videoprep.records import ListRecord, write_class_map, write_list
+from videoprep.records import ListRecord, class_map_text, list_text
 from videoprep.stage import STATE_DIR, Item, StageOptions, StageRun, StageSpec, run_stage, write_summary
 
 log = logging.getLogger(__name__)
@@ -181,7 +181,7 @@ def _write_index(config: IndexConfig, layout: Layout, rows: list[ManifestRow], *
     """Write classes.txt, manifest.csv, each split's list and the exports."""
     out.mkdir(parents=True, exist_ok=True)
     classes_path = out / CLASSES_NAME
-    write_class_map(classes_path, layout.classes)
+    write_text_if_changed(classes_path, class_map_text(layout.classes))  # a re-run rewrites nothing
     manifest_path = out / MANIFEST_NAME
     write_manifest(manifest_path, rows)
     lists, counts, exported = {}, {}, []
@@ -189,7 +189,7 @@ def _write_index(config: IndexConfig, layout: Layout, rows: list[ManifestRow], *
         split_rows = [r for r in rows if r.split == split]
         good = [r for r in split_rows if r.status == "ok"]
         lists[split] = out / f"{split}.txt"
-        write_list(lists[split], [_record(r) for r in good])
+        write_text_if_changed(lists[split], list_text(_record(r) for r in good))
         counts[split] = SplitCounts(
             listed=len(good),
             unlabelled=sum(r.status == "unlabelled" for r in split_rows),
@@ -322,11 +322,11 @@ def write_manifest(path: Path, rows: list[ManifestRow]) -> None:
     writer = csv.DictWriter(buf, fieldnames=MANIFEST_COLUMNS, lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        cells = asdict(row)
+        cells = {name: getattr(row, name) for name in MANIFEST_COLUMNS}  # asdict deep-copies: 10x slower
         cells["relpath"] = printable_path(row.relpath)
         cells["label"] = printable_path(row.label)
         writer.writerow({k: ("" if v is None else v) for k, v in cells.items()})
-    atomic_write_text(path, buf.getvalue())
+    write_text_if_changed(path, buf.getvalue())
 
 
 def read_manifest(path: str | os.PathLike[str]) -> list[dict[str, str]]:
@@ -339,7 +339,7 @@ def read_manifest(path: str | os.PathLike[str]) -> list[dict[str, str]]:
 
 
 def _write_lines(path: Path, lines: list[str]) -> Path:
-    atomic_write_text(path, "".join(line + "\n" for line in lines))
+    write_text_if_changed(path, "".join(line + "\n" for line in lines))
     return path
 
 

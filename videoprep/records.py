@@ -100,6 +100,16 @@ def write_list(path: str | os.PathLike[str], records: Iterable[ListRecord]) -> i
     return len(lines)
 
 
+def list_text(records: Iterable[ListRecord]) -> str:
+    """The BAT list file's text of these records."""
+    return "".join(rec.to_line() + "\n" for rec in records)
+
+
+def class_map_text(names: Sequence[str]) -> str:
+    """The class map file's text: one name per line, index = line number (0-based)."""
+    return "".join(f"{n}\n" for n in names)
+
+
 def read_class_map(path: str | os.PathLike[str]) -> list[str]:
     """Class names in index order (line number = class index)."""
     source = Path(path)

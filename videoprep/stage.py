@@ -191,11 +191,16 @@ def _journal_files(state_dir: Path, stage: str) -> list[Path]:
     return sorted(state_dir.glob(f"{stage}.shard-*.jsonl")) + [state_dir / f"{stage}.jsonl"]
 
 
-def load_records(state_dir: Path, stage: str) -> tuple[dict[str, dict[str, Any]], int]:
-    """(key -> newest entry over the stage's and every shard's journal, number of entries read)."""
+def load_records(
+    state_dir: Path, stage: str, *, shard: Shard | None = None,
+) -> tuple[dict[str, dict[str, Any]], int]:
+    """(key -> newest entry, number of entries read): a plain run merges the stage's and every shard's journal;
+    a shard run reads the stage's journal and its own only (not the other shards')."""
     records: dict[str, dict[str, Any]] = {}
     read = 0
-    for path in _journal_files(state_dir, stage):
+    paths = _journal_files(state_dir, stage) if shard is None else [
+        state_dir / f"{stage}.jsonl", journal_path(state_dir, stage, shard)]
+    for path in paths:
         for entry in read_journal(path):
             if "key" not in entry and "source" in entry:  # transcode/frames before the engine: same facts
                 entry = {**entry, "key": entry["source"], "stamp": {k: entry.get(k) for k in _LEGACY_STAMP}}
@@ -386,14 +391,15 @@ def _run_stage(
         if sweep_root is not None:
             outputs = {item.output for item in mine if item.output is not None}
             sweep_partials(sweep_root, owned=None if shard is None else outputs.__contains__)
-        records, read = load_records(state_dir, spec.name)
+        records, read = load_records(state_dir, spec.name, shard=shard)
         if fresh:
-            records = {k: e for k, e in records.items() if k not in {item.key for item in mine}}
+            keys = {item.key for item in mine}  # once: a set per entry made --fresh quadratic
+            records = {k: e for k, e in records.items() if k not in keys}
         run = StageRun(spec.name, options, {}, [], planned=len(mine), cached=0, done=0, started=started)
         todo: dict[str, Item] = {}
         for item in mine:
             entry = records.get(item.key)
-            if entry is not None and entry.get("stamp") == _jsonable(item.stamp) and spec.still_valid(item, entry):
+            if entry is not None and _same_stamp(entry.get("stamp"), item.stamp) and spec.still_valid(item, entry):
                 run.entries[item.key] = entry
             else:
                 todo[item.key] = item
@@ -447,6 +453,11 @@ def _run_todo(
                     writer.append(entry)
                     run.entries[item.key] = entry
             on_progress(count, run.planned)
+
+
+def _same_stamp(recorded: Any, stamp: Mapping[str, Any]) -> bool:
+    """Does the journal's stamp match the item's? Plain values compare as they are (the JSON round trip is slow)."""
+    return recorded == stamp or recorded == _jsonable(stamp)
 
 
 def _jsonable(value: Any) -> Any:

@@ -211,3 +211,49 @@ def test_a_move_on_one_filesystem_is_a_rename(tmp_path):
     inode = source.stat().st_ino
     move_file(source, tmp_path / "q.mp4")
     assert not source.exists() and (tmp_path / "q.mp4").stat().st_ino == inode
+
+
+# --- at scale: what a run reads and rewrites ----------------------------------------------------------
+
+
+def _summary(args: list[str], path: Path) -> dict:
+    from click.testing import CliRunner
+
+    from cli import cli
+
+    result = CliRunner().invoke(cli, [*args, "--summary-json", str(path)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return json.loads(path.read_text())
+
+
+@pytest.mark.timeout(120)
+def test_a_shard_run_reads_only_its_own_journal_and_the_plain_run_merges(src, tmp_path):
+    from videoprep.stage import Shard, read_journal
+
+    _summary(["index", str(src), "--out", str(tmp_path / "a")], tmp_path / "a.json")
+    entries = read_journal(tmp_path / "a" / ".videoprep" / "index.jsonl")
+    mine = [e for e in entries if Shard(0, 2).covers(e["key"])]
+    assert mine, "the tree must give shard 0/2 an item"
+    planted = tmp_path / "b" / ".videoprep" / "index.shard-1-of-2.jsonl"  # another shard's, naming shard 0's items
+    planted.parent.mkdir(parents=True)
+    planted.write_text("".join(json.dumps(e) + "\n" for e in entries))
+    shard = _summary(["index", str(src), "--out", str(tmp_path / "b"), "--shard", "0/2"], tmp_path / "s.json")
+    assert (shard["planned"], shard["cached"], shard["done"]) == (len(mine), 0, len(mine))
+    plain = _summary(["index", str(src), "--out", str(tmp_path / "b")], tmp_path / "p.json")
+    assert (plain["cached"], plain["done"]) == (len(entries), 0)  # every shard's journal merged
+
+
+@pytest.mark.timeout(120)
+def test_an_index_rerun_with_nothing_changed_rewrites_nothing(spaced_src, tmp_path):
+    out, view = tmp_path / "lists", tmp_path / "view"
+    args = ["index", str(spaced_src), "--out", str(out), "--safe-dir", str(view), "--export", "mmaction"]
+    _summary(args, tmp_path / "1.json")
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and ".videoprep" not in p.parts}
+    assert {p.name for p in before} >= {"train.txt", "classes.txt", "manifest.csv", "train_mmaction.txt"}
+    links = {p: os.readlink(p) for p in view.rglob("*") if p.is_symlink()}
+    again = _summary(args, tmp_path / "2.json")
+    assert (again["cached"], again["done"]) == (1, 0)
+    assert {p: p.stat().st_mtime_ns for p in before} == before
+    assert {p: os.readlink(p) for p in view.rglob("*") if p.is_symlink()} == links and links
+    fresh = _summary([*args, "--fresh"], tmp_path / "3.json")
+    assert (fresh["cached"], fresh["done"]) == (0, 1)
