@@ -9,16 +9,18 @@ probed again; `--shard I/N` probes a share and a plain run afterwards merges.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
+import json
 import logging
 import os
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from videoprep.atomic import write_text_if_changed
+from videoprep.atomic import atomic_write_json, write_text_if_changed
 from videoprep.errors import OutputLocationError, ProbeError, VideoprepError
 from videoprep.layout import (
     SAFE_VIEW_DIRNAME,
@@ -154,15 +156,76 @@ def run_index(config: IndexConfig, *, on_progress: ProgressFn | None = None) -> 
     if config.shard is not None:
         write_summary(config.summary_json, run.summary(_failed_counts(probes)))
         return None
-    list_paths = link_safe_view(video_root=root, safe_dir=safe_dir, plan=plan)
-    rows = _manifest_rows(layout, probes, list_paths)
-    result = _write_index(config, layout, rows, out=out)
-    result.probed, result.reused, result.safe_links = run.done + len(run.failures), run.cached, len(list_paths)
+    key = _outputs_key(config, layout, plan, journal=out / JOURNAL_NAME, safe_dir=safe_dir)
+    result = _unchanged_outputs(out, key, safe_dir, plan) if run.done == 0 and not run.failures else None
+    if result is None:  # something changed (or the first run): link, build the rows, write what differs
+        list_paths = link_safe_view(video_root=root, safe_dir=safe_dir, plan=plan)
+        rows = _manifest_rows(layout, probes, list_paths)
+        result = _write_index(config, layout, rows, out=out)
+        _record_outputs(out, key, result)
+    result.probed, result.reused, result.safe_links = run.done + len(run.failures), run.cached, len(plan)
     result.summary = run.summary(_failed_counts(probes))
     write_summary(config.summary_json, result.summary)
     log.info("indexed %d videos (%d probed, %d from the journal, %d errors)",
              result.total, result.probed, result.reused, result.errors)
     return result
+
+
+OUTPUTS_RECORD = f"{STATE_DIR}/index.outputs.json"  # under --out: what the last run wrote, from which inputs
+
+
+def _outputs_key(config: IndexConfig, layout: Layout, plan: Mapping[str, str], *, journal: Path,
+                 safe_dir: Path) -> str | None:
+    """A digest of everything the outputs follow from: the layout, the journal file, the options; None: no shortcut."""
+    if config.labels is not None or config.classes is not None or config.known is not None:
+        return None  # a stage indexing its own outputs (transcode): always written
+    try:
+        st = os.stat(journal)
+    except FileNotFoundError:
+        return None
+    digest = hashlib.sha1(repr((str(config.video_root), str(safe_dir), config.split, config.exports,
+                                str(config.annotations), st.st_size, st.st_mtime_ns, st.st_ino, layout.classes,
+                                sorted(plan.items()))).encode("utf-8", "surrogateescape"))
+    for video in layout.videos:
+        digest.update(f"{video.relpath}\t{video.split}\t{video.label}\n".encode("utf-8", "surrogateescape"))
+    return digest.hexdigest()
+
+
+def _record_outputs(out: Path, key: str | None, result: IndexResult) -> None:
+    """Record what this run wrote (paths, sizes, mtimes, counts) and from which inputs (`_outputs_key`)."""
+    if key is None:
+        return
+    files = [result.classes_path, result.manifest_path, *result.lists.values(), *result.exports]
+    atomic_write_json(out / OUTPUTS_RECORD, {
+        "key": key, "files": {str(p): [p.stat().st_size, p.stat().st_mtime_ns] for p in files},
+        "lists": {split: str(p) for split, p in result.lists.items()},
+        "counts": {split: asdict(c) for split, c in result.counts.items()},
+        "classes": str(result.classes_path), "manifest": str(result.manifest_path),
+        "exports": [str(p) for p in result.exports],
+    })
+
+
+def _unchanged_outputs(out: Path, key: str | None, safe_dir: Path, plan: Mapping[str, str]) -> IndexResult | None:
+    """The last run's result when its inputs are these and its outputs and links are still there untouched."""
+    try:
+        record = json.loads((out / OUTPUTS_RECORD).read_text())
+    except (OSError, ValueError):
+        return None
+    if key is None or record.get("key") != key:
+        return None
+    for path, (size, mtime_ns) in record["files"].items():
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        if (st.st_size, st.st_mtime_ns) != (size, mtime_ns):
+            return None
+    if not all(os.path.islink(safe_dir / safe) for safe in plan.values()):
+        return None
+    return IndexResult(lists={s: Path(p) for s, p in record["lists"].items()},
+                       counts={s: SplitCounts(**c) for s, c in record["counts"].items()},
+                       classes_path=Path(record["classes"]), manifest_path=Path(record["manifest"]),
+                       exports=[Path(p) for p in record["exports"]])
 
 
 def _check_safe_dir(safe_dir: Path, plan: Mapping[str, str]) -> None:

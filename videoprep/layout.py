@@ -36,6 +36,7 @@ _SAFE_CHARS = "A-Za-z0-9._+-"
 _UNSAFE_EDGES = re.compile(rf"^[^{_SAFE_CHARS}]+|[^{_SAFE_CHARS}]+$")
 _UNSAFE_RUN = re.compile(rf"[^{_SAFE_CHARS}]+")
 _SAFE_EXT = re.compile(r"^\.[A-Za-z0-9]{1,8}$")
+_SAFE_PATH = re.compile(rf"[{_SAFE_CHARS}]+(?:/[{_SAFE_CHARS}]+)*")  # safe_name is the identity on such components
 _CLASS_KEY_DROP = re.compile(r"[^a-z0-9]+")
 
 
@@ -78,7 +79,7 @@ def safe_relpath(relpath: str) -> str:
 
 def is_safe_relpath(relpath: str) -> bool:
     """True when a relative path can be written as-is in a BAT list."""
-    return safe_relpath(relpath) == relpath
+    return bool(_SAFE_PATH.fullmatch(relpath)) or safe_relpath(relpath) == relpath
 
 
 def plan_safe_view(relpaths: Iterable[str]) -> dict[str, str]:

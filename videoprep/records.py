@@ -20,7 +20,7 @@ class ListRecord:
     label: int
 
     def __post_init__(self) -> None:
-        if not self.path or any(ch.isspace() for ch in self.path):
+        if self.path.split() != [self.path]:  # empty, or whitespace in it (str.split is the fast test)
             raise ValueError(f"path {self.path!r} is empty or contains whitespace")
         if self.frame_num < 0:
             raise ValueError(f"frame_num ({self.frame_num}) must be >= 0")

@@ -255,5 +255,10 @@ def test_an_index_rerun_with_nothing_changed_rewrites_nothing(spaced_src, tmp_pa
     assert (again["cached"], again["done"]) == (1, 0)
     assert {p: p.stat().st_mtime_ns for p in before} == before
     assert {p: os.readlink(p) for p in view.rglob("*") if p.is_symlink()} == links and links
+    (out / "train.txt").unlink()  # an output or a link gone: the re-run writes it again
+    next(iter(links)).unlink()
+    _summary(args, tmp_path / "2b.json")
+    assert (out / "train.txt").read_text().count("\n") == 1
+    assert {p: os.readlink(p) for p in view.rglob("*") if p.is_symlink()} == links
     fresh = _summary([*args, "--fresh"], tmp_path / "3.json")
     assert (fresh["cached"], fresh["done"]) == (0, 1)
