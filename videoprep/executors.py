@@ -148,7 +148,10 @@ def _join_ray(address: str | None, *, jobs: int | None, timeout_s: float) -> boo
     ray.init has no time limit of its own (it retries a silent cluster
     forever), so it runs in a daemon thread that this call waits for.
     """
-    import ray
+    try:
+        import ray
+    except ImportError:
+        raise VideoprepError("the ray executor needs Ray: pip install 'videoprep[ray]'") from None
 
     if ray.is_initialized():
         return False

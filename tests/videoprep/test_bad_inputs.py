@@ -179,23 +179,27 @@ def move_across(source: Path, dest: Path, *, readonly_source: bool) -> subproces
                           env={**os.environ, "PYTHONPATH": str(REPO)})
 
 
-@pytest.mark.timeout(60)
-def test_a_move_across_filesystems_copies_then_unlinks(readonly_ok, tmp_path):
+@pytest.fixture
+def bad_file(tmp_path: Path) -> Path:
+    """tmp/a/bad.mp4 (4 KiB) and an empty tmp/q to move it to."""
     (tmp_path / "a").mkdir()
     (tmp_path / "q").mkdir()
     source = tmp_path / "a" / "bad.mp4"
     source.write_bytes(b"x" * 4096)
+    return source
+
+
+@pytest.mark.timeout(60)
+def test_a_move_across_filesystems_copies_then_unlinks(readonly_ok, bad_file, tmp_path):
+    source = bad_file
     result = move_across(source, tmp_path / "q" / "bad.mp4", readonly_source=False)
     assert result.returncode == 0, result.stderr
     assert not source.exists() and result.stdout.split() == [".", "..", "bad.mp4"]  # no temporary left
 
 
 @pytest.mark.timeout(60)
-def test_a_move_whose_unlink_fails_undoes_the_copy(readonly_ok, tmp_path):
-    (tmp_path / "a").mkdir()
-    (tmp_path / "q").mkdir()
-    source = tmp_path / "a" / "bad.mp4"
-    source.write_bytes(b"x" * 4096)
+def test_a_move_whose_unlink_fails_undoes_the_copy(readonly_ok, bad_file, tmp_path):
+    source = bad_file
     result = move_across(source, tmp_path / "q" / "bad.mp4", readonly_source=True)
     assert result.returncode != 0
     assert "copy was removed again" in result.stdout and str(source) in result.stdout
