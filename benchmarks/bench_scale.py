@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/bench_scale.py --files 260000 --jobs 2 --repeats 3
 
 Builds (once, cached) a tree of `--files` clips in 400 class folders, every clip a
-hard link to one of a few real MP4s encoded by the pinned ffmpeg (imageio-ffmpeg's
+hard link to one of a few real MP4s (4, or one per 50,000 clips) encoded by the pinned ffmpeg (imageio-ffmpeg's
 static build), 1 in 100 names with a space (so the safe-named symlink view is
 used). Then, each command in a child process as a user runs it: `index` and
 `validate` from scratch (journal and outputs removed), and `--repeats` re-runs
@@ -30,19 +30,20 @@ sys.path.insert(0, str(REPO))
 from videoprep.ffmpeg import ffmpeg_exe  # noqa: E402
 
 CLASSES = 400
-SOURCES = 4  # distinct real encodes the tree links to
+SOURCES = 4  # distinct real encodes the tree links to (more for big trees: ext4 allows 65,000 links per file)
+LINKS_PER_SOURCE = 50_000
 GOAL_SHARE = 0.02  # a re-run with nothing changed costs at most this share of the first run
 
 
-def make_sources(folder: Path) -> list[Path]:
-    """A few 2-second 160x120 H.264 clips encoded by the pinned ffmpeg (different test patterns)."""
+def make_sources(folder: Path, count: int) -> list[Path]:
+    """`count` 2-second 160x120 H.264 clips encoded by the pinned ffmpeg (different test patterns)."""
     folder.mkdir(parents=True, exist_ok=True)
     sources = []
-    for i in range(SOURCES):
+    for i in range(count):
         path = folder / f"source{i}.mp4"
         if not path.exists():
             subprocess.run([ffmpeg_exe(), "-v", "error", "-y", "-f", "lavfi", "-i",
-                            f"testsrc2=size=160x120:rate=25:duration=2,hue=h={i * 90}",
+                            f"testsrc2=size=160x120:rate=25:duration=2,hue=h={i * 360 // count}",
                             "-c:v", "libx264", "-pix_fmt", "yuv420p", "-g", "25", str(path)], check=True)
         sources.append(path)
     return sources
@@ -54,12 +55,12 @@ def make_tree(cache: Path, files: int) -> Path:
     if (root / ".complete").exists():
         return root
     shutil.rmtree(root, ignore_errors=True)
-    sources = make_sources(cache / "sources")
+    sources = make_sources(cache / f"sources-{files}", max(SOURCES, -(-files // LINKS_PER_SOURCE)))
     for c in range(CLASSES):
         (root / "train" / f"class_{c:03d}").mkdir(parents=True, exist_ok=True)
     for i in range(files):
         name = f"clip {i:07d}.mp4" if i % 100 == 0 else f"clip_{i:07d}.mp4"
-        os.link(sources[i % SOURCES], root / "train" / f"class_{i % CLASSES:03d}" / name)
+        os.link(sources[i % len(sources)], root / "train" / f"class_{i % CLASSES:03d}" / name)
     (root / ".complete").write_text("ok\n")
     return root
 
