@@ -17,7 +17,7 @@ import click
 from rich.console import Console
 
 from train.config import PRESET_NAMES
-from videoprep.errors import OutputLocationError, VideoprepError
+from videoprep.errors import OptionError, OutputLocationError, VideoprepError
 from videoprep.progress import ProgressFn, log_lines, no_progress, rich_bar
 from videoprep.spelling import canonical_spellings, spelling_table
 
@@ -60,7 +60,7 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context):  # type: ignore[override]
         try:
             return super().invoke(ctx)
-        except OutputLocationError as exc:  # checked before any work: a usage error
+        except (OutputLocationError, OptionError) as exc:  # checked before any work: a usage error
             raise _UsageExit(str(exc)) from exc
         except VideoprepError as exc:
             raise click.ClickException(str(exc)) from exc
@@ -151,7 +151,7 @@ def _parse_shard(ctx: click.Context, param: click.Parameter, value: str | None):
 
 
 def stage_options(fn):
-    """-j, --executor, --ray-address, --shard and --summary-json: the same on every stage (StageOptions)."""
+    """-j, --executor, --ray-address, --ray-timeout, --shard and --summary-json: the same on every stage."""
     for option in reversed([
         click.option("-j", "--jobs", type=click.IntRange(min=1), default=None,
                      help="Items processed in parallel (default: every core; Ray: the cluster's CPUs)."),
@@ -160,6 +160,9 @@ def stage_options(fn):
         click.option("--ray-address", "address", envvar="RAY_ADDRESS", default=None,
                      help="Ray cluster to join (e.g. auto or ray://head:10001; env RAY_ADDRESS); "
                           "default: start Ray here."),
+        click.option("--ray-timeout", type=click.FloatRange(min=0, min_open=True), default=30.0, show_default=True,
+                     expose_value=False, callback=lambda ctx, _param, value: ctx.meta.update(ray_timeout_s=value),
+                     help="Seconds joining the Ray cluster may take before the run gives up."),
         click.option("--shard", callback=_parse_shard, default=None, metavar="I/N",
                      help="Only the items whose stable path hash is I mod N (Slurm arrays); a plain run "
                           "afterwards merges the shards and writes the outputs."),
@@ -172,10 +175,11 @@ def stage_options(fn):
 
 def _stage_kwargs(jobs, executor, address, shard, summary_json) -> dict:
     """The StageOptions fields from the shared options (a RAY_ADDRESS in the environment is for --executor ray)."""
-    source = click.get_current_context().get_parameter_source("address")
-    if executor != "ray" and source is click.core.ParameterSource.ENVIRONMENT:
+    ctx = click.get_current_context()
+    if executor != "ray" and ctx.get_parameter_source("address") is click.core.ParameterSource.ENVIRONMENT:
         address = None
-    return {"jobs": jobs, "executor": executor, "address": address, "shard": shard, "summary_json": summary_json}
+    return {"jobs": jobs, "executor": executor, "address": address, "shard": shard, "summary_json": summary_json,
+            "ray_timeout_s": ctx.meta.get("ray_timeout_s", 30.0)}
 
 
 # --- index / validate ---
@@ -824,8 +828,8 @@ def _csv_list(value: str, *, cast=str) -> tuple:
                    "from SOURCE (a list file or a folder of videos) or, without SOURCE, from generated footage.")
 @click.option("--root-path", default="", help="Joined to the paths of the list (BAT --root_path).")
 @click.option("--backends", default="pyav,lintel,frames,dali", show_default=True,
-              help="Our backends to measure (each where it applies: frames on JPEG folders, dali on the codecs "
-                   "DALI decodes here).")
+              help="Our backends to measure, any of `videoprep backends` (each where it applies: frames on JPEG "
+                   "folders, dali on the codecs DALI decodes here).")
 @click.option("--peers/--no-peers", default=True, show_default=True,
               help="Also time decord and torchcodec (when installed) as reference points.")
 @click.option("--workers", default="0,1,2", show_default=True, help="DataLoader worker counts to sweep.")
@@ -857,10 +861,11 @@ def _csv_list(value: str, *, cast=str) -> tuple:
 @click.option("--shards", default=None, metavar="PATTERN",
               help="Measure the shard loader over these shards (DIR/{split}.json or a brace pattern); with a "
                    "LIST_FILE of the same videos, the file-list loader beside it.")
+@click.option("--keep-going", is_flag=True, help="Exit 0 even when a measure failed (it is a row marked failed).")
 def bench_cmd(source: Path | None, generate: bool, root_path: str, backends: str, peers: bool, workers: str,
               clips: int, repeats: int, views: str, loader_views: str | None, seq_length: int, sample_rate: int,
               test_segments: int, batch_size: int, encodings: str | None, sample_videos: int,
-              sample_seconds: float, out_dir: Path, shards: str | None) -> None:
+              sample_seconds: float, out_dir: Path, shards: str | None, keep_going: bool) -> None:
     """Measure clips/s of every loader backend against the decode limit of each file set.
 
     Give a BAT list (LIST_FILE) to measure it as it is, or --generate to build a
@@ -907,6 +912,10 @@ def bench_cmd(source: Path | None, generate: bool, root_path: str, backends: str
     if report.machine.get("noisy"):
         err_console.print(f"note: the machine was busy (load {report.machine['loadavg_start']}): figures are noisy")
     click.echo(str(report.json_path))
+    failed = [m for m in report.measures if m.status == "failed"]
+    if failed and not keep_going:
+        raise click.ClickException(f"{len(failed)} measure(s) failed, e.g. {failed[0].label} on {failed[0].encoding}: "
+                                   f"{failed[0].note} (see {report.json_path}; --keep-going exits 0)")
 
 
 def _bench_shards(shards: str, *, source: Path | None, root_path: str, workers: str, repeats: int, seq_length: int,
@@ -967,12 +976,11 @@ def _runner_config(ctx: click.Context, *, test: bool, preset: str | None, args: 
 
     argparse prints its own usage error (exit 2) or help (exit 0); its exit code is kept.
     """
-    from train.config import parse_test_args, parse_train_args, preset_argv
+    from train.config import parse_runner_args
 
-    argv = (preset_argv(preset, test=test) if preset else []) + list(args)
-    argv += ["--progress", "off"] if (ctx.obj or {}).get("quiet") else []
+    argv = list(args) + (["--progress", "off"] if (ctx.obj or {}).get("quiet") else [])
     try:
-        return (parse_test_args if test else parse_train_args)(argv)
+        return parse_runner_args(argv, preset=preset, test=test)
     except SystemExit as exc:
         ctx.exit(exc.code if isinstance(exc.code, int) else 2)
 

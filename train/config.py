@@ -15,7 +15,7 @@ import dataclasses
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 from videoprep.spelling import canonical_spellings, spelling_table
 
@@ -88,6 +88,9 @@ class RunnerConfig:
     # Fields set on the command line (a preset's flags included): a checkpoint's recorded model may not
     # contradict them, and nothing is inferred for them. Not a setting: left out of comparisons and records.
     given: frozenset[str] = field(default_factory=frozenset, compare=False, repr=False)
+    # The --preset in front, and the given fields only its flags set (errors then name --preset). Not settings.
+    preset: str | None = field(default=None, compare=False, repr=False)
+    preset_fields: frozenset[str] = field(default_factory=frozenset, compare=False, repr=False)
 
     @property
     def loader_backend(self) -> str:
@@ -101,7 +104,8 @@ class RunnerConfig:
 
     def record(self) -> dict[str, Any]:
         """Every setting as plain values (params.json, the checkpoint's 'config')."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "given"}
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if f.name not in ("given", "preset", "preset_fields")}
 
     def model_record(self) -> dict[str, Any]:
         """What builds the model (MODEL_FIELDS), as a checkpoint records it."""
@@ -188,14 +192,20 @@ class TestConfig(RunnerConfig):
 
 
 def _positive(value: str) -> int:
-    number = int(value)
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number (>= 1)") from None
     if number < 1:
         raise argparse.ArgumentTypeError(f"{value} must be >= 1")
     return number
 
 
 def _fraction(value: str) -> float:
-    number = float(value)
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number in [0, 1]") from None
     if not 0.0 <= number <= 1.0:
         raise argparse.ArgumentTypeError(f"{value} must be in [0, 1]")
     return number
@@ -254,12 +264,16 @@ def _add_shared_flags(p: argparse.ArgumentParser, *, seq_length: int, sample_rat
 
 
 class _Parser(argparse.ArgumentParser):
-    """An ArgumentParser that takes either spelling of every long flag (`--seq_length` or `--seq-length`)."""
+    """argparse that takes either spelling of every long flag (`--seq_length` or `--seq-length`), and says an
+    error in one line naming the flag, without the usage dump."""
 
     def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
         table = spelling_table(name for action in self._actions for name in action.option_strings)
         argv = sys.argv[1:] if args is None else args
         return super().parse_known_args(canonical_spellings(list(argv), table), namespace)
+
+    def error(self, message: str) -> NoReturn:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (--help lists every flag)\n")
 
 
 def _parser(module: str, description: str, *positional: str) -> argparse.ArgumentParser:
@@ -417,6 +431,17 @@ def parse_test_args(argv: Sequence[str] | None = None) -> TestConfig:
     p = build_test_parser()
     args = _check_positional(p, p.parse_args(argv), ("test_list", "weights"), optional=("test_list",))
     return _to_config(TestConfig, args, _given(build_test_parser, argv))
+
+
+def parse_runner_args(args: Sequence[str], *, preset: str | None, test: bool) -> RunnerConfig:
+    """The preset's flags, then the user's (the last one of a flag wins); records what only the preset set."""
+    build, parse = (build_test_parser, parse_test_args) if test else (build_train_parser, parse_train_args)
+    flags = preset_argv(preset, test=test) if preset else []
+    cfg = parse(flags + list(args))
+    if preset:
+        cfg.preset = preset
+        cfg.preset_fields = _given(build, [*flags, "LIST", "OTHER"]) - _given(build, args)
+    return cfg
 
 
 def preset_argv(preset: str, *, test: bool = False) -> list[str]:

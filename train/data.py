@@ -32,48 +32,95 @@ CLASSES_FILE = "classes.txt"  # what `videoprep index` writes beside the lists
 VIDEO_BACKEND = "pyav"
 
 
-def list_holds(list_file: str | os.PathLike[str], first: ListRecord, *, root_path: str) -> str:
-    """'frames' when the list's first entry is a folder, 'video' when it is a file (missing: an error)."""
-    full = os.path.join(root_path, first.path)
-    if os.path.isdir(full):
-        return "frames"
-    if os.path.isfile(full):
-        return "video"
-    raise PathError(list_file, f"first entry {full!r} does not exist; check --root_path ({root_path!r})")
+SNIFF_ENTRIES = 16  # entries, spread over the list, that decide whether it lists videos or frame folders
 
 
-def infer_backend(cfg: RunnerConfig, list_file: str, first: ListRecord) -> str | None:
+@dataclass(frozen=True)
+class ListContents:
+    """What the entries looked at are: 'video' files or 'frames' folders, and the counts that decided it."""
+
+    holds: str
+    example: str
+    looked: int
+    agree: int
+    odd_one: str | None  # an entry of the other kind, named in the line that says what was chosen
+
+    def describe(self) -> str:
+        kind = "video files" if self.holds == "video" else "frame folders"
+        odd = f" ({self.looked - self.agree} not, e.g. {self.odd_one})" if self.odd_one else ""
+        return f"{kind} ({self.example}), {self.agree} of {self.looked} entries looked at{odd}"
+
+
+def list_holds(list_file: str | os.PathLike[str], records: list[ListRecord], *, root_path: str) -> ListContents:
+    """Video files or frame folders: what most of up to SNIFF_ENTRIES entries spread over the list are."""
+    looked = records[:: max(1, len(records) // SNIFF_ENTRIES)][:SNIFF_ENTRIES]
+    kinds: dict[str, list[str]] = {"frames": [], "video": []}
+    for rec in looked:
+        full = os.path.join(root_path, rec.path)
+        if os.path.isdir(full) or os.path.isfile(full):
+            kinds["frames" if os.path.isdir(full) else "video"].append(rec.path)
+    if not kinds["frames"] and not kinds["video"]:
+        raise PathError(list_file, f"none of the {len(looked)} entries looked at exists (the first: "
+                                   f"{os.path.join(root_path, looked[0].path)!r}); check --root_path ({root_path!r})")
+    holds = "frames" if len(kinds["frames"]) > len(kinds["video"]) else "video"
+    other = kinds["video" if holds == "frames" else "frames"]
+    odd_one = other[0] + ("/" if holds == "video" else "") if other else None
+    return ListContents(holds, kinds[holds][0], len(looked), len(kinds[holds]), odd_one)
+
+
+def infer_backend(cfg: RunnerConfig, list_file: str, records: list[ListRecord]) -> str | None:
     """Set cfg.backend from what the list holds when --backend is not given; the line that says so."""
     if cfg.backend is not None:
         return None
-    holds = list_holds(list_file, first, root_path=cfg.root_path)
+    contents = list_holds(list_file, records, root_path=cfg.root_path)
     explicit_mode = "read_mode" in cfg.given
-    if holds == "video" and explicit_mode and cfg.read_mode == "img":
+    if contents.holds == "video" and explicit_mode and cfg.read_mode == "img":
         raise RunnerConfigError(
-            f"{list_file}: lists video files ({first.path}) but --read_mode img reads JPEG frame folders; "
+            f"{list_file}: lists {contents.describe()}, but --read_mode img reads JPEG frame folders; "
             f"pass --backend {VIDEO_BACKEND} (or --read_mode video)")
-    if holds == "frames" and explicit_mode and cfg.read_mode == "video":
+    if contents.holds == "frames" and explicit_mode and cfg.read_mode == "video":
         raise RunnerConfigError(
-            f"{list_file}: lists frame folders ({first.path}) but --read_mode video reads video files; "
+            f"{list_file}: lists {contents.describe()}, but --read_mode video reads video files; "
             "pass --backend frames (or --read_mode img)")
-    if holds == "frames":
-        cfg.backend, why = "frames", "frame folders"
+    if contents.holds == "frames":
+        cfg.backend, why = "frames", ""
     elif explicit_mode:
-        cfg.backend, why = "lintel", "video files, --read_mode video"
+        cfg.backend, why = "lintel", ", --read_mode video"
     else:
-        cfg.backend, why = VIDEO_BACKEND, "video files"
-    return f"backend {cfg.backend} ({list_file} lists {why}; --backend overrides)"
+        cfg.backend, why = VIDEO_BACKEND, ""
+    return f"backend {cfg.backend} ({list_file} lists {contents.describe()}{why}; --backend overrides)"
 
 
-def infer_num_classes(cfg: RunnerConfig, list_file: str, *, taken: frozenset[str]) -> str | None:
-    """Set cfg.num_classes from classes.txt beside the list unless given or taken from a checkpoint."""
-    if "num_classes" in cfg.given or "num_classes" in taken:
-        return None
-    classes = Path(list_file).parent / CLASSES_FILE
-    if not classes.is_file():
-        return None
-    cfg.num_classes = len(read_class_map(classes))
-    return f"num_classes {cfg.num_classes} (the lines of {classes}; --num_classes overrides)"
+def infer_num_classes(cfg: RunnerConfig, lists: dict[str, list[ListRecord]], *, taken: frozenset[str]) -> str | None:
+    """Set cfg.num_classes unless given or taken from a checkpoint: classes.txt beside the first list, else the
+    largest label + 1 (never a silent default); every label must fit. The line that says what was inferred."""
+    first = next(iter(lists))
+    top = max(rec.label for records in lists.values() for rec in records)
+    line = None
+    if "num_classes" in cfg.given:
+        source = f"--num_classes {cfg.num_classes}"
+    elif "num_classes" in taken:
+        source = "the checkpoint"
+    elif (classes := Path(first).parent / CLASSES_FILE).is_file():
+        cfg.num_classes = len(read_class_map(classes))
+        source = str(classes)
+        line = f"num_classes {cfg.num_classes} (the lines of {classes}; --num_classes overrides)"
+    else:
+        cfg.num_classes = top + 1
+        return (f"num_classes {cfg.num_classes} (the largest label in the lists + 1: no {CLASSES_FILE} beside "
+                f"{first}; --num_classes overrides)")
+    check_labels(lists, num_classes=cfg.num_classes, source=source)
+    return line
+
+
+def check_labels(lists: dict[str, list[ListRecord]], *, num_classes: int, source: str) -> None:
+    """Every label in 0..num_classes-1; the error names the list, the entry and --num_classes."""
+    for list_file, records in lists.items():
+        worst = max(records, key=lambda rec: rec.label)
+        if worst.label >= num_classes:
+            raise RunnerConfigError(
+                f"{list_file}: label {worst.label} ({worst.path}) does not fit {num_classes} classes (from {source}); "
+                f"pass --num_classes {worst.label + 1} or more, or fix the list")
 
 
 def shard_sets(cfg: RunnerConfig) -> dict[str, ShardSet]:
@@ -129,11 +176,12 @@ def inspect_lists(cfg: RunnerConfig, lists: list[str], *, taken: frozenset[str] 
     """Read every list (format and labels) before any model exists; infer backend and classes; the lines saying so."""
     if cfg.shards:
         return inspect_shards(cfg, taken=taken)
-    said = [infer_num_classes(cfg, lists[0], taken=taken)]
-    for i, list_file in enumerate(lists):
-        records = read_list(list_file, num_classes=cfg.num_classes)
-        if i == 0:
-            said.append(infer_backend(cfg, list_file, records[0]))
+    records = {list_file: read_list(list_file, num_classes=None) for list_file in lists}
+    negative = [(f, rec) for f, recs in records.items() for rec in recs if rec.label < 0][:1]
+    if negative:
+        (list_file, rec), = negative
+        raise RunnerConfigError(f"{list_file}: label {rec.label} ({rec.path}) is negative; labels are 0..N-1")
+    said = [infer_num_classes(cfg, records, taken=taken), infer_backend(cfg, lists[0], records[lists[0]])]
     return [line for line in said if line]
 
 

@@ -18,6 +18,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from videoprep.errors import GpuUnavailableError
+
 log = logging.getLogger(__name__)
 
 
@@ -42,14 +44,20 @@ class DistContext:
         return self.world_size > 1
 
 
-def resolve_device(preference: str, *, local_rank: int = 0) -> torch.device:
-    """'auto' -> cuda:local_rank when a GPU exists, else cpu; 'cuda' without a GPU is an error."""
+def check_device(preference: str) -> None:
+    """Before any work: --device must be auto, cpu or cuda, and cuda needs a GPU torch can see (one line otherwise)."""
     if preference not in ("auto", "cpu", "cuda"):
         raise ValueError(f"device ({preference!r}) must be one of auto, cpu, cuda")
+    if preference == "cuda" and not torch.cuda.is_available():
+        raise GpuUnavailableError("--device cuda: torch sees no CUDA GPU on this machine; "
+                                  "use --device cpu, or --device auto (a GPU when there is one)")
+
+
+def resolve_device(preference: str, *, local_rank: int = 0) -> torch.device:
+    """'auto' -> cuda:local_rank when a GPU exists, else cpu; 'cuda' without a GPU is an error."""
+    check_device(preference)
     if preference == "cpu" or (preference == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
-    if not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' was asked for but torch sees no CUDA GPU (use --device cpu)")
     count = torch.cuda.device_count()
     if local_rank >= count:
         raise RuntimeError(f"LOCAL_RANK ({local_rank}) needs GPU {local_rank} but only {count} GPU(s) are visible")

@@ -21,7 +21,7 @@ import torch
 
 from train.config import TestConfig
 from train.data import ShardedLoader, inspect_lists, make_loaders
-from train.distributed import DistContext, all_gather_objects, setup_distributed, teardown
+from train.distributed import DistContext, all_gather_objects, check_device, setup_distributed, teardown
 from train.engine import StepOptions, video_logits
 from train.logging_utils import RunLog, epoch_progress, progress_wanted
 from train.models import build_model
@@ -89,6 +89,7 @@ def prepare_test(cfg: TestConfig) -> tuple[dict, list[str]]:
     if cfg.tsm:
         raise RunnerConfigError("--tsm: temporal shift is not part of the released BAT models (the official "
                                 "script passes it to a model that does not accept it); drop the flag")
+    check_device(cfg.device)
     if cfg.save_scores:
         check_output_file(scores_path(cfg.save_scores), what="--save_scores")
     checkpoint = load_checkpoint(cfg.weights, trusted_legacy=cfg.trusted_legacy_checkpoint,
@@ -147,7 +148,10 @@ class Evaluator:
         model = build_model(cfg.arch, **cfg.model_kwargs())
         if "state_dict" in checkpoint and "epoch" in checkpoint:
             self.run_log.line(f"model epoch {checkpoint['epoch']} best prec@1: {checkpoint.get('best_prec1', 'n/a')}")
-        load_weights(model, checkpoint, strict=not cfg.non_strict, source=cfg.weights, relax_flag="--non-strict")
+        report = load_weights(model, checkpoint, strict=not cfg.non_strict, source=cfg.weights,
+                              relax_flag="--non-strict")
+        for line in report.load_lines(cfg.weights) if cfg.non_strict else []:
+            self.run_log.line(line)
         model.to(device).eval()
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True

@@ -32,6 +32,7 @@ from train.distributed import (
     all_gather_objects,
     broadcast_buffers,
     broadcast_object,
+    check_device,
     setup_distributed,
     split_batch_size,
     teardown,
@@ -118,6 +119,7 @@ def prepare(cfg: TrainConfig) -> Prepared:
     and class count when the flags do not. `said` holds a line for each thing inferred.
     """
     _check(cfg)
+    check_device(cfg.device)
     check_output_dir(cfg.snapshot_dir, what="--snapshot_dir")
     check_output_dir(cfg.log_dir, what="--log_dir")
     checkpoint = None
@@ -247,8 +249,10 @@ class Trainer:
     def _load_weights(self, checkpoint: dict[str, Any]) -> None:
         """--resume weights: strict unless --soft_resume / --non-strict."""
         cfg = self.cfg
-        load_weights(self.model, checkpoint, strict=not (cfg.soft_resume or cfg.non_strict), source=cfg.resume,
-                     relax_flag="--soft_resume")
+        strict = not (cfg.soft_resume or cfg.non_strict)
+        report = load_weights(self.model, checkpoint, strict=strict, source=cfg.resume, relax_flag="--soft_resume")
+        for line in [] if strict else report.load_lines(cfg.resume):
+            self.run_log.line(line)
         iteration = int(checkpoint.get("iteration", 0))
         inside = f", iteration {iteration}" if iteration and not cfg.soft_resume else ""
         self.run_log.line(f"=> loaded checkpoint '{cfg.resume}' (epoch {checkpoint.get('epoch', 'n/a')}{inside})"

@@ -52,9 +52,12 @@ def adopt_recorded_model(cfg: RunnerConfig, checkpoint: Mapping[str, Any], *, so
             continue
         value, current = recorded[name], getattr(cfg, name)
         if name in cfg.given and current != value:
+            flag, drop = f"--{name} {_shown(current)}", f"--{name}"
+            if name in cfg.preset_fields:
+                flag, drop = f"--preset {cfg.preset} (it sets --{name} {_shown(current)})", "--preset"
             raise RunnerConfigError(
-                f"{source}: --{name} {_shown(current)} contradicts the checkpoint, which records {name} "
-                f"{_shown(value)}; drop --{name} (the checkpoint builds the model){instead}")
+                f"{source}: {flag} contradicts the checkpoint, which records {name} {_shown(value)}; "
+                f"drop {drop} (the checkpoint builds the model){instead}")
         setattr(cfg, name, value)
         taken.append(name)
     if not taken:

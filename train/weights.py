@@ -59,6 +59,16 @@ class AdaptReport:
             f"missing {len(self.missing)}, unexpected {len(self.unexpected)}"
         )
 
+    def load_lines(self, source: str | PathLike[str]) -> list[str]:
+        """What a non-strict load did, for the run's output: the counts, and a loud warning under half the model."""
+        total = len(self.loaded) + len(self.skipped) + len(self.missing)  # the model's tensors
+        lines = [f"{source}: {self.summary()} (of the model's {total})"]
+        if len(self.loaded) * 2 < total:
+            lines.append(f"WARNING: only {len(self.loaded)} of the model's {total} tensors came from {source}; "
+                         "the rest keep their random initial values: the weights do not fit this model (pass the "
+                         f"model flags it was trained with: {MODEL_FLAGS_HINT})")
+        return lines
+
     def one_line(self, *, limit: int = 3) -> str:
         """The differences in one line (first `limit` keys of each kind), for errors."""
         parts = []

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
+
+from videoprep.errors import PathError
 
 PART_SUFFIX = ".part"
 T = TypeVar("T")
@@ -97,6 +100,46 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
         os.fsync(f.fileno())
 
 
+def write_text_if_changed(path: str | os.PathLike[str], text: str) -> bool:
+    """atomic_write_text unless the file already holds exactly `text` (a re-run rewrites nothing); True if written."""
+    data = text.encode("utf-8")
+    try:
+        if os.path.getsize(path) == len(data) and Path(path).read_bytes() == data:
+            return False
+    except OSError:
+        pass  # missing or unreadable: written below (its errors are the writer's)
+    atomic_write_text(path, text)
+    return True
+
+
 def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
     """Atomically write `obj` as indented JSON."""
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def move_file(source: str | os.PathLike[str], dest: str | os.PathLike[str]) -> None:
+    """Move one file so that it ends up in exactly one place: a rename on one filesystem;
+
+    across filesystems a copy (fsynced, renamed into place), then the source's
+    unlink, and the copy undone when that unlink fails. Raises PathError naming
+    the source and why; after it the file is where it was.
+    """
+    source, dest = Path(source), Path(dest)
+    try:
+        os.rename(source, dest)
+        return
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise PathError(source, f"cannot move it to {dest}: {exc.strerror}") from None
+    try:
+        with atomic_path(dest) as tmp:
+            shutil.copy2(source, tmp)
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+    except OSError as exc:
+        raise PathError(source, f"cannot copy it to {dest}: {exc.strerror}") from None
+    try:
+        os.unlink(source)
+    except OSError as exc:
+        os.unlink(dest)  # the file stays only where it was
+        raise PathError(source, f"cannot move it to {dest}: {exc.strerror} (the copy was removed again)") from None

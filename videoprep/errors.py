@@ -85,6 +85,10 @@ class OutputLocationError(PathError):
     """
 
 
+class OptionError(VideoprepError):
+    """A bad option value (or option combination) found before any work; the CLI exits 2 with the one line."""
+
+
 class EmptySourceError(PathError):
     """A source folder with no video in it: every stage refuses it the same way."""
 

@@ -14,12 +14,13 @@ import functools
 import logging
 import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Sized
 from typing import Any, Literal, TypeVar
 
-from videoprep.errors import TimedOutError, VideoprepError
+from videoprep.errors import OptionError, TimedOutError, VideoprepError
 from videoprep.ffmpeg import die_with_parent_hook
 from videoprep.parallel import TaskResult, default_jobs, failed, init_plain_worker, run_isolated
 
@@ -27,6 +28,8 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 ExecutorName = Literal["local", "ray", "threads"]
+RAY_TIMEOUT_S = 30.0  # how long joining a Ray cluster may take before the run gives up (--ray-timeout)
+RAY_CLIENT_PORT = 10001  # ray://host without a port
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +48,7 @@ def run_tasks(
     timeout_s: float | None = None,
     plain: bool = False,
     stop: threading.Event | None = None,
+    ray_timeout_s: float = RAY_TIMEOUT_S,
 ) -> Iterator[TaskResult[T, R]]:
     """Yield each item's result as it completes, on the chosen executor.
 
@@ -55,6 +59,7 @@ def run_tasks(
     resources (probing, decoding checks), so a local worker past its time
     limit is ended at once instead of unwinding. `stop` is set when the run is
     interrupted, so thread tasks (which no signal reaches) end at their next check.
+    `ray_timeout_s` bounds joining (or starting) the Ray cluster.
     """
     try:
         backend = EXECUTORS[executor]
@@ -69,7 +74,115 @@ def run_tasks(
     if isinstance(items, Sized) and not len(items):
         return  # nothing to do: no pool, no Ray
     with sigterm_as_interrupt():
-        yield from backend(fn, items, jobs=jobs, address=address, timeout_s=timeout_s, plain=plain, stop=stop)
+        yield from backend(fn, items, jobs=jobs, address=address, timeout_s=timeout_s, plain=plain, stop=stop,
+                           ray_timeout_s=ray_timeout_s)
+
+
+
+def check_executor(executor: str, address: str | None, *, ray_timeout_s: float = RAY_TIMEOUT_S) -> None:
+    """Before any output exists: the executor options agree, and a Ray address answers within the timeout.
+
+    Raises OptionError naming --ray-address / RAY_ADDRESS. Only the TCP port is
+    tried here (no Ray import): an address nobody listens on fails at once
+    instead of Ray's endless reconnect warnings.
+    """
+    if ray_timeout_s <= 0:
+        raise OptionError(f"--ray-timeout ({ray_timeout_s:g}) must be > 0 seconds")
+    if address and executor != "ray":
+        raise OptionError(f"--ray-address {address}: only --executor ray joins a cluster; "
+                          "add --executor ray, or drop --ray-address")
+    endpoint = ray_endpoint(address) if executor == "ray" and address else None
+    if endpoint is None:
+        return
+    host, port = endpoint
+    try:
+        with socket.create_connection((host, port), timeout=ray_timeout_s):
+            pass
+    except OSError as exc:
+        reason = f"no answer within {ray_timeout_s:g} s" if isinstance(exc, TimeoutError) else (exc.strerror or exc)
+        raise OptionError(
+            f"--ray-address / RAY_ADDRESS {address}: cannot reach a Ray cluster there ({reason}); start it (`ray start --head`), fix the address, or drop it to start Ray here"
+        ) from None
+
+
+@contextlib.contextmanager
+def executor_session(
+    executor: str, address: str | None, *, jobs: int | None = None, ray_timeout_s: float = RAY_TIMEOUT_S,
+) -> Iterator[None]:
+    """Check the executor options and join the Ray cluster at `address` before any output exists; leave it after.
+
+    A Ray without an address is started lazily by the first run_tasks (a run
+    with nothing to do starts none).
+    """
+    check_executor(executor, address, ray_timeout_s=ray_timeout_s)
+    joined = bool(executor == "ray" and address) and _join_ray(address, jobs=jobs, timeout_s=ray_timeout_s)
+    try:
+        yield
+    finally:
+        if joined:
+            import ray
+
+            ray.shutdown()
+
+
+def ray_endpoint(address: str) -> tuple[str, int] | None:
+    """The (host, port) a Ray address connects to first: 'host:port' (GCS) or 'ray://host[:port]' (client).
+
+    None for addresses Ray resolves itself ('auto', 'local'), which only the
+    join timeout bounds.
+    """
+    text = address.strip()
+    if text in ("auto", "local"):
+        return None
+    default_port = None
+    if text.startswith("ray://"):
+        text, default_port = text[len("ray://"):], RAY_CLIENT_PORT
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        host, port = text, ""
+    if not port.isdigit():
+        if default_port is None:
+            raise OptionError(f"--ray-address / RAY_ADDRESS {address!r}: expected HOST:PORT, ray://HOST[:PORT] or auto")
+        return host.strip("[]"), default_port
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def _join_ray(address: str | None, *, jobs: int | None, timeout_s: float) -> bool:
+    """Connect to (or start) Ray unless already connected (then False); give up with one line after `timeout_s`.
+
+    ray.init has no time limit of its own (it retries a silent cluster
+    forever), so it runs in a daemon thread that this call waits for.
+    """
+    try:
+        import ray
+    except ImportError:
+        raise VideoprepError("the ray executor needs Ray: pip install 'videoprep[ray]'") from None
+
+    if ray.is_initialized():
+        return False
+    if address:
+        kwargs: dict = {"address": address, "log_to_driver": False}
+    else:
+        kwargs = {"num_cpus": jobs or default_jobs(), "include_dashboard": False, "log_to_driver": False}
+    outcome: list[BaseException | None] = []
+
+    def join() -> None:
+        try:
+            ray.init(**kwargs)
+            outcome.append(None)
+        except Exception as exc:  # noqa: BLE001 - handed to the caller's thread below
+            outcome.append(exc)
+
+    thread = threading.Thread(target=join, name="ray-join", daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    where = f"--ray-address / RAY_ADDRESS {address}" if address else "a Ray started here"
+    if not outcome:
+        raise OptionError(f"{where}: Ray did not connect within {timeout_s:g} s; check that the cluster is up "
+                          "(`ray status`), or raise --ray-timeout")
+    if outcome[0] is not None:
+        raise OptionError(f"{where}: Ray could not connect: {outcome[0]}") from outcome[0]
+    return True
 
 
 @contextlib.contextmanager
@@ -125,7 +238,7 @@ def _call_in_worker(fn: Callable[[T], R], item: T) -> R:
 
 def _run_local(
     fn: Callable[[T], R], items: list[T], *, jobs: int | None, address: str | None, timeout_s: float | None,
-    plain: bool, stop: threading.Event | None,
+    plain: bool, stop: threading.Event | None, ray_timeout_s: float,
 ) -> Iterator[TaskResult[T, R]]:
     """A pebble process pool on this machine (`videoprep.parallel.run_isolated`); workers stop by signal."""
     if plain:
@@ -137,7 +250,7 @@ def _run_local(
 
 def _run_ray(
     fn: Callable[[T], R], items: list[T], *, jobs: int | None, address: str | None, timeout_s: float | None,
-    plain: bool, stop: threading.Event | None,
+    plain: bool, stop: threading.Event | None, ray_timeout_s: float,
 ) -> Iterator[TaskResult[T, R]]:
     """Ray tasks, one CPU each (cancelled when stopped); a local Ray is started (and shut down) when none runs.
 
@@ -151,13 +264,7 @@ def _run_ray(
         import ray.exceptions
     except ImportError:
         raise VideoprepError("the ray executor needs Ray: pip install 'videoprep[ray]'") from None
-    started_here = False
-    if not ray.is_initialized():
-        if address:
-            ray.init(address=address, log_to_driver=False)
-        else:
-            ray.init(num_cpus=jobs or default_jobs(), include_dashboard=False, log_to_driver=False)
-        started_here = True
+    started_here = _join_ray(address, jobs=jobs, timeout_s=ray_timeout_s)
     try:
         cpus = int(ray.cluster_resources().get("CPU", 1))
         in_flight_max = max(1, 2 * (min(jobs, cpus) if jobs else cpus))
@@ -217,7 +324,7 @@ def _call(fn: Callable[[T], R], item: T) -> R:
 
 def _run_threads(
     fn: Callable[[T], R], items: Iterable[T | None], *, jobs: int | None, address: str | None,
-    timeout_s: float | None, plain: bool, stop: threading.Event | None,
+    timeout_s: float | None, plain: bool, stop: threading.Event | None, ray_timeout_s: float,
 ) -> Iterator[TaskResult[T, R]]:
     """Threads of this process, for tasks that wait on the network; at most 2 x jobs items in flight.
 

@@ -9,6 +9,7 @@ probed again; `--shard I/N` probes a share and a plain run afterwards merges.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import logging
@@ -19,8 +20,8 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from videoprep.atomic import atomic_path, atomic_write_text
-from videoprep.errors import PathError, VideoprepError, failure_reason
+from videoprep.atomic import atomic_path, atomic_write_json, write_text_if_changed
+from videoprep.errors import OutputLocationError, PathError, VideoprepError, failure_reason
 from videoprep.layout import (
     SAFE_VIEW_DIRNAME,
     Layout,
@@ -34,7 +35,7 @@ from videoprep.layout import (
 from videoprep.locations import check_output_dir, check_output_file
 from videoprep.probe import probe_video
 from videoprep.progress import ProgressFn, no_progress
-from videoprep.records import ListRecord, write_class_map, write_list
+from videoprep.records import ListRecord, class_map_text, list_text
 from videoprep.stage import STATE_DIR, Item, StageOptions, StageRun, StageSpec, run_stage, write_summary
 from videoprep.validate.containers import CHECK_VERSION, require_intact
 
@@ -150,16 +151,20 @@ def run_index(config: IndexConfig, *, on_progress: ProgressFn | None = None) -> 
     layout = discover(root, annotations=config.annotations, split=config.split, skip_dirs=[safe_dir, out])
     layout = with_labels(layout, labels=config.labels, classes=config.classes)
     require_videos(layout, where=f" in split {config.split!r}" if config.split else "")
+    plan = plan_safe_view(v.relpath for v in layout.videos)
+    _check_safe_dir(safe_dir, plan)
     probes, run = _probe_all(layout, out, config=config, progress=progress)
     if config.shard is not None:
         write_summary(config.summary_json, run.summary(_failed_counts(probes)))
         return None
-    list_paths = link_safe_view(
-        video_root=root, safe_dir=safe_dir, plan=plan_safe_view(v.relpath for v in layout.videos)
-    )
-    rows = _manifest_rows(layout, probes, list_paths)
-    result = _write_index(config, layout, rows, out=out)
-    result.probed, result.reused, result.safe_links = run.done + len(run.failures), run.cached, len(list_paths)
+    key = _outputs_key(config, layout, plan, journal=out / JOURNAL_NAME, safe_dir=safe_dir)
+    result = _unchanged_outputs(out, key, safe_dir, plan) if run.done == 0 and not run.failures else None
+    if result is None:  # something changed (or the first run): link, build the rows, write what differs
+        list_paths = link_safe_view(video_root=root, safe_dir=safe_dir, plan=plan)
+        rows = _manifest_rows(layout, probes, list_paths)
+        result = _write_index(config, layout, rows, out=out)
+        _record_outputs(out, key, result)
+    result.probed, result.reused, result.safe_links = run.done + len(run.failures), run.cached, len(plan)
     result.summary = run.summary(_failed_counts(probes))
     write_summary(config.summary_json, result.summary)
     log.info("indexed %d videos (%d probed, %d from the journal, %d errors)",
@@ -167,11 +172,80 @@ def run_index(config: IndexConfig, *, on_progress: ProgressFn | None = None) -> 
     return result
 
 
+OUTPUTS_RECORD = f"{STATE_DIR}/index.outputs.json"  # under --out: what the last run wrote, from which inputs
+
+
+def _outputs_key(config: IndexConfig, layout: Layout, plan: Mapping[str, str], *, journal: Path,
+                 safe_dir: Path) -> str | None:
+    """A digest of everything the outputs follow from: the layout, the journal file, the options; None: no shortcut."""
+    if config.labels is not None or config.classes is not None or config.known is not None:
+        return None  # a stage indexing its own outputs (transcode): always written
+    try:
+        st = os.stat(journal)
+    except FileNotFoundError:
+        return None
+    digest = hashlib.sha1(repr((str(config.video_root), str(safe_dir), config.split, config.exports,
+                                str(config.annotations), st.st_size, st.st_mtime_ns, st.st_ino, layout.classes,
+                                sorted(plan.items()))).encode("utf-8", "surrogateescape"))
+    for video in layout.videos:
+        digest.update(f"{video.relpath}\t{video.split}\t{video.label}\n".encode("utf-8", "surrogateescape"))
+    return digest.hexdigest()
+
+
+def _record_outputs(out: Path, key: str | None, result: IndexResult) -> None:
+    """Record what this run wrote (paths, sizes, mtimes, counts) and from which inputs (`_outputs_key`)."""
+    if key is None:
+        return
+    files = [result.classes_path, result.manifest_path, *result.lists.values(), *result.exports]
+    atomic_write_json(out / OUTPUTS_RECORD, {
+        "key": key, "files": {str(p): [p.stat().st_size, p.stat().st_mtime_ns] for p in files},
+        "lists": {split: str(p) for split, p in result.lists.items()},
+        "counts": {split: asdict(c) for split, c in result.counts.items()},
+        "classes": str(result.classes_path), "manifest": str(result.manifest_path),
+        "exports": [str(p) for p in result.exports],
+    })
+
+
+def _unchanged_outputs(out: Path, key: str | None, safe_dir: Path, plan: Mapping[str, str]) -> IndexResult | None:
+    """The last run's result when its inputs are these and its outputs and links are still there untouched."""
+    try:
+        record = json.loads((out / OUTPUTS_RECORD).read_text())
+    except (OSError, ValueError):
+        return None
+    if key is None or record.get("key") != key:
+        return None
+    for path, (size, mtime_ns) in record["files"].items():
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        if (st.st_size, st.st_mtime_ns) != (size, mtime_ns):
+            return None
+    if not all(os.path.islink(safe_dir / safe) for safe in plan.values()):
+        return None
+    return IndexResult(lists={s: Path(p) for s, p in record["lists"].items()},
+                       counts={s: SplitCounts(**c) for s, c in record["counts"].items()},
+                       classes_path=Path(record["classes"]), manifest_path=Path(record["manifest"]),
+                       exports=[Path(p) for p in record["exports"]])
+
+
+def _check_safe_dir(safe_dir: Path, plan: Mapping[str, str]) -> None:
+    """Before any probe: the symlink view that lists names with whitespace can be made (--safe-dir)."""
+    if not plan:
+        return
+    try:
+        check_output_dir(safe_dir, what="--safe-dir")
+    except OutputLocationError as exc:
+        example = printable_path(next(iter(plan)))
+        raise OutputLocationError(safe_dir, f"{len(plan)} video path(s) with whitespace (e.g. {example!r}) are "
+                                            f"listed through a symlink view here, but {exc.reason}") from None
+
+
 def _write_index(config: IndexConfig, layout: Layout, rows: list[ManifestRow], *, out: Path) -> IndexResult:
     """Write classes.txt, manifest.csv, each split's list and the exports."""
     out.mkdir(parents=True, exist_ok=True)
     classes_path = out / CLASSES_NAME
-    write_class_map(classes_path, layout.classes)
+    write_text_if_changed(classes_path, class_map_text(layout.classes))  # a re-run rewrites nothing
     manifest_path = out / MANIFEST_NAME
     write_manifest(manifest_path, rows)
     lists, counts, exported = {}, {}, []
@@ -179,7 +253,7 @@ def _write_index(config: IndexConfig, layout: Layout, rows: list[ManifestRow], *
         split_rows = [r for r in rows if r.split == split]
         good = [r for r in split_rows if r.status == "ok"]
         lists[split] = out / f"{split}.txt"
-        write_list(lists[split], [_record(r) for r in good])
+        write_text_if_changed(lists[split], list_text(_record(r) for r in good))
         counts[split] = SplitCounts(
             listed=len(good),
             unlabelled=sum(r.status == "unlabelled" for r in split_rows),
@@ -310,11 +384,11 @@ def write_manifest(path: Path, rows: list[ManifestRow]) -> None:
     writer = csv.DictWriter(buf, fieldnames=MANIFEST_COLUMNS, lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        cells = asdict(row)
+        cells = {name: getattr(row, name) for name in MANIFEST_COLUMNS}  # asdict deep-copies: 10x slower
         cells["relpath"] = printable_path(row.relpath)
         cells["label"] = printable_path(row.label)
         writer.writerow({k: ("" if v is None else v) for k, v in cells.items()})
-    atomic_write_text(path, buf.getvalue())
+    write_text_if_changed(path, buf.getvalue())
 
 
 def read_manifest(path: str | os.PathLike[str]) -> list[dict[str, str]]:
@@ -344,7 +418,7 @@ class Export:
 
 
 def _write_lines(path: Path, lines: list[str]) -> Path:
-    atomic_write_text(path, "".join(line + "\n" for line in lines))
+    write_text_if_changed(path, "".join(line + "\n" for line in lines))
     return path
 
 

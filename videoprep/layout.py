@@ -16,7 +16,7 @@ import logging
 import os
 import re
 import urllib.parse
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -36,6 +36,7 @@ _SAFE_CHARS = "A-Za-z0-9._+-"
 _UNSAFE_EDGES = re.compile(rf"^[^{_SAFE_CHARS}]+|[^{_SAFE_CHARS}]+$")
 _UNSAFE_RUN = re.compile(rf"[^{_SAFE_CHARS}]+")
 _SAFE_EXT = re.compile(r"^\.[A-Za-z0-9]{1,8}$")
+_SAFE_PATH = re.compile(rf"[{_SAFE_CHARS}]+(?:/[{_SAFE_CHARS}]+)*")  # safe_name is the identity on such components
 _CLASS_KEY_DROP = re.compile(r"[^a-z0-9]+")
 
 
@@ -78,7 +79,7 @@ def safe_relpath(relpath: str) -> str:
 
 def is_safe_relpath(relpath: str) -> bool:
     """True when a relative path can be written as-is in a BAT list."""
-    return safe_relpath(relpath) == relpath
+    return bool(_SAFE_PATH.fullmatch(relpath)) or safe_relpath(relpath) == relpath
 
 
 def plan_safe_view(relpaths: Iterable[str]) -> dict[str, str]:
@@ -148,7 +149,7 @@ def find_video_files(video_root: Path, *, skip_dirs: Iterable[Path] = ()) -> lis
     skipped = {os.path.realpath(p) for p in skip_dirs}
     seen: set[str] = set()
     found: list[str] = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+    for dirpath, dirnames, filenames in _walk_files(str(root)):
         real = os.path.realpath(dirpath)
         if real in seen or real in skipped or SAFE_VIEW_MARKER in filenames:
             dirnames[:] = []
@@ -163,11 +164,32 @@ def find_video_files(video_root: Path, *, skip_dirs: Iterable[Path] = ()) -> lis
         for name in filenames:
             if name.startswith(".") or os.path.splitext(name)[1].lower() not in VIDEO_EXTENSIONS:
                 continue
-            if not os.path.isfile(os.path.join(dirpath, name)):
-                continue
             rel = name if rel_dir == "." else os.path.join(rel_dir, name)
             found.append(rel.replace(os.sep, "/"))
     return sorted(found)
+
+
+def _walk_files(top: str) -> Iterator[tuple[str, list[str], list[str]]]:
+    """os.walk(top, followlinks=True), top-down and prunable, whose file names are only (links to) regular files.
+
+    The directory entries' types answer that without a stat per regular file
+    (os.path.isfile on every name stat'ed each file once more at Kinetics' size).
+    """
+    stack = [top]
+    while stack:
+        dirpath = stack.pop()
+        try:
+            with os.scandir(dirpath) as entries:
+                dirnames, filenames = [], []
+                for entry in entries:
+                    if entry.is_dir():
+                        dirnames.append(entry.name)
+                    elif entry.is_file() or entry.name == SAFE_VIEW_MARKER:
+                        filenames.append(entry.name)
+        except OSError:
+            continue  # unreadable: skipped, as os.walk does
+        yield dirpath, dirnames, filenames
+        stack.extend(os.path.join(dirpath, d) for d in reversed(dirnames))
 
 
 @dataclass(frozen=True)
@@ -270,7 +292,7 @@ def resolve_layout(
     for rel, video_split, rest in placed:
         folder = rest[0] if len(rest) >= 2 else None
         label, note = _label_for(
-            stem=PurePosixPath(rel).stem,
+            stem=_stem(rel),
             folder=folder,
             by_clip=by_clip,
             exact=exact,
@@ -286,6 +308,13 @@ def resolve_layout(
         annotation_files=dict(annotation_files or {}),
         clips=list(clips),
     )
+
+
+def _stem(relpath: str) -> str:
+    """PurePosixPath(relpath).stem without building a path object (once per video at Kinetics' size)."""
+    name = relpath.rpartition("/")[2]
+    dot = name.rfind(".")
+    return name[:dot] if 0 < dot < len(name) - 1 else name
 
 
 def _label_for(

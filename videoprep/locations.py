@@ -65,3 +65,10 @@ def check_output_file(path: str | os.PathLike[str], *, what: str, source: Path |
     else:
         _check_creatable(out.parent, what)
     return out
+
+
+def check_source_writable(source: str | os.PathLike[str], *, what: str) -> None:
+    """`what` moves files out of the source folder: it must be writable (checked before any work)."""
+    if not os.access(source, os.W_OK | os.X_OK):
+        raise OutputLocationError(source, f"{what} moves files out of this folder, but it is not writable "
+                                          f"(a read-only disk or mount?); drop {what} or validate a writable copy")

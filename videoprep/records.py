@@ -20,7 +20,7 @@ class ListRecord:
     label: int
 
     def __post_init__(self) -> None:
-        if not self.path or any(ch.isspace() for ch in self.path):
+        if self.path.split() != [self.path]:  # empty, or whitespace in it (str.split is the fast test)
             raise ValueError(f"path {self.path!r} is empty or contains whitespace")
         if self.frame_num < 0:
             raise ValueError(f"frame_num ({self.frame_num}) must be >= 0")
@@ -98,6 +98,16 @@ def write_list(path: str | os.PathLike[str], records: Iterable[ListRecord]) -> i
     lines = [rec.to_line() for rec in records]
     atomic_write_text(path, "".join(line + "\n" for line in lines))
     return len(lines)
+
+
+def list_text(records: Iterable[ListRecord]) -> str:
+    """The BAT list file's text of these records."""
+    return "".join(rec.to_line() + "\n" for rec in records)
+
+
+def class_map_text(names: Sequence[str]) -> str:
+    """The class map file's text: one name per line, index = line number (0-based)."""
+    return "".join(f"{n}\n" for n in names)
 
 
 def read_class_map(path: str | os.PathLike[str]) -> list[str]:

@@ -6,13 +6,14 @@ statistics do not pay its start-up (~0.3 s).
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from videoprep.atomic import atomic_write_json
+from videoprep.atomic import write_text_if_changed
 from videoprep.errors import PathError
 
 if TYPE_CHECKING:
@@ -90,7 +91,8 @@ def write_dataset_stats(manifest: str | os.PathLike[str], out: str | os.PathLike
                         failed: Mapping[str, int] | None = None) -> dict[str, Any]:
     """Compute the statistics of a manifest and write them atomically as JSON to `out`."""
     stats = dataset_stats(manifest, failed=failed)
-    atomic_write_json(out, stats)
+    # a re-run with nothing changed rewrites nothing, this file included
+    write_text_if_changed(out, json.dumps(stats, indent=2, sort_keys=True, default=str) + "\n")
     return stats
 
 

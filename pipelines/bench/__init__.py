@@ -24,13 +24,21 @@ limit), `goals` (the speed goals, as data), `report` (JSON, Markdown), `render`
 from pipelines.bench.goals import GOALS, Goal, evaluate
 from pipelines.bench.limits import DecodeLimit, JpegLimit
 from pipelines.bench.measures import Measure, peer_status, spread, time_batches
-from pipelines.bench.plan import BACKENDS, PEERS, VIEWS, BenchConfig, Sample, plan_samples, view_segments
+from pipelines.bench.plan import (
+    DEFAULT_BACKENDS,
+    PEERS,
+    VIEWS,
+    BenchConfig,
+    Sample,
+    plan_samples,
+    view_segments,
+)
 from pipelines.bench.render import render_table, write_plot
 from pipelines.bench.report import BenchReport, machine_description, summary_markdown
 from pipelines.bench.run import run_bench
 
 __all__ = [
-    "BACKENDS",
+    "DEFAULT_BACKENDS",
     "GOALS",
     "PEERS",
     "VIEWS",

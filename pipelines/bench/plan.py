@@ -18,7 +18,8 @@ from videoprep.records import ListRecord
 
 View = Literal["train", "val", "test"]
 VIEWS: tuple[str, ...] = ("train", "val", "test")
-BACKENDS: tuple[str, ...] = ("pyav", "lintel", "frames", "dali")
+# Measured unless --backends says otherwise; any name of the backend registry (`videoprep backends`) is accepted.
+DEFAULT_BACKENDS: tuple[str, ...] = ("pyav", "lintel", "frames", "dali")
 PEERS: tuple[str, ...] = ("decord", "torchcodec")
 
 
@@ -35,7 +36,7 @@ class BenchConfig:
     sample_seconds: float = 10.0
     sample_size: tuple[int, int] = (340, 256)  # generated footage, width x height
     encodings: tuple[str, ...] = DEFAULT_ENCODINGS
-    backends: tuple[str, ...] = BACKENDS
+    backends: tuple[str, ...] = DEFAULT_BACKENDS
     peers: bool = True
     workers: tuple[int, ...] = (0, 1, 2)
     clips: int = 32  # clips per measurement (per view, file set and backend)
@@ -58,9 +59,12 @@ class BenchConfig:
         bad = [v for v in (*self.views, *(self.loader_views or ()), *(self.reference_views or ())) if v not in VIEWS]
         if bad:
             raise VideoprepError(f"view(s) {', '.join(bad)} unknown: valid are {', '.join(VIEWS)}")
-        bad = [b for b in self.backends if b not in BACKENDS]
+        from pipelines.backends import backend_names
+
+        bad = [b for b in self.backends if b not in backend_names()]
         if bad:
-            raise VideoprepError(f"backend(s) {', '.join(bad)} unknown: valid are {', '.join(BACKENDS)}")
+            raise VideoprepError(f"backend(s) {', '.join(bad)} unknown: valid are {', '.join(backend_names())} "
+                                 "(`videoprep backends` lists them)")
         if any(w < 0 for w in self.workers) or not self.workers:
             raise VideoprepError(f"workers ({self.workers}) must be one or more counts >= 0")
         if self.list_file is None and not self.generate:

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from pipelines.bench.checks import check_bench_list
 from pipelines.bench.limits import DecodeLimit, JpegLimit
 from pipelines.bench.measures import (
     Kind,
@@ -26,6 +27,7 @@ from pipelines.bench.render import write_plot
 from pipelines.bench.report import NOISY_LOAD_PER_CPU, BenchReport, machine_description, summary_markdown
 from videoprep.atomic import atomic_write_json, atomic_write_text
 from videoprep.benchsample import EncodedSet, SampleConfig, describe_list, make_sample
+from videoprep.locations import check_output_dir
 from videoprep.progress import ProgressFn, no_progress
 from videoprep.records import read_list
 
@@ -43,6 +45,20 @@ def _peer_statuses(config: BenchConfig, skipped: list[dict[str, str]]) -> dict[s
     return peers_ok
 
 
+def _backend_statuses(config: BenchConfig, skipped: list[dict[str, str]]) -> set[str]:
+    """The asked-for readers usable here (the registry's `backend_status`); the others are recorded as skipped."""
+    from pipelines.backends import backend_status
+
+    usable = set()
+    for status in backend_status():
+        if status.name in config.backends and status.name != "dali":
+            if status.available:
+                usable.add(status.name)
+            else:
+                skipped.append({"backend": status.name, "encoding": "*", "reason": status.note})
+    return usable
+
+
 class _Planner:
     """Collects every applicable measure of one run, file set by file set and view by view."""
 
@@ -53,6 +69,7 @@ class _Planner:
         self.measures: list[Measure] = []
         self.limits: list[DecodeLimit | JpegLimit] = []
         self.peers_ok = _peer_statuses(config, skipped)
+        self.usable = _backend_statuses(config, skipped)
         self.loader_views = config.loader_views if config.loader_views is not None else config.views
         self.reference_views = config.reference_views if config.reference_views is not None else config.views
 
@@ -94,8 +111,8 @@ class _Planner:
                     self.add(fileset, view, "dali", "dali",
                              dali_run(fileset, records, view=view, config=config, work_dir=self.work_dir))
                 continue
-            if (backend == "frames") == video:
-                continue  # frames reads folders; pyav/lintel read files
+            if (backend == "frames") == video or backend not in self.usable:
+                continue  # frames reads folders; the others read files; an unusable one is skipped
             self.add(fileset, view, "reader", backend, reader_run(backend))
             if backend == "pyav":  # per core: one decoder thread, as in each DataLoader worker
                 self.add(fileset, view, "reader", "pyav_1t", reader_run(backend, decoder_threads=1),
@@ -223,7 +240,9 @@ def _fileset_from_list(config: BenchConfig) -> dict[str, EncodedSet]:
 
 def run_bench(config: BenchConfig, *, on_progress: ProgressFn = no_progress) -> BenchReport:
     """Generate or read the file sets, measure everything interleaved, and write bench.json and bench.png."""
-    out = Path(config.out_dir)
+    out = check_output_dir(config.out_dir, what="--out")  # before any work, as every stage's
+    if not config.generate:
+        check_bench_list(config.list_file, root_path=config.root_path)  # as the runners check theirs
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     if config.generate:

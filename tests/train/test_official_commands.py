@@ -112,6 +112,6 @@ def test_readme_click_commands_run(tiny_data: TinyData, official_run: tuple[Path
                                       "--snapshot_dir", str(tmp_path / "ckpt"), "--log_dir", str(tmp_path / "log")])
     assert result.exit_code == 0, result.output
     assert f"num_classes 2 (the lines of {lists / 'classes.txt'}; --num_classes overrides)" in result.stdout
-    assert f"backend lintel ({lists / 'train.txt'} lists video files, --read_mode video; --backend overrides)" in (
-        result.stdout)
+    assert f"backend lintel ({lists / 'train.txt'} lists video files (" in result.stdout
+    assert " entries looked at, --read_mode video; --backend overrides)" in result.stdout
     assert "Epoch: [0][1/2], lr: 0.01000" in result.stdout

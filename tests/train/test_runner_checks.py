@@ -71,7 +71,8 @@ def test_test_builds_the_model_our_checkpoint_records(tiny_data: TinyData, tmp_p
     assert result.num_videos == 3
     assert (f"model and clips as {weights} records them: arch c2d_resnet18, num_classes 2, nonlocal_mod 2, "
             "nltype bat, k 4, tk 0, ts 4, seq_length 4, sample_rate 1, norm official\n") in out
-    assert f"backend pyav ({tiny_data.val_list} lists video files; --backend overrides)\n" in out
+    assert (f"backend pyav ({tiny_data.val_list} lists video files (v4.mp4), 3 of 3 entries looked at; "
+            "--backend overrides)\n") in out
 
 
 def test_test_flag_contradicting_the_checkpoint_names_both_values(tiny_data: TinyData, tmp_path: Path):
@@ -141,7 +142,7 @@ def test_bad_checkpoint_files_are_one_line_errors_from_both_commands(tiny_data: 
 def test_training_infers_backend_and_classes_records_its_model_and_reports_data_wait(trained_run: TrainedRun):
     lists, text = trained_run.lists, trained_run.printed  # trained without --backend and --num_classes
     assert f"num_classes 2 (the lines of {lists / 'classes.txt'}; --num_classes overrides)\n" in text
-    assert f"backend pyav ({lists / 'train.txt'} lists video files; --backend overrides)\n" in text
+    assert f"backend pyav ({lists / 'train.txt'} lists video files (" in text
     saved = torch.load(trained_run.checkpoint, map_location="cpu", weights_only=True)
     assert saved["model"] == {"arch": "c2d_resnet18", "num_classes": 2, "nonlocal_mod": [1000], "nltype": "nl3d",
                               "k": 4, "tk": 0, "ts": 4}
@@ -166,8 +167,9 @@ def test_read_mode_img_with_video_files_names_backend(tiny_data: TinyData, tmp_p
     flags = _without(tiny_flags(tiny_data, tmp_path), "--backend") + ["--read_mode", "img"]
     with pytest.raises(RunnerConfigError) as caught:
         run_training(parse_train_args(flags), stream=io.StringIO())
-    assert str(caught.value) == (f"{tiny_data.train_list}: lists video files (v0.mp4) but --read_mode img reads JPEG "
-                                 "frame folders; pass --backend pyav (or --read_mode video)")
+    assert str(caught.value).startswith(f"{tiny_data.train_list}: lists video files (v0.mp4), ")
+    assert str(caught.value).endswith(" entries looked at, but --read_mode img reads JPEG frame folders; "
+                                      "pass --backend pyav (or --read_mode video)")
     assert not (tmp_path / "log").exists()
 
 
@@ -177,13 +179,16 @@ def test_frame_folders_give_the_frames_backend(tmp_path: Path):
     base = [str(tmp_path / "list.txt"), str(tmp_path / "list.txt"), "--root_path", str(tmp_path)]
     cfg = parse_train_args(base)
     assert inspect_lists(cfg, [cfg.train_list]) == [
-        f"backend frames ({tmp_path / 'list.txt'} lists frame folders; --backend overrides)"]
+        "num_classes 1 (the largest label in the lists + 1: no classes.txt beside "
+        f"{tmp_path / 'list.txt'}; --num_classes overrides)",
+        f"backend frames ({tmp_path / 'list.txt'} lists frame folders (clip0), 1 of 1 entries looked at; "
+        "--backend overrides)"]
     assert cfg.loader_backend == "frames" and cfg.bgr  # the official img mode
     video = parse_train_args(base + ["--read_mode", "video"])
     with pytest.raises(RunnerConfigError) as caught:
         inspect_lists(video, [video.train_list])
-    assert str(caught.value) == (f"{tmp_path / 'list.txt'}: lists frame folders (clip0) but --read_mode video reads "
-                                 "video files; pass --backend frames (or --read_mode img)")
+    assert str(caught.value) == (f"{tmp_path / 'list.txt'}: lists frame folders (clip0), 1 of 1 entries looked at, "
+                                 "but --read_mode video reads video files; pass --backend frames (or --read_mode img)")
 
 
 def test_lists_are_checked_before_the_model_is_built(tiny_data: TinyData, tmp_path: Path):

@@ -16,7 +16,6 @@ import functools
 import io
 import logging
 import os
-import shutil
 import tempfile
 from collections import Counter
 from collections.abc import Iterator
@@ -24,7 +23,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from videoprep.atomic import atomic_write_json, atomic_write_text
+from videoprep.atomic import atomic_write_json, atomic_write_text, move_file
 from videoprep.errors import VideoprepError
 from videoprep.layout import (
     Layout,
@@ -35,7 +34,7 @@ from videoprep.layout import (
     raw_path,
     require_videos,
 )
-from videoprep.locations import check_output_dir, check_output_file
+from videoprep.locations import check_output_dir, check_output_file, check_source_writable
 from videoprep.progress import ProgressFn, no_progress
 from videoprep.stage import STATE_DIR, Item, StageOptions, StageSpec, run_stage, write_summary
 from videoprep.stage import Failure as StageFailure
@@ -193,6 +192,7 @@ def _check_outputs(config: ValidateConfig) -> None:
         check_output_file(config.summary_json, what="--summary-json")
     if config.quarantine is not None:
         check_output_dir(config.quarantine, what="--quarantine")
+        check_source_writable(config.video_root, what="--quarantine")
     if config.state_dir is not None:
         check_output_dir(config.state_dir, what="--state-dir")
 
@@ -276,7 +276,7 @@ def _quarantine(bad: BadVideo, *, root: Path, quarantine: Path) -> BadVideo:
         dest = quarantine / f"{bad.relpath}.{n}"
         n += 1
     dest.parent.mkdir(parents=True, exist_ok=True)
-    shutil.move(os.fspath(source), os.fspath(dest))
+    move_file(source, dest)
     log.info("quarantined %s -> %s", source, dest)
     return BadVideo(**{**asdict(bad), "quarantined_to": str(dest)})
 
