@@ -15,6 +15,7 @@ let it prove which frame is which:
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 from bisect import bisect_right, insort
@@ -26,7 +27,7 @@ import numpy as np
 
 from pipelines.decode.errors import MEMORY_SOURCE, DecodeError, check_frame_nums, past_end_error
 from pipelines.decode.h264 import h264_is_nonref, h264_nal_length_size
-from pipelines.decode.index import fed_packets, sample_index, seek_entry
+from pipelines.decode.index import fed_packets, read_entry, sample_index, seek_entry
 from pipelines.decode.rgb import RGBClip
 from videoprep.probe import ffmpeg_reason
 
@@ -80,7 +81,7 @@ def decode_indices(
     try:
         stream = container.streams.video[0]
         if stream.codec_context.codec.intra_only:
-            frames = decode_intra_indexed(container, stream, nums, label)
+            frames = decode_intra_indexed(container, stream, nums, label, source)
             if frames is not None:
                 return frames
             container.close()  # no trustworthy index: demux the packets instead
@@ -151,11 +152,13 @@ def decode_intra_only(container, stream, nums: list[int], label: str) -> np.ndar
     return clip.array
 
 
-def decode_intra_indexed(container, stream, nums: list[int], label: str) -> np.ndarray | None:
-    """Intra-only streams with a complete index: seek straight to each needed packet, demux nothing else.
+def decode_intra_indexed(container, stream, nums: list[int], label: str,
+                         source: str | BinaryIO | None = None) -> np.ndarray | None:
+    """Intra-only streams with a complete index: reach each needed packet straight through it, demux nothing else.
 
-    Each packet read after a seek must be the entry asked for; anything else (a seek that
-    lands elsewhere) returns None, and the caller demuxes instead.
+    MP4 and AVI packets are read from the file at the index's offsets (`read_entry`: no
+    FFmpeg seek or demux per frame); MKV, or a `source` that is not given, seeks to each
+    entry. A packet that is not the entry asked for returns None, and the caller demuxes.
     """
     index = sample_index(container, stream)
     if index is None:
@@ -165,12 +168,14 @@ def decode_intra_indexed(container, stream, nums: list[int], label: str) -> np.n
     _single_thread(stream)
     ctx = stream.codec_context
     clip = RGBClip(len(nums), label)
-    for slot, n in enumerate(nums):
-        packet = seek_entry(container, stream, index, n)
-        if packet is None:
-            log.debug("%s: sample %d not where the %s index says; demuxing instead", label, n, index.format)
-            return None
-        clip.put(slot, _decode_one(ctx, packet, n, label))
+    direct = source is not None and index.format in ("mp4", "avi")
+    with open(source, "rb") if isinstance(source, str) and direct else contextlib.nullcontext(source) as raw:
+        for slot, n in enumerate(nums):
+            packet = read_entry(raw, index, n) if direct else seek_entry(container, stream, index, n)
+            if packet is None:
+                log.debug("%s: sample %d not where the %s index says; demuxing instead", label, n, index.format)
+                return None
+            clip.put(slot, _decode_one(ctx, packet, n, label))
     return clip.array
 
 
