@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -47,7 +48,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reference-views", default="train",
                         help="views with decord/torchcodec and the official Lintel usage")
     parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--cpu", type=int, default=None,
+                        help="pin the whole run to this one CPU (as `taskset -c N`): the per-core figures")
     args = parser.parse_args(argv)
+    if args.cpu is not None:
+        os.sched_setaffinity(0, {args.cpu})  # threads and DataLoader workers started later inherit it
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     config = BenchConfig(
         out_dir=args.out, generate=True, sample_synthetic=args.synthetic, sample_videos=args.videos, encodings=tuple(args.encodings.split(",")),
@@ -75,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"skipped {skip['backend']} on {skip['encoding']}: {skip['reason']}")
     for text in sorted({info.get("source", "") for info in report.encodings.values()} - {""}):
         console.print(f"sample: {text}")
-    console.print(f"machine: {report.machine['cpu_count']} cpus {report.machine['cpu_model']}, "
+    pinned = f" (pinned to cpu {args.cpu})" if args.cpu is not None else ""
+    console.print(f"machine: {report.machine['cpu_count']} cpus{pinned} {report.machine['cpu_model']}, "
                   f"load {report.machine['loadavg_start']} -> {report.machine['loadavg_end']}, "
                   f"noisy={report.machine['noisy']}; {report.seconds:.0f} s")
     print(report.json_path)
