@@ -48,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reference-views", default="train",
                         help="views with decord/torchcodec and the official Lintel usage")
     parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--backends", default="pyav,lintel,frames,dali", help="our backends to measure")
     parser.add_argument("--cpu", type=int, default=None,
                         help="pin the whole run to this one CPU (as `taskset -c N`): the per-core figures")
     args = parser.parse_args(argv)
@@ -60,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         views=tuple(args.views.split(",")), loader_views=tuple(args.loader_views.split(",")),
         loader_encodings=None if args.loader_encodings == "all" else tuple(args.loader_encodings.split(",")),
         reference_views=tuple(args.reference_views.split(",")),
-        batch_size=args.batch_size,
+        batch_size=args.batch_size, backends=tuple(args.backends.split(",")),
     )
     console = Console(stderr=True, width=140)
     step = {"next": 0}

