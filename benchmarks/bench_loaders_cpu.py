@@ -81,7 +81,7 @@ def sample(out: Path) -> tuple[Path, str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=Path("bench-out/loaders_cpu"))
-    parser.add_argument("--clips", type=int, default=40)
+    parser.add_argument("--clips", type=int, default=30)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--cpu", type=int, default=None, help="pin the run to this CPU (as `taskset -c N`)")
     args = parser.parse_args(argv)
