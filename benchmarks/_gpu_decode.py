@@ -169,7 +169,7 @@ def part_bench_gpu(work: Path) -> dict[str, Any]:
     need_modules("av", "nvidia.dali")
     need_cuda_torch()
     out = work / "bench"
-    run = run_limited(videoprep_cli("-q", "bench", "--generate", "--encodings", "h264_gop16_fastdecode,h264_gop250",
+    run = run_limited(videoprep_cli("-q", "bench", "--generate", "--synthetic", "--encodings", "h264_gop16_fastdecode,h264_gop250",
                                     "--backends", "pyav,dali", "--workers", "0,4", "--views", "train",
                                     "--clips", "32", "--repeats", "2", "--sample-videos", "4",
                                     "--sample-seconds", "5", "--out", str(out)), timeout_s=55)

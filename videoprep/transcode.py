@@ -218,12 +218,18 @@ def output_rate(settings_fps: float | None, source_fps: float) -> Fraction:
 
 
 def transcode_args(
-    source: str, output: str, *, settings: EncodeSettings, rate: Fraction, width: int, height: int
+    source: str, output: str, *, settings: EncodeSettings, rate: Fraction, width: int, height: int,
+    full_range: bool = False,
 ) -> list[str]:
-    """The ffmpeg argument list (without the program name) for one video; no shell involved."""
+    """The ffmpeg argument list (without the program name) for one video; no shell involved.
+
+    `full_range`: the source is full-range (yuvj*, e.g. MJPEG): converted to the limited range
+    that yuv420p outputs promise (else x264 keeps full range and the output decodes as yuvj420p).
+    """
     spec = settings.spec
     stream = ffmpeg.input(SOURCE_STANDIN, threads=settings.threads, **hwaccel.input_options(settings.hwaccel))
-    video = stream.video.filter("fps", fps=str(rate)).filter("scale", width, height)
+    to_limited = {"out_range": "tv"} if full_range and not spec.pix_fmt.startswith("yuvj") else {}
+    video = stream.video.filter("fps", fps=str(rate)).filter("scale", width, height, **to_limited)
     opts: dict[str, Any] = {
         "c:v": spec.encoder, "pix_fmt": spec.pix_fmt, "fps_mode": "cfr",
         "threads": settings.threads, "f": spec.muxer, "map_metadata": -1,
@@ -302,7 +308,8 @@ def transcode_one(task: TranscodeTask) -> TranscodeOutcome:
     rate = output_rate(settings.fps, source_info.fps)
     width, height = scaled_size(source_info.width, source_info.height, short_side=settings.short_side)
     with atomic_path(task.output) as tmp:
-        args = transcode_args(task.source, str(tmp), settings=settings, rate=rate, width=width, height=height)
+        args = transcode_args(task.source, str(tmp), settings=settings, rate=rate, width=width, height=height,
+                              full_range=source_info.pix_fmt.startswith("yuvj"))
         run_ffmpeg(args, target=task.source, timeout_s=task.timeout_s, exe=task.ffmpeg)
         info = probe_video(tmp)
         problems = check_output(info, settings=settings, width=width, height=height)

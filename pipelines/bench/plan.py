@@ -31,10 +31,11 @@ class BenchConfig:
     list_file: Path | None = None
     root_path: str = ""
     generate: bool = False
-    sample_source: str | None = None  # --generate from these videos (a BAT list or a folder); None: synthetic
+    sample_source: str | None = None  # --generate from these videos (a BAT list or a folder); None: real footage
+    sample_synthetic: bool = False  # --generate from synthetic lavfi footage instead of real footage
     sample_videos: int = 4
     sample_seconds: float = 10.0
-    sample_size: tuple[int, int] = (340, 256)  # generated footage, width x height
+    sample_size: tuple[int, int] = (340, 256)  # real or synthetic footage, width x height
     encodings: tuple[str, ...] = DEFAULT_ENCODINGS
     backends: tuple[str, ...] = DEFAULT_BACKENDS
     peers: bool = True

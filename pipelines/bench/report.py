@@ -176,7 +176,9 @@ def summary_markdown(data: dict[str, Any], *, view: str = "train") -> str:
         return f"{best['clips_per_s']['median']:.1f}" + (" (PIL)" if best["decoder"] == "pil" else "")
 
     workers = data["workers"]
+    sources = sorted({info.get("source", "") for info in data["encodings"].values()} - {""})
     lines = [
+        *(f"sample: {text}" for text in sources),
         f"clips/s, median of {data['config']['repeats']} (x decode limit); view {view}; "
         f"{data['machine']['cpu_count']} cores {data['machine']['cpu_model']}, noisy={data['machine']['noisy']}",
         "",

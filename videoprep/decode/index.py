@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import BinaryIO
 
 import av
 
@@ -48,6 +49,28 @@ def fed_packets(container: av.container.InputContainer, stream: av.video.stream.
     return (p for p in container.demux(stream) if feeds_decoder(p))
 
 
+def read_entry(raw: BinaryIO, index: SampleIndex, n: int) -> av.Packet | None:
+    """Entry n's bytes read straight from the file (MP4, AVI): no seek or demux in FFmpeg; None where unsure.
+
+    An MP4 sample table gives each sample's offset and size; an AVI index entry points at
+    the chunk header, which must name a video chunk ('..dc'/'..db') of the indexed size.
+    MKV cues point at clusters, not blocks: None.
+    """
+    pos, size = index.positions[n], index.sizes[n]
+    if size <= 0 or index.format not in ("mp4", "avi"):
+        return None
+    if index.format == "avi":
+        raw.seek(pos)
+        header = raw.read(_AVI_CHUNK_HEADER)
+        if len(header) < _AVI_CHUNK_HEADER or header[2:4] not in (b"dc", b"db") or \
+                int.from_bytes(header[4:], "little") != size:
+            return None
+        pos += _AVI_CHUNK_HEADER
+    raw.seek(pos)
+    data = raw.read(size)
+    return av.Packet(data) if len(data) == size else None
+
+
 def seek_entry(container, stream, index: SampleIndex, n: int) -> av.Packet | None:
     """The packet of entry n, read after seeking straight to it; None when the seek lands elsewhere."""
     container.seek(index.timestamps[n], stream=stream, backward=True, any_frame=True)
@@ -83,6 +106,8 @@ def sample_index(container, stream) -> SampleIndex | None:
     index = SampleIndex(kind, stamps, [e.pos for e in entries], [e.size for e in entries])
     if kind == "mp4":  # the ISO sample table lists every sample: it must agree with the header's count
         return index if not stream.frames or len(everything) == stream.frames else None
+    if kind == "avi" and len(entries) == len(everything) == stream.frames:
+        return index  # idx1 read whole: one entry per chunk the header counts, none empty (no drop chunk)
     return index if covers_stream(container, stream, index) else None
 
 
