@@ -7,6 +7,7 @@ of the official repository work unchanged. Flags both runners take are defined o
 official script to its flags for `videoprep train --preset` / `videoprep test --preset`.
 Every flag's help ends with its default; `flag_rows` hands the same rows to the click --help.
 """
+# size: the official flags of both runners (a compatibility contract) are defined here in one place
 
 from __future__ import annotations
 

@@ -8,20 +8,19 @@ probed again; `--shard I/N` probes a share and a plain run afterwards merges.
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
 import logging
 import os
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from videoprep.atomic import atomic_path, atomic_write_json, write_text_if_changed
+from videoprep.atomic import atomic_write_json, write_text_if_changed
 from videoprep.errors import OutputLocationError, PathError, VideoprepError, failure_reason
+from videoprep.exports import EXPORTS, Export, ExportTarget  # noqa: F401  (re-exported)
 from videoprep.layout import (
     SAFE_VIEW_DIRNAME,
     Layout,
@@ -33,6 +32,7 @@ from videoprep.layout import (
     require_videos,
 )
 from videoprep.locations import check_output_dir, check_output_file
+from videoprep.manifest import MANIFEST_COLUMNS, ManifestRow, Status, read_manifest, write_manifest  # noqa: F401
 from videoprep.probe import probe_video
 from videoprep.progress import ProgressFn, no_progress
 from videoprep.records import ListRecord, class_map_text, list_text
@@ -44,7 +44,6 @@ log = logging.getLogger(__name__)
 JOURNAL_NAME = f"{STATE_DIR}/index.jsonl"  # under --out
 MANIFEST_NAME = "manifest.csv"
 CLASSES_NAME = "classes.txt"
-Status = Literal["ok", "unlabelled", "error"]
 # What the manifest keeps from a probe (VideoInfo minus path/size/GOP stats).
 _INFO_KEYS = ("frames", "fps", "duration_s", "width", "height", "codec", "pix_fmt", "constant_frame_rate")
 
@@ -78,30 +77,6 @@ class IndexConfig(StageOptions):
             raise VideoprepError(f"timeout_s ({self.timeout_s}) must be > 0")
 
 
-@dataclass(frozen=True)
-class ManifestRow:
-    """One video as the manifest records it; `list_path` is what the lists hold."""
-
-    relpath: str
-    list_path: str
-    split: str
-    label: str
-    label_index: int | None
-    frames: int | None
-    fps: float | None
-    duration_s: float | None
-    width: int | None
-    height: int | None
-    codec: str
-    pix_fmt: str
-    constant_frame_rate: bool | None
-    size_bytes: int
-    status: Status
-    reason: str
-    relpath_raw: str = ""  # the original bytes of a non-UTF-8 name, percent-encoded (layout.raw_path)
-
-
-MANIFEST_COLUMNS = tuple(f.name for f in fields(ManifestRow))
 
 
 @dataclass(frozen=True)
@@ -376,120 +351,3 @@ def _manifest_rows(
 def _record(row: ManifestRow) -> ListRecord:
     assert row.frames is not None and row.label_index is not None  # only "ok" rows get here
     return ListRecord(path=row.list_path, frame_num=row.frames, label=row.label_index)
-
-
-def write_manifest(path: Path, rows: list[ManifestRow]) -> None:
-    """Atomically write the manifest CSV (one row per video, empty cells for unknowns)."""
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=MANIFEST_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        cells = {name: getattr(row, name) for name in MANIFEST_COLUMNS}  # asdict deep-copies: 10x slower
-        cells["relpath"] = printable_path(row.relpath)
-        cells["label"] = printable_path(row.label)
-        writer.writerow({k: ("" if v is None else v) for k, v in cells.items()})
-    write_text_if_changed(path, buf.getvalue())
-
-
-def read_manifest(path: str | os.PathLike[str]) -> list[dict[str, str]]:
-    """The manifest rows as string dicts (for other stages and tests)."""
-    with open(path, encoding="utf-8", newline="") as f:
-        return list(csv.DictReader(f))
-
-
-# --- exports: the same index in other tools' list formats ---------------------------
-
-
-@dataclass(frozen=True)
-class ExportTarget:
-    """Where an export goes: the --out folder, the split (empty for whole-manifest exports), the video root."""
-
-    out: Path
-    split: str
-    video_root: Path
-
-
-@dataclass(frozen=True)
-class Export:
-    """One export format: its writer, and whether it gets each split's listed rows or the whole manifest."""
-
-    write: Callable[[list[ManifestRow], ExportTarget], Path]
-    per_split: bool = True
-
-
-def _write_lines(path: Path, lines: list[str]) -> Path:
-    write_text_if_changed(path, "".join(line + "\n" for line in lines))
-    return path
-
-
-def export_mmaction(rows: list[ManifestRow], target: ExportTarget) -> Path:
-    """MMAction2 video list: `relpath label`."""
-    return _write_lines(target.out / f"{target.split}_mmaction.txt", [f"{r.list_path} {r.label_index}" for r in rows])
-
-
-def export_rawframes(rows: list[ManifestRow], target: ExportTarget) -> Path:
-    """MMAction2 rawframes list: `dir total_frames label`, dir = the video path without extension."""
-    lines = [
-        ListRecord(path=os.path.splitext(r.list_path)[0], frame_num=r.frames, label=r.label_index).to_line()
-        for r in rows
-    ]
-    return _write_lines(target.out / f"{target.split}_rawframes.txt", lines)
-
-
-def export_slowfast(rows: list[ManifestRow], target: ExportTarget) -> Path:
-    """PySlowFast Kinetics CSV: `path label` (space separated, no header)."""
-    return _write_lines(target.out / "slowfast" / f"{target.split}.csv",
-                        [f"{r.list_path} {r.label_index}" for r in rows])
-
-
-def export_dali(rows: list[ManifestRow], target: ExportTarget) -> Path:
-    """DALI video reader file_list: `path label` (paths relative to the video root = DALI's file_root)."""
-    return _write_lines(target.out / f"{target.split}_dali.txt", [f"{r.list_path} {r.label_index}" for r in rows])
-
-
-def export_hf(rows: list[ManifestRow], target: ExportTarget) -> Path:
-    """Hugging Face `videofolder` metadata: `{out}/hf/{split}/metadata.jsonl`, file_name relative to that folder.
-
-    `load_dataset("videofolder", data_dir=OUT/hf/SPLIT)` then finds each video through
-    file_name and gets label (the class index), label_name, frames and fps as columns.
-    """
-    folder = target.out / "hf" / target.split
-    lines = []
-    for r in rows:
-        video = os.path.abspath(os.path.join(target.video_root, r.list_path))
-        lines.append(json.dumps({"file_name": os.path.relpath(video, os.path.abspath(folder)),
-                                 "label": r.label_index, "label_name": r.label, "frames": r.frames, "fps": r.fps},
-                                ensure_ascii=False))
-    return _write_lines(folder / "metadata.jsonl", lines)
-
-
-def export_parquet(rows: list[ManifestRow], target: ExportTarget) -> Path:
-    """The whole manifest (every video, status and reason included) as `{out}/manifest.parquet`.
-
-    Written by pandas through pyarrow, both imported only here: every other command starts without them.
-    """
-    try:
-        import pandas as pd
-        import pyarrow  # noqa: F401 - pandas' Parquet engine; a missing one is named here, not deep inside pandas
-    except ImportError as exc:
-        raise VideoprepError(f"--export parquet needs pandas and pyarrow ({exc.name} is missing): "
-                             "pip install 'videoprep[parquet]'") from None
-    cells = [{**asdict(r), "relpath": printable_path(r.relpath), "label": printable_path(r.label)} for r in rows]
-    frame = pd.DataFrame(cells, columns=list(MANIFEST_COLUMNS))
-    for column in ("label_index", "frames", "width", "height"):
-        frame[column] = frame[column].astype("Int64")
-    frame["constant_frame_rate"] = frame["constant_frame_rate"].astype("boolean")
-    path = target.out / "manifest.parquet"
-    with atomic_path(path) as tmp:
-        frame.to_parquet(tmp, engine="pyarrow", index=False)
-    return path
-
-
-EXPORTS: dict[str, Export] = {
-    "mmaction": Export(export_mmaction),
-    "rawframes": Export(export_rawframes),
-    "slowfast": Export(export_slowfast),
-    "dali": Export(export_dali),
-    "hf": Export(export_hf),
-    "parquet": Export(export_parquet, per_split=False),
-}
