@@ -164,6 +164,15 @@ def _join_ray(address: str | None, *, jobs: int | None, timeout_s: float) -> boo
         kwargs: dict = {"address": address, "log_to_driver": False}
     else:
         kwargs = {"num_cpus": jobs or default_jobs(), "include_dashboard": False, "log_to_driver": False}
+    if not address:
+        # Starting a Ray here must happen on this thread: Ray's GCS and raylet die with the thread that
+        # started them (PR_SET_PDEATHSIG), so a helper thread's exit would kill the cluster a minute later.
+        # A local start has no remote peer to wait for, so it needs no time limit.
+        try:
+            ray.init(**kwargs)
+        except Exception as exc:  # noqa: BLE001 - Ray raises many kinds; one line for the user
+            raise OptionError(f"a Ray started here could not start: {exc}") from exc
+        return True
     outcome: list[BaseException | None] = []
 
     def join() -> None:
