@@ -891,16 +891,19 @@ def bench_cmd(source: Path | None, generate: bool, synthetic: bool, root_path: s
         raise click.UsageError("--encodings only applies with --generate")
     if synthetic and (not generate or source is not None):
         raise click.UsageError("--synthetic only applies with --generate and no SOURCE")
+    from pipelines.spec import ClipSpec, LoaderConfig
+
     config = BenchConfig(
-        out_dir=out_dir, list_file=None if generate else source, root_path=root_path, generate=generate,
+        out_dir=out_dir, list_file=None if generate else source, generate=generate,
         sample_source=str(source) if generate and source is not None else None, sample_synthetic=synthetic,
         sample_videos=sample_videos,
         sample_seconds=sample_seconds,
         encodings=check_encodings(_csv_list(encodings)) if encodings else DEFAULT_ENCODINGS,
         backends=_csv_list(backends), peers=peers, workers=_csv_list(workers, cast=int), clips=clips,
         repeats=repeats, views=_csv_list(views),
-        loader_views=_csv_list(loader_views) if loader_views is not None else None, seq_length=seq_length,
-        sample_rate=sample_rate, test_segments=test_segments, batch_size=batch_size,
+        loader_views=_csv_list(loader_views) if loader_views is not None else None,
+        clip=ClipSpec(seq_length=seq_length, sample_rate=sample_rate, test_segments=test_segments),
+        loader=LoaderConfig(root_path=root_path, batch_size=batch_size, seed=0),
     )
     with progress_bar("bench") as on_progress:
         report = run_bench(config, on_progress=on_progress)

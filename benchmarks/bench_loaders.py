@@ -25,6 +25,7 @@ import _common  # noqa: F401  (puts the checkout on sys.path)
 from rich.console import Console
 
 from pipelines.bench import BenchConfig, render_table, run_bench
+from pipelines.spec import LoaderConfig
 
 ENCODINGS = ("h264_gop250", "h264_gop16", "h264_gop16_nob", "h264_gop16_fastdecode", "mjpeg", "mjpeg_avi", "vp9",
              "vp9_gop32", "jpeg")
@@ -59,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         views=tuple(args.views.split(",")), loader_views=tuple(args.loader_views.split(",")),
         loader_encodings=None if args.loader_encodings == "all" else tuple(args.loader_encodings.split(",")),
         reference_views=tuple(args.reference_views.split(",")),
-        batch_size=args.batch_size, backends=tuple(args.backends.split(",")),
+        loader=LoaderConfig(batch_size=args.batch_size), backends=tuple(args.backends.split(",")),
     )
     console = Console(stderr=True, width=140)
     step = {"next": 0}

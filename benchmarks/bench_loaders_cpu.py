@@ -18,17 +18,17 @@ import json
 import os
 import random
 import statistics
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import _common  # noqa: F401  (puts the checkout on sys.path)
 
-from pipelines.bench import plan_samples  # noqa: E402
-from pipelines.bench.goals import LOADER_FORMATS  # noqa: E402
-from videoprep.atomic import atomic_write_json  # noqa: E402
-from videoprep.benchsample import SampleConfig, make_sample  # noqa: E402
-from videoprep.records import read_list  # noqa: E402
+from pipelines.bench import plan_samples
+from pipelines.bench.goals import LOADER_FORMATS
+from pipelines.spec import ClipSpec
+from videoprep.atomic import atomic_write_json
+from videoprep.benchsample import SampleConfig, make_sample
+from videoprep.records import read_list
 
 
 def contenders() -> dict:
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = {}
     for enc in LOADER_FORMATS:
         samples = plan_samples(read_list(sample_dir / f"{enc}.txt"), root_path=str(sample_dir), view="train",
-                               clips=args.clips, seq_length=8, sample_rate=8, test_segments=10, seed=0)
+                               clips=args.clips, clip=ClipSpec(seq_length=8, sample_rate=8, test_segments=10), seed=0)
         ms = cpu_ms_per_clip(fns, samples, args.rounds)
         ratio = round(min(ms["torchcodec"], ms["torchcodec_approx"]) / ms["pyav_1t"], 3)
         rows[enc] = {"cpu_ms_per_clip": ms, "faster_torchcodec_over_ours": ratio, "met": ratio >= 1.0}

@@ -6,6 +6,7 @@ Readers and loaders are built in one helper each (`make_reader`, `make_loader`,
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import importlib.util
 import math
@@ -218,14 +219,13 @@ class LoaderJob:
 
 def _clip(job: LoaderJob, config: BenchConfig) -> ClipSpec:
     """The clip every loader measurement takes: one segment, one crop, the bench's length and rate."""
-    return ClipSpec(mode=job.view, seq_length=config.seq_length, sample_rate=config.sample_rate,
-                    test_segments=config.test_segments)
+    return dataclasses.replace(config.clip, mode=job.view)
 
 
 def _loader_config(job: LoaderJob, config: BenchConfig, **changes: Any) -> LoaderConfig:
     """How loader measurements load: the file set's root, the bench's batch and seed, every batch kept."""
-    return LoaderConfig(root_path=job.fileset.root_path, batch_size=config.batch_size, seed=config.seed,
-                        num_classes=job.num_classes, drop_last=False, **changes)
+    return dataclasses.replace(config.loader, root_path=job.fileset.root_path, num_classes=job.num_classes,
+                               drop_last=False, **changes)
 
 
 def make_loader(job: LoaderJob, *, backend: str, workers: int, config: BenchConfig) -> Any:
@@ -249,8 +249,9 @@ def _job(fileset: EncodedSet, records: Sequence[ListRecord], samples: Sequence[S
          config: BenchConfig, work_dir: Path, skip: int, tag: str) -> LoaderJob:
     """A list long enough for the samples' clips plus `skip` batches of pipeline fill."""
     wanted = sum(s.clips for s in samples)
-    segments = view_segments(view, test_segments=config.test_segments)
-    count = (skip + math.ceil(wanted / segments / config.batch_size)) * config.batch_size
+    segments = view_segments(view, test_segments=config.clip.test_segments)
+    batch = config.loader.batch_size
+    count = (skip + math.ceil(wanted / segments / batch)) * batch
     path = repeat_list(records, count, work_dir / f"{fileset.name}-{view}-{count}{tag}.txt")
     return LoaderJob(path, fileset, view, max(r.label for r in records) + 1)
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
 from pipelines.sampling import clip_indices
+from pipelines.spec import ClipSpec, LoaderConfig
 from videoprep.benchsample import DEFAULT_ENCODINGS
 from videoprep.errors import VideoprepError
 from videoprep.records import ListRecord
@@ -25,11 +26,14 @@ PEERS: tuple[str, ...] = ("decord", "torchcodec")
 
 @dataclass(frozen=True)
 class BenchConfig:
-    """What to measure and how long; `list_file` measures a list as is, `generate` builds a sample first."""
+    """What to measure and how long; `list_file` measures a list as is, `generate` builds a sample first.
+
+    `clip` is the clip every view takes (its mode is set per view) and `loader` how the
+    DataLoader measures load (batch, seed, the list's root): the same objects the runners pass.
+    """
 
     out_dir: Path
     list_file: Path | None = None
-    root_path: str = ""
     generate: bool = False
     sample_source: str | None = None  # --generate from these videos (a BAT list or a folder); None: real footage
     sample_synthetic: bool = False  # --generate from synthetic lavfi footage instead of real footage
@@ -47,16 +51,13 @@ class BenchConfig:
     loader_views: tuple[str, ...] | None = None  # views measured through the DataLoader (None: all views)
     loader_encodings: tuple[str, ...] | None = None  # file sets with a DataLoader sweep (None: all)
     reference_views: tuple[str, ...] | None = None  # views with peers and official Lintel usage (None: all)
-    seq_length: int = 8
-    sample_rate: int = 8
-    test_segments: int = 10
-    batch_size: int = 4
-    seed: int = 0
+    clip: ClipSpec = field(default_factory=lambda: ClipSpec(seq_length=8, sample_rate=8, test_segments=10))
+    loader: LoaderConfig = field(default_factory=lambda: LoaderConfig(batch_size=4, seed=0))
 
     def __post_init__(self) -> None:
-        for name in ("clips", "repeats", "seq_length", "sample_rate", "test_segments", "batch_size"):
-            if getattr(self, name) < 1:
-                raise VideoprepError(f"{name} ({getattr(self, name)}) must be >= 1")
+        for name, value in (("clips", self.clips), ("repeats", self.repeats), ("batch_size", self.loader.batch_size)):
+            if value < 1:
+                raise VideoprepError(f"{name} ({value}) must be >= 1")
         bad = [v for v in (*self.views, *(self.loader_views or ()), *(self.reference_views or ())) if v not in VIEWS]
         if bad:
             raise VideoprepError(f"view(s) {', '.join(bad)} unknown: valid are {', '.join(VIEWS)}")
@@ -87,17 +88,16 @@ def view_segments(view: str, *, test_segments: int) -> int:
 
 
 def plan_samples(
-    records: Sequence[ListRecord], *, root_path: str, view: str, clips: int, seq_length: int,
-    sample_rate: int, test_segments: int, seed: int,
+    records: Sequence[ListRecord], *, root_path: str, view: str, clips: int, clip: ClipSpec, seed: int,
 ) -> list[Sample]:
     """Enough samples for `clips` clips, cycling over the videos, indices by the official rules."""
     rng = np.random.default_rng(seed)
-    segments = view_segments(view, test_segments=test_segments)
+    segments = view_segments(view, test_segments=clip.test_segments)
     out = []
     for i in range(math.ceil(clips / segments)):
         rec = records[i % len(records)]
         per_clip = clip_indices(
-            rec.frame_num, num_segments=segments, seq_length=seq_length, sample_rate=sample_rate,
+            rec.frame_num, num_segments=segments, seq_length=clip.seq_length, sample_rate=clip.sample_rate,
             mode=view, rng=rng,  # type: ignore[arg-type]
         )
         flat = tuple(i for clip in per_clip for i in clip)

@@ -8,6 +8,7 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from pipelines.bench.checks import check_bench_list
 from pipelines.bench.limits import DecodeLimit, JpegLimit
@@ -149,8 +150,8 @@ def _build_measures(
             skipped.append({"backend": "dali", "encoding": name, "reason": dali_ok[1]})
         for view in config.views:
             samples[(name, view)] = plan_samples(
-                records, root_path=fileset.root_path, view=view, clips=config.clips, seq_length=config.seq_length,
-                sample_rate=config.sample_rate, test_segments=config.test_segments, seed=config.seed,
+                records, root_path=fileset.root_path, view=view, clips=config.clips, clip=config.clip,
+                seed=config.loader.seed,
             )
             planner.add_limits(fileset, view)
             planner.add_backends(fileset, records, view, dali_ok)
@@ -234,21 +235,29 @@ def _run_group(
 
 def _fileset_from_list(config: BenchConfig) -> dict[str, EncodedSet]:
     """The user's list measured as is: one file set named after what probing finds."""
-    fileset = describe_list(config.list_file, root_path=config.root_path)
+    fileset = describe_list(config.list_file, root_path=config.loader.root_path)
     return {fileset.name: fileset}
+
+
+def report_config(config: BenchConfig) -> dict[str, Any]:
+    """bench.json's `config`: the bench's own settings, and the clip and loader settings it measured with."""
+    own = {k: (str(v) if isinstance(v, Path) else v) for k, v in config.__dict__.items() if k not in ("clip", "loader")}
+    return {**own, "seq_length": config.clip.seq_length, "sample_rate": config.clip.sample_rate,
+            "test_segments": config.clip.test_segments, "batch_size": config.loader.batch_size,
+            "seed": config.loader.seed, "root_path": config.loader.root_path}
 
 
 def run_bench(config: BenchConfig, *, on_progress: ProgressFn = no_progress) -> BenchReport:
     """Generate or read the file sets, measure everything interleaved, and write bench.json and bench.png."""
     out = check_output_dir(config.out_dir, what="--out")  # before any work, as every stage's
     if not config.generate:
-        check_bench_list(config.list_file, root_path=config.root_path)  # as the runners check theirs
+        check_bench_list(config.list_file, root_path=config.loader.root_path)  # as the runners check theirs
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     if config.generate:
         sample = make_sample(SampleConfig(
             out_dir=out / "sample", sources=config.sample_source, synthetic=config.sample_synthetic,
-            root_path=config.root_path,
+            root_path=config.loader.root_path,
             num_videos=config.sample_videos, duration_s=config.sample_seconds, width=config.sample_size[0],
             height=config.sample_size[1], encodings=config.encodings,
         ))
@@ -280,7 +289,7 @@ def run_bench(config: BenchConfig, *, on_progress: ProgressFn = no_progress) -> 
     machine["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     machine["noisy"] = bool(machine["noisy"] or machine["loadavg_end"][0] > NOISY_LOAD_PER_CPU * machine["cpu_count"]
                             * 4)
-    cfg = {k: (str(v) if isinstance(v, Path) else v) for k, v in config.__dict__.items()}
+    cfg = report_config(config)
     report = BenchReport(
         config=cfg, machine=machine, encodings={n: s.as_dict() for n, s in sets.items()}, measures=measures,
         skipped=skipped, seconds=time.perf_counter() - started,

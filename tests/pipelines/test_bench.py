@@ -25,6 +25,7 @@ from pipelines.bench import (
     summary_markdown,
     time_batches,
 )
+from pipelines.spec import ClipSpec, LoaderConfig
 from videoprep.benchsample import ENCODINGS, SampleConfig, describe_list, make_sample
 from videoprep.errors import VideoprepError
 from videoprep.probe import probe_video
@@ -47,7 +48,8 @@ def tiny_report(tmp_path_factory: pytest.TempPathFactory):
     config = BenchConfig(
         out_dir=out, generate=True, sample_synthetic=True, sample_videos=2, sample_seconds=2.0, sample_size=(96, 64),
         encodings=("h264_gop16", "mjpeg", "jpeg"), backends=("pyav", "lintel", "frames"), workers=(0,),
-        clips=2, repeats=1, warmup_clips=1, views=("train", "test"), test_segments=2, batch_size=1,
+        clips=2, repeats=1, warmup_clips=1, views=("train", "test"), clip=ClipSpec(test_segments=2),
+        loader=LoaderConfig(batch_size=1),
     )
     return run_bench(config)
 
@@ -155,15 +157,13 @@ def test_decode_limit_decodes_from_the_keyframe_before_the_clip(make_video) -> N
 
 def test_plan_samples_follows_the_official_rules() -> None:
     records = [ListRecord(path="a.mp4", frame_num=300, label=0), ListRecord(path="b.mp4", frame_num=40, label=1)]
-    test = plan_samples(records, root_path="/r", view="test", clips=20, seq_length=8, sample_rate=8,
-                        test_segments=10, seed=0)
+    clip = ClipSpec(seq_length=8, sample_rate=8, test_segments=10)
+    test = plan_samples(records, root_path="/r", view="test", clips=20, clip=clip, seed=0)
     assert [s.path for s in test] == ["/r/a.mp4", "/r/b.mp4"] and all(s.clips == 10 for s in test)
     assert test[0].indices[::8] == (12, 36, 61, 85, 109, 134, 158, 182, 207, 231)
     assert test[1].indices[:8] == (0, 8, 16, 24, 32, 39, 39, 39)
-    one = plan_samples(records, root_path="", view="train", clips=5, seq_length=8, sample_rate=8,
-                       test_segments=10, seed=3)
-    again = plan_samples(records, root_path="", view="train", clips=5, seq_length=8, sample_rate=8,
-                         test_segments=10, seed=3)
+    one = plan_samples(records, root_path="", view="train", clips=5, clip=clip, seed=3)
+    again = plan_samples(records, root_path="", view="train", clips=5, clip=clip, seed=3)
     assert one == again and len(one) == 5
 
 
