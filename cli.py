@@ -215,7 +215,7 @@ def index_cmd(video_root: str, out_dir: str, annotations: str | None, split: str
     from rich.table import Table
 
     from videoprep.index import EXPORTS, IndexConfig, run_index
-    from videoprep.stats import STATS_NAME, parquet_problem, write_dataset_stats
+    from videoprep.stats import STATS_NAME, parquet_problem, read_dataset_stats, write_dataset_stats
 
     chosen = tuple(e.strip() for e in exports.split(",") if e.strip())
     parquet = "parquet" in chosen  # the whole manifest as Parquet (pandas + pyarrow): checked before any work
@@ -249,8 +249,10 @@ def index_cmd(video_root: str, out_dir: str, annotations: str | None, split: str
         err_console.print(f"{result.safe_links} video(s) with unsafe paths listed through safe-named symlinks")
     if result.errors:
         err_console.print(f"{result.errors} video(s) could not be probed: see status/reason in {result.manifest_path}")
-    stats = write_dataset_stats(result.manifest_path, result.manifest_path.parent / STATS_NAME,
-                                failed=result.summary.get("failed"))
+    stats_path = result.manifest_path.parent / STATS_NAME
+    # an unchanged re-run reads the statistics back instead of loading pandas over the whole manifest
+    stats = (read_dataset_stats(stats_path) if result.unchanged else None) or write_dataset_stats(
+        result.manifest_path, stats_path, failed=result.summary.get("failed"))
     err_console.print(_stats_table(stats, title=f"dataset statistics ({result.manifest_path.parent / STATS_NAME})"))
     for path in result.lists.values():
         click.echo(str(path))

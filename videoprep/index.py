@@ -101,6 +101,7 @@ class IndexResult:
     reused: int = 0  # taken from the journal
     safe_links: int = 0  # videos listed through the safe-named symlink view
     summary: dict[str, Any] = field(default_factory=dict)  # the --summary-json record
+    unchanged: bool = False  # nothing changed since the last run: no output was rewritten
 
     @property
     def total(self) -> int:
@@ -134,7 +135,9 @@ def run_index(config: IndexConfig, *, on_progress: ProgressFn | None = None) -> 
         return None
     key = _outputs_key(config, layout, plan, journal=out / JOURNAL_NAME, safe_dir=safe_dir)
     result = _unchanged_outputs(out, key, safe_dir, plan) if run.done == 0 and not run.failures else None
-    if result is None:  # something changed (or the first run): link, build the rows, write what differs
+    if result is not None:
+        result.unchanged = True
+    else:  # something changed (or the first run): link, build the rows, write what differs
         list_paths = link_safe_view(video_root=root, safe_dir=safe_dir, plan=plan)
         rows = _manifest_rows(layout, probes, list_paths)
         result = _write_index(config, layout, rows, out=out)

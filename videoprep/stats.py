@@ -87,6 +87,15 @@ def _stats(frame: pd.DataFrame, manifest: str | os.PathLike[str], *,
             "failed_by_reason": dict(sorted((failed or {}).items()))}
 
 
+def read_dataset_stats(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The statistics an earlier run wrote, or None when they are missing or unreadable (then recompute)."""
+    try:
+        stats = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return stats if isinstance(stats, dict) and "splits" in stats else None
+
+
 def write_dataset_stats(manifest: str | os.PathLike[str], out: str | os.PathLike[str], *,
                         failed: Mapping[str, int] | None = None) -> dict[str, Any]:
     """Compute the statistics of a manifest and write them atomically as JSON to `out`."""
