@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from click.testing import CliRunner
 
 from cli import cli
 
 
+@pytest.mark.slow  # the whole toolkit end to end: ~45 s on 2 cores
 def test_reduced_demo_runs_every_step(tmp_path):
     out = tmp_path / "demo"
     result = CliRunner().invoke(cli, ["demo", "--quick", "--out", str(out)])

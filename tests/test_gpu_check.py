@@ -26,6 +26,7 @@ def _kit(out: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], dict]
     return run, json.loads((out / "report.json").read_text())
 
 
+@pytest.mark.slow  # every CPU part of the kit end to end
 @pytest.mark.skipif(HAS_GPU, reason="this machine has a GPU: the kit runs its GPU parts there (make gpu-check)")
 def test_cpu_mode_runs_what_a_cpu_can_and_lists_every_skipped_part_with_its_reason(tmp_path: Path):
     run, report = _kit(tmp_path)
